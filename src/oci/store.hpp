@@ -1,0 +1,144 @@
+// The aishell store: an OCI image layout under <root>/oci plus aishell's own areas.
+//
+//   <root>/version        store format version, checked on open
+//   <root>/lock           flock: writers hold it exclusively; readers need no lock, because
+//                         every file they read is replaced by rename
+//   <root>/oci/           oci-layout, index.json, blobs/sha256/<hex>
+//   <root>/layers/<hex>/  unpacked layer trees keyed by diff_id hex (runtime issue)
+//   <root>/cache/         build step cache (its entries are GC roots)
+//   <root>/tmp/           partial downloads and work dirs; never visible as blobs
+//   <root>/meta.json      small key/value facts (the foundation reference, the id mapping)
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/unique_fd.hpp"
+#include "oci/digest.hpp"
+#include "oci/types.hpp"
+
+namespace aishell::oci {
+
+namespace fs = std::filesystem;
+
+inline constexpr int kStoreFormatVersion = 1;
+
+// A held flock on <root>/lock; released on destruction.
+class StoreLock {
+public:
+    StoreLock() = default;
+    explicit StoreLock(UniqueFd fd) : fd_(std::move(fd)) {}
+    bool held() const noexcept { return static_cast<bool>(fd_); }
+
+private:
+    UniqueFd fd_;
+};
+
+// A named image in index.json.
+struct ImageEntry {
+    std::string name;       // org.opencontainers.image.ref.name
+    Descriptor descriptor;  // the manifest (or index) it names
+};
+
+class Store;
+
+// Writes one blob: bytes go to a file in tmp/ while hashed; commit() verifies and renames into
+// blobs/sha256/. Without commit() the temp file is removed, except a resumable partial, which is
+// kept in tmp/ under a stable name so a later writer for the same digest continues from it.
+class BlobWriter {
+public:
+    BlobWriter(BlobWriter&&) noexcept;
+    BlobWriter& operator=(BlobWriter&&) noexcept;
+    ~BlobWriter();
+
+    void write(const void* data, std::size_t size);
+    void write(std::string_view data) { write(data.data(), data.size()); }
+    std::uint64_t size() const noexcept;  // bytes so far, including a resumed prefix
+    // Verifies digest (and size when >= 0), fsyncs, renames into place, fsyncs the dir.
+    // Throws Error ("digest mismatch: expected ..., got ...") and discards the partial.
+    void commit(const Digest& expected, std::int64_t expected_size = -1);
+    // Commits under whatever digest the bytes have (for blobs aishell creates).
+    Digest commit_computed();
+    // Drops everything written (including a resumable partial).
+    void discard() noexcept;
+
+private:
+    friend class Store;
+    struct State;
+    explicit BlobWriter(std::unique_ptr<State> state);
+    std::unique_ptr<State> state_;
+};
+
+class Store {
+public:
+    // $AISHELL_STORE, else ${XDG_DATA_HOME:-~/.local/share}/aishell.
+    static fs::path default_root();
+    // Opens (creating when absent) the store at root; refuses an unknown format version.
+    static Store open(const fs::path& root);
+
+    const fs::path& root() const noexcept { return root_; }
+    fs::path oci_dir() const { return root_ / "oci"; }
+    fs::path tmp_dir() const { return root_ / "tmp"; }
+    fs::path layers_dir() const { return root_ / "layers"; }
+    fs::path cache_dir() const { return root_ / "cache"; }
+
+    StoreLock lock_exclusive() const;  // blocks; throws on error
+    std::optional<StoreLock> try_lock_exclusive() const;
+
+    // Blobs. Only sha256 digests are stored.
+    fs::path blob_path(const Digest& d) const;
+    bool has_blob(const Digest& d) const;
+    std::optional<std::uint64_t> blob_size(const Digest& d) const;
+    // Reads a blob, refusing one larger than max_size and verifying its digest.
+    std::string read_blob(const Digest& d, std::uint64_t max_size) const;
+    // Writes data as a blob (verified, durable) and returns its digest.
+    Digest put_blob(std::string_view data);
+    // A writer for a blob. With resume_key (e.g. the expected digest), an existing partial in
+    // tmp/ is continued: its bytes are re-hashed and size() starts at its length.
+    BlobWriter begin_blob(std::optional<Digest> resume_key = std::nullopt);
+    // Re-hashes a stored blob; false when missing or corrupt.
+    bool verify_blob(const Digest& d) const;
+
+    // index.json. Readers take no lock; mutators require the caller to hold lock_exclusive().
+    std::vector<ImageEntry> list_images() const;
+    std::optional<ImageEntry> find_image(std::string_view name) const;
+    // Adds or replaces the entry named name (atomic index rewrite).
+    void tag_image(std::string_view name, const Descriptor& manifest);
+    bool untag_image(std::string_view name);
+
+    // Small facts kept in meta.json (atomic rewrite; mutators require the lock).
+    std::optional<std::string> get_meta(std::string_view key) const;
+    void set_meta(std::string_view key, std::string_view value);
+    void erase_meta(std::string_view key);
+
+private:
+    explicit Store(fs::path root) : root_(std::move(root)) {}
+    fs::path root_;
+};
+
+// Reads a manifest (or index) blob: size-limited and digest-verified.
+std::string read_manifest_blob(const Store& store, const Descriptor& d);
+
+// Garbage collection: mark from index.json (following indexes into manifests, manifests into
+// config and layers) and from extra_roots (the build cache's entries), then sweep unmarked blobs
+// and temp files in tmp/ older than stale_after. Caller holds lock_exclusive().
+struct GcResult {
+    std::vector<Digest> removed_blobs;
+    std::uint64_t removed_bytes = 0;
+    std::vector<fs::path> removed_temp;
+};
+struct GcOptions {
+    std::vector<Digest> extra_roots;
+    std::chrono::seconds stale_after{24 * 3600};
+    bool dry_run = false;
+};
+GcResult collect_garbage(Store& store, const GcOptions& options);
+
+}  // namespace aishell::oci
