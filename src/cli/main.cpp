@@ -40,11 +40,8 @@ int run_main(int argc, char** argv) {
         ->option_text("DIR");
     app.add_flag("--debug", ctx.global.debug, "Log HTTP exchanges (credentials redacted)");
 
-    add_pull_command(app, ctx);
     add_images_command(app, ctx);
     add_inspect_command(app, ctx);
-    add_login_commands(app, ctx);
-    add_setup_command(app, ctx);
 
     try {
         app.parse(argc, argv);

@@ -1,0 +1,62 @@
+// `aishell images [--json]`: the images named in the store's index.json.
+#include <cstdio>
+#include <ctime>
+#include <iostream>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/command.hpp"
+#include "cli/format.hpp"
+#include "common/error.hpp"
+#include "oci/image.hpp"
+
+namespace aishell::cli {
+
+namespace {
+
+struct ImagesOptions {
+    bool json = false;
+};
+
+nlohmann::json image_json(const oci::Image& image) {
+    auto [repository, tag] = oci::split_repository_tag(image.name);
+    return {
+        {"name", image.name},
+        {"repository", repository},
+        {"tag", tag},
+        {"id", image.config_digest.str()},
+        {"digest", image.manifest_descriptor.digest.str()},
+        {"mediaType", image.manifest_descriptor.media_type},
+        {"created", image.config.json().value("created", "")},
+        {"size", image.size()},
+    };
+}
+
+int run_images(const CommandContext& ctx, const ImagesOptions& options) {
+    oci::Store store = open_store(ctx.global);
+    nlohmann::json rows = nlohmann::json::array();
+    for (const auto& entry : store.list_images()) rows.push_back(image_json(oci::load_image(store, entry)));
+    if (options.json) {
+        std::cout << rows.dump(2) << '\n';
+        return 0;
+    }
+    Table table({"REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"});
+    for (const auto& row : rows) {
+        std::string id = row["id"].get<std::string>();
+        table.add({row["repository"], row["tag"], id.substr(id.find(':') + 1, 12),
+                   human_age(row["created"].get<std::string>()), human_size(row["size"].get<std::int64_t>())});
+    }
+    std::cout << table.render();
+    return 0;
+}
+
+}  // namespace
+
+void add_images_command(CLI::App& app, CommandContext& ctx) {
+    auto options = std::make_shared<ImagesOptions>();
+    auto* cmd = app.add_subcommand("images", "List the images in the store");
+    cmd->add_flag("--json", options->json, "Print JSON");
+    cmd->callback([&ctx, options] { ctx.run = [&ctx, options] { return run_images(ctx, *options); }; });
+}
+
+}  // namespace aishell::cli

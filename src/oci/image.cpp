@@ -1,0 +1,61 @@
+#include "oci/image.hpp"
+
+#include "common/error.hpp"
+
+namespace aishell::oci {
+
+std::int64_t Image::size() const {
+    std::int64_t total = manifest.config.size;
+    for (const auto& layer : manifest.layers) total += layer.size;
+    return total;
+}
+
+namespace {
+
+Descriptor pick_from_index(const Store& store, const Descriptor& index_desc, const Platform& wanted) {
+    std::string bytes = read_manifest_blob(store, index_desc);
+    Index index = parse_index(bytes, detect_manifest_kind(index_desc.media_type, bytes));
+    for (const auto& entry : index.manifests) {
+        if (!entry.platform || !platform_matches(wanted, *entry.platform)) continue;
+        if (store.has_blob(entry.digest)) return entry;
+    }
+    throw Error("no manifest for platform " + wanted.str() + " in the store",
+                "pull the image again with --platform " + wanted.str());
+}
+
+}  // namespace
+
+Image load_image(const Store& store, const ImageEntry& entry, const std::optional<Platform>& platform) {
+    return with_context("image " + entry.name, [&] {
+        Image image;
+        image.name = entry.name;
+        image.manifest_descriptor = entry.descriptor;
+        std::string bytes = read_manifest_blob(store, entry.descriptor);
+        ManifestKind kind = detect_manifest_kind(entry.descriptor.media_type, bytes);
+        if (is_index_kind(kind)) {
+            image.manifest_descriptor = pick_from_index(store, entry.descriptor, platform.value_or(Platform::host()));
+            bytes = read_manifest_blob(store, image.manifest_descriptor);
+            kind = detect_manifest_kind(image.manifest_descriptor.media_type, bytes);
+        }
+        image.manifest = parse_manifest(bytes, kind);
+        image.config_digest = image.manifest.config.digest;
+        image.config = ImageConfig::parse(store.read_blob(image.config_digest, kMaxConfigSize));
+        if (image.config.diff_ids().size() != image.manifest.layers.size())
+            throw Error("config has " + std::to_string(image.config.diff_ids().size()) +
+                        " diff_ids but the manifest has " + std::to_string(image.manifest.layers.size()) +
+                        " layers");
+        return image;
+    });
+}
+
+std::pair<std::string, std::string> split_repository_tag(const std::string& name) {
+    auto at = name.find('@');
+    if (at != std::string::npos) return {name.substr(0, at), "<none>"};
+    auto slash = name.rfind('/');
+    auto colon = name.rfind(':');
+    if (colon != std::string::npos && (slash == std::string::npos || colon > slash))
+        return {name.substr(0, colon), name.substr(colon + 1)};
+    return {name, "<none>"};
+}
+
+}  // namespace aishell::oci
