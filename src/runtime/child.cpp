@@ -1,0 +1,485 @@
+// The container's PID 1 and its command, between clone and exec. See child.hpp for the rules:
+// no allocation, no exceptions, only system calls; failures go to the report pipe.
+#include "runtime/child.hpp"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/openat2.h>
+#include <net/if.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <linux/seccomp.h>
+
+#include <cstring>
+
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+namespace aishell::runtime {
+
+const char* step_name(ChildStep step) noexcept {
+    switch (step) {
+        case ChildStep::Sync: return "wait for the id maps";
+        case ChildStep::SetIds: return "become root in the user namespace";
+        case ChildStep::Hostname: return "sethostname";
+        case ChildStep::MakePrivate: return "make mounts private";
+        case ChildStep::Overlay: return "mount overlay rootfs";
+        case ChildStep::OpenRoot: return "open rootfs";
+        case ChildStep::Mount: return "mount";
+        case ChildStep::Loopback: return "bring up lo";
+        case ChildStep::Pivot: return "pivot_root";
+        case ChildStep::Passwd: return "add passwd entry";
+        case ChildStep::Chdir: return "chdir to the working directory";
+        case ChildStep::Fork: return "fork the command";
+        case ChildStep::Terminal: return "set the controlling terminal";
+        case ChildStep::Stdio: return "set up stdio";
+        case ChildStep::CapBounding: return "drop bounding capabilities";
+        case ChildStep::NoNewPrivs: return "set no_new_privs";
+        case ChildStep::Seccomp: return "load the seccomp filter";
+        case ChildStep::Groups: return "setgroups";
+        case ChildStep::SetGid: return "setgid";
+        case ChildStep::SetUid: return "setuid";
+        case ChildStep::Capabilities: return "set capabilities";
+        case ChildStep::Exec: return "exec";
+    }
+    return "?";
+}
+
+namespace {
+
+// ---- reporting -------------------------------------------------------------------------------
+
+void copy_str(char* dst, std::size_t cap, const char* src) noexcept {
+    std::size_t i = 0;
+    for (; src && src[i] && i + 1 < cap; ++i) dst[i] = src[i];
+    dst[i] = '\0';
+}
+
+[[noreturn]] void fail(const ChildContext& ctx, ChildStep step, const char* path, int status = 125) noexcept {
+    ChildReport r;
+    r.step = static_cast<std::int32_t>(step);
+    r.err = errno;
+    copy_str(r.path, sizeof r.path, path);
+    (void)!::write(ctx.report_fd, &r, sizeof r);
+    ::_exit(status);
+}
+
+// "/proc/self/fd/N" into buf.
+const char* fd_path(char (&buf)[32], int fd) noexcept {
+    char digits[12];
+    int n = 0;
+    unsigned v = static_cast<unsigned>(fd);
+    do { digits[n++] = static_cast<char>('0' + v % 10); v /= 10; } while (v && n < 11);
+    const char prefix[] = "/proc/self/fd/";
+    std::size_t i = 0;
+    for (; prefix[i]; ++i) buf[i] = prefix[i];
+    while (n) buf[i++] = digits[--n];
+    buf[i] = '\0';
+    return buf;
+}
+
+// ---- paths beneath the rootfs ----------------------------------------------------------------
+
+// Opens path (absolute inside the container) beneath rootfd, resolving symlinks as if rootfd
+// were "/" (openat2 RESOLVE_IN_ROOT, Linux 5.6). Without openat2 (ENOSYS), an O_NOFOLLOW walk
+// that refuses symlinks and "..": stricter, never looser.
+int open_in_root(int rootfd, const char* path, int flags) noexcept {
+    open_how how{};
+    how.flags = static_cast<std::uint64_t>(flags | O_CLOEXEC);
+    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    long fd = ::syscall(SYS_openat2, rootfd, path, &how, sizeof how);
+    if (fd >= 0 || errno != ENOSYS) return static_cast<int>(fd);
+
+    int cur = ::fcntl(rootfd, F_DUPFD_CLOEXEC, 3);
+    if (cur < 0) return -1;
+    char comp[256];
+    const char* p = path;
+    for (;;) {
+        while (*p == '/') ++p;
+        if (!*p) return cur;
+        std::size_t n = 0;
+        while (p[n] && p[n] != '/') ++n;
+        if (n >= sizeof comp) { ::close(cur); errno = ENAMETOOLONG; return -1; }
+        std::memcpy(comp, p, n);
+        comp[n] = '\0';
+        p += n;
+        while (*p == '/') ++p;
+        if (std::strcmp(comp, ".") == 0) continue;
+        if (std::strcmp(comp, "..") == 0) { ::close(cur); errno = EXDEV; return -1; }
+        bool last = *p == '\0';
+        int next = ::openat(cur, comp, last ? (flags | O_NOFOLLOW | O_CLOEXEC) : (O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        int saved = errno;
+        ::close(cur);
+        if (next < 0) { errno = saved; return -1; }
+        if (last) return next;
+        cur = next;
+    }
+}
+
+// mkdir -p beneath rootfd; the last component becomes a dir or an empty file.
+bool make_mountpoint(int rootfd, const char* path, bool is_dir) noexcept {
+    char buf[4096];
+    std::size_t len = std::strlen(path);
+    if (len >= sizeof buf) { errno = ENAMETOOLONG; return false; }
+    std::memcpy(buf, path, len + 1);
+    for (std::size_t i = 1; i <= len; ++i) {
+        if (buf[i] != '/' && buf[i] != '\0') continue;
+        bool last = buf[i] == '\0';
+        char saved = buf[i];
+        buf[i] = '\0';
+        int fd = open_in_root(rootfd, buf, O_PATH);
+        if (fd >= 0) {
+            ::close(fd);
+        } else if (errno == ENOENT) {
+            // Create the component in its (resolved) parent.
+            char* slash = std::strrchr(buf, '/');
+            *slash = '\0';
+            int parent = open_in_root(rootfd, buf[0] ? buf : "/", O_PATH | O_DIRECTORY);
+            *slash = '/';
+            if (parent < 0) return false;
+            int rc;
+            if (!last || is_dir) {
+                rc = ::mkdirat(parent, slash + 1, 0755);
+            } else {
+                rc = ::openat(parent, slash + 1, O_CREAT | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
+                if (rc >= 0) ::close(rc);
+            }
+            int e = errno;
+            ::close(parent);
+            if (rc < 0 && e != EEXIST) { errno = e; return false; }
+        } else {
+            return false;
+        }
+        buf[i] = saved;
+    }
+    return true;
+}
+
+// ---- mounts ----------------------------------------------------------------------------------
+
+// Read-only, recursively: mount_setattr(2) (Linux 5.12); else one MS_REMOUNT keeping the locked
+// flags the parent found (a remount that would clear them fails with EPERM in a userns).
+bool make_read_only(int fd, unsigned long keep) noexcept {
+    mount_attr attr{};
+    attr.attr_set = MOUNT_ATTR_RDONLY;
+    if (::syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) == 0) return true;
+    if (errno != ENOSYS) return false;
+    char p[32];
+    return ::mount(nullptr, fd_path(p, fd), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | keep, nullptr) == 0;
+}
+
+bool mount_step(const ChildContext& ctx, int rootfd, const MountStep& s) noexcept {
+    char p[32], q[32];
+    const char* target = s.target.c_str();
+    switch (s.kind) {
+        case MountStep::Kind::Symlink: {
+            int dev = open_in_root(rootfd, "/dev", O_PATH | O_DIRECTORY);
+            if (dev < 0) return false;
+            const char* name = std::strrchr(target, '/') + 1;
+            int rc = ::symlinkat(s.source.c_str(), dev, name);
+            int e = errno;
+            ::close(dev);
+            errno = e;
+            return rc == 0 || e == EEXIST;
+        }
+        case MountStep::Kind::Mask: {
+            int fd = open_in_root(rootfd, target, O_PATH);
+            if (fd < 0) return errno == ENOENT;  // nothing to hide
+            struct stat st {};
+            bool ok = ::fstat(fd, &st) == 0;
+            if (ok && S_ISDIR(st.st_mode))
+                ok = ::mount("tmpfs", fd_path(p, fd), "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0") == 0;
+            else if (ok)
+                ok = ::mount("/dev/null", fd_path(p, fd), nullptr, MS_BIND, nullptr) == 0;
+            int e = errno;
+            ::close(fd);
+            errno = e;
+            return ok;
+        }
+        case MountStep::Kind::ReadOnly: {
+            int fd = open_in_root(rootfd, target, O_PATH);
+            if (fd < 0) return errno == ENOENT;
+            bool ok = ::mount(fd_path(p, fd), fd_path(q, fd), nullptr, MS_BIND | MS_REC, nullptr) == 0;
+            int e = errno;
+            ::close(fd);
+            if (!ok) { errno = e; return false; }
+            // Reopen: the fd still names the mount below the new bind.
+            fd = open_in_root(rootfd, target, O_PATH);
+            if (fd < 0) return false;
+            ok = make_read_only(fd, s.flags);
+            e = errno;
+            ::close(fd);
+            errno = e;
+            return ok;
+        }
+        case MountStep::Kind::Fs:
+        case MountStep::Kind::Bind: {
+            if (!make_mountpoint(rootfd, target, s.target_is_dir)) return false;
+            int fd = open_in_root(rootfd, target, O_PATH);
+            if (fd < 0) return false;
+            bool ok;
+            if (s.kind == MountStep::Kind::Fs)
+                ok = ::mount(s.source.c_str(), fd_path(p, fd), s.fstype.c_str(), s.flags,
+                             s.data.empty() ? nullptr : s.data.c_str()) == 0;
+            else
+                ok = ::mount(s.source.c_str(), fd_path(p, fd), nullptr, MS_BIND | MS_REC, nullptr) == 0;
+            int e = errno;
+            ::close(fd);
+            if (!ok) { errno = e; return false; }
+            if (s.kind == MountStep::Kind::Bind && s.read_only) {
+                fd = open_in_root(rootfd, target, O_PATH);
+                if (fd < 0) return false;
+                ok = make_read_only(fd, s.flags);
+                e = errno;
+                ::close(fd);
+                errno = e;
+            }
+            (void)ctx;
+            return ok;
+        }
+    }
+    return false;
+}
+
+// The overlay rootfs: fsopen + fsconfig "lowerdir+" (Linux 6.8: one layer per call, no option
+// length limit). Returns false with errno ENOSYS/EINVAL when that API or key is missing, so
+// the caller falls back to mount(2).
+bool mount_overlay_new_api(const ChildContext& ctx) noexcept {
+    int fsfd = static_cast<int>(::syscall(SYS_fsopen, "overlay", FSOPEN_CLOEXEC));
+    if (fsfd < 0) return false;
+    auto set = [&](unsigned cmd, const char* key, const char* value) {
+        return ::syscall(SYS_fsconfig, fsfd, cmd, key, value, 0) == 0;
+    };
+    bool ok = true;
+    for (const auto& l : ctx.lower_abs)
+        if (ok) ok = set(FSCONFIG_SET_STRING, "lowerdir+", l.c_str());
+    if (ok) ok = set(FSCONFIG_SET_STRING, "upperdir", ctx.upper_abs.c_str());
+    if (ok) ok = set(FSCONFIG_SET_STRING, "workdir", ctx.work_abs.c_str());
+    if (ok) ok = set(FSCONFIG_SET_FLAG, "userxattr", nullptr);
+    if (ok) ok = set(FSCONFIG_CMD_CREATE, nullptr, nullptr);
+    int mfd = ok ? static_cast<int>(::syscall(SYS_fsmount, fsfd, FSMOUNT_CLOEXEC, 0)) : -1;
+    int e = errno;
+    ::close(fsfd);
+    if (mfd < 0) { errno = e; return false; }
+    ok = ::syscall(SYS_move_mount, mfd, "", AT_FDCWD, ctx.rootfs.c_str(), MOVE_MOUNT_F_EMPTY_PATH) == 0;
+    e = errno;
+    ::close(mfd);
+    errno = e;
+    if (!ok) errno = e == ENOSYS || e == EINVAL ? EIO : e;  // not a reason to fall back
+    return ok;
+}
+
+void mount_overlay(const ChildContext& ctx) noexcept {
+    if (mount_overlay_new_api(ctx)) return;
+    if (errno != ENOSYS && errno != EINVAL) fail(ctx, ChildStep::Overlay, ctx.rootfs.c_str());
+    // mount(2) takes one page of options: relative lowerdirs from inside layers/.
+    if (::chdir(ctx.layers_dir.c_str()) != 0) fail(ctx, ChildStep::Overlay, ctx.layers_dir.c_str());
+    if (::mount("overlay", ctx.rootfs.c_str(), "overlay", 0, ctx.overlay_data.c_str()) != 0)
+        fail(ctx, ChildStep::Overlay, ctx.rootfs.c_str());
+}
+
+void loopback_up(const ChildContext& ctx) noexcept {
+    int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0) fail(ctx, ChildStep::Loopback, "lo");
+    ifreq ifr{};
+    copy_str(ifr.ifr_name, sizeof ifr.ifr_name, "lo");
+    if (::ioctl(s, SIOCGIFFLAGS, &ifr) != 0) fail(ctx, ChildStep::Loopback, "lo");
+    ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP | IFF_RUNNING);
+    if (::ioctl(s, SIOCSIFFLAGS, &ifr) != 0) fail(ctx, ChildStep::Loopback, "lo");
+    ::close(s);
+}
+
+// pivot_root(".", ".") then detach the old root stacked on top (as runc): no directory for the
+// old root is needed in the image, and nothing of the host stays reachable.
+void pivot(const ChildContext& ctx, int rootfd) noexcept {
+    if (::fchdir(rootfd) != 0) fail(ctx, ChildStep::Pivot, ctx.rootfs.c_str());
+    if (::syscall(SYS_pivot_root, ".", ".") != 0) fail(ctx, ChildStep::Pivot, ctx.rootfs.c_str());
+    if (::umount2(".", MNT_DETACH) != 0) fail(ctx, ChildStep::Pivot, "old root");
+    if (::chdir("/") != 0) fail(ctx, ChildStep::Pivot, "/");
+}
+
+void setup_filesystem(const ChildContext& ctx) noexcept {
+    const ContainerSpec& spec = *ctx.spec;
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) fail(ctx, ChildStep::MakePrivate, "/");
+    mount_overlay(ctx);
+    int rootfd = ::open(ctx.rootfs.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (rootfd < 0) fail(ctx, ChildStep::OpenRoot, ctx.rootfs.c_str());
+    for (const auto& step : spec.mounts)
+        if (!mount_step(ctx, rootfd, step)) fail(ctx, ChildStep::Mount, step.target.c_str());
+    pivot(ctx, rootfd);
+    ::close(rootfd);
+}
+
+void append_passwd(const ChildContext& ctx) noexcept {
+    const auto& line = *ctx.spec->process.passwd_line;
+    int fd = ::open("/etc/passwd", O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0) fail(ctx, ChildStep::Passwd, "/etc/passwd");
+    if (::write(fd, line.data(), line.size()) != static_cast<ssize_t>(line.size())) fail(ctx, ChildStep::Passwd, "/etc/passwd");
+    ::close(fd);
+}
+
+// Docker creates a missing WorkingDir.
+void enter_workdir(const ChildContext& ctx) noexcept {
+    const char* cwd = ctx.spec->process.cwd.c_str();
+    if (::chdir(cwd) == 0) return;
+    if (errno != ENOENT) fail(ctx, ChildStep::Chdir, cwd);
+    char buf[4096];
+    std::size_t len = std::strlen(cwd);
+    if (len >= sizeof buf) fail(ctx, ChildStep::Chdir, cwd);
+    std::memcpy(buf, cwd, len + 1);
+    for (std::size_t i = 1; i <= len; ++i) {
+        if (buf[i] != '/' && buf[i] != '\0') continue;
+        char c = buf[i];
+        buf[i] = '\0';
+        if (::mkdir(buf, 0755) != 0 && errno != EEXIST) fail(ctx, ChildStep::Chdir, buf);
+        buf[i] = c;
+    }
+    if (::chdir(cwd) != 0) fail(ctx, ChildStep::Chdir, cwd);
+}
+
+// ---- the command -----------------------------------------------------------------------------
+
+void reset_signals() noexcept {
+    struct sigaction sa {};
+    sa.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; ++sig)
+        if (sig != SIGKILL && sig != SIGSTOP) ::sigaction(sig, &sa, nullptr);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+}
+
+void setup_stdio(const ChildContext& ctx) noexcept {
+    if (::setsid() < 0) fail(ctx, ChildStep::Terminal, "setsid");
+    if (ctx.tty_slave >= 0) {
+        if (::ioctl(ctx.tty_slave, TIOCSCTTY, 0) != 0) fail(ctx, ChildStep::Terminal, "pty");
+        for (int fd = 0; fd < 3; ++fd)
+            if (::dup2(ctx.tty_slave, fd) < 0) fail(ctx, ChildStep::Stdio, "pty");
+        if (ctx.stdin_null >= 0 && ::dup2(ctx.stdin_null, 0) < 0) fail(ctx, ChildStep::Stdio, "/dev/null");
+    } else if (ctx.stdin_null >= 0) {
+        if (::dup2(ctx.stdin_null, 0) < 0) fail(ctx, ChildStep::Stdio, "/dev/null");
+    }
+}
+
+// Capabilities and seccomp, in the order that works without no_new_privs: the filter is loaded
+// while CAP_SYS_ADMIN is still held in the namespace (seccomp(2)), then ids and caps drop.
+void drop_privileges(const ChildContext& ctx) noexcept {
+    const ContainerSpec& spec = *ctx.spec;
+    for (unsigned cap = 0; cap <= ctx.last_cap; ++cap) {
+        if (spec.capabilities & (1ull << cap)) continue;
+        if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) fail(ctx, ChildStep::CapBounding, nullptr);
+    }
+    if (spec.no_new_privileges && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) fail(ctx, ChildStep::NoNewPrivs, nullptr);
+    if (ctx.seccomp.len > 0 &&
+        ::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &ctx.seccomp) != 0)
+        fail(ctx, ChildStep::Seccomp, nullptr);
+    const ProcessSpec& p = spec.process;
+    if (ctx.setgroups_allowed && ::setgroups(p.groups.size(), p.groups.data()) != 0) fail(ctx, ChildStep::Groups, nullptr);
+    if (::setresgid(p.gid, p.gid, p.gid) != 0) fail(ctx, ChildStep::SetGid, nullptr);
+    if (::prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0) fail(ctx, ChildStep::SetUid, "keepcaps");
+    if (::setresuid(p.uid, p.uid, p.uid) != 0) fail(ctx, ChildStep::SetUid, nullptr);
+    __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct data[2];
+    std::memcpy(data, ctx.caps, sizeof data);
+    if (::syscall(SYS_capset, &hdr, data) != 0) fail(ctx, ChildStep::Capabilities, nullptr);
+    if (::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL)
+        fail(ctx, ChildStep::Capabilities, "ambient");
+}
+
+// execve with the container's PATH (execvpe would search aishell's own PATH).
+[[noreturn]] void exec_command(const ChildContext& ctx) noexcept {
+    const char* file = ctx.argv[0];
+    char* const* argv = const_cast<char* const*>(ctx.argv.data());
+    char* const* envp = const_cast<char* const*>(ctx.envp.data());
+    if (std::strchr(file, '/')) {
+        ::execve(file, argv, envp);
+        fail(ctx, ChildStep::Exec, file, errno == ENOENT ? 127 : 126);
+    }
+    int first_error = ENOENT;
+    char buf[4096];
+    for (const auto& dir : ctx.spec->process.path_dirs) {
+        std::size_t dl = dir.size(), fl = std::strlen(file);
+        if (dl + fl + 2 > sizeof buf) continue;
+        std::memcpy(buf, dir.data(), dl);
+        buf[dl] = '/';
+        std::memcpy(buf + dl + 1, file, fl + 1);
+        ::execve(buf, argv, envp);
+        if (errno != ENOENT && errno != ENOTDIR && first_error == ENOENT) first_error = errno;
+    }
+    errno = first_error;
+    fail(ctx, ChildStep::Exec, file, first_error == ENOENT ? 127 : 126);
+}
+
+[[noreturn]] void command_main(const ChildContext& ctx) noexcept {
+    reset_signals();
+    setup_stdio(ctx);
+    drop_privileges(ctx);
+    // Nothing of aishell's may reach the command: every fd but 0-2 closes on exec.
+    if (::syscall(SYS_close_range, 3u, ~0u, CLOSE_RANGE_CLOEXEC) != 0)
+        for (int fd = 3; fd < 4096; ++fd) ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    exec_command(ctx);
+}
+
+// ---- PID 1 -----------------------------------------------------------------------------------
+
+// Reaps every child; forwards the signals aishell forwards to it; exits with the command's
+// status (128+N when it was killed by N: PID 1 cannot die of a signal sent from inside).
+[[noreturn]] void init_loop(pid_t command) noexcept {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int sig : {SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH}) sigaddset(&set, sig);
+    for (;;) {
+        siginfo_t info{};
+        int sig = ::sigwaitinfo(&set, &info);
+        if (sig < 0) continue;
+        if (sig != SIGCHLD) {
+            ::kill(command, sig);
+            continue;
+        }
+        int status = 0;
+        pid_t pid;
+        while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
+            if (pid != command) continue;
+            ::_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+        }
+    }
+}
+
+}  // namespace
+
+void child_main(const ChildContext& ctx) noexcept {
+    const ContainerSpec& spec = *ctx.spec;
+    char go = 0;
+    ssize_t n;
+    do n = ::read(ctx.sync_fd, &go, 1); while (n < 0 && errno == EINTR);
+    if (n != 1) ::_exit(125);  // the parent failed and reports it itself
+    ::close(ctx.sync_fd);
+    if (ctx.root_mapped) {
+        if (::setresgid(0, 0, 0) != 0 || ::setresuid(0, 0, 0) != 0) fail(ctx, ChildStep::SetIds, nullptr);
+        if (ctx.setgroups_allowed && ::setgroups(0, nullptr) != 0) fail(ctx, ChildStep::SetIds, "setgroups");
+    }
+    if (::sethostname(spec.hostname.data(), spec.hostname.size()) != 0) fail(ctx, ChildStep::Hostname, nullptr);
+    if (spec.network == Network::None) loopback_up(ctx);
+    setup_filesystem(ctx);
+    if (spec.process.passwd_line) append_passwd(ctx);
+    enter_workdir(ctx);
+    // Not dumpable: the container cannot open /proc/1/exe, which is aishell (runc CVE-2019-5736).
+    ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    pid_t pid = static_cast<pid_t>(::syscall(SYS_clone, SIGCHLD, nullptr, nullptr, nullptr, nullptr));
+    if (pid < 0) fail(ctx, ChildStep::Fork, nullptr);
+    if (pid == 0) command_main(ctx);
+    ::close(ctx.report_fd);
+    if (ctx.tty_slave >= 0) ::close(ctx.tty_slave);
+    init_loop(pid);
+}
+
+}  // namespace aishell::runtime

@@ -1,0 +1,54 @@
+// The code that runs in the cloned child (the container's PID 1) and in the command it forks.
+// Everything here is C-like: no allocation, no exceptions, only async-signal-safe system
+// calls; the parent prepared every string and buffer in ChildContext. A failure is written to
+// the report pipe as one ChildReport and the process _exits.
+#pragma once
+
+#include <linux/capability.h>
+#include <linux/filter.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "runtime/container.hpp"
+
+namespace aishell::runtime {
+
+enum class ChildStep : std::int32_t {
+    Sync = 1, SetIds, Hostname, MakePrivate, Overlay, OpenRoot, Mount, Loopback, Pivot, Passwd,
+    Chdir, Fork, Terminal, Stdio, CapBounding, NoNewPrivs, Seccomp, Groups, SetGid, SetUid, Capabilities,
+    Exec,
+};
+
+const char* step_name(ChildStep step) noexcept;
+
+struct ChildReport {
+    std::int32_t step = 0;
+    std::int32_t err = 0;
+    char path[256] = {};
+};
+
+struct ChildContext {
+    const ContainerSpec* spec = nullptr;
+    int sync_fd = -1;       // read end: one byte once the id maps are written
+    int report_fd = -1;     // write end, O_CLOEXEC: closes on a successful exec
+    int tty_slave = -1;     // -t: the pty slave for the command's stdio
+    int stdin_null = -1;    // without -i: /dev/null as stdin
+    std::string rootfs;     // <run>/rootfs
+    std::string layers_dir;
+    std::vector<std::string> lower_abs;  // for fsconfig lowerdir+ (top first)
+    std::string upper_abs, work_abs;
+    std::string overlay_data;            // fallback mount(2) options, paths relative to layers_dir
+    std::vector<const char*> argv, envp; // null-terminated
+    sock_fprog seccomp{};                // len 0: none
+    unsigned last_cap = 40;              // /proc/sys/kernel/cap_last_cap
+    __user_cap_data_struct caps[2]{};    // effective = permitted = inheritable
+    bool setgroups_allowed = true;
+    bool root_mapped = true;             // container uid 0 exists (not keep-id single)
+};
+
+// The child after clone: never returns.
+[[noreturn]] void child_main(const ChildContext& ctx) noexcept;
+
+}  // namespace aishell::runtime

@@ -1,0 +1,273 @@
+// The parent side of a container run: prepare the child's context, clone, write the id maps,
+// release the child, turn its report into an error or an exit status, relay the terminal and
+// forward signals until PID 1 exits, then remove the run's upper layer.
+#include "runtime/container.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "common/error.hpp"
+#include "common/file.hpp"
+#include "runtime/child.hpp"
+#include "runtime/terminal.hpp"
+
+namespace aishell::runtime {
+
+namespace {
+
+constexpr int kForwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
+
+// Blocks the forwarded signals and SIGCHLD for the run (they are read from a signalfd);
+// the clone child inherits the mask, which PID 1 needs for sigwaitinfo.
+class SignalBlock {
+public:
+    SignalBlock() {
+        sigemptyset(&set_);
+        for (int sig : kForwarded) sigaddset(&set_, sig);
+        sigaddset(&set_, SIGCHLD);
+        if (::sigprocmask(SIG_BLOCK, &set_, &old_) != 0) throw_errno("sigprocmask");
+        fd_.reset(::signalfd(-1, &set_, SFD_CLOEXEC | SFD_NONBLOCK));
+        if (!fd_) throw_errno("signalfd");
+    }
+    ~SignalBlock() { ::sigprocmask(SIG_SETMASK, &old_, nullptr); }
+    int fd() const { return fd_.get(); }
+
+private:
+    sigset_t set_{}, old_{};
+    UniqueFd fd_;
+};
+
+// Kills and reaps the child unless it was waited for.
+class ChildGuard {
+public:
+    explicit ChildGuard(pid_t pid) : pid_(pid) {}
+    ~ChildGuard() {
+        if (pid_ <= 0) return;
+        ::kill(pid_, SIGKILL);
+        int st;
+        while (::waitpid(pid_, &st, 0) < 0 && errno == EINTR) {}
+    }
+    pid_t pid() const { return pid_; }
+    // Waits (non-blocking when nohang); returns the wait status once the child is gone.
+    std::optional<int> wait(bool nohang) {
+        int st = 0;
+        pid_t r;
+        do r = ::waitpid(pid_, &st, nohang ? WNOHANG : 0); while (r < 0 && errno == EINTR);
+        if (r < 0) throw_errno("waitpid");
+        if (r == 0) return std::nullopt;
+        pid_ = -1;
+        return st;
+    }
+
+private:
+    pid_t pid_;
+};
+
+struct Pipe {
+    UniqueFd read, write;
+};
+
+Pipe make_pipe() {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) throw_errno("pipe2");
+    return {UniqueFd(fds[0]), UniqueFd(fds[1])};
+}
+
+unsigned read_last_cap() {
+    auto text = read_file_if_exists("/proc/sys/kernel/cap_last_cap", 64);
+    if (!text) return 40;
+    try {
+        return static_cast<unsigned>(std::stoul(*text));
+    } catch (...) {
+        return 40;
+    }
+}
+
+void prepare_paths(ChildContext& ctx, const ContainerSpec& spec) {
+    ctx.rootfs = (spec.run_dir / "rootfs").string();
+    ctx.layers_dir = spec.layers_dir.string();
+    ctx.upper_abs = (spec.run_dir / "upper").string();
+    ctx.work_abs = (spec.run_dir / "work").string();
+    for (const auto& l : spec.layers) ctx.lower_abs.push_back((spec.layers_dir / l).string());
+    auto rel = [&](const fs::path& p) { return p.lexically_relative(spec.layers_dir).string(); };
+    ctx.overlay_data = overlay_options(spec.layers, rel(ctx.upper_abs), rel(ctx.work_abs),
+                                       static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)));
+    for (auto d : {"upper", "work", "rootfs"}) make_dirs(spec.run_dir / d, 0755);
+}
+
+void prepare_process(ChildContext& ctx, const ContainerSpec& spec) {
+    if (spec.process.argv.empty()) throw Error("no command to run", "give one after --, or use an image with Cmd or Entrypoint");
+    for (const auto& a : spec.process.argv) ctx.argv.push_back(a.c_str());
+    ctx.argv.push_back(nullptr);
+    for (const auto& e : spec.process.env) ctx.envp.push_back(e.c_str());
+    ctx.envp.push_back(nullptr);
+    if (!spec.seccomp.empty()) {
+        ctx.seccomp.len = static_cast<unsigned short>(spec.seccomp.size());
+        ctx.seccomp.filter = const_cast<sock_filter*>(spec.seccomp.data());
+    }
+    ctx.last_cap = read_last_cap();
+    for (int i = 0; i < 2; ++i) {
+        auto word = static_cast<std::uint32_t>(spec.capabilities >> (32 * i));
+        ctx.caps[i].effective = ctx.caps[i].permitted = ctx.caps[i].inheritable = word;
+    }
+    ctx.setgroups_allowed = spec.mapping.mode != UsernsMode::Single;
+    ctx.root_mapped = spec.mapping.uid_mapped_inside(0) && spec.mapping.gid_mapped_inside(0);
+}
+
+RunResult report_to_result(const ChildReport& r) {
+    auto step = static_cast<ChildStep>(r.step);
+    std::string path(r.path, strnlen(r.path, sizeof r.path));
+    std::string what = std::string(step_name(step)) + (path.empty() ? "" : " " + path) + ": " + std::strerror(r.err);
+    if (step == ChildStep::Exec) {
+        std::string hint = r.err == ENOENT ? "command not found in the container" : "permission denied or not executable";
+        return {r.err == ENOENT ? 127 : 126, "exec " + path + ": " + std::strerror(r.err) + " (" + hint + ")"};
+    }
+    Error e("start container: " + what);
+    if (step == ChildStep::Overlay) e.set_hint("overlayfs with userxattr needs Linux 5.11 or later");
+    throw e;
+}
+
+// Reads at most one report; EOF means the command was exec'd (the pipe is O_CLOEXEC).
+std::optional<ChildReport> read_report(int fd) {
+    ChildReport r;
+    std::size_t got = 0;
+    while (got < sizeof r) {
+        ssize_t n = ::read(fd, reinterpret_cast<char*>(&r) + got, sizeof r - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) throw_errno("read child report");
+        if (n == 0) break;
+        got += static_cast<std::size_t>(n);
+    }
+    if (got == 0) return std::nullopt;
+    if (got != sizeof r) throw Error("start container: truncated report from the child");
+    return r;
+}
+
+bool relay(int from, int to) {
+    char buf[16384];
+    ssize_t n = ::read(from, buf, sizeof buf);
+    if (n <= 0) return n < 0 && (errno == EAGAIN || errno == EINTR);
+    for (ssize_t off = 0; off < n;) {
+        ssize_t w = ::write(to, buf + off, static_cast<std::size_t>(n - off));
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return false;
+        off += w;
+    }
+    return true;
+}
+
+// Forwards signals and relays the pty until PID 1 exits; returns its wait status.
+int supervise(ChildGuard& child, const SignalBlock& sigs, int master, bool relay_stdin) {
+    bool stdin_open = relay_stdin, master_open = master >= 0;
+    for (;;) {
+        pollfd fds[3] = {{sigs.fd(), POLLIN, 0}, {master_open ? master : -1, POLLIN, 0},
+                         {stdin_open ? STDIN_FILENO : -1, POLLIN, 0}};
+        if (::poll(fds, 3, -1) < 0) {
+            if (errno == EINTR) continue;
+            throw_errno("poll");
+        }
+        if (fds[0].revents & POLLIN) {
+            signalfd_siginfo si;
+            while (::read(sigs.fd(), &si, sizeof si) == sizeof si) {
+                int sig = static_cast<int>(si.ssi_signo);
+                if (sig == SIGCHLD) continue;
+                if (sig == SIGWINCH && master >= 0) copy_window_size(STDIN_FILENO, master);
+                else ::kill(child.pid(), sig);
+            }
+            if (auto st = child.wait(true)) {
+                if (master_open) while (relay(master, STDOUT_FILENO)) {}  // drain what is left
+                return *st;
+            }
+        }
+        if (master_open && (fds[1].revents & (POLLIN | POLLHUP | POLLERR)))
+            master_open = relay(master, STDOUT_FILENO);
+        if (stdin_open && (fds[2].revents & (POLLIN | POLLHUP | POLLERR)))
+            stdin_open = relay(STDIN_FILENO, master);
+    }
+}
+
+}  // namespace
+
+std::string overlay_options(const std::vector<std::string>& layers, const std::string& upper,
+                            const std::string& work, std::size_t limit) {
+    std::string opts = "lowerdir=";
+    for (std::size_t i = 0; i < layers.size(); ++i) {
+        if (i) opts += ':';
+        opts += layers[i];
+    }
+    opts += ",upperdir=" + upper + ",workdir=" + work + ",userxattr";
+    if (opts.size() >= limit)
+        throw Error("overlay options for " + std::to_string(layers.size()) + " layers exceed the page size (" +
+                        std::to_string(opts.size()) + " bytes)",
+                    "Linux 6.8 or later (lowerdir+) has no such limit; or squash the image");
+    return opts;
+}
+
+int exit_status_from_wait(int st) noexcept {
+    if (WIFEXITED(st)) return WEXITSTATUS(st);
+    if (WIFSIGNALED(st)) return 128 + WTERMSIG(st);
+    return 125;
+}
+
+RunResult run_container(const ContainerSpec& spec) {
+    ChildContext ctx;
+    ctx.spec = &spec;
+    prepare_paths(ctx, spec);
+    prepare_process(ctx, spec);
+
+    std::optional<PtyPair> pty;
+    if (spec.tty && ::isatty(STDIN_FILENO)) pty = open_pty(STDIN_FILENO);
+    else if (spec.tty) pty = open_pty(STDOUT_FILENO);
+    UniqueFd dev_null;
+    if (!spec.interactive) {
+        dev_null.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+        if (!dev_null) throw_errno("open", "/dev/null");
+    }
+    ctx.tty_slave = pty ? pty->slave.get() : -1;
+    ctx.stdin_null = dev_null.get();
+
+    Pipe sync = make_pipe(), report = make_pipe();
+    ctx.sync_fd = sync.read.get();
+    ctx.report_fd = report.write.get();
+    SignalBlock sigs;
+
+    unsigned long flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | SIGCHLD;
+    if (spec.network == Network::None) flags |= CLONE_NEWNET;
+    // The raw syscall behaves as fork() (no new stack) and skips glibc's atfork handlers.
+    pid_t pid = static_cast<pid_t>(::syscall(SYS_clone, flags, nullptr, nullptr, nullptr, nullptr));
+    if (pid < 0) {
+        Error e = SystemError(errno, "clone", "new namespaces");
+        e.set_hint("unprivileged user namespaces must be enabled (sysctl kernel.unprivileged_userns_clone=1)");
+        throw e;
+    }
+    if (pid == 0) child_main(ctx);
+
+    ChildGuard child(pid);
+    sync.read.reset();
+    report.write.reset();
+    if (pty) pty->slave.reset();
+    write_id_maps(pid, spec.mapping);
+    if (::write(sync.write.get(), "g", 1) != 1) throw_errno("release the child");
+    sync.write.reset();
+
+    if (auto r = read_report(report.read.get())) {
+        RunResult res = report_to_result(*r);  // throws for setup failures
+        child.wait(false);
+        return res;
+    }
+    std::optional<RawTerminal> raw;
+    if (pty && spec.interactive) raw.emplace(STDIN_FILENO);
+    int st = supervise(child, sigs, pty ? pty->master.get() : -1, pty && spec.interactive);
+    raw.reset();
+    return {exit_status_from_wait(st), {}};
+}
+
+}  // namespace aishell::runtime

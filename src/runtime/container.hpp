@@ -1,0 +1,69 @@
+// What a container run needs, fully resolved by the parent before clone (paths, mount steps,
+// the compiled seccomp program, argv/envp), and run_container() which launches it: clone into
+// new namespaces, id maps, overlay rootfs, mounts, pivot_root, a tiny PID 1, the command.
+#pragma once
+
+#include <linux/filter.h>
+#include <sys/types.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "runtime/idmap.hpp"
+#include "runtime/mounts.hpp"
+
+namespace aishell::runtime {
+
+namespace fs = std::filesystem;
+
+enum class Network { Host, None };
+
+struct ProcessSpec {
+    std::vector<std::string> argv;      // argv[0] is searched in the container's PATH when bare
+    std::vector<std::string> env;       // K=V
+    std::vector<std::string> path_dirs; // the container PATH, split (for the search)
+    std::string cwd = "/";
+    std::uint32_t uid = 0;
+    std::uint32_t gid = 0;
+    std::vector<gid_t> groups;          // supplementary groups (not settable in single mode)
+    std::optional<std::string> passwd_line;  // appended to /etc/passwd (keep-id) when set
+};
+
+struct ContainerSpec {
+    IdMapping mapping;
+    fs::path layers_dir;                 // <store>/layers
+    std::vector<std::string> layers;     // layer dir names under layers_dir, top first
+    fs::path run_dir;                    // <store>/tmp/run-<id>: upper/, work/, rootfs/
+    std::vector<MountStep> mounts;       // from plan_mounts()
+    Network network = Network::Host;
+    std::string hostname;
+    ProcessSpec process;
+    std::uint64_t capabilities = 0;      // bit n = capability n
+    std::vector<sock_filter> seccomp;    // empty: unconfined
+    bool no_new_privileges = false;
+    bool tty = false;                    // -t: a new pty for the command
+    bool interactive = false;            // -i: stdin passed through (else /dev/null)
+};
+
+struct RunResult {
+    int status = 0;      // the exit status aishell should return
+    std::string error;   // non-empty when the command could not be run (126/127 with a message)
+};
+
+// Launches the container and waits for it. Throws Error when aishell fails before the
+// command starts (the caller turns that into status 125).
+RunResult run_container(const ContainerSpec& spec);
+
+// Builds the overlayfs option string for mount(2) with paths relative to layers_dir, which the
+// child chdirs into (as containers-storage does) to stay under the page-size limit.
+// Throws Error when even that does not fit.
+std::string overlay_options(const std::vector<std::string>& layers, const std::string& upper,
+                            const std::string& work, std::size_t limit);
+
+// Exit status for a process wait status: the code, or 128+N when killed by signal N.
+int exit_status_from_wait(int wait_status) noexcept;
+
+}  // namespace aishell::runtime

@@ -1,0 +1,58 @@
+// The container's mount table as data: plan_mounts() decides, in the parent, every mount the
+// child performs after the overlay rootfs (order, flags, options, which paths are masked),
+// so the decisions are unit-tested without a kernel; the child only executes the steps.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace aishell::runtime {
+
+struct MountStep {
+    enum class Kind {
+        Fs,        // mount a new filesystem (source, fstype, flags, data) on target
+        Bind,      // bind host path source on target (recursive)
+        ReadOnly,  // make target read-only (recursively); target is bound onto itself first
+        Mask,      // hide target: /dev/null over a file, an empty read-only tmpfs over a dir
+        Symlink,   // create target as a symlink to source
+    };
+    Kind kind = Kind::Fs;
+    std::string source;
+    std::string target;          // absolute path inside the container
+    std::string fstype;
+    unsigned long flags = 0;     // MS_* for Fs; for Bind/ReadOnly, the flags kept on remount
+    std::string data;
+    bool target_is_dir = true;   // the mountpoint to create
+    bool read_only = false;      // Bind: make it read-only afterwards
+    bool self_bind = false;      // ReadOnly: bind target onto itself first
+    friend bool operator==(const MountStep&, const MountStep&) = default;
+};
+
+struct BindSpec {
+    std::filesystem::path host;  // canonical absolute host path
+    std::string container;       // absolute container path
+    bool read_only = false;
+};
+
+struct MountPlanInput {
+    bool host_network = true;
+    bool gid5_mapped = false;    // devpts gid=5 only when group 5 exists in the namespace
+    std::vector<BindSpec> binds;
+};
+
+// Docker's masked and read-only paths (moby oci/defaults.go).
+const std::vector<std::string>& masked_paths();
+const std::vector<std::string>& readonly_paths();
+
+std::vector<MountStep> plan_mounts(const MountPlanInput& in);
+
+// Parses -v HOST:CONTAINER[:ro|:rw]; HOST is made absolute and canonical (it must exist).
+BindSpec parse_bind(const std::string& text);
+
+// MS_* flags a remount must keep for a host path (nosuid, nodev, noexec, atime flags): the
+// kernel refuses to clear them inside a user namespace (mount_namespaces(7), "locked").
+unsigned long locked_mount_flags(const std::filesystem::path& host_path);
+
+}  // namespace aishell::runtime

@@ -1,0 +1,261 @@
+// Seccomp profiles: JSON parsing, the built-in default, compilation (see seccomp.hpp).
+#include "runtime/seccomp.hpp"
+
+#include <linux/audit.h>
+#include <linux/seccomp.h>
+#include <seccomp.h>
+#include <stddef.h>
+#include <sys/mman.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <memory>
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.hpp"
+#include "common/unique_fd.hpp"
+#include "runtime/capabilities.hpp"
+
+namespace aishell::runtime {
+
+namespace {
+
+#include "runtime/seccomp_default.inc"
+
+using json = nlohmann::json;
+
+struct CtxDeleter {
+    void operator()(void* p) const { seccomp_release(p); }
+};
+using FilterCtx = std::unique_ptr<void, CtxDeleter>;
+
+std::vector<std::string> string_list(const json& j, const char* key) {
+    std::vector<std::string> out;
+    if (!j.contains(key) || j[key].is_null()) return out;
+    for (const auto& v : j.at(key)) out.push_back(v.get<std::string>());
+    return out;
+}
+
+SeccompFilter parse_filter(const json& j) {
+    SeccompFilter f;
+    if (j.is_null()) return f;
+    f.caps = string_list(j, "caps");
+    f.arches = string_list(j, "arches");
+    if (j.contains("minKernel") && !j["minKernel"].is_null()) f.min_kernel = j["minKernel"].get<std::string>();
+    return f;
+}
+
+SeccompRule parse_rule(const json& j) {
+    SeccompRule r;
+    r.names = string_list(j, "names");
+    if (j.contains("name") && j["name"].is_string()) r.names.push_back(j["name"].get<std::string>());
+    r.action = j.at("action").get<std::string>();
+    if (j.contains("errnoRet") && !j["errnoRet"].is_null()) r.errno_ret = j["errnoRet"].get<int>();
+    if (j.contains("args") && !j["args"].is_null())
+        for (const auto& a : j["args"])
+            r.args.push_back({a.at("index").get<unsigned>(), a.at("value").get<std::uint64_t>(),
+                              a.value("valueTwo", std::uint64_t{0}), a.at("op").get<std::string>()});
+    if (j.contains("includes")) r.includes = parse_filter(j["includes"]);
+    if (j.contains("excludes")) r.excludes = parse_filter(j["excludes"]);
+    return r;
+}
+
+// "5.15.0-1-amd64" >= "4.8"?
+bool kernel_at_least(const std::string& release, const std::string& min) {
+    int a = 0, b = 0, x = 0, y = 0;
+    std::sscanf(release.c_str(), "%d.%d", &a, &b);
+    std::sscanf(min.c_str(), "%d.%d", &x, &y);
+    return a != x ? a > x : b >= y;
+}
+
+bool has_any_cap(const std::vector<std::string>& caps, std::uint64_t set) {
+    for (const auto& c : caps)
+        if (set & (1ull << capability_from_name(c))) return true;
+    return false;
+}
+
+bool contains(const std::vector<std::string>& v, const std::string& s) {
+    return std::find(v.begin(), v.end(), s) != v.end();
+}
+
+std::uint32_t action_value(const std::string& action, std::optional<int> errno_ret) {
+    if (action == "SCMP_ACT_ALLOW") return SCMP_ACT_ALLOW;
+    if (action == "SCMP_ACT_ERRNO") return SCMP_ACT_ERRNO(static_cast<std::uint16_t>(errno_ret.value_or(EPERM)));
+    if (action == "SCMP_ACT_KILL" || action == "SCMP_ACT_KILL_THREAD") return SCMP_ACT_KILL_THREAD;
+    if (action == "SCMP_ACT_KILL_PROCESS") return SCMP_ACT_KILL_PROCESS;
+    if (action == "SCMP_ACT_TRAP") return SCMP_ACT_TRAP;
+    if (action == "SCMP_ACT_LOG") return SCMP_ACT_LOG;
+    if (action == "SCMP_ACT_TRACE") return SCMP_ACT_TRACE(static_cast<std::uint16_t>(errno_ret.value_or(EPERM)));
+    throw Error("unknown seccomp action '" + action + "'");
+}
+
+scmp_compare compare_op(const std::string& op) {
+    if (op == "SCMP_CMP_NE") return SCMP_CMP_NE;
+    if (op == "SCMP_CMP_LT") return SCMP_CMP_LT;
+    if (op == "SCMP_CMP_LE") return SCMP_CMP_LE;
+    if (op == "SCMP_CMP_EQ") return SCMP_CMP_EQ;
+    if (op == "SCMP_CMP_GE") return SCMP_CMP_GE;
+    if (op == "SCMP_CMP_GT") return SCMP_CMP_GT;
+    if (op == "SCMP_CMP_MASKED_EQ") return SCMP_CMP_MASKED_EQ;
+    throw Error("unknown seccomp comparison '" + op + "'");
+}
+
+std::uint32_t arch_token(const std::string& name) {
+    std::string n = name;
+    if (n.rfind("SCMP_ARCH_", 0) == 0) n = n.substr(10);
+    std::transform(n.begin(), n.end(), n.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return seccomp_arch_resolve_name(n.c_str());
+}
+
+void add_architectures(void* ctx, const SeccompProfile& p) {
+    const std::uint32_t native = seccomp_arch_native();
+    auto add = [&](const std::string& name) {
+        std::uint32_t tok = arch_token(name);
+        if (tok == 0 || tok == native) return;  // unknown to libseccomp, or already there
+        int rc = seccomp_arch_add(ctx, tok);
+        if (rc != 0 && rc != -EEXIST) throw SystemError(-rc, "seccomp_arch_add", name);
+    };
+    for (const auto& m : p.arch_map) {
+        if (arch_token(m.arch) != native) continue;
+        for (const auto& s : m.sub_arches) add(s);
+    }
+    for (const auto& a : p.architectures) add(a);
+}
+
+void add_rule(void* ctx, const SeccompRule& rule, const std::string& name, std::uint32_t action, std::uint32_t def) {
+    int nr = seccomp_syscall_resolve_name(name.c_str());
+    if (nr == __NR_SCMP_ERROR) return;  // unknown to this libseccomp: nothing to allow
+    if (action == def) return;          // libseccomp refuses rules that repeat the default
+    std::vector<scmp_arg_cmp> cmps;
+    for (const auto& a : rule.args) cmps.push_back({a.index, compare_op(a.op), a.value, a.value_two});
+    // Several conditions on one argument mean "any of them" in Docker's format (moby
+    // seccomp_linux.go), not "all": one rule each.
+    bool same_index = cmps.size() > 1 && std::all_of(cmps.begin(), cmps.end(), [&](auto& c) { return c.arg == cmps[0].arg; });
+    auto add = [&](unsigned n, const scmp_arg_cmp* c) {
+        int rc = seccomp_rule_add_array(ctx, action, nr, n, c);
+        if (rc != 0) throw SystemError(-rc, "seccomp rule", name);
+    };
+    if (same_index)
+        for (const auto& c : cmps) add(1, &c);
+    else
+        add(static_cast<unsigned>(cmps.size()), cmps.data());
+}
+
+std::vector<sock_filter> export_bpf(void* ctx) {
+    UniqueFd fd(::memfd_create("aishell-seccomp", MFD_CLOEXEC));
+    if (!fd) throw_errno("memfd_create");
+    if (int rc = seccomp_export_bpf(ctx, fd.get()); rc != 0) throw SystemError(-rc, "seccomp_export_bpf");
+    off_t size = ::lseek(fd.get(), 0, SEEK_END);
+    if (size <= 0 || size % sizeof(sock_filter) != 0) throw Error("seccomp_export_bpf: bad program size");
+    std::vector<sock_filter> prog(static_cast<std::size_t>(size) / sizeof(sock_filter));
+    if (::pread(fd.get(), prog.data(), static_cast<std::size_t>(size), 0) != size) throw_errno("read seccomp program");
+    return prog;
+}
+
+// The highest native syscall number the profile names at all (in any rule).
+int max_profile_syscall(const SeccompProfile& p) {
+    int max = -1;
+    for (const auto& r : p.syscalls)
+        for (const auto& n : r.names) max = std::max(max, seccomp_syscall_resolve_name(n.c_str()));
+    return max;
+}
+
+// Prepends: on the native arch, a syscall number above max returns ENOSYS (runc's patchbpf
+// idea); x32 numbers (bit 30) go on to libseccomp's program.
+std::vector<sock_filter> prepend_enosys(std::vector<sock_filter> prog, std::uint32_t native, int max) {
+    const std::uint32_t x32_bit = native == AUDIT_ARCH_X86_64 ? 0x40000000u : 0xffffffffu;
+    std::vector<sock_filter> head = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, native, 0, 4),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, x32_bit, 2, 0),
+        BPF_JUMP(BPF_JMP | BPF_JGT | BPF_K, static_cast<std::uint32_t>(max), 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+    };
+    head.insert(head.end(), prog.begin(), prog.end());
+    return head;
+}
+
+}  // namespace
+
+SeccompProfile parse_seccomp_profile(std::string_view text) {
+    json j;
+    try {
+        j = json::parse(text);
+    } catch (const json::exception& e) {
+        throw Error(std::string("seccomp profile: ") + e.what());
+    }
+    try {
+        SeccompProfile p;
+        p.default_action = j.at("defaultAction").get<std::string>();
+        if (j.contains("defaultErrnoRet") && !j["defaultErrnoRet"].is_null()) p.default_errno = j["defaultErrnoRet"].get<int>();
+        if (j.contains("archMap") && !j["archMap"].is_null())
+            for (const auto& m : j["archMap"]) p.arch_map.push_back({m.at("architecture").get<std::string>(), string_list(m, "subArchitectures")});
+        p.architectures = string_list(j, "architectures");
+        if (j.contains("syscalls") && !j["syscalls"].is_null())
+            for (const auto& r : j["syscalls"]) p.syscalls.push_back(parse_rule(r));
+        action_value(p.default_action, p.default_errno);  // validates
+        return p;
+    } catch (const json::exception& e) {
+        throw Error(std::string("seccomp profile: ") + e.what());
+    }
+}
+
+const SeccompProfile& default_seccomp_profile() {
+    static const SeccompProfile profile = [] {
+        std::string text;
+        for (const char* chunk : kDefaultSeccompProfileChunks) text += chunk;
+        return parse_seccomp_profile(text);
+    }();
+    return profile;
+}
+
+SeccompContext host_seccomp_context(std::uint64_t capabilities) {
+    SeccompContext c;
+    c.capabilities = capabilities;
+    utsname u{};
+    if (::uname(&u) == 0) c.kernel_release = u.release;
+    switch (seccomp_arch_native()) {
+        case SCMP_ARCH_X86_64: c.go_arch = "amd64"; break;
+        case SCMP_ARCH_AARCH64: c.go_arch = "arm64"; break;
+        case SCMP_ARCH_X86: c.go_arch = "386"; break;
+        case SCMP_ARCH_ARM: c.go_arch = "arm"; break;
+        case SCMP_ARCH_PPC64LE: c.go_arch = "ppc64le"; break;
+        case SCMP_ARCH_S390X: c.go_arch = "s390x"; break;
+        case SCMP_ARCH_RISCV64: c.go_arch = "riscv64"; break;
+        default: c.go_arch = "unknown";
+    }
+    return c;
+}
+
+bool rule_applies(const SeccompRule& r, const SeccompContext& c) {
+    if (!r.excludes.arches.empty() && contains(r.excludes.arches, c.go_arch)) return false;
+    if (!r.excludes.caps.empty() && has_any_cap(r.excludes.caps, c.capabilities)) return false;
+    if (!r.excludes.min_kernel.empty() && kernel_at_least(c.kernel_release, r.excludes.min_kernel)) return false;
+    if (!r.includes.arches.empty() && !contains(r.includes.arches, c.go_arch)) return false;
+    if (!r.includes.caps.empty() && !has_any_cap(r.includes.caps, c.capabilities)) return false;
+    if (!r.includes.min_kernel.empty() && !kernel_at_least(c.kernel_release, r.includes.min_kernel)) return false;
+    return true;
+}
+
+std::vector<sock_filter> compile_seccomp(const SeccompProfile& p, const SeccompContext& c) {
+    const std::uint32_t def = action_value(p.default_action, p.default_errno);
+    FilterCtx ctx(seccomp_init(def));
+    if (!ctx) throw Error("seccomp_init failed");
+    // The child loads the program itself; libseccomp must not set no_new_privs.
+    seccomp_attr_set(ctx.get(), SCMP_FLTATR_CTL_NNP, 0);
+    add_architectures(ctx.get(), p);
+    for (const auto& r : p.syscalls) {
+        if (!rule_applies(r, c)) continue;
+        std::uint32_t action = action_value(r.action, r.errno_ret);
+        for (const auto& name : r.names) with_context("seccomp profile", [&] { add_rule(ctx.get(), r, name, action, def); });
+    }
+    auto prog = export_bpf(ctx.get());
+    if (def == SCMP_ACT_ALLOW) return prog;
+    return prepend_enosys(std::move(prog), seccomp_arch_native(), max_profile_syscall(p));
+}
+
+}  // namespace aishell::runtime

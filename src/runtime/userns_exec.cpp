@@ -1,0 +1,96 @@
+// run_in_userns and remove_tree (see userns_exec.hpp).
+#include "runtime/userns_exec.hpp"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <system_error>
+
+#include "common/error.hpp"
+#include "common/unique_fd.hpp"
+
+extern char** environ;
+
+namespace aishell::runtime {
+
+namespace {
+
+// The child: wait for the maps, become root of the namespace, exec. C-like (after clone).
+[[noreturn]] void helper_child(int sync_fd, bool root_mapped, char* const* argv) noexcept {
+    char go = 0;
+    ssize_t n;
+    do n = ::read(sync_fd, &go, 1); while (n < 0 && errno == EINTR);
+    if (n != 1) ::_exit(125);
+    if (root_mapped && (::setresgid(0, 0, 0) != 0 || ::setresuid(0, 0, 0) != 0)) ::_exit(125);
+    ::execve("/proc/self/exe", argv, environ);
+    ::_exit(125);
+}
+
+void make_removable(const std::filesystem::path& dir) {
+    // Mode 000 dirs (overlay's work/work, images' read-only dirs) block removal even by owner.
+    std::error_code ec;
+    for (auto it = std::filesystem::recursive_directory_iterator(dir, std::filesystem::directory_options::skip_permission_denied, ec);
+         !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+        if (it->is_directory(ec) && !it->is_symlink(ec)) ::chmod(it->path().c_str(), 0700);
+    }
+}
+
+}  // namespace
+
+int run_in_userns(const IdMapping& mapping, const std::vector<std::string>& args) {
+    std::vector<std::string> full{"aishell"};
+    full.insert(full.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : full) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) throw_errno("pipe2");
+    UniqueFd rd(fds[0]), wr(fds[1]);
+    bool root_mapped = mapping.uid_mapped_inside(0) && mapping.gid_mapped_inside(0);
+    pid_t pid = static_cast<pid_t>(::syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, nullptr, nullptr, nullptr, nullptr));
+    if (pid < 0) throw_errno("clone", "user namespace");
+    if (pid == 0) helper_child(rd.get(), root_mapped, argv.data());
+    rd.reset();
+    auto reap = [&] {
+        int st = 0;
+        while (::waitpid(pid, &st, 0) < 0)
+            if (errno != EINTR) throw_errno("waitpid");
+        return st;
+    };
+    try {
+        write_id_maps(pid, mapping);
+    } catch (...) {
+        wr.reset();
+        reap();
+        throw;
+    }
+    if (::write(wr.get(), "g", 1) != 1) throw_errno("release helper");
+    wr.reset();
+    int st = reap();
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+int remove_tree_here(const std::string& dir) noexcept {
+    try {
+        make_removable(dir);
+        std::error_code ec;
+        std::filesystem::remove_all(dir, ec);
+        return ec ? 1 : 0;
+    } catch (...) {
+        return 1;
+    }
+}
+
+void remove_tree(const IdMapping& mapping, const std::string& dir) {
+    if (remove_tree_here(dir) == 0) return;
+    if (run_in_userns(mapping, {"__rm", dir}) != 0)
+        throw Error("remove " + dir + ": some files could not be removed", "remove them with `aishell __rm " + dir + "` or as root");
+}
+
+}  // namespace aishell::runtime
