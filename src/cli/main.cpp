@@ -42,6 +42,7 @@ int run_main(int argc, char** argv) {
 
     add_images_command(app, ctx);
     add_inspect_command(app, ctx);
+    add_exec_command(app, ctx);
 
     try {
         app.parse(argc, argv);

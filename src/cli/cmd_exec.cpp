@@ -1,0 +1,107 @@
+// `aishell exec`: run a command in an image of the store (pulled first when missing, as
+// `docker run` does), plus the hidden helpers the runtime re-executes inside the user
+// namespace: `__unpack` (unpack layers so owners land as mapped ids) and `__rm` (remove a
+// run's upper layer, whose files may belong to sub ids).
+#include <unistd.h>
+
+#include <memory>
+
+#include "cli/command.hpp"
+#include "cli/image_lookup.hpp"
+#include "common/error.hpp"
+#include "oci/image.hpp"
+#include "runtime/launch.hpp"
+#include "runtime/userns_exec.hpp"
+
+namespace aishell::cli {
+
+namespace {
+
+constexpr const char* kDefaultImage = "aishell:base";
+
+struct ExecArgs {
+    std::string image;
+    runtime::RunOptions run;
+    std::string network = "host";
+    std::string userns;
+    std::string user, workdir, entrypoint;
+    bool tty = false;
+};
+
+void report(const std::string& message, const std::string& hint) {
+    std::string line = "aishell: error: " + message + (hint.empty() ? "" : " (hint: " + hint + ")") + "\n";
+    (void)!::write(STDERR_FILENO, line.data(), line.size());
+}
+
+oci::ImageEntry find_or_pull(oci::Store& store, const std::string& name) {
+    if (auto entry = find_local_image(store, name)) return *entry;
+    return require_local_image(store, name);
+}
+
+int run_exec(const CommandContext& ctx, ExecArgs& a, CLI::App& sub) {
+    try {
+        auto store = open_store(ctx.global);
+        auto entry = find_or_pull(store, a.image.empty() ? kDefaultImage : a.image);
+        auto image = oci::load_image(store, entry);
+        if (a.network == "none") a.run.network = runtime::Network::None;
+        else if (a.network != "host") throw Error("--network " + a.network + " is not supported", "use host or none");
+        if (!a.userns.empty() && a.userns != "keep-id") throw Error("--userns=" + a.userns + " is not supported", "use keep-id");
+        a.run.process.keep_id = a.userns == "keep-id";
+        if (sub.count("--user")) a.run.process.user = a.user;
+        if (sub.count("--workdir")) a.run.process.workdir = a.workdir;
+        if (sub.count("--entrypoint")) a.run.process.entrypoint = a.entrypoint;
+        a.run.process.tty = a.tty;
+        auto result = runtime::exec_image(store, image, a.run);
+        if (!result.error.empty()) report(result.error, {});
+        return result.status;
+    } catch (const Error& e) {
+        report(e.message(), e.hint());
+        return 125;  // aishell failed before the command ran, as `docker run`
+    } catch (const std::exception& e) {
+        report(e.what(), {});
+        return 125;
+    }
+}
+
+}  // namespace
+
+void add_exec_command(CLI::App& app, CommandContext& ctx) {
+    auto args = std::make_shared<ExecArgs>();
+    auto* sub = app.add_subcommand("exec", "Run a command in an image (pulled first when missing)");
+    sub->add_option("--image", args->image, "Image to run (default: aishell:base)");
+    sub->add_option("-v,--volume", args->run.volumes, "Bind mount HOST:CONTAINER[:ro]")->allow_extra_args(false);
+    sub->add_option("-e,--env", args->run.process.env, "Set K=V, or pass K from this environment")->allow_extra_args(false);
+    sub->add_option("-w,--workdir", args->workdir, "Working directory inside the container");
+    sub->add_option("-u,--user", args->user, "User: name|uid[:group|gid]");
+    sub->add_option("--network", args->network, "host (default) or none");
+    sub->add_option("--userns", args->userns, "keep-id: run as your own uid/gid");
+    sub->add_option("--cap-add", args->run.cap_add, "Add a capability (or ALL)")->allow_extra_args(false);
+    sub->add_option("--cap-drop", args->run.cap_drop, "Drop a capability (or ALL)")->allow_extra_args(false);
+    sub->add_option("--security-opt", args->run.security_opts,
+                    "seccomp=unconfined, seccomp=PROFILE.json, no-new-privileges")->allow_extra_args(false);
+    sub->add_option("--entrypoint", args->entrypoint, "Override the image's entrypoint");
+    sub->add_flag("-i,--interactive", args->run.interactive, "Keep stdin open");
+    sub->add_flag("-t,--tty", args->tty, "Allocate a pseudo-terminal");
+    sub->add_flag("--keep", args->run.keep_run_dir, "Keep the run's upper layer in the store's tmp/");
+    // Everything from the first positional (or after --) is the command, options included.
+    sub->prefix_command();
+    sub->footer("Usage: aishell exec [OPTIONS] [--] CMD [ARG...]");
+    sub->callback([&ctx, args, sub] {
+        args->run.process.command = sub->remaining();
+        if (!args->run.process.command.empty() && args->run.process.command.front() == "--")
+            args->run.process.command.erase(args->run.process.command.begin());
+        ctx.run = [&ctx, args, sub] { return run_exec(ctx, *args, *sub); };
+    });
+
+    auto unpack_args = std::make_shared<std::vector<std::string>>();
+    auto* unpack = app.add_subcommand("__unpack", "")->group("");  // hidden: runtime helper
+    unpack->add_option("args", *unpack_args)->take_all();
+    unpack->callback([&ctx, unpack_args] { ctx.run = [unpack_args] { return runtime::unpack_layers_here(*unpack_args); }; });
+
+    auto rm_dir = std::make_shared<std::string>();
+    auto* rm = app.add_subcommand("__rm", "")->group("");
+    rm->add_option("dir", *rm_dir)->required();
+    rm->callback([&ctx, rm_dir] { ctx.run = [rm_dir] { return runtime::remove_tree_here(*rm_dir); }; });
+}
+
+}  // namespace aishell::cli

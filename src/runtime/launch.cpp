@@ -1,0 +1,178 @@
+// exec_image and its steps (see launch.hpp).
+#include "runtime/launch.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <iostream>
+
+#include "common/error.hpp"
+#include "common/file.hpp"
+#include "oci/layer_unpack.hpp"
+#include "runtime/capabilities.hpp"
+#include "runtime/mounts.hpp"
+#include "runtime/seccomp.hpp"
+#include "runtime/userns_exec.hpp"
+
+namespace aishell::runtime {
+
+namespace {
+
+struct SecurityOptions {
+    bool seccomp = true;
+    std::optional<std::string> seccomp_profile_path;
+    bool no_new_privileges = false;
+};
+
+// Docker accepts both "key=value" and the older "key:value".
+SecurityOptions parse_security_opts(const std::vector<std::string>& opts) {
+    SecurityOptions s;
+    for (const auto& o : opts) {
+        auto sep = o.find_first_of("=:");
+        std::string key = o.substr(0, sep), value = sep == std::string::npos ? "" : o.substr(sep + 1);
+        if (key == "seccomp" && value == "unconfined") s.seccomp = false;
+        else if (key == "seccomp" && !value.empty()) s.seccomp_profile_path = value;
+        else if (key == "no-new-privileges" && (value.empty() || value == "true")) s.no_new_privileges = true;
+        else if (key == "no-new-privileges" && value == "false") s.no_new_privileges = false;
+        else throw Error("unknown --security-opt '" + o + "'", "seccomp=unconfined, seccomp=PROFILE.json or no-new-privileges");
+    }
+    return s;
+}
+
+std::vector<sock_filter> seccomp_program(const SecurityOptions& sec, std::uint64_t caps) {
+    if (!sec.seccomp) return {};
+    auto ctx = host_seccomp_context(caps);
+    if (sec.seccomp_profile_path)
+        return with_context("seccomp profile " + *sec.seccomp_profile_path, [&] {
+            return compile_seccomp(parse_seccomp_profile(read_file(*sec.seccomp_profile_path, 1 << 20)), ctx);
+        });
+    return compile_seccomp(default_seccomp_profile(), ctx);
+}
+
+// tmp/run-<id>: upper/, work/ and the rootfs mountpoint; removed on destruction unless kept.
+class RunDir {
+public:
+    RunDir(const oci::Store& store, const IdMapping& mapping, bool keep)
+        : path_(store.tmp_dir() / ("run-" + random_hex(16))), mapping_(mapping), keep_(keep) {
+        make_dirs(path_, 0700);
+    }
+    RunDir(const RunDir&) = delete;
+    RunDir& operator=(const RunDir&) = delete;
+    ~RunDir() {
+        if (keep_) return;
+        try {
+            remove_tree(mapping_, path_.string());
+        } catch (const Error& e) {
+            std::cerr << "aishell: warning: " << e.message() << "\n";
+        }
+    }
+    const fs::path& path() const { return path_; }
+
+private:
+    fs::path path_;
+    IdMapping mapping_;
+    bool keep_;
+};
+
+}  // namespace
+
+IdMapping store_mapping(oci::Store& store) {
+    IdMapping wanted = choose_mapping(probe_host(), false);
+    auto recorded = store.get_meta("idmap");
+    if (!recorded) {
+        auto lock = store.lock_exclusive();
+        recorded = store.get_meta("idmap");
+        if (!recorded) {
+            store.set_meta("idmap", wanted.to_string());
+            return wanted;
+        }
+    }
+    check_store_mapping(recorded, wanted);
+    return wanted;
+}
+
+std::vector<std::string> ensure_image_layers(oci::Store& store, const oci::Image& image, const IdMapping& mapping) {
+    auto diff_ids = image.config.diff_ids();
+    const auto& layers = image.manifest.layers;
+    if (diff_ids.size() != layers.size())
+        throw Error("image " + image.name + ": " + std::to_string(layers.size()) + " layers but " +
+                    std::to_string(diff_ids.size()) + " diff_ids");
+    std::vector<std::string> names, args{"__unpack", store.root().string()};
+    for (std::size_t i = 0; i < layers.size(); ++i) {
+        std::string hex(diff_ids[i].encoded());
+        names.push_back(hex);
+        if (fs::exists(store.layers_dir() / hex)) continue;
+        args.insert(args.end(), {layers[i].media_type, layers[i].digest.str(), std::to_string(layers[i].size), diff_ids[i].str()});
+    }
+    if (args.size() > 2) {
+        int status = run_in_userns(mapping, args);
+        if (status != 0)
+            throw Error("unpack layers of " + image.name + " failed (status " + std::to_string(status) + ")");
+    }
+    std::reverse(names.begin(), names.end());  // overlay wants the top layer first
+    return names;
+}
+
+int unpack_layers_here(const std::vector<std::string>& args) {
+    try {
+        if (args.empty() || (args.size() - 1) % 4 != 0) throw Error("__unpack: bad arguments");
+        auto store = oci::Store::open(args[0]);
+        for (std::size_t i = 1; i < args.size(); i += 4) {
+            oci::Descriptor d;
+            d.media_type = args[i];
+            d.digest = oci::Digest::parse(args[i + 1]);
+            d.size = std::stoll(args[i + 2]);
+            auto diff_id = oci::Digest::parse(args[i + 3]);
+            oci::ensure_layer_unpacked(store, d, diff_id, {});
+        }
+        return 0;
+    } catch (const Error& e) {
+        std::cerr << "aishell: error: " << e.message() << (e.hint().empty() ? "" : " (hint: " + e.hint() + ")") << "\n";
+        return 1;
+    }
+}
+
+RunResult exec_image(oci::Store& store, const oci::Image& image, const RunOptions& options) {
+    const HostIds host = probe_host();
+    const IdMapping layers_mapping = store_mapping(store);
+    const bool keep_id = options.process.keep_id;
+
+    ContainerSpec spec;
+    spec.mapping = choose_mapping(host, keep_id);
+    spec.layers_dir = store.layers_dir();
+    spec.layers = ensure_image_layers(store, image, layers_mapping);
+    spec.network = options.network;
+    spec.hostname = options.process.hostname.empty() ? random_hex(12) : options.process.hostname;
+
+    ProcessOptions popts = options.process;
+    popts.hostname = spec.hostname;
+    UserDb db{read_layered_file(spec.layers_dir, spec.layers, "/etc/passwd"),
+              read_layered_file(spec.layers_dir, spec.layers, "/etc/group")};
+    std::optional<HostUser> keep_user;
+    if (keep_id) keep_user = current_host_user();
+    spec.process = build_process(image.config, popts, db, keep_user);
+    if (!spec.mapping.uid_mapped_inside(spec.process.uid) || !spec.mapping.gid_mapped_inside(spec.process.gid))
+        throw Error("user " + std::to_string(spec.process.uid) + ":" + std::to_string(spec.process.gid) +
+                        " is not mapped in " + std::string(mode_name(spec.mapping.mode)) + " mode",
+                    "single mode maps only root; add a /etc/subuid range for subuid mode");
+    if (spec.mapping.mode == UsernsMode::Single) spec.process.groups.clear();  // setgroups is denied
+
+    spec.capabilities = compute_capabilities(options.cap_add, options.cap_drop);
+    auto sec = parse_security_opts(options.security_opts);
+    spec.no_new_privileges = sec.no_new_privileges;
+    spec.seccomp = seccomp_program(sec, spec.capabilities);
+
+    MountPlanInput mi;
+    mi.host_network = options.network == Network::Host;
+    mi.gid5_mapped = spec.mapping.gid_mapped_inside(5);
+    for (const auto& v : options.volumes) mi.binds.push_back(parse_bind(v));
+    spec.mounts = plan_mounts(mi);
+    spec.tty = options.process.tty;
+    spec.interactive = options.interactive;
+
+    RunDir run(store, layers_mapping, options.keep_run_dir);
+    spec.run_dir = run.path();
+    return run_container(spec);
+}
+
+}  // namespace aishell::runtime
