@@ -1,0 +1,129 @@
+"""aishell exec: the runtime end to end, as the unprivileged user in both userns modes (and as
+root where it matters). The busybox fixture image is pushed to a local registry and pulled."""
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PROBE_SRC = os.path.join(HERE, "..", "fixtures", "exec_probe.c")
+DEFAULT_CAPS = "00000000a80425fb"
+
+
+@pytest.fixture
+def busybox(aishell, registry, images):
+    """Pulls the busybox fixture into the test's store; returns (image name, runner)."""
+    reg = registry("http")
+    images.push(images.busybox, reg, "busybox:latest")
+    name = f"{reg.host}/busybox:latest"
+    aishell("pull", name, user="unpriv")
+    return name
+
+
+def run(aishell, image, *cmd, user="unpriv", mode="subuid", opts=(), check=False, **kw):
+    env = {"AISHELL_USERNS": mode} if user == "unpriv" else {}
+    env.update(kw.pop("env", {}))
+    return aishell("exec", "--image", image, *opts, "--", *cmd, user=user, env=env, check=check, **kw)
+
+
+@pytest.mark.parametrize("mode", ["subuid", "single"])
+def test_id_is_root_and_keep_id_is_the_caller(aishell, busybox, unpriv_user, mode):
+    assert run(aishell, busybox, "id", "-u", mode=mode).stdout.strip() == "0"
+    if mode == "single":
+        uid = str(__import__("pwd").getpwnam(unpriv_user).pw_uid)
+        r = run(aishell, busybox, "sh", "-c", "id -u; echo $HOME", mode=mode, opts=("--userns=keep-id",))
+        assert r.stdout.split()[0] == uid, r.stderr
+
+
+@pytest.mark.parametrize("mode", ["subuid", "single"])
+def test_bound_dir_files_belong_to_the_caller(aishell, busybox, unpriv_user, mode):
+    d = aishell.make_dir(os.path.join(aishell.workdir, "proj"))
+    with open(os.path.join(d, "in.txt"), "w") as f:
+        f.write("hello\n")
+    r = run(aishell, busybox, "sh", "-c", "cat /proj/in.txt; echo new > /proj/out.txt",
+            mode=mode, opts=("-v", f"{d}:/proj"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "hello\n"
+    st = os.stat(os.path.join(d, "out.txt"))
+    assert st.st_uid == __import__("pwd").getpwnam(unpriv_user).pw_uid
+
+
+def test_hardening_inside(aishell, busybox):
+    r = run(aishell, busybox, "sh", "-c",
+            "cat /proc/self/status | grep CapEff; ls /proc/self/fd; head -c1 /proc/kcore 2>&1 | wc -c;"
+            "echo x > /proc/sys/kernel/hostname 2>&1 || echo ro-ok; echo x > /proc/1/exe 2>&1 || echo exe-ok")
+    assert r.returncode == 0, r.stderr
+    assert f"CapEff:\t{DEFAULT_CAPS}" in r.stdout
+    fds = [l for l in r.stdout.splitlines() if re.fullmatch(r"\d+", l)]
+    assert fds[:3] == ["0", "1", "2"] and len(fds) <= 4   # 3 is ls's own directory
+    assert "ro-ok" in r.stdout and "exe-ok" in r.stdout
+
+
+def test_no_host_directory_fd_escapes(aishell, busybox):
+    r = run(aishell, busybox, "sh", "-c",
+            "for n in 3 4 5 6 7 8 9; do (cd -P /proc/self/fd/$n/.. 2>/dev/null && ls /home 2>/dev/null); done; echo done")
+    assert r.stdout.strip().splitlines()[-1] == "done"
+    assert aishell.home not in r.stdout
+
+
+@pytest.mark.parametrize("code", [0, 1, 42])
+def test_exit_status_passes_through(aishell, busybox, code):
+    assert run(aishell, busybox, "sh", "-c", f"exit {code}").returncode == code
+
+
+def test_signal_exit_statuses_and_runtime_errors(aishell, busybox):
+    assert run(aishell, busybox, "sh", "-c", "kill -INT $$").returncode == 130
+    assert run(aishell, busybox, "sh", "-c", "kill -TERM $$").returncode == 143
+    r = run(aishell, busybox, "no-such-command")
+    assert r.returncode == 127 and "aishell: error: exec no-such-command" in r.stderr
+    assert run(aishell, busybox, "/etc/passwd").returncode == 126
+    r = run(aishell, busybox, "true", opts=("--cap-add", "CAP_FLY"))
+    assert r.returncode == 125 and r.stderr.startswith("aishell: error: unknown capability 'CAP_FLY'")
+
+
+def test_signal_reaches_the_command_and_zombies_are_reaped(aishell, busybox):
+    p = aishell.popen("exec", "--image", busybox, "--", "sh", "-c",
+                      "trap 'echo got-term; exit 7' TERM; (sleep 0.1 &) ; sleep 0.5;"
+                      "grep -l '^State:.*Z' /proc/[0-9]*/status | wc -l; while :; do sleep 0.1; done",
+                      user="unpriv", env={"AISHELL_USERNS": "subuid"})
+    time.sleep(2)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=10)
+    assert p.returncode == 7, err
+    assert "got-term" in out
+    assert out.split()[0] == "0"  # no zombie left
+
+
+def test_network_none_has_only_lo(aishell, busybox):
+    r = run(aishell, busybox, "ls", "/sys/class/net", opts=("--network", "none"))
+    assert r.stdout.split() == ["lo"], r.stderr
+
+
+def test_subuid_chown(aishell, busybox):
+    r = run(aishell, busybox, "sh", "-c", "touch /f && chown 1000:1000 /f && stat -c %u:%g /f")
+    assert r.stdout.strip() == "1000:1000", r.stderr
+
+
+@pytest.mark.parametrize("mode", ["subuid", "single"])
+def test_seccomp_denies_with_eperm(aishell, busybox, mode, tmp_path):
+    bindir = aishell.make_dir(os.path.join(aishell.workdir, "probe"))
+    subprocess.run(["cc", "-static", "-o", os.path.join(bindir, "probe"), PROBE_SRC], check=True)
+    os.chmod(os.path.join(bindir, "probe"), 0o755)
+    r = run(aishell, busybox, "/probe/probe", mode=mode, opts=("-v", f"{bindir}:/probe:ro"))
+    verdicts = dict(l.split() for l in r.stdout.splitlines())
+    for name in ["mount", "umount", "keyctl", "add_key", "reboot", "kexec_load", "open_by_handle_at",
+                 "unshare_user", "vsock"]:
+        assert verdicts[name] == "EPERM", (name, r.stdout)
+    assert verdicts["clone3"] == "ENOSYS"
+    r = run(aishell, busybox, "/probe/probe", mode=mode, opts=("-v", f"{bindir}:/probe:ro",
+                                                                  "--security-opt", "seccomp=unconfined"))
+    assert dict(l.split() for l in r.stdout.splitlines())["unshare_user"] != "EPERM"
+
+
+def test_root_runs_too(aishell, busybox):
+    r = run(aishell, busybox, "sh", "-c", "id -u; grep CapEff /proc/self/status", user="root")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[0] == "0" and DEFAULT_CAPS in r.stdout
