@@ -1,6 +1,5 @@
 // Capability sets as bit masks: Docker's default 14, names parsed with libcap (cap_from_name),
-// and the --cap-add / --cap-drop arithmetic (ALL supported, drops applied before adds as
-// Docker does when both name the same capability... see compute_capabilities).
+// and the --cap-add / --cap-drop arithmetic (ALL supported; see compute_capabilities).
 #pragma once
 
 #include <cstdint>
