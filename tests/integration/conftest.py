@@ -10,6 +10,7 @@
   images         fixture images built by umoci/skopeo (session-wide, cached on disk);
                  images.push(ref, registry, "repo:tag")
   push           the same push as a plain function
+  fixtures_dir   tests/fixtures, or its world-readable installed copy ($AISHELL_FIXTURES_DIR)
   fault_proxy    factory: fault_proxy(upstream_host) -> FaultProxy in front of a plain-HTTP registry
   fake_registry  factory: fake_registry() -> FakeRegistry serving canned responses
 
@@ -57,6 +58,40 @@ def session_dir():
     yield path
     if os.environ.get("AISHELL_KEEP_TMP") != "1":
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir():
+    """tests/fixtures, or its installed copy ($AISHELL_FIXTURES_DIR, readable by every user)."""
+    return os.environ.get("AISHELL_FIXTURES_DIR") or os.path.join(REPO_ROOT, "tests", "fixtures")
+
+
+def _sanitizer_reports(log_dir):
+    try:
+        return {os.path.join(log_dir, n) for n in os.listdir(log_dir)}
+    except FileNotFoundError:
+        return set()
+
+
+@pytest.fixture(autouse=True)
+def _sanitizer_check():
+    """Under the ASan+UBSan build, any report written during a test fails that test.
+
+    scripts/test points ASAN_OPTIONS/UBSAN_OPTIONS log_path into $AISHELL_SANITIZER_LOG_DIR:
+    a report must not hide behind a command that is expected to fail anyway."""
+    log_dir = os.environ.get("AISHELL_SANITIZER_LOG_DIR")
+    if not log_dir:
+        yield
+        return
+    before = _sanitizer_reports(log_dir)
+    yield
+    new = sorted(_sanitizer_reports(log_dir) - before)
+    if new:
+        texts = []
+        for path in new:
+            with open(path, errors="replace") as f:
+                texts.append(f"--- {path} ---\n{f.read()[-6000:]}")
+        pytest.fail("sanitizer reports during this test:\n" + "\n".join(texts), pytrace=False)
 
 
 @pytest.fixture(scope="session")
