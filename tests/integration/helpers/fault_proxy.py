@@ -34,6 +34,7 @@ class LoggedRequest:
         self.method = method
         self.path = path
         self.headers = headers  # lower-case names
+        self.time = time.monotonic()
         self.status = None
         self.body_bytes = 0
         self.fault = None

@@ -31,6 +31,7 @@ class TokenIssuer:
         self.acl = acl
         self.lifetime = lifetime
         self.requests = []  # (method, path, user or None, status), for assertions
+        self.issued = []  # every token handed out (tests check none is ever printed)
         self._lock = threading.Lock()
         self._key, der = make_signing_cert(cert_path)
         self._x5c = [base64.b64encode(der).decode()]
@@ -71,7 +72,10 @@ class TokenIssuer:
         claims = {"iss": self.issuer, "sub": user or "", "aud": self.service, "iat": now,
                   "nbf": now - 10, "exp": now + self.lifetime, "jti": uuid.uuid4().hex,
                   "access": access}
-        return jwt.encode(claims, self._key, algorithm="ES256", headers={"x5c": self._x5c})
+        token = jwt.encode(claims, self._key, algorithm="ES256", headers={"x5c": self._x5c})
+        with self._lock:
+            self.issued.append(token)
+        return token
 
     def check_password(self, user, password):
         return user in self.users and self.users[user] == password
