@@ -1,0 +1,354 @@
+#include "oci/store.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.hpp"
+#include "common/file.hpp"
+
+namespace aishell::oci {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr std::string_view kEmptyIndex =
+    R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]})";
+constexpr std::string_view kOciLayoutFile = R"({"imageLayoutVersion":"1.0.0"})";
+
+void require_sha256(const Digest& d) {
+    if (!d.is_sha256()) throw Error("unsupported digest algorithm in " + d.str(), "aishell stores sha256 blobs only");
+}
+
+void write_if_absent(const fs::path& path, std::string_view content) {
+    if (fs::exists(path)) return;
+    write_file_atomic(path, content);
+}
+
+}  // namespace
+
+// ---- BlobWriter ----------------------------------------------------------------------------
+
+struct BlobWriter::State {
+    fs::path blobs_dir;
+    fs::path path;  // the temp or partial file
+    UniqueFd fd;
+    Sha256 hash;
+    bool resumable = false;  // kept in tmp/ on destruction for a later resume
+    bool done = false;
+};
+
+BlobWriter::BlobWriter(std::unique_ptr<State> state) : state_(std::move(state)) {}
+BlobWriter::BlobWriter(BlobWriter&&) noexcept = default;
+BlobWriter& BlobWriter::operator=(BlobWriter&&) noexcept = default;
+
+BlobWriter::~BlobWriter() {
+    if (state_ && !state_->done && !state_->resumable) ::unlink(state_->path.c_str());
+}
+
+void BlobWriter::write(const void* data, std::size_t size) {
+    write_all(state_->fd.get(), std::string_view(static_cast<const char*>(data), size), state_->path.string());
+    state_->hash.update(data, size);
+}
+
+std::uint64_t BlobWriter::size() const noexcept { return state_->hash.bytes(); }
+
+void BlobWriter::discard() noexcept {
+    if (!state_ || state_->done) return;
+    ::unlink(state_->path.c_str());
+    state_->done = true;
+}
+
+Digest BlobWriter::commit_computed() {
+    Digest actual = state_->hash.finish();
+    fsync_fd(state_->fd.get(), state_->path.string());
+    fs::path target = state_->blobs_dir / std::string(actual.encoded());
+    if (::rename(state_->path.c_str(), target.c_str()) < 0) {
+        int err = errno;
+        discard();
+        throw SystemError(err, "rename blob into place", target.string());
+    }
+    state_->done = true;
+    fsync_dir(state_->blobs_dir);
+    return actual;
+}
+
+void BlobWriter::commit(const Digest& expected, std::int64_t expected_size) {
+    require_sha256(expected);
+    if (expected_size >= 0 && size() != static_cast<std::uint64_t>(expected_size)) {
+        std::uint64_t got = size();
+        discard();
+        throw Error("size mismatch for " + expected.str() + ": expected " + std::to_string(expected_size) +
+                    " bytes, got " + std::to_string(got));
+    }
+    Digest actual = state_->hash.finish();
+    if (actual != expected) {
+        discard();
+        throw Error("digest mismatch: expected " + expected.str() + ", got " + actual.str());
+    }
+    fsync_fd(state_->fd.get(), state_->path.string());
+    fs::path target = state_->blobs_dir / std::string(expected.encoded());
+    if (::rename(state_->path.c_str(), target.c_str()) < 0) {
+        int err = errno;
+        discard();
+        throw SystemError(err, "rename blob into place", target.string());
+    }
+    state_->done = true;
+    fsync_dir(state_->blobs_dir);
+}
+
+// ---- Store ---------------------------------------------------------------------------------
+
+fs::path Store::default_root() {
+    if (auto dir = get_env("AISHELL_STORE")) return *dir;
+    if (auto xdg = get_env("XDG_DATA_HOME")) return fs::path(*xdg) / "aishell";
+    return home_dir() / ".local" / "share" / "aishell";
+}
+
+Store Store::open(const fs::path& root_in) {
+    fs::path root = fs::absolute(root_in);
+    return with_context("open store " + root.string(), [&] {
+        fs::path version_file = root / "version";
+        if (auto version = read_file_if_exists(version_file, 64)) {
+            std::string v = *version;
+            while (!v.empty() && (v.back() == '\n' || v.back() == ' ')) v.pop_back();
+            if (v != std::to_string(kStoreFormatVersion))
+                throw Error("store format version " + v + " is not supported (this aishell uses " +
+                                std::to_string(kStoreFormatVersion) + ")",
+                            "use the aishell release that created it, or point --store at a new directory");
+        }
+        make_dirs(root / "oci" / "blobs" / "sha256");
+        make_dirs(root / "layers");
+        make_dirs(root / "cache");
+        make_dirs(root / "tmp");
+        write_if_absent(root / "oci" / "oci-layout", kOciLayoutFile);
+        write_if_absent(root / "oci" / "index.json", kEmptyIndex);
+        write_if_absent(version_file, std::to_string(kStoreFormatVersion) + "\n");
+        return Store(root);
+    });
+}
+
+namespace {
+StoreLock take_lock(const fs::path& root, int operation) {
+    UniqueFd fd = open_file(root / "lock", O_RDWR | O_CREAT, 0644);
+    while (::flock(fd.get(), operation) < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EWOULDBLOCK) return StoreLock();
+        throw_errno("lock store", (root / "lock").string());
+    }
+    return StoreLock(std::move(fd));
+}
+}  // namespace
+
+StoreLock Store::lock_exclusive() const { return take_lock(root_, LOCK_EX); }
+
+std::optional<StoreLock> Store::try_lock_exclusive() const {
+    StoreLock lock = take_lock(root_, LOCK_EX | LOCK_NB);
+    if (!lock.held()) return std::nullopt;
+    return lock;
+}
+
+fs::path Store::blob_path(const Digest& d) const {
+    require_sha256(d);
+    return oci_dir() / "blobs" / "sha256" / std::string(d.encoded());
+}
+
+bool Store::has_blob(const Digest& d) const {
+    if (!d.is_sha256()) return false;
+    struct stat st {};
+    return ::stat(blob_path(d).c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+std::optional<std::uint64_t> Store::blob_size(const Digest& d) const {
+    struct stat st {};
+    if (::stat(blob_path(d).c_str(), &st) < 0) return std::nullopt;
+    return static_cast<std::uint64_t>(st.st_size);
+}
+
+std::string Store::read_blob(const Digest& d, std::uint64_t max_size) const {
+    return with_context("read blob " + d.short_form(), [&] {
+        std::string data = read_file(blob_path(d), max_size);
+        Digest actual = sha256_of(data);
+        if (actual != d)
+            throw Error("blob is corrupt: content hashes to " + actual.str(),
+                        "pull the image again to repair the store");
+        return data;
+    });
+}
+
+Digest Store::put_blob(std::string_view data) {
+    Digest d = sha256_of(data);
+    if (has_blob(d)) return d;
+    BlobWriter writer = begin_blob();
+    writer.write(data);
+    writer.commit(d, static_cast<std::int64_t>(data.size()));
+    return d;
+}
+
+BlobWriter Store::begin_blob(std::optional<Digest> resume_key) {
+    auto state = std::make_unique<BlobWriter::State>();
+    state->blobs_dir = oci_dir() / "blobs" / "sha256";
+    if (resume_key) {
+        require_sha256(*resume_key);
+        fs::path partial = tmp_dir() / ("partial-" + std::string(resume_key->encoded()));
+        UniqueFd fd = open_file(partial, O_RDWR | O_CREAT, 0644);
+        // One writer per partial: a second concurrent writer gets a fresh temp file instead.
+        if (::flock(fd.get(), LOCK_EX | LOCK_NB) == 0) {
+            char buf[1 << 16];
+            for (;;) {
+                ssize_t n = ::read(fd.get(), buf, sizeof buf);
+                if (n < 0) {
+                    if (errno == EINTR) continue;
+                    throw_errno("read partial blob", partial.string());
+                }
+                if (n == 0) break;
+                state->hash.update(buf, static_cast<std::size_t>(n));
+            }
+            state->path = partial;
+            state->fd = std::move(fd);
+            state->resumable = true;
+            return BlobWriter(std::move(state));
+        }
+    }
+    TempFile tmp(tmp_dir(), "blob");
+    state->path = tmp.path();
+    state->fd.reset(::dup(tmp.fd()));
+    if (!state->fd) throw_errno("dup", tmp.path().string());
+    tmp.keep();  // the writer now owns the file's lifetime
+    return BlobWriter(std::move(state));
+}
+
+bool Store::verify_blob(const Digest& d) const {
+    if (!has_blob(d)) return false;
+    int fd = ::open(blob_path(d).c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    UniqueFd owner(fd);
+    Sha256 h;
+    char buf[1 << 16];
+    for (;;) {
+        ssize_t n = ::read(fd, buf, sizeof buf);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return false;
+        }
+        if (n == 0) break;
+        h.update(buf, static_cast<std::size_t>(n));
+    }
+    return h.finish() == d;
+}
+
+// ---- index.json ----------------------------------------------------------------------------
+
+namespace {
+
+json read_index_json(const Store& store) {
+    fs::path path = store.oci_dir() / "index.json";
+    std::string bytes = read_file(path, kMaxManifestSize);
+    json j = json::parse(bytes, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("manifests") || !j["manifests"].is_array())
+        throw Error(path.string() + " is not a valid image index");
+    return j;
+}
+
+void write_index_json(const Store& store, const json& j) {
+    write_file_atomic(store.oci_dir() / "index.json", j.dump());
+}
+
+std::string ref_name_of(const json& entry) {
+    auto ann = entry.find("annotations");
+    if (ann == entry.end() || !ann->is_object()) return {};
+    auto it = ann->find(std::string(kRefNameAnnotation));
+    return it != ann->end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+}  // namespace
+
+std::vector<ImageEntry> Store::list_images() const {
+    std::vector<ImageEntry> out;
+    json index = read_index_json(*this);
+    for (const auto& entry : index["manifests"]) {
+        std::string name = ref_name_of(entry);
+        if (name.empty()) continue;
+        out.push_back({name, with_context("index.json entry " + name, [&] { return parse_descriptor(entry); })});
+    }
+    return out;
+}
+
+std::optional<ImageEntry> Store::find_image(std::string_view name) const {
+    for (auto& entry : list_images())
+        if (entry.name == name) return entry;
+    return std::nullopt;
+}
+
+void Store::tag_image(std::string_view name, const Descriptor& manifest) {
+    json index = read_index_json(*this);
+    json kept = json::array();
+    for (auto& entry : index["manifests"])
+        if (ref_name_of(entry) != name) kept.push_back(entry);
+    Descriptor named = manifest;
+    named.platform.reset();
+    named.annotations[std::string(kRefNameAnnotation)] = std::string(name);
+    kept.push_back(descriptor_to_json(named));
+    index["manifests"] = kept;
+    write_index_json(*this, index);
+}
+
+bool Store::untag_image(std::string_view name) {
+    json index = read_index_json(*this);
+    json kept = json::array();
+    bool removed = false;
+    for (auto& entry : index["manifests"]) {
+        if (ref_name_of(entry) == name)
+            removed = true;
+        else
+            kept.push_back(entry);
+    }
+    if (removed) {
+        index["manifests"] = kept;
+        write_index_json(*this, index);
+    }
+    return removed;
+}
+
+// ---- meta.json -----------------------------------------------------------------------------
+
+namespace {
+json read_meta(const Store& store) {
+    auto bytes = read_file_if_exists(store.root() / "meta.json", 1 << 20);
+    if (!bytes) return json::object();
+    json j = json::parse(*bytes, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) throw Error((store.root() / "meta.json").string() + " is not a JSON object");
+    return j;
+}
+}  // namespace
+
+std::optional<std::string> Store::get_meta(std::string_view key) const {
+    json meta = read_meta(*this);
+    auto it = meta.find(std::string(key));
+    if (it == meta.end() || !it->is_string()) return std::nullopt;
+    return it->get<std::string>();
+}
+
+void Store::set_meta(std::string_view key, std::string_view value) {
+    json meta = read_meta(*this);
+    meta[std::string(key)] = std::string(value);
+    write_file_atomic(root_ / "meta.json", meta.dump(2) + "\n");
+}
+
+void Store::erase_meta(std::string_view key) {
+    json meta = read_meta(*this);
+    if (meta.erase(std::string(key)) > 0) write_file_atomic(root_ / "meta.json", meta.dump(2) + "\n");
+}
+
+std::string read_manifest_blob(const Store& store, const Descriptor& d) {
+    if (d.size > static_cast<std::int64_t>(kMaxManifestSize))
+        throw Error("manifest " + d.digest.short_form() + " is " + std::to_string(d.size) +
+                    " bytes, over the limit of " + std::to_string(kMaxManifestSize));
+    return store.read_blob(d.digest, kMaxManifestSize);
+}
+
+}  // namespace aishell::oci
