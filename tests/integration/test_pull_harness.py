@@ -115,3 +115,39 @@ def test_unpriv_user_can_reach_per_test_dirs(aishell, unpriv_user):
     assert probe.returncode == 0, probe.stderr
     assert probe.stdout.strip() == str(entry.pw_uid)
     assert snapshot(aishell.store) == {}
+
+
+def test_store_checks_detect_changes_and_corruption(images, tmp_path):
+    from helpers.store import diff_snapshots, verify_store
+    store = tmp_path / "store"
+    store.mkdir()
+    run(["skopeo", "copy", "--quiet", images.busybox, f"oci:{store}/oci:busybox"])
+    (store / "tmp").mkdir()
+    before = snapshot(store)
+    assert verify_store(store) == []
+    (store / "tmp" / "partial").write_bytes(b"partial download")
+    assert diff_snapshots(before, snapshot(store)) == ""  # tmp/ may differ
+    blobs = store / "oci" / "blobs" / "sha256"
+    victim = max(blobs.iterdir(), key=lambda p: p.stat().st_size)
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    assert f"changed: oci/blobs/sha256/{victim.name}" in diff_snapshots(before, snapshot(store))
+    assert any(victim.name in p for p in verify_store(store))
+    victim.unlink()
+    assert any("missing blob" in p for p in verify_store(store))
+
+
+def test_fault_proxy_throttles(registry, images, fault_proxy):
+    import time
+    reg = registry("http")
+    images.push(images.busybox, reg, "lib/busybox:1")
+    proxy = fault_proxy(reg.host)
+    proxy.throttle(1_000_000)
+    body, _, _ = reg.get_manifest("lib/busybox", "1")
+    layer = max(json.loads(body)["layers"], key=lambda d: d["size"])
+    start = time.monotonic()
+    data = urllib.request.urlopen(
+        f"http://{proxy.host}/v2/lib/busybox/blobs/{layer['digest']}").read()
+    assert len(data) == layer["size"]
+    assert time.monotonic() - start >= layer["size"] / 1_000_000 * 0.8

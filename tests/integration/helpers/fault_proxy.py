@@ -5,7 +5,8 @@ connection gets its own upstream connection, requests are forwarded as they come
 works) and responses are relayed with their framing intact (Content-Length or chunked). Faults,
 each for the first `times` requests whose path matches a regex:
 
-  cut_after(pattern, nbytes)       relay the head and nbytes of the body, then close the socket
+  cut_after(pattern, nbytes)       relay the head and nbytes of the body, then reset the socket
+                                   (GET requests only, unless method= says otherwise)
   respond(pattern, status, ...)    answer locally (e.g. 429 with Retry-After) without upstream
   throttle(bytes_per_second)       slow every response body down (for SIGINT / kill -9 tests)
 
@@ -22,8 +23,9 @@ from .util import free_port
 
 
 class Fault:
-    def __init__(self, kind, pattern, times, **params):
+    def __init__(self, kind, pattern, times, method=None, **params):
         self.kind = kind
+        self.method = method
         self.pattern = re.compile(pattern)
         self.remaining = times
         self.params = params
@@ -85,13 +87,14 @@ class FaultProxy:
         self._thread.start()
 
     # --- configuration -------------------------------------------------------------------------
-    def cut_after(self, pattern, nbytes, times=1):
+    def cut_after(self, pattern, nbytes, times=1, method="GET"):
+        """Cut the next `times` responses to `method` requests matching pattern."""
         with self._lock:
-            self.faults.append(Fault("cut", pattern, times, nbytes=nbytes))
+            self.faults.append(Fault("cut", pattern, times, method=method, nbytes=nbytes))
 
-    def respond(self, pattern, status, reason="", headers=None, body=b"", times=1):
+    def respond(self, pattern, status, reason="", headers=None, body=b"", times=1, method=None):
         with self._lock:
-            self.faults.append(Fault("respond", pattern, times, status=status,
+            self.faults.append(Fault("respond", pattern, times, method=method, status=status,
                                      reason=reason or {429: "Too Many Requests",
                                                        503: "Service Unavailable",
                                                        401: "Unauthorized",
@@ -115,9 +118,11 @@ class FaultProxy:
             pass
 
     # --- machinery ----------------------------------------------------------------------------
-    def _take_fault(self, path):
+    def _take_fault(self, method, path):
         with self._lock:
             for fault in self.faults:
+                if fault.method not in (None, method):
+                    continue
                 if fault.remaining > 0 and fault.pattern.search(path):
                     fault.remaining -= 1
                     return fault
@@ -151,7 +156,7 @@ class FaultProxy:
                 entry = LoggedRequest(method, path, headers)
                 with self._lock:
                     self.requests.append(entry)
-                fault = self._take_fault(path)
+                fault = self._take_fault(method, path)
                 if fault and fault.kind == "respond":
                     entry.fault = "respond"
                     self._respond_locally(client, entry, fault)
