@@ -1,11 +1,15 @@
 // Garbage collection of the blob store: mark what index.json and the build cache reach,
 // sweep the rest and stale temp files. Unknown documents are kept, never guessed at.
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <ctime>
 #include <set>
 
 #include "common/error.hpp"
+#include "common/unique_fd.hpp"
 #include "oci/store.hpp"
 
 namespace aishell::oci {
@@ -48,6 +52,15 @@ void mark_root(const Store& store, const Digest& root, std::set<Digest>& live) {
     live.insert(root);
 }
 
+// A resumable partial that a writer holds (BlobWriter keeps an flock on it) is in use
+// however old its mtime is: a slow download must not lose its file mid-transfer.
+bool in_use(const fs::path& p) {
+    int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0) return false;
+    UniqueFd owner(fd);
+    return ::flock(fd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+}
+
 bool older_than(const fs::path& p, std::chrono::seconds age) {
     struct stat st {};
     if (::lstat(p.c_str(), &st) < 0) return false;
@@ -75,7 +88,7 @@ GcResult collect_garbage(Store& store, const GcOptions& options) {
             result.removed_bytes += size;
         }
         for (const auto& file : fs::directory_iterator(store.tmp_dir())) {
-            if (!older_than(file.path(), options.stale_after)) continue;
+            if (!older_than(file.path(), options.stale_after) || in_use(file.path())) continue;
             std::error_code ec;
             if (!options.dry_run) fs::remove_all(file.path(), ec);
             if (!ec) result.removed_temp.push_back(file.path());

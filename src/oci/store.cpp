@@ -24,6 +24,12 @@ void require_sha256(const Digest& d) {
     if (!d.is_sha256()) throw Error("unsupported digest algorithm in " + d.str(), "aishell stores sha256 blobs only");
 }
 
+bool same_inode(int fd, const fs::path& path) {
+    struct stat by_fd {}, by_path {};
+    if (::fstat(fd, &by_fd) < 0 || ::stat(path.c_str(), &by_path) < 0) return false;
+    return by_fd.st_dev == by_path.st_dev && by_fd.st_ino == by_path.st_ino;
+}
+
 void write_if_absent(const fs::path& path, std::string_view content) {
     if (fs::exists(path)) return;
     write_file_atomic(path, content);
@@ -197,7 +203,10 @@ BlobWriter Store::begin_blob(std::optional<Digest> resume_key) {
         fs::path partial = tmp_dir() / ("partial-" + std::string(resume_key->encoded()));
         UniqueFd fd = open_file(partial, O_RDWR | O_CREAT, 0644);
         // One writer per partial: a second concurrent writer gets a fresh temp file instead.
-        if (::flock(fd.get(), LOCK_EX | LOCK_NB) == 0) {
+        // After taking the lock the path must still name the inode we locked: the previous
+        // holder may have committed (renamed it into blobs/) between our open and our flock,
+        // and appending to that inode would corrupt a published blob.
+        if (::flock(fd.get(), LOCK_EX | LOCK_NB) == 0 && same_inode(fd.get(), partial)) {
             char buf[1 << 16];
             for (;;) {
                 ssize_t n = ::read(fd.get(), buf, sizeof buf);

@@ -50,7 +50,7 @@ Platform Platform::host() {
     std::string machine = u.machine;
     Platform p{"linux", machine, "", "", {}};
     if (machine == "x86_64") p.architecture = "amd64";
-    else if (machine == "aarch64" || machine == "arm64") p.architecture = "arm64";
+    else if (machine == "aarch64" || machine == "arm64") { p.architecture = "arm64"; p.variant = "v8"; }
     else if (machine == "i386" || machine == "i686") p.architecture = "386";
     else if (machine == "armv7l") { p.architecture = "arm"; p.variant = "v7"; }
     else if (machine == "armv6l") { p.architecture = "arm"; p.variant = "v6"; }
@@ -67,12 +67,31 @@ std::string normalized_variant(const std::string& arch, const std::string& varia
 }
 }  // namespace
 
-bool platform_matches(const Platform& wanted, const Platform& candidate) {
-    if (wanted.os != candidate.os || wanted.architecture != candidate.architecture) return false;
+namespace {
+// "v7" -> 7; 0 when the variant is not of that form.
+int arm_variant_number(const std::string& v) {
+    if (v.size() != 2 || v[0] != 'v' || v[1] < '5' || v[1] > '8') return 0;
+    return v[1] - '0';
+}
+}  // namespace
+
+int platform_match_score(const Platform& wanted, const Platform& candidate) {
+    if (wanted.os != candidate.os || wanted.architecture != candidate.architecture) return -1;
     std::string want = normalized_variant(wanted.architecture, wanted.variant);
     std::string have = normalized_variant(candidate.architecture, candidate.variant);
-    if (want.empty()) return true;  // any variant of the architecture will do
-    return have.empty() || want == have;
+    if (want == have) return 100;
+    if (want.empty()) return 50;  // any variant of the architecture will do
+    if (have.empty()) return 40;  // an image that does not say is taken to fit
+    // 32-bit arm CPUs run older variants' code (containerd's platforms.Only: v7 accepts v6, v5).
+    if (wanted.architecture == "arm") {
+        int w = arm_variant_number(want), h = arm_variant_number(have);
+        if (w > 0 && h > 0 && h < w) return 10 + h;
+    }
+    return -1;
+}
+
+bool platform_matches(const Platform& wanted, const Platform& candidate) {
+    return platform_match_score(wanted, candidate) >= 0;
 }
 
 // ---- Descriptors -------------------------------------------------------------------------

@@ -37,9 +37,13 @@ struct Platform {
     friend bool operator==(const Platform&, const Platform&) = default;
 };
 
-// True when candidate can run where wanted asks: os and architecture equal; variant equal, or
-// wanted has none and candidate's is the default for its arch (arm64 -> v8), or empty.
+// True when candidate can run where wanted asks: os and architecture equal, and the variant
+// equal (arm64's v8 is its default, so "" == "v8"), or wanted names none, or candidate names
+// none, or both are arm and candidate's variant is older (a v7 CPU runs v6 and v5 code).
 bool platform_matches(const Platform& wanted, const Platform& candidate);
+// How well candidate fits wanted: -1 no match; higher is better (exact variant first, then
+// any variant, then an unspecified one, then newer-to-older arm variants). Pick the maximum.
+int platform_match_score(const Platform& wanted, const Platform& candidate);
 
 struct Descriptor {
     std::string media_type;
