@@ -11,6 +11,15 @@ using nlohmann::json;
 
 // ---- Platform ---------------------------------------------------------------------------
 
+namespace {
+// The baseline variant of an architecture is the same as naming none (containerd's Normalize).
+std::string normalized_variant(const std::string& arch, const std::string& variant) {
+    if (arch == "arm64" && (variant == "v8" || variant == "8")) return "";
+    if (arch == "amd64" && (variant == "v1" || variant == "1")) return "";
+    return variant;
+}
+}  // namespace
+
 std::string Platform::str() const {
     std::string out = os + "/" + architecture;
     if (!variant.empty()) out += "/" + variant;
@@ -40,7 +49,7 @@ Platform Platform::parse(std::string_view text) {
     // Docker normalizes a few spellings (containerd platforms.Normalize).
     if (p.architecture == "x86_64" || p.architecture == "x86-64") p.architecture = "amd64";
     if (p.architecture == "aarch64") p.architecture = "arm64";
-    if (p.architecture == "arm64" && p.variant == "v8") p.variant.clear();
+    p.variant = normalized_variant(p.architecture, p.variant);
     return p;
 }
 
@@ -60,33 +69,40 @@ Platform Platform::host() {
     return p;
 }
 
-namespace {
-std::string normalized_variant(const std::string& arch, const std::string& variant) {
-    if (arch == "arm64" && variant == "v8") return "";
-    return variant;
-}
-}  // namespace
 
 namespace {
 // "v7" -> 7; 0 when the variant is not of that form.
-int arm_variant_number(const std::string& v) {
-    if (v.size() != 2 || v[0] != 'v' || v[1] < '5' || v[1] > '8') return 0;
+int variant_number(const std::string& v) {
+    if (v.size() != 2 || v[0] != 'v' || v[1] < '1' || v[1] > '9') return 0;
     return v[1] - '0';
 }
 }  // namespace
 
+// The variant an arch's CPUs all implement (what naming none means), 0 when variants are not
+// an ordered level for that arch.
+int baseline_level(const std::string& arch) {
+    if (arch == "arm64") return 8;
+    if (arch == "amd64") return 1;
+    return 0;
+}
+
 int platform_match_score(const Platform& wanted, const Platform& candidate) {
     if (wanted.os != candidate.os || wanted.architecture != candidate.architecture) return -1;
-    std::string want = normalized_variant(wanted.architecture, wanted.variant);
-    std::string have = normalized_variant(candidate.architecture, candidate.variant);
+    const std::string& arch = wanted.architecture;
+    std::string want = normalized_variant(arch, wanted.variant);
+    std::string have = normalized_variant(arch, candidate.variant);
     if (want == have) return 100;
+    // CPUs run older levels' code: arm v7 runs v6 and v5 (containerd's platforms.Only), arm64
+    // v9 runs v8, x86-64-v3 runs v2 (psABI levels). For arm64 and amd64 naming no variant
+    // means the baseline, so a host that does not know its level never gets a newer one.
+    int base = baseline_level(arch);
+    if (base > 0 || arch == "arm") {
+        int w = want.empty() ? base : variant_number(want);
+        int h = have.empty() ? base : variant_number(have);
+        if (w > 0 && h > 0) return h <= w ? 10 + h : -1;
+    }
     if (want.empty()) return 50;  // any variant of the architecture will do
     if (have.empty()) return 40;  // an image that does not say is taken to fit
-    // 32-bit arm CPUs run older variants' code (containerd's platforms.Only: v7 accepts v6, v5).
-    if (wanted.architecture == "arm") {
-        int w = arm_variant_number(want), h = arm_variant_number(have);
-        if (w > 0 && h > 0 && h < w) return 10 + h;
-    }
     return -1;
 }
 

@@ -38,11 +38,12 @@ struct Platform {
 };
 
 // True when candidate can run where wanted asks: os and architecture equal, and the variant
-// equal (arm64's v8 is its default, so "" == "v8"), or wanted names none, or candidate names
-// none, or both are arm and candidate's variant is older (a v7 CPU runs v6 and v5 code).
+// equal, or an older level the wanted CPU also runs (arm v7 runs v6/v5, arm64 v9 runs v8,
+// amd64 v3 runs v2; for arm64 and amd64 no variant means the baseline v8 / v1), or, for other
+// arches, wanted or candidate names no variant.
 bool platform_matches(const Platform& wanted, const Platform& candidate);
 // How well candidate fits wanted: -1 no match; higher is better (exact variant first, then
-// any variant, then an unspecified one, then newer-to-older arm variants). Pick the maximum.
+// any variant, then an unspecified one, then older levels, newest first). Pick the maximum.
 int platform_match_score(const Platform& wanted, const Platform& candidate);
 
 struct Descriptor {
