@@ -46,6 +46,7 @@ struct BlobWriter::State {
     Sha256 hash;
     bool resumable = false;  // kept in tmp/ on destruction for a later resume
     bool done = false;
+    std::optional<Digest> digest;  // set by finish()
 };
 
 BlobWriter::BlobWriter(std::unique_ptr<State> state) : state_(std::move(state)) {}
@@ -69,21 +70,13 @@ void BlobWriter::discard() noexcept {
     state_->done = true;
 }
 
-Digest BlobWriter::commit_computed() {
-    Digest actual = state_->hash.finish();
-    fsync_fd(state_->fd.get(), state_->path.string());
-    fs::path target = state_->blobs_dir / std::string(actual.encoded());
-    if (::rename(state_->path.c_str(), target.c_str()) < 0) {
-        int err = errno;
-        discard();
-        throw SystemError(err, "rename blob into place", target.string());
-    }
-    state_->done = true;
-    fsync_dir(state_->blobs_dir);
-    return actual;
+void BlobWriter::restart() {
+    if (::ftruncate(state_->fd.get(), 0) < 0) throw_errno("truncate", state_->path.string());
+    if (::lseek(state_->fd.get(), 0, SEEK_SET) < 0) throw_errno("seek", state_->path.string());
+    state_->hash = Sha256();
 }
 
-void BlobWriter::commit(const Digest& expected, std::int64_t expected_size) {
+void BlobWriter::finish(const Digest& expected, std::int64_t expected_size) {
     require_sha256(expected);
     if (expected_size >= 0 && size() != static_cast<std::uint64_t>(expected_size)) {
         std::uint64_t got = size();
@@ -94,17 +87,32 @@ void BlobWriter::commit(const Digest& expected, std::int64_t expected_size) {
     Digest actual = state_->hash.finish();
     if (actual != expected) {
         discard();
-        throw Error("digest mismatch: expected " + expected.str() + ", got " + actual.str());
+        throw Error("digest mismatch: expected " + expected.str() + ", got " + actual.str(),
+                    "the registry or a proxy served corrupted data");
     }
     fsync_fd(state_->fd.get(), state_->path.string());
-    fs::path target = state_->blobs_dir / std::string(expected.encoded());
-    if (::rename(state_->path.c_str(), target.c_str()) < 0) {
-        int err = errno;
-        discard();
-        throw SystemError(err, "rename blob into place", target.string());
-    }
+    state_->digest = expected;
+}
+
+void BlobWriter::publish() {
+    if (!state_->digest) throw Error("internal: publish before finish for " + state_->path.string());
+    fs::path target = state_->blobs_dir / std::string(state_->digest->encoded());
+    if (::rename(state_->path.c_str(), target.c_str()) < 0) throw_errno("rename blob into place", target.string());
     state_->done = true;
     fsync_dir(state_->blobs_dir);
+}
+
+void BlobWriter::commit(const Digest& expected, std::int64_t expected_size) {
+    finish(expected, expected_size);
+    publish();
+}
+
+Digest BlobWriter::commit_computed() {
+    Digest actual = state_->hash.finish();
+    fsync_fd(state_->fd.get(), state_->path.string());
+    state_->digest = actual;
+    publish();
+    return actual;
 }
 
 // ---- Store ---------------------------------------------------------------------------------

@@ -61,11 +61,18 @@ public:
     void write(const void* data, std::size_t size);
     void write(std::string_view data) { write(data.data(), data.size()); }
     std::uint64_t size() const noexcept;  // bytes so far, including a resumed prefix
-    // Verifies digest (and size when >= 0), fsyncs, renames into place, fsyncs the dir.
-    // Throws Error ("digest mismatch: expected ..., got ...") and discards the partial.
+    // Verifies digest (and size when >= 0) and fsyncs; on a mismatch throws Error ("digest
+    // mismatch: expected ..., got ...") and discards the partial. The blob is not visible yet.
+    void finish(const Digest& expected, std::int64_t expected_size = -1);
+    // Renames a finished blob into blobs/sha256/ and fsyncs the dir: now it is visible. A pull
+    // finishes every blob first and publishes them together, so a failed pull adds no blob.
+    void publish();
+    // finish() + publish().
     void commit(const Digest& expected, std::int64_t expected_size = -1);
     // Commits under whatever digest the bytes have (for blobs aishell creates).
     Digest commit_computed();
+    // Starts over from zero bytes (the server ignored a Range request).
+    void restart();
     // Drops everything written (including a resumable partial).
     void discard() noexcept;
 
