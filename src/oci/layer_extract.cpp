@@ -1,0 +1,728 @@
+// Layer extraction (see layer_extract.hpp): the hashing decompressor, path cleaning, the
+// beneath-the-root resolver (openat2 or an O_NOFOLLOW walk), and the entry writer.
+#include "oci/layer_extract.hpp"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "common/error.hpp"
+#include "common/unique_fd.hpp"
+
+#ifndef SYS_fchmodat2
+#define SYS_fchmodat2 452
+#endif
+
+namespace aishell::oci {
+
+namespace {
+
+using media_type::Compression;
+
+constexpr std::size_t kBlockSize = 1 << 20;  // read size for the compressed stream
+
+struct ArchiveReadDeleter {
+    void operator()(archive* a) const noexcept { archive_read_free(a); }
+};
+using ArchiveReader = std::unique_ptr<archive, ArchiveReadDeleter>;
+
+std::string archive_message(archive* a) {
+    const char* s = archive_error_string(a);
+    return s ? s : "unknown libarchive error";
+}
+
+// ---------------------------------------------------------------------------------------------
+// The uncompressed tar stream, hashed as it is handed out. The tar reader pulls blocks from it
+// through a read callback, so decompression, hashing and extraction are one pass with bounded
+// memory. Decompression uses a second libarchive reader in "raw" format: libarchive's gzip
+// (zlib) and zstd filters without any tar parsing.
+class HashingSource {
+public:
+    HashingSource(int fd, Compression compression) : fd_(fd) {
+        if (compression == Compression::None) {
+            buffer_.resize(kBlockSize);
+            return;
+        }
+        raw_.reset(archive_read_new());
+        if (!raw_) throw Error("libarchive: out of memory");
+        if (compression == Compression::Gzip) archive_read_support_filter_gzip(raw_.get());
+        else archive_read_support_filter_zstd(raw_.get());
+        archive_read_support_format_raw(raw_.get());
+        archive_read_support_format_empty(raw_.get());
+        if (archive_read_open_fd(raw_.get(), fd, kBlockSize) != ARCHIVE_OK)
+            throw Error("decompress layer: " + archive_message(raw_.get()));
+        archive_entry* entry = nullptr;
+        int r = archive_read_next_header(raw_.get(), &entry);
+        if (r == ARCHIVE_EOF) eof_ = true;
+        else if (r < ARCHIVE_WARN) throw Error("decompress layer: " + archive_message(raw_.get()));
+    }
+
+    // The next block of uncompressed bytes (valid until the next call); size 0 at the end.
+    std::pair<const void*, std::size_t> next() {
+        if (eof_) return {nullptr, 0};
+        const void* data = nullptr;
+        std::size_t size = 0;
+        if (!raw_) {
+            ssize_t n;
+            do n = ::read(fd_, buffer_.data(), buffer_.size());
+            while (n < 0 && errno == EINTR);
+            if (n < 0) throw_errno("read layer");
+            data = buffer_.data();
+            size = static_cast<std::size_t>(n);
+        } else {
+            la_int64_t offset = 0;
+            int r = archive_read_data_block(raw_.get(), &data, &size, &offset);
+            if (r == ARCHIVE_EOF) size = 0;
+            else if (r < ARCHIVE_WARN) throw Error("decompress layer: " + archive_message(raw_.get()));
+        }
+        if (size == 0) {
+            eof_ = true;
+            return {nullptr, 0};
+        }
+        sha_.update(data, size);
+        return {data, size};
+    }
+
+    // Hashes what the tar reader left unread (the zero blocks after the end-of-archive marker,
+    // or its unused read-ahead is already hashed): the diff_id covers the whole stream.
+    Digest finish() {
+        while (next().second != 0) {
+        }
+        return sha_.finish();
+    }
+    std::uint64_t bytes() const noexcept { return sha_.bytes(); }
+
+    // Set by the read callback, which must not throw through libarchive's C frames.
+    std::optional<Error> pending_error;
+
+private:
+    int fd_;
+    ArchiveReader raw_;
+    std::vector<char> buffer_;
+    Sha256 sha_;
+    bool eof_ = false;
+};
+
+la_ssize_t source_read(archive* a, void* client, const void** buffer) {
+    auto* source = static_cast<HashingSource*>(client);
+    try {
+        auto [data, size] = source->next();
+        *buffer = data;
+        return static_cast<la_ssize_t>(size);
+    } catch (const Error& e) {
+        source->pending_error = e;
+        archive_set_error(a, EIO, "%s", e.message().c_str());
+        return -1;
+    }
+}
+
+ArchiveReader open_tar_reader(HashingSource& source) {
+    ArchiveReader tar(archive_read_new());
+    if (!tar) throw Error("libarchive: out of memory");
+    archive_read_support_format_tar(tar.get());  // ustar, pax and GNU
+    archive_read_support_format_empty(tar.get());
+    if (archive_read_open(tar.get(), &source, nullptr, source_read, nullptr) != ARCHIVE_OK) {
+        if (source.pending_error) throw *source.pending_error;
+        throw Error("read layer tar: " + archive_message(tar.get()));
+    }
+    return tar;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Paths. A cleaned path is "" (the layer root) or components joined by "/", none of them
+// empty, "." or "..".
+
+std::string clean_path(std::string_view raw) {
+    std::vector<std::string_view> parts;
+    std::size_t pos = 0;
+    while (pos <= raw.size()) {
+        std::size_t slash = raw.find('/', pos);
+        if (slash == std::string_view::npos) slash = raw.size();
+        std::string_view part = raw.substr(pos, slash - pos);
+        pos = slash + 1;
+        if (part.empty() || part == ".") continue;
+        if (part == "..") {
+            if (parts.empty()) throw Error("path escapes the layer root");
+            parts.pop_back();
+            continue;
+        }
+        parts.push_back(part);
+    }
+    std::string out;
+    for (auto p : parts) {
+        if (!out.empty()) out += '/';
+        out += p;
+    }
+    return out;
+}
+
+std::pair<std::string, std::string> split_parent(const std::string& path) {
+    auto slash = path.rfind('/');
+    if (slash == std::string::npos) return {"", path};
+    return {path.substr(0, slash), path.substr(slash + 1)};
+}
+
+bool is_beneath(const std::string& path, const std::string& dir) {
+    return dir.empty() || path == dir || (path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 &&
+                                          path[dir.size()] == '/');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small syscall helpers.
+
+// chmod of the inode an O_PATH fd refers to (never a symlink: callers check). fchmod() refuses
+// O_PATH fds; fchmodat2 (Linux 6.6) takes AT_EMPTY_PATH, older kernels go through /proc.
+void chmod_opath(int fd, mode_t mode, const std::string& what) {
+    if (::syscall(SYS_fchmodat2, fd, "", mode, AT_EMPTY_PATH) == 0) return;
+    if (errno != ENOSYS && errno != EINVAL) throw_errno("chmod", what);
+    std::string proc = "/proc/self/fd/" + std::to_string(fd);
+    if (::chmod(proc.c_str(), mode) != 0) throw_errno("chmod", what);
+}
+
+struct timespec_pair {
+    struct timespec t[2];
+};
+
+timespec_pair entry_times(archive_entry* e) {
+    timespec_pair ts{};
+    ts.t[1].tv_sec = archive_entry_mtime(e);
+    ts.t[1].tv_nsec = archive_entry_mtime_nsec(e);
+    if (archive_entry_atime_is_set(e)) {
+        ts.t[0].tv_sec = archive_entry_atime(e);
+        ts.t[0].tv_nsec = archive_entry_atime_nsec(e);
+    } else {
+        ts.t[0] = ts.t[1];
+    }
+    return ts;
+}
+
+struct Xattr {
+    std::string name;
+    std::string value;
+};
+
+std::vector<Xattr> entry_xattrs(archive_entry* e) {
+    std::vector<Xattr> out;
+    if (archive_entry_xattr_reset(e) == 0) return out;
+    const char* name = nullptr;
+    const void* value = nullptr;
+    std::size_t size = 0;
+    while (archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK)
+        out.push_back({name, std::string(static_cast<const char*>(value), size)});
+    return out;
+}
+
+// user.* (but not user.overlay.*: those would steer overlayfs, which honours them on lower
+// dirs when mounted with userxattr) and security.capability (file capabilities, e.g. ping).
+bool xattr_kept(const std::string& name) {
+    if (name == "security.capability") return true;
+    return name.rfind("user.", 0) == 0 && name.rfind("user.overlay.", 0) != 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resolving directories beneath the layer root without following any symlink.
+
+class Resolver {
+public:
+    Resolver(int root, bool force_walk, std::function<void(const std::string&)> on_create)
+        : root_(root), use_walk_(force_walk), on_create_(std::move(on_create)) {}
+
+    bool used_walk() const noexcept { return use_walk_; }
+
+    // An O_PATH fd of directory `path` (cleaned). Missing components are created (mode 0700,
+    // reported to on_create) when create is set; otherwise ENOENT is an error.
+    UniqueFd open_dir(const std::string& path, bool create) {
+        if (path.empty()) return reopen_root();
+        if (!use_walk_) {
+            if (auto fd = try_openat2(path)) return std::move(*fd);
+            if (!use_walk_ && !create) throw SystemError(ENOENT, "open directory", path);
+        }
+        return walk(path, create);
+    }
+
+private:
+    UniqueFd reopen_root() {
+        int fd = ::openat(root_, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0) throw_errno("open layer root");
+        return UniqueFd(fd);
+    }
+
+    // nullopt when a component is missing (the walk creates it) or openat2 is unavailable
+    // (use_walk_ is then set for the rest of the extraction).
+    std::optional<UniqueFd> try_openat2(const std::string& path) {
+        open_how how{};
+        how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
+        how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+        for (int attempt = 0; attempt < 8; ++attempt) {
+            long fd = ::syscall(SYS_openat2, root_, path.c_str(), &how, sizeof how);
+            if (fd >= 0) return UniqueFd(static_cast<int>(fd));
+            switch (errno) {
+                case EAGAIN: continue;  // a concurrent rename somewhere; retry
+                case ENOENT: return std::nullopt;
+                case ENOSYS:
+                case E2BIG:  // openat2 without these resolve flags
+                    use_walk_ = true;
+                    return std::nullopt;
+                case ELOOP: throw Error("'" + path + "' goes through a symlink");
+                case ENOTDIR: throw Error("'" + path + "' goes through a non-directory");
+                case EXDEV: throw Error("'" + path + "' escapes the layer root");
+                default: throw_errno("open directory", path);
+            }
+        }
+        return std::nullopt;
+    }
+
+    // The fallback: one openat(O_NOFOLLOW) per component. Components never contain "/", "."
+    // or "..", so each step stays beneath the previous directory.
+    UniqueFd walk(const std::string& path, bool create) {
+        UniqueFd cur = reopen_root();
+        std::string so_far;
+        std::size_t pos = 0;
+        while (pos < path.size()) {
+            std::size_t slash = path.find('/', pos);
+            if (slash == std::string::npos) slash = path.size();
+            std::string name = path.substr(pos, slash - pos);
+            pos = slash + 1;
+            so_far += (so_far.empty() ? "" : "/") + name;
+            cur = step(cur.get(), name, so_far, create);
+        }
+        return cur;
+    }
+
+    UniqueFd step(int dir, const std::string& name, const std::string& so_far, bool create) {
+        for (int attempt = 0; attempt < 2; ++attempt) {
+            int fd = ::openat(dir, name.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (fd >= 0) return UniqueFd(fd);
+            int err = errno;
+            struct stat st;
+            if (::fstatat(dir, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+                if (S_ISLNK(st.st_mode)) throw Error("'" + so_far + "' is a symlink");
+                if (!S_ISDIR(st.st_mode)) throw Error("'" + so_far + "' is not a directory");
+                throw SystemError(err, "open directory", so_far);
+            }
+            if (errno != ENOENT || !create) throw SystemError(errno, "open directory", so_far);
+            if (::mkdirat(dir, name.c_str(), 0700) != 0 && errno != EEXIST) throw_errno("mkdir", so_far);
+            if (on_create_) on_create_(so_far);
+        }
+        throw SystemError(ENOENT, "open directory", so_far);
+    }
+
+    int root_;
+    bool use_walk_;
+    std::function<void(const std::string&)> on_create_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// The entry writer.
+
+// Metadata of a directory, applied at the end (see the header).
+struct DirMeta {
+    std::string path;
+    mode_t mode = 0755;
+    std::optional<std::pair<uid_t, gid_t>> owner;
+    std::optional<timespec_pair> times;
+    std::vector<Xattr> xattrs;
+    bool removed = false;
+};
+
+class Extractor {
+public:
+    Extractor(int root, const ExtractOptions& options, ExtractStats& stats)
+        : root_(root), options_(options), stats_(stats),
+          resolver_(root, options.force_walk, [this](const std::string& p) { implicit_dir(p); }) {
+        // The layer root: 0755 unless the tar has an entry for "." saying otherwise.
+        dirs_.push_back(DirMeta{""});
+        dir_index_[""] = 0;
+    }
+
+    void entry(archive* tar, archive_entry* e) {
+        const char* raw = archive_entry_pathname(e);
+        if (!raw) throw Error("layer entry without a name");
+        with_context("layer entry '" + std::string(raw) + "'", [&] { write_entry(tar, e, clean_path(raw)); });
+    }
+
+    // Applies directory metadata deepest first (creation order reversed: a directory is always
+    // created before anything inside it).
+    void finish() {
+        for (auto it = dirs_.rbegin(); it != dirs_.rend(); ++it) {
+            if (it->removed) continue;
+            with_context("layer directory '" + (it->path.empty() ? std::string(".") : it->path) + "'",
+                         [&] { apply_dir_meta(*it); });
+        }
+        stats_.used_walk_fallback = resolver_.used_walk();
+    }
+
+private:
+    void write_entry(archive* tar, archive_entry* e, const std::string& path) {
+        if (path.empty()) {
+            if (archive_entry_filetype(e) != AE_IFDIR || archive_entry_hardlink(e))
+                throw Error("only a directory may name the layer root");
+            record_dir(path, e);
+            return;
+        }
+        auto [parent_path, leaf] = split_parent(path);
+        if (leaf.rfind(".wh.", 0) == 0) return whiteout(parent_path, leaf);
+        UniqueFd& parent = parent_dir(parent_path);
+        if (const char* target = archive_entry_hardlink(e)) return hardlink(parent.get(), leaf, path, target);
+        switch (archive_entry_filetype(e)) {
+            case AE_IFREG: return regular(tar, e, parent.get(), leaf, path);
+            case AE_IFDIR: return directory(e, parent.get(), leaf, path);
+            case AE_IFLNK: return symlink(e, parent.get(), leaf, path);
+            case AE_IFCHR:
+            case AE_IFBLK:
+            case AE_IFIFO: return node(e, parent.get(), leaf, path);
+            default: throw Error("unsupported entry type " + std::to_string(archive_entry_filetype(e)));
+        }
+    }
+
+    // The parent's O_PATH fd, cached for runs of entries in one directory; removals clear it.
+    UniqueFd& parent_dir(const std::string& parent_path) {
+        if (!cached_parent_ || cached_parent_path_ != parent_path) {
+            cached_parent_.reset();
+            cached_parent_ = std::make_unique<UniqueFd>(resolver_.open_dir(parent_path, true));
+            cached_parent_path_ = parent_path;
+        }
+        return *cached_parent_;
+    }
+
+    // Makes room for a new entry `leaf`: an existing directory stays when a directory is wanted;
+    // anything else is removed (a symlink is unlinked, never followed). Returns true when an
+    // existing directory was kept.
+    bool make_room(int parent, const std::string& leaf, const std::string& path, bool want_dir) {
+        struct stat st;
+        if (::fstatat(parent, leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+            if (errno == ENOENT) return false;
+            throw_errno("stat", path);
+        }
+        if (S_ISDIR(st.st_mode)) {
+            if (want_dir) return true;
+            remove_tree_at(parent, leaf);
+            forget_dirs_under(path);
+        } else if (::unlinkat(parent, leaf.c_str(), 0) != 0) {
+            throw_errno("remove", path);
+        }
+        return false;
+    }
+
+    void forget_dirs_under(const std::string& path) {
+        for (auto& d : dirs_)
+            if (!d.removed && is_beneath(d.path, path)) {
+                d.removed = true;
+                dir_index_.erase(d.path);
+            }
+        cached_parent_.reset();  // it may have been inside the removed tree
+    }
+
+    void implicit_dir(const std::string& path) {
+        dir_index_[path] = dirs_.size();
+        dirs_.push_back(DirMeta{path});
+        ++stats_.dirs;
+    }
+
+    void record_dir(const std::string& path, archive_entry* e) {
+        auto it = dir_index_.find(path);
+        if (it == dir_index_.end()) {
+            implicit_dir(path);
+            it = dir_index_.find(path);
+        }
+        DirMeta& d = dirs_[it->second];
+        d.mode = archive_entry_perm(e) | (archive_entry_mode(e) & (S_ISUID | S_ISGID | S_ISVTX));
+        d.owner = std::pair{static_cast<uid_t>(archive_entry_uid(e)), static_cast<gid_t>(archive_entry_gid(e))};
+        d.times = entry_times(e);
+        d.xattrs = entry_xattrs(e);
+    }
+
+    static mode_t entry_mode(archive_entry* e) { return archive_entry_mode(e) & 07777; }
+
+    void directory(archive_entry* e, int parent, const std::string& leaf, const std::string& path) {
+        if (!make_room(parent, leaf, path, true)) {
+            // 0700 while we write beneath it; the real mode comes in finish().
+            if (::mkdirat(parent, leaf.c_str(), 0700) != 0) throw_errno("mkdir", path);
+            implicit_dir(path);
+        }
+        record_dir(path, e);
+    }
+
+    void regular(archive* tar, archive_entry* e, int parent, const std::string& leaf, const std::string& path) {
+        make_room(parent, leaf, path, false);
+        int raw = ::openat(parent, leaf.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (raw < 0) throw_errno("create", path);
+        UniqueFd fd(raw);
+        copy_data(tar, fd.get(), path, archive_entry_size(e));
+        set_owner(fd.get(), "", AT_EMPTY_PATH, e, path);
+        if (::fchmod(fd.get(), entry_mode(e)) != 0) throw_errno("chmod", path);
+        set_xattrs(fd.get(), entry_xattrs(e), path);
+        auto ts = entry_times(e);
+        if (::futimens(fd.get(), ts.t) != 0) throw_errno("set times", path);
+        ++stats_.files;
+    }
+
+    // Writes the entry's data; sparse entries come as blocks at offsets, holes stay holes.
+    static void copy_data(archive* tar, int fd, const std::string& path, la_int64_t size) {
+        const void* data = nullptr;
+        std::size_t len = 0;
+        la_int64_t offset = 0;
+        for (;;) {
+            int r = archive_read_data_block(tar, &data, &len, &offset);
+            if (r == ARCHIVE_EOF) break;
+            if (r < ARCHIVE_WARN) throw Error("read data: " + archive_message(tar));
+            const char* p = static_cast<const char*>(data);
+            while (len > 0) {
+                ssize_t n = ::pwrite(fd, p, len, offset);
+                if (n < 0) {
+                    if (errno == EINTR) continue;
+                    throw_errno("write", path);
+                }
+                p += n;
+                len -= static_cast<std::size_t>(n);
+                offset += n;
+            }
+        }
+        if (::ftruncate(fd, size) != 0) throw_errno("truncate", path);  // a trailing hole
+    }
+
+    void symlink(archive_entry* e, int parent, const std::string& leaf, const std::string& path) {
+        const char* target = archive_entry_symlink(e);
+        if (!target) throw Error("symlink without a target");
+        make_room(parent, leaf, path, false);
+        // The target is stored as is: it is only ever resolved inside the container.
+        if (::symlinkat(target, parent, leaf.c_str()) != 0) throw_errno("symlink", path);
+        set_owner(parent, leaf.c_str(), AT_SYMLINK_NOFOLLOW, e, path);
+        auto ts = entry_times(e);
+        if (::utimensat(parent, leaf.c_str(), ts.t, AT_SYMLINK_NOFOLLOW) != 0) throw_errno("set times", path);
+        stats_.skipped_xattrs += entry_xattrs(e).size();  // user.* is not allowed on symlinks
+        ++stats_.symlinks;
+    }
+
+    void hardlink(int parent, const std::string& leaf, const std::string& path, const char* raw_target) {
+        std::string target = with_context("hardlink target '" + std::string(raw_target) + "'",
+                                          [&] { return clean_path(raw_target); });
+        if (target.empty()) throw Error("hardlink to the layer root");
+        if (target == path) throw Error("hardlink to itself");
+        auto [tparent_path, tleaf] = split_parent(target);
+        UniqueFd tparent = with_context("hardlink target '" + target + "'",
+                                        [&] { return resolver_.open_dir(tparent_path, false); });
+        struct stat st;
+        if (::fstatat(tparent.get(), tleaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+            if (errno == ENOENT) throw Error("hardlink target '" + target + "' is not in the layer");
+            throw_errno("stat", target);
+        }
+        if (S_ISDIR(st.st_mode)) throw Error("hardlink target '" + target + "' is a directory");
+        make_room(parent, leaf, path, false);
+        // Without AT_SYMLINK_FOLLOW a symlink target is linked itself, as tar does.
+        if (::linkat(tparent.get(), tleaf.c_str(), parent, leaf.c_str(), 0) != 0) throw_errno("link to " + target, path);
+        ++stats_.hardlinks;
+    }
+
+    void node(archive_entry* e, int parent, const std::string& leaf, const std::string& path) {
+        mode_t type = archive_entry_filetype(e);
+        bool device = type != AE_IFIFO;
+        if (device && options_.rootless) {
+            ++stats_.skipped_devices;
+            return;
+        }
+        make_room(parent, leaf, path, false);
+        dev_t rdev = device ? makedev(archive_entry_rdevmajor(e), archive_entry_rdevminor(e)) : 0;
+        if (::mknodat(parent, leaf.c_str(), type | 0600, rdev) != 0) {
+            if (device && errno == EPERM) {  // probed, as umoci does: no CAP_MKNOD here
+                ++stats_.skipped_devices;
+                return;
+            }
+            throw_errno("mknod", path);
+        }
+        finish_node(e, parent, leaf, path);
+        ++(device ? stats_.devices : stats_.fifos);
+    }
+
+    // Owner, mode and times of a node we just made, through an O_PATH fd that cannot be a
+    // symlink (O_NOFOLLOW, checked).
+    void finish_node(archive_entry* e, int parent, const std::string& leaf, const std::string& path) {
+        int raw = ::openat(parent, leaf.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        if (raw < 0) throw_errno("open", path);
+        UniqueFd fd(raw);
+        struct stat st;
+        if (::fstat(fd.get(), &st) != 0) throw_errno("stat", path);
+        if (S_ISLNK(st.st_mode)) throw Error("node replaced by a symlink while extracting");
+        set_owner(fd.get(), "", AT_EMPTY_PATH, e, path);
+        chmod_opath(fd.get(), entry_mode(e), path);
+        auto ts = entry_times(e);
+        if (::utimensat(parent, leaf.c_str(), ts.t, AT_SYMLINK_NOFOLLOW) != 0) throw_errno("set times", path);
+        stats_.skipped_xattrs += entry_xattrs(e).size();
+    }
+
+    void whiteout(const std::string& parent_path, const std::string& leaf) {
+        if (leaf == ".wh..wh..opq") return opaque(parent_path);
+        if (leaf.rfind(".wh..wh.", 0) == 0) return;  // aufs metadata (.wh..wh.plnk, ...)
+        std::string name = leaf.substr(4);
+        if (name.empty() || name == "." || name == "..") throw Error("whiteout of '" + name + "' is not allowed");
+        UniqueFd& parent = parent_dir(parent_path);
+        std::string path = parent_path.empty() ? name : parent_path + "/" + name;
+        make_room(parent.get(), name, path, false);
+        // overlayfs whiteout: a 0/0 character device. Allowed in a user namespace since Linux 5.8.
+        if (::mknodat(parent.get(), name.c_str(), S_IFCHR, makedev(0, 0)) != 0)
+            throw SystemError(errno, "mknod whiteout", path)
+                .set_hint("the kernel must allow 0/0 character devices in a user namespace (Linux 5.8+)");
+        ++stats_.whiteouts;
+    }
+
+    void opaque(const std::string& dir_path) {
+        UniqueFd& dir = parent_dir(dir_path);
+        int raw = ::openat(dir.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);  // O_PATH fds take no xattrs
+        if (raw < 0) throw_errno("open", dir_path.empty() ? "." : dir_path);
+        UniqueFd fd(raw);
+        if (::fsetxattr(fd.get(), "user.overlay.opaque", "y", 1, 0) != 0)
+            throw SystemError(errno, "set user.overlay.opaque", dir_path.empty() ? "." : dir_path)
+                .set_hint("the store's filesystem must support user xattrs");
+        ++stats_.opaque_dirs;
+    }
+
+    void set_owner(int fd, const char* name, int flags, archive_entry* e, const std::string& path) {
+        set_owner_ids(fd, name, flags, static_cast<uid_t>(archive_entry_uid(e)),
+                      static_cast<gid_t>(archive_entry_gid(e)), path);
+    }
+
+    void set_owner_ids(int fd, const char* name, int flags, uid_t uid, gid_t gid, const std::string& path) {
+        if (options_.owners == ExtractOptions::Owners::Ignore) return;
+        if (::fchownat(fd, name, uid, gid, flags) == 0) return;
+        if (errno == EINVAL && options_.owners == ExtractOptions::Owners::PreserveMapped) {
+            ++stats_.unmapped_owners;  // single mode: that id has no mapping here
+            return;
+        }
+        throw SystemError(errno, "chown " + std::to_string(uid) + ":" + std::to_string(gid), path);
+    }
+
+    void set_xattrs(int fd, const std::vector<Xattr>& xattrs, const std::string& path) {
+        for (const auto& x : xattrs) {
+            if (!xattr_kept(x.name)) {
+                ++stats_.skipped_xattrs;
+                continue;
+            }
+            if (::fsetxattr(fd, x.name.c_str(), x.value.data(), x.value.size(), 0) == 0) continue;
+            if (errno == EPERM || errno == ENOTSUP || errno == EACCES || errno == EINVAL) {
+                ++stats_.skipped_xattrs;  // probed: e.g. security.capability without CAP_SETFCAP
+                continue;
+            }
+            throw_errno("set xattr " + x.name, path);
+        }
+    }
+
+    void apply_dir_meta(const DirMeta& d) {
+        UniqueFd fd;
+        if (d.path.empty()) {
+            fd.reset(::openat(root_, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        } else {
+            auto [parent_path, leaf] = split_parent(d.path);
+            UniqueFd parent = resolver_.open_dir(parent_path, false);
+            fd.reset(::openat(parent.get(), leaf.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        }
+        if (!fd) throw_errno("open");
+        set_xattrs(fd.get(), d.xattrs, d.path);
+        if (d.owner) set_owner_ids(fd.get(), "", AT_EMPTY_PATH, d.owner->first, d.owner->second, d.path);
+        if (::fchmod(fd.get(), d.mode) != 0) throw_errno("chmod");
+        if (d.times && ::futimens(fd.get(), d.times->t) != 0) throw_errno("set times");
+    }
+
+    int root_;
+    const ExtractOptions& options_;
+    ExtractStats& stats_;
+    Resolver resolver_;
+    std::vector<DirMeta> dirs_;
+    std::unordered_map<std::string, std::size_t> dir_index_;
+    std::unique_ptr<UniqueFd> cached_parent_;
+    std::string cached_parent_path_;
+};
+
+void remove_children(int dir, const std::string& what) {
+    int dup_fd = ::fcntl(dir, F_DUPFD_CLOEXEC, 0);
+    if (dup_fd < 0) throw_errno("dup", what);
+    DIR* stream = ::fdopendir(dup_fd);
+    if (!stream) {
+        ::close(dup_fd);
+        throw_errno("opendir", what);
+    }
+    std::vector<std::string> names;
+    errno = 0;
+    while (dirent* d = ::readdir(stream)) {
+        std::string_view n = d->d_name;
+        if (n != "." && n != "..") names.emplace_back(n);
+    }
+    int err = errno;
+    ::closedir(stream);
+    if (err != 0) throw SystemError(err, "readdir", what);
+    for (const auto& n : names) remove_tree_at(dir, n);
+}
+
+}  // namespace
+
+ExtractStats extract_layer(int compressed_fd, media_type::Compression compression, int dest_dirfd,
+                           const ExtractOptions& options) {
+    ExtractStats stats;
+    HashingSource source(compressed_fd, compression);
+    ArchiveReader tar = open_tar_reader(source);
+    Extractor extractor(dest_dirfd, options, stats);
+    for (;;) {
+        archive_entry* entry = nullptr;
+        int r = archive_read_next_header(tar.get(), &entry);
+        if (r == ARCHIVE_EOF) break;
+        if (source.pending_error) throw *source.pending_error;
+        if (r < ARCHIVE_WARN) throw Error("read layer tar: " + archive_message(tar.get()));
+        extractor.entry(tar.get(), entry);
+        if (source.pending_error) throw *source.pending_error;
+    }
+    extractor.finish();
+    stats.diff_id = source.finish();
+    stats.uncompressed_bytes = source.bytes();
+    return stats;
+}
+
+std::string summary_note(const ExtractStats& s) {
+    std::vector<std::string> parts;
+    if (s.skipped_devices)
+        parts.push_back("skipped " + std::to_string(s.skipped_devices) + " device node(s) (not permitted without root)");
+    if (s.skipped_xattrs) parts.push_back("skipped " + std::to_string(s.skipped_xattrs) + " xattr(s)");
+    if (s.unmapped_owners)
+        parts.push_back(std::to_string(s.unmapped_owners) + " owner(s) not mapped in this user namespace were not kept");
+    std::string out;
+    for (const auto& p : parts) out += (out.empty() ? "" : ", ") + p;
+    return out;
+}
+
+void remove_tree_at(int dirfd, const std::string& name) {
+    struct stat st;
+    if (::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        if (errno == ENOENT) return;
+        throw_errno("stat", name);
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        if (::unlinkat(dirfd, name.c_str(), 0) != 0 && errno != ENOENT) throw_errno("remove", name);
+        return;
+    }
+    int raw = ::openat(dirfd, name.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (raw < 0) throw_errno("open", name);
+    UniqueFd opath(raw);
+    // A 0000 or read-only directory must be made readable and writable to empty it.
+    if ((st.st_mode & 0700) != 0700) chmod_opath(opath.get(), 0700, name);
+    raw = ::openat(opath.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (raw < 0) throw_errno("open", name);
+    UniqueFd dir(raw);
+    with_context(name, [&] { remove_children(dir.get(), name); });
+    if (::unlinkat(dirfd, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) throw_errno("remove", name);
+}
+
+}  // namespace aishell::oci

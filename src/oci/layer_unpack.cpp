@@ -1,0 +1,121 @@
+// ensure_layer_unpacked / unpack_layer_stream (see layer_unpack.hpp): extract into tmp/, verify
+// the diff_id, sync, rename into layers/<hex>.
+#include "oci/layer_unpack.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include "common/error.hpp"
+#include "common/file.hpp"
+#include "common/unique_fd.hpp"
+
+namespace aishell::oci {
+
+namespace {
+
+UniqueFd open_dir_fd(const fs::path& dir) {
+    int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) throw_errno("open", dir.string());
+    return UniqueFd(fd);
+}
+
+// tmp/unpack-<random>/: removed (even when it holds 0000 dirs) unless renamed into place.
+class TempTree {
+public:
+    explicit TempTree(const fs::path& tmp_dir) : parent_(open_dir_fd(tmp_dir)), tmp_dir_(tmp_dir) {
+        for (int attempt = 0;; ++attempt) {
+            name_ = "unpack-" + random_hex(16);
+            if (::mkdirat(parent_.get(), name_.c_str(), 0700) == 0) break;
+            if (errno != EEXIST || attempt > 8) throw_errno("mkdir", (tmp_dir / name_).string());
+        }
+        int fd = ::openat(parent_.get(), name_.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) throw_errno("open", (tmp_dir / name_).string());
+        dir_.reset(fd);
+    }
+    TempTree(const TempTree&) = delete;
+    TempTree& operator=(const TempTree&) = delete;
+    ~TempTree() {
+        if (name_.empty()) return;
+        dir_.reset();
+        try {
+            remove_tree_at(parent_.get(), name_);
+        } catch (const Error& e) {
+            std::cerr << "aishell: warning: remove " << (tmp_dir_ / name_).string() << ": " << e.message() << "\n";
+        }
+    }
+
+    int fd() const noexcept { return dir_.get(); }
+
+    // Renames the tree to target. False when target already exists (another process won the
+    // race); the temp tree is then removed by the destructor.
+    bool install(const fs::path& target) {
+        if (::syncfs(dir_.get()) != 0) throw_errno("syncfs", (tmp_dir_ / name_).string());
+        if (::renameat(parent_.get(), name_.c_str(), AT_FDCWD, target.c_str()) != 0) {
+            if (errno == EEXIST || errno == ENOTEMPTY) return false;
+            throw_errno("rename " + (tmp_dir_ / name_).string() + " to", target.string());
+        }
+        name_.clear();
+        fsync_dir(target.parent_path());
+        return true;
+    }
+
+private:
+    UniqueFd parent_;
+    fs::path tmp_dir_;
+    std::string name_;
+    UniqueFd dir_;
+};
+
+void emit_note(const ExtractOptions& options, const Digest& diff_id, const ExtractStats& stats) {
+    std::string note = summary_note(stats);
+    if (note.empty()) return;
+    note = "layer " + diff_id.short_form() + ": " + note;
+    if (options.note) options.note(note);
+    else std::cerr << "aishell: note: " << note << "\n";
+}
+
+fs::path layer_path(const Store& store, const Digest& diff_id) {
+    if (!diff_id.is_sha256()) throw Error("diff_id " + diff_id.str() + " is not sha256");
+    return store.layers_dir() / std::string(diff_id.encoded());
+}
+
+}  // namespace
+
+UnpackResult unpack_layer_stream(const Store& store, int compressed_fd, media_type::Compression compression,
+                                 const Digest& diff_id, const ExtractOptions& options) {
+    UnpackResult result;
+    result.path = layer_path(store, diff_id);
+    make_dirs(store.layers_dir(), 0755);
+    make_dirs(store.tmp_dir(), 0755);
+    TempTree tmp(store.tmp_dir());
+    result.stats = extract_layer(compressed_fd, compression, tmp.fd(), options);
+    if (result.stats.diff_id != diff_id)
+        throw Error("diff_id mismatch: the image config says " + diff_id.str() + ", the layer tar is " +
+                        result.stats.diff_id.str(),
+                    "the image is corrupt; remove it and pull it again");
+    result.unpacked = tmp.install(result.path);
+    if (result.unpacked) emit_note(options, diff_id, result.stats);
+    else result.stats = {};
+    return result;
+}
+
+UnpackResult ensure_layer_unpacked(const Store& store, const Descriptor& layer, const Digest& diff_id,
+                                   const ExtractOptions& options) {
+    return with_context("unpack layer " + layer.digest.short_form(), [&] {
+        UnpackResult result;
+        result.path = layer_path(store, diff_id);
+        struct stat st;
+        if (::lstat(result.path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return result;
+        if (!store.has_blob(layer.digest))
+            throw Error("blob " + layer.digest.str() + " is not in the store", "pull the image again");
+        auto compression = layer_compression(layer.media_type);
+        UniqueFd blob = open_file(store.blob_path(layer.digest), O_RDONLY);
+        return unpack_layer_stream(store, blob.get(), compression, diff_id, options);
+    });
+}
+
+}  // namespace aishell::oci
