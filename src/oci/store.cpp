@@ -20,6 +20,9 @@ constexpr std::string_view kEmptyIndex =
     R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]})";
 constexpr std::string_view kOciLayoutFile = R"({"imageLayoutVersion":"1.0.0"})";
 
+// A finished writer's fd may name a published blob: writing through it would corrupt the store.
+constexpr const char* kWriterFinished = "blob writer used after commit or discard";
+
 void require_sha256(const Digest& d) {
     if (!d.is_sha256()) throw Error("unsupported digest algorithm in " + d.str(), "aishell stores sha256 blobs only");
 }
@@ -58,11 +61,12 @@ BlobWriter::~BlobWriter() {
 }
 
 void BlobWriter::write(const void* data, std::size_t size) {
+    if (!state_ || state_->done) throw Error(kWriterFinished);
     write_all(state_->fd.get(), std::string_view(static_cast<const char*>(data), size), state_->path.string());
     state_->hash.update(data, size);
 }
 
-std::uint64_t BlobWriter::size() const noexcept { return state_->hash.bytes(); }
+std::uint64_t BlobWriter::size() const noexcept { return state_ ? state_->hash.bytes() : 0; }
 
 void BlobWriter::discard() noexcept {
     if (!state_ || state_->done) return;
@@ -103,11 +107,13 @@ void BlobWriter::publish() {
 }
 
 void BlobWriter::commit(const Digest& expected, std::int64_t expected_size) {
+    if (!state_ || state_->done) throw Error(kWriterFinished);
     finish(expected, expected_size);
     publish();
 }
 
 Digest BlobWriter::commit_computed() {
+    if (!state_ || state_->done) throw Error(kWriterFinished);
     Digest actual = state_->hash.finish();
     fsync_fd(state_->fd.get(), state_->path.string());
     state_->digest = actual;

@@ -397,3 +397,17 @@ TEST_CASE("store: the store lock excludes a second holder until released", "[sto
     REQUIRE(again.has_value());
     CHECK(again->held());
 }
+
+TEST_CASE("store: a finished writer refuses further writes", "[store]") {
+    TempDir dir;
+    oci::Store store = oci::Store::open(dir.path);
+    oci::BlobWriter w = store.begin_blob();
+    w.write("abc");
+    oci::Digest d = w.commit_computed();
+    CHECK_THROWS_WITH(w.write("more"), "blob writer used after commit or discard");
+    CHECK_THROWS_WITH(w.commit(d), "blob writer used after commit or discard");
+    CHECK(store.read_blob(d, 10) == "abc");
+    oci::BlobWriter discarded = store.begin_blob();
+    discarded.discard();
+    CHECK_THROWS_AS(discarded.write("x"), Error);
+}
