@@ -69,7 +69,7 @@ TEST_CASE("user binds come after /dev and /proc, masks and read-only paths last"
     for (const auto& p : {"/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/proc/fs"}) CHECK(find(steps, p, Kind::ReadOnly));
 }
 
-TEST_CASE("-v parsing", "[mounts]") {
+TEST_CASE("bind specs from -v HOST:CONTAINER[:ro] are parsed and checked", "[mounts]") {
     auto b = parse_bind("/tmp/:/data/:ro");
     CHECK(b.host == "/tmp");
     CHECK(b.container == "/data");
