@@ -72,7 +72,7 @@ TEST_CASE("real root gets the identity mapping", "[idmap]") {
     CHECK(m.uids == std::vector<IdRange>{{0, 0, 4294967295u}});
 }
 
-TEST_CASE("mappings round-trip through their meta text; another mapping is refused", "[idmap]") {
+TEST_CASE("mappings round-trip through their meta text and another mapping is refused", "[idmap]") {
     auto m = choose_mapping(user_with_range(), false);
     CHECK(m.to_string() == "subuid u=0:1000:1,1:100000:65536 g=0:1001:1,1:200000:65536");
     CHECK(IdMapping::parse(m.to_string()) == m);
