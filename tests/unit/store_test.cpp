@@ -299,7 +299,7 @@ TEST_CASE("store: layout round trip: write blobs, tag, reopen, list", "[store]")
     CHECK(oci::parse_manifest(bytes, oci::ManifestKind::OciManifest).config.media_type == mt::kOciConfig);
 }
 
-TEST_CASE("store: tag_image replaces an entry of the same name; untag removes it", "[store]") {
+TEST_CASE("store: tag_image replaces an entry of the same name and untag removes it", "[store]") {
     TempDir dir;
     oci::Store store = oci::Store::open(dir.path);
     oci::Descriptor a = manifest_descriptor(store, "a");
