@@ -40,8 +40,11 @@ int run_main(int argc, char** argv) {
         ->option_text("DIR");
     app.add_flag("--debug", ctx.global.debug, "Log HTTP exchanges (credentials redacted)");
 
+    add_pull_command(app, ctx);
+    add_login_commands(app, ctx);
     add_images_command(app, ctx);
     add_inspect_command(app, ctx);
+    add_setup_command(app, ctx);
     add_exec_command(app, ctx);
 
     try {
@@ -65,6 +68,9 @@ int run_main(int argc, char** argv) {
 int main(int argc, char** argv) {
     try {
         return aishell::cli::run_main(argc, argv);
+    } catch (const aishell::Interrupted& e) {
+        aishell::cli::print_error(e.message(), e.hint());
+        return e.exit_status();
     } catch (const aishell::Error& e) {
         aishell::cli::print_error(e.message(), e.hint());
     } catch (const std::exception& e) {

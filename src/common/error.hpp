@@ -45,6 +45,18 @@ private:
     int errno_;
 };
 
+// The user stopped the operation (SIGINT/SIGTERM). main() exits 128+signal, as a shell
+// reports a command killed by that signal, after printing the one error line.
+class Interrupted : public Error {
+public:
+    Interrupted(std::string message, std::string hint, int signal_number)
+        : Error(std::move(message), std::move(hint)), signal_(signal_number) {}
+    int exit_status() const noexcept { return 128 + signal_; }
+
+private:
+    int signal_;
+};
+
 // Throws SystemError(errno, operation, object); for the common "if (rc < 0) throw" pattern.
 [[noreturn]] void throw_errno(std::string_view operation, std::string_view object = {});
 
