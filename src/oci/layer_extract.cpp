@@ -280,7 +280,7 @@ private:
                     use_walk_ = true;
                     return std::nullopt;
                 case ELOOP: throw Error("'" + path + "' goes through a symlink");
-                case ENOTDIR: throw Error("'" + path + "' goes through a non-directory");
+                case ENOTDIR: throw Error("'" + path + "' goes through something that is not a directory");
                 case EXDEV: throw Error("'" + path + "' escapes the layer root");
                 default: throw_errno("open directory", path);
             }
@@ -426,7 +426,9 @@ private:
                 d.removed = true;
                 dir_index_.erase(d.path);
             }
-        cached_parent_.reset();  // it may have been inside the removed tree
+        // Drop the cached parent only when it was inside the removed tree: the caller may be
+        // holding its fd (the parent of the entry being written, never beneath that entry).
+        if (cached_parent_ && is_beneath(cached_parent_path_, path)) cached_parent_.reset();
     }
 
     void implicit_dir(const std::string& path) {
@@ -516,11 +518,21 @@ private:
         if (target.empty()) throw Error("hardlink to the layer root");
         if (target == path) throw Error("hardlink to itself");
         auto [tparent_path, tleaf] = split_parent(target);
-        UniqueFd tparent = with_context("hardlink target '" + target + "'",
-                                        [&] { return resolver_.open_dir(tparent_path, false); });
+        const std::string missing = "hardlink target '" + target + "' is not in the layer";
+        UniqueFd tparent;
+        try {
+            tparent = resolver_.open_dir(tparent_path, false);
+        } catch (SystemError& e) {
+            if (e.code() == ENOENT) throw Error(missing);
+            e.add_context("hardlink target '" + target + "'");
+            throw;
+        } catch (Error& e) {
+            e.add_context("hardlink target '" + target + "'");
+            throw;
+        }
         struct stat st;
         if (::fstatat(tparent.get(), tleaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-            if (errno == ENOENT) throw Error("hardlink target '" + target + "' is not in the layer");
+            if (errno == ENOENT) throw Error(missing);
             throw_errno("stat", target);
         }
         if (S_ISDIR(st.st_mode)) throw Error("hardlink target '" + target + "' is a directory");
