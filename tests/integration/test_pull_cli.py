@@ -87,3 +87,50 @@ def test_local_name_is_found_before_normalization(aishell, registry, images):
     proc = aishell("inspect", "hello", user="unpriv", check=False)
     assert_one_error(proc, r"hello")
     assert diff_snapshots(before, snapshot(aishell.store)) == ""
+
+
+def _pull_on_a_pty(aishell, ref, extra_env):
+    """Runs the pull with stderr on a pseudo-terminal and returns what it drew there."""
+    import pty
+    import subprocess
+    master, slave = pty.openpty()
+    env = {"PATH": "/usr/bin:/bin", "HOME": aishell.home, "AISHELL_STORE": aishell.store,
+           "TERM": "xterm", **extra_env}
+    proc = subprocess.Popen([aishell.binary, "pull", ref], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=slave, env=env)
+    os.close(slave)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO once the child closed the terminal
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(master)
+    assert proc.wait(timeout=60) == 0
+    return drawn.decode(errors="replace")
+
+
+def test_progress_on_a_terminal_draws_one_bar_per_layer(aishell, registry, images, fault_proxy):
+    reg = registry("http")
+    images.push(images.busybox, reg, "lib/busybox:1")
+    proxy = fault_proxy(reg.host)
+    proxy.throttle(1_500_000)  # slow enough for bars with a rate to be drawn
+    drawn = _pull_on_a_pty(aishell, f"{proxy.host}/lib/busybox:1", {})
+    manifest = json.loads(reg.get_manifest("lib/busybox", "1")[0])
+    for layer in manifest["layers"]:
+        assert layer["digest"][:19] in drawn, "a row per layer"
+    assert "\x1b[" in drawn and "\r" in drawn, "bars are redrawn in place"
+    assert re.search(r"\[=+>? *\]", drawn), "a bar"
+    assert re.search(r"\d+(\.\d+)? ?[KMG]?i?B/s", drawn), "a transfer rate"
+    assert "\x1b[32m" in drawn, "finished rows in colour on a terminal"
+
+
+def test_progress_honours_no_color(aishell, registry, images):
+    reg = registry("http")
+    ref = images.push(images.hello, reg, "lib/hello:1")
+    drawn = _pull_on_a_pty(aishell, ref, {"NO_COLOR": "1"})
+    assert "\x1b[32m" not in drawn
+    assert "\r" in drawn
