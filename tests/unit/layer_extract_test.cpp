@@ -141,13 +141,14 @@ void check_present(const fs::path& dest, const nlohmann::json& present) {
         else if (kind == "dir") CHECK(S_ISDIR(st.st_mode));
         else if (kind == "symlink") CHECK(S_ISLNK(st.st_mode));
         else if (kind == "whiteout") CHECK(is_whiteout(p));
+        else if (kind == "fifo") CHECK(S_ISFIFO(st.st_mode));
         else FAIL("unknown kind " << kind);
     }
 }
 
 void run_corpus(bool force_walk) {
     Corpus c;
-    REQUIRE(c.cases.size() >= 20);
+    REQUIRE(c.cases.size() >= 40);
     const std::string before = snapshot(c);
     for (const auto& tc : c.cases) {
         std::string name = tc["name"];
