@@ -47,7 +47,7 @@ def pytest_configure(config):
 
 
 def aishell_binary():
-    return os.environ.get("AISHELL_BIN") or os.path.join(REPO_ROOT, "build", "aishell")
+    return os.environ.get("AISHELL_BIN") or os.path.join(REPO_ROOT, "build", "src", "cli", "aishell")
 
 
 @pytest.fixture(scope="session")
