@@ -31,5 +31,6 @@ void add_inspect_command(CLI::App& app, CommandContext& ctx);
 void add_login_commands(CLI::App& app, CommandContext& ctx);  // login and logout
 void add_setup_command(CLI::App& app, CommandContext& ctx);
 void add_exec_command(CLI::App& app, CommandContext& ctx);  // exec, __unpack, __rm
+void add_build_command(CLI::App& app, CommandContext& ctx);
 
 }  // namespace aishell::cli

@@ -46,6 +46,7 @@ int run_main(int argc, char** argv) {
     add_inspect_command(app, ctx);
     add_setup_command(app, ctx);
     add_exec_command(app, ctx);
+    add_build_command(app, ctx);
 
     try {
         app.parse(argc, argv);

@@ -1,0 +1,581 @@
+// Nodes to typed instructions and stages, with BuildKit's per-instruction flags (bflag.go
+// semantics: --name=value, booleans also bare, repeatable flags for --mount/--exclude, unknown
+// or duplicate flags are errors) and its arity rules (instructions/parse.go). Error text
+// follows BuildKit's where users know it, prefixed "FILE:LINE: " with a hint.
+#include "composer/instructions.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <regex>
+
+#include "common/error.hpp"
+#include "common/file.hpp"
+#include "oci/types.hpp"
+
+namespace aishell::composer {
+
+namespace {
+
+enum class FlagType { Bool, String, Strings };
+
+struct FlagSpec {
+    std::string name;
+    FlagType type;
+};
+
+struct Flags {
+    std::map<std::string, std::string> values;               // Bool ("true"/"false") and String
+    std::map<std::string, std::vector<std::string>> lists;   // Strings
+    std::string get(const std::string& name) const {
+        auto it = values.find(name);
+        return it == values.end() ? std::string() : it->second;
+    }
+    bool flag(const std::string& name) const { return get(name) == "true"; }
+    bool has(const std::string& name) const { return values.count(name) || lists.count(name); }
+};
+
+std::string lower(std::string s) {
+    for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+}
+
+const std::vector<FlagSpec>& flag_specs(const std::string& keyword) {
+    static const std::map<std::string, std::vector<FlagSpec>> specs = {
+        {"FROM", {{"platform", FlagType::String}}},
+        {"RUN", {{"mount", FlagType::Strings}, {"network", FlagType::String}, {"security", FlagType::String}}},
+        {"COPY", {{"from", FlagType::String}, {"chown", FlagType::String}, {"chmod", FlagType::String},
+                  {"link", FlagType::Bool}, {"exclude", FlagType::Strings}, {"parents", FlagType::Bool}}},
+        {"ADD", {{"chown", FlagType::String}, {"chmod", FlagType::String}, {"checksum", FlagType::String},
+                 {"keep-git-dir", FlagType::Bool}, {"link", FlagType::Bool}, {"exclude", FlagType::Strings}}},
+        {"HEALTHCHECK", {{"interval", FlagType::String}, {"timeout", FlagType::String},
+                         {"start-period", FlagType::String}, {"start-interval", FlagType::String},
+                         {"retries", FlagType::String}}},
+    };
+    static const std::vector<FlagSpec> none;
+    auto it = specs.find(keyword);
+    return it == specs.end() ? none : it->second;
+}
+
+class InstructionParser {
+public:
+    InstructionParser(const Node& node, const std::string& file) : node_(node), file_(file) {}
+
+    Command parse() {
+        flags_ = parse_flags();
+        const std::string& k = node_.keyword;
+        if (k == "FROM") return from();
+        if (k == "RUN") return run();
+        if (k == "CMD") return CmdInstr{command_line(true)};
+        if (k == "ENTRYPOINT") return EntrypointInstr{command_line(true)};
+        if (k == "SHELL") {
+            if (node_.args.empty()) fail("SHELL requires at least one argument", "SHELL [\"/bin/bash\", \"-c\"]");
+            return ShellInstr{node_.args};
+        }
+        if (k == "LABEL") return LabelInstr{key_values()};
+        if (k == "ENV") return EnvInstr{key_values()};
+        if (k == "MAINTAINER") return MaintainerInstr{one_arg()};
+        if (k == "EXPOSE") return expose();
+        if (k == "COPY") return copy();
+        if (k == "ADD") return add();
+        if (k == "VOLUME") return volume();
+        if (k == "USER") return UserInstr{one_arg()};
+        if (k == "WORKDIR") return WorkdirInstr{one_arg()};
+        if (k == "STOPSIGNAL") return StopsignalInstr{one_arg()};
+        if (k == "ARG") return arg();
+        if (k == "ONBUILD") return onbuild();
+        if (k == "HEALTHCHECK") return healthcheck();
+        fail("unknown instruction: " + k);
+    }
+
+private:
+    [[noreturn]] void fail(const std::string& message, std::string hint = {}) const {
+        fail_at(file_, node_.start_line, message, std::move(hint));
+    }
+
+    Flags parse_flags() const {
+        Flags out;
+        const auto& specs = flag_specs(node_.keyword);
+        for (const auto& word : node_.flags) {
+            if (word.rfind("--", 0) != 0) fail(node_.keyword + ": flag should start with --: " + word);
+            std::string body = word.substr(2);
+            auto eq = body.find('=');
+            std::string name = body.substr(0, eq);
+            std::string value = eq == std::string::npos ? "" : body.substr(eq + 1);
+            auto spec = std::find_if(specs.begin(), specs.end(), [&](const FlagSpec& s) { return s.name == name; });
+            if (spec == specs.end()) {
+                std::vector<std::string> names;
+                for (const auto& s : specs) names.push_back("--" + s.name);
+                auto guess = suggest("--" + name, names);
+                std::string hint = guess ? "did you mean " + *guess + "?"
+                                   : names.empty() ? node_.keyword + " takes no flags"
+                                                   : node_.keyword + " accepts " + join(names, ", ");
+                fail(node_.keyword + ": unknown flag: --" + name, hint);
+            }
+            if (spec->type != FlagType::Strings && out.values.count(name))
+                fail(node_.keyword + ": duplicate flag specified: --" + name);
+            switch (spec->type) {
+                case FlagType::Bool: {
+                    std::string v = lower(value);
+                    if (eq != std::string::npos && value.empty())
+                        fail(node_.keyword + ": missing a value on flag: --" + name);
+                    if (v.empty()) v = "true";
+                    if (v != "true" && v != "false")
+                        fail(node_.keyword + ": expecting boolean value for flag --" + name + ", not: " + value);
+                    out.values[name] = v;
+                    break;
+                }
+                case FlagType::String:
+                    if (eq == std::string::npos)
+                        fail(node_.keyword + ": missing a value on flag: --" + name, "write --" + name + "=VALUE");
+                    out.values[name] = value;
+                    break;
+                case FlagType::Strings:
+                    if (eq == std::string::npos)
+                        fail(node_.keyword + ": missing a value on flag: --" + name, "write --" + name + "=VALUE");
+                    out.lists[name].push_back(value);
+                    break;
+            }
+        }
+        return out;
+    }
+
+    static std::string join(const std::vector<std::string>& v, const std::string& sep) {
+        std::string out;
+        for (const auto& s : v) out += (out.empty() ? "" : sep) + s;
+        return out;
+    }
+
+    std::string one_arg() const {
+        if (node_.args.size() != 1) fail(node_.keyword + " requires exactly one argument");
+        return node_.args[0];
+    }
+
+    CommandLine command_line(bool allow_empty_json) const {
+        if (node_.args.empty() && !(node_.json && allow_empty_json))
+            fail(node_.keyword + " requires at least one argument",
+                 node_.keyword == "RUN" ? "" : "write " + node_.keyword + " [] to clear it");
+        return CommandLine{node_.args, node_.json};
+    }
+
+    FromInstr from() const {
+        FromInstr f;
+        f.platform = flags_.get("platform");
+        const auto& a = node_.args;
+        if (a.size() == 3 && lower(a[1]) == "as") {
+            f.stage_name = lower(a[2]);
+            static const std::regex valid("^[a-z][a-z0-9-_.]*$");
+            if (!std::regex_match(f.stage_name, valid))
+                fail("invalid name for build stage: \"" + a[2] + "\", name can't start with a number or contain symbols");
+        } else if (a.size() != 1) {
+            fail("FROM requires either one or three arguments", "FROM image [AS name]");
+        }
+        f.base = a[0];
+        return f;
+    }
+
+    RunInstr run() const {
+        RunInstr r;
+        if (flags_.has("security"))
+            fail("RUN --security is not supported",
+                 "BuildKit offers it only in its labs syntax, and aishell runs every step without privileges");
+        r.command = command_line(false);
+        r.heredocs = node_.heredocs;
+        if (flags_.has("network")) {
+            r.network = flags_.get("network");
+            if (r.network != "default" && r.network != "none" && r.network != "host")
+                fail("RUN: unsupported network mode: " + r.network, "use --network=default, none or host");
+        }
+        if (auto it = flags_.lists.find("mount"); it != flags_.lists.end())
+            for (const auto& spec : it->second) r.mounts.push_back(mount(spec));
+        return r;
+    }
+
+    // One --mount value: CSV fields key=value (encoding/csv quoting), as BuildKit reads them.
+    static std::vector<std::string> csv_fields(const std::string& s) {
+        std::vector<std::string> out(1);
+        bool quoted = false;
+        for (std::size_t i = 0; i < s.size(); ++i) {
+            char c = s[i];
+            if (quoted) {
+                if (c == '"' && i + 1 < s.size() && s[i + 1] == '"') {
+                    out.back() += '"';
+                    ++i;
+                } else if (c == '"') {
+                    quoted = false;
+                } else {
+                    out.back() += c;
+                }
+            } else if (c == '"' && out.back().empty()) {
+                quoted = true;
+            } else if (c == ',') {
+                out.emplace_back();
+            } else {
+                out.back() += c;
+            }
+        }
+        return out;
+    }
+
+    RunMount mount(const std::string& spec) const {
+        static const std::map<std::string, std::string> aliases = {
+            {"type", "type"},   {"from", "from"},         {"source", "source"},     {"src", "source"},
+            {"target", "target"}, {"dst", "target"},      {"destination", "target"}, {"readonly", "readonly"},
+            {"ro", "readonly"}, {"rw", "rw"},             {"readwrite", "rw"},       {"id", "id"},
+            {"sharing", "sharing"}, {"mode", "mode"},     {"uid", "uid"},            {"gid", "gid"},
+            {"size", "size"},   {"required", "required"}, {"env", "env"}};
+        // Which options each type takes (BuildKit's runmount rules).
+        static const std::map<std::string, std::vector<std::string>> allowed = {
+            {"bind", {"target", "source", "from", "readonly", "rw"}},
+            {"cache", {"target", "source", "from", "readonly", "rw", "id", "sharing", "mode", "uid", "gid"}},
+            {"tmpfs", {"target", "size"}},
+            {"secret", {"target", "id", "required", "mode", "uid", "gid", "env"}},
+            {"ssh", {"target", "id", "required", "mode", "uid", "gid"}}};
+        RunMount m;
+        std::vector<std::pair<std::string, std::string>> fields;
+        for (const auto& field : csv_fields(spec)) {
+            if (field.empty()) continue;
+            auto eq = field.find('=');
+            std::string key = lower(field.substr(0, eq));
+            std::string value = eq == std::string::npos ? "" : field.substr(eq + 1);
+            auto alias = aliases.find(key);
+            if (alias == aliases.end())
+                fail("RUN --mount: unexpected key '" + key + "' in '" + field + "'",
+                     "keys: type, target, source, from, id, sharing, mode, uid, gid, size, required, readonly, env");
+            if (eq == std::string::npos && alias->second != "readonly" && alias->second != "rw" &&
+                alias->second != "required")
+                fail("RUN --mount: invalid field '" + field + "' must be a key=value pair");
+            if (alias->second == "type") {
+                m.type = lower(value);
+                continue;
+            }
+            fields.emplace_back(alias->second, eq == std::string::npos ? "true" : value);
+        }
+        auto types = allowed.find(m.type);
+        if (types == allowed.end())
+            fail("RUN --mount: unsupported mount type \"" + m.type + "\"", "use bind, cache, tmpfs, secret or ssh");
+        for (auto& [key, value] : fields) {
+            const auto& ok = types->second;
+            if (std::find(ok.begin(), ok.end(), key) == ok.end())
+                fail("RUN --mount: option '" + key + "' is not allowed with type=" + m.type);
+            if (key == "rw") {  // rw/readwrite are the negation of readonly
+                key = "readonly";
+                value = value == "false" ? "true" : "false";
+            }
+            m.options[key] = value;
+        }
+        check_mount(m);
+        return m;
+    }
+
+    void check_mount(RunMount& m) const {
+        auto has = [&](const char* k) { return m.options.count(k) != 0; };
+        auto literal = [](const std::string& v) { return v.find('$') == std::string::npos; };
+        if ((m.type == "bind" || m.type == "cache" || m.type == "tmpfs") && !has("target"))
+            fail("RUN --mount type=" + m.type + " requires a target", "add target=/path");
+        if (m.type == "secret" && !has("target") && !has("id") && !has("env"))
+            fail("RUN --mount type=secret requires an id or a target", "add id=NAME");
+        for (const char* key : {"readonly", "required"}) {
+            if (!has(key)) continue;
+            std::string v = lower(m.options[key]);
+            if (v != "true" && v != "false" && literal(v))
+                fail(std::string("RUN --mount: invalid value for ") + key + ": " + m.options[key], "use true or false");
+        }
+        if (has("sharing") && literal(m.options["sharing"])) {
+            const std::string& s = m.options["sharing"];
+            if (s != "shared" && s != "private" && s != "locked")
+                fail("RUN --mount: unsupported sharing value \"" + s + "\"", "use shared, private or locked");
+        }
+        if (has("mode") && literal(m.options["mode"])) {
+            static const std::regex octal("^[0-7]+$");
+            if (!std::regex_match(m.options["mode"], octal))
+                fail("RUN --mount: invalid mode \"" + m.options["mode"] + "\"", "mode is octal, e.g. mode=0644");
+        }
+        for (const char* key : {"uid", "gid"}) {
+            static const std::regex digits("^[0-9]+$");
+            if (has(key) && literal(m.options[key]) && !std::regex_match(m.options[key], digits))
+                fail(std::string("RUN --mount: invalid ") + key + " \"" + m.options[key] + "\"", "a numeric id");
+        }
+    }
+
+    std::vector<KeyValue> key_values() const {
+        if (node_.args.empty()) fail(node_.keyword + " requires at least one argument", node_.keyword + " name=value");
+        std::vector<KeyValue> out;
+        for (std::size_t i = 0; i + 3 <= node_.args.size(); i += 3) {
+            if (node_.args[i].empty())
+                fail(node_.keyword + " names can not be blank", "write " + node_.keyword + " name=value");
+            out.push_back({node_.args[i], node_.args[i + 1], node_.args[i + 2].empty()});
+        }
+        return out;
+    }
+
+    ExposeInstr expose() const {
+        if (node_.args.empty()) fail("EXPOSE requires at least one argument", "EXPOSE 8080/tcp");
+        static const std::regex port("^[0-9]+(-[0-9]+)?(/[a-zA-Z]+)?$");
+        for (const auto& p : node_.args) {
+            if (p.find('$') != std::string::npos) continue;  // checked after expansion
+            std::smatch m;
+            if (!std::regex_match(p, m, port))
+                fail("EXPOSE: invalid port specification: " + p, "PORT[/PROTO] or FROM-TO[/PROTO], e.g. 8080/tcp");
+            std::string proto = lower(m[2].str().empty() ? "" : m[2].str().substr(1));
+            if (!proto.empty() && proto != "tcp" && proto != "udp" && proto != "sctp")
+                fail("EXPOSE: invalid proto: " + proto, "use tcp, udp or sctp");
+        }
+        return ExposeInstr{node_.args};
+    }
+
+    // Sources and destination of COPY/ADD; heredoc sources resolve to their bodies.
+    void sources_and_dest(std::vector<std::string>& sources, std::string& dest, std::vector<Heredoc>& docs) const {
+        const auto& a = node_.args;
+        if (a.size() < 2)
+            fail(node_.keyword + " requires at least two arguments, but only " +
+                     (a.empty() ? "none was" : "one was") + " provided. Destination could not be determined.",
+                 node_.keyword + " SRC... DEST");
+        sources.assign(a.begin(), a.end() - 1);
+        dest = a.back();
+        if (node_.json) return;
+        for (const auto& s : sources) {
+            auto doc = parse_heredoc_word(s);
+            if (!doc) continue;
+            auto it = std::find_if(node_.heredocs.begin(), node_.heredocs.end(),
+                                   [&](const Heredoc& h) { return h.name == doc->name; });
+            if (it != node_.heredocs.end()) docs.push_back(*it);
+        }
+    }
+
+    CopyInstr copy() const {
+        if (flags_.has("parents"))
+            fail("COPY --parents is not supported", "BuildKit offers it only in its labs syntax");
+        CopyInstr c;
+        sources_and_dest(c.sources, c.dest, c.heredocs);
+        c.from = flags_.get("from");
+        c.chown = flags_.get("chown");
+        c.chmod = flags_.get("chmod");
+        c.link = flags_.flag("link");
+        if (auto it = flags_.lists.find("exclude"); it != flags_.lists.end()) c.excludes = it->second;
+        return c;
+    }
+
+    AddInstr add() const {
+        AddInstr a;
+        sources_and_dest(a.sources, a.dest, a.heredocs);
+        a.chown = flags_.get("chown");
+        a.chmod = flags_.get("chmod");
+        a.checksum = flags_.get("checksum");
+        a.keep_git_dir = flags_.flag("keep-git-dir");
+        a.link = flags_.flag("link");
+        if (auto it = flags_.lists.find("exclude"); it != flags_.lists.end()) a.excludes = it->second;
+        if (!a.checksum.empty()) {
+            for (const auto& s : a.sources) {
+                if (s.find('$') != std::string::npos) continue;
+                if (s.rfind("http://", 0) != 0 && s.rfind("https://", 0) != 0)
+                    fail("ADD: checksum can't be specified for non-HTTP(S) sources: " + s,
+                         "--checksum verifies a downloaded file; remove it for local sources");
+            }
+        }
+        return a;
+    }
+
+    VolumeInstr volume() const {
+        if (node_.args.empty()) fail("VOLUME requires at least one argument", "VOLUME /data");
+        for (const auto& v : node_.args)
+            if (v.find_first_not_of(" \t") == std::string::npos) fail("VOLUME specified can not be an empty string");
+        return VolumeInstr{node_.args};
+    }
+
+    ArgInstr arg() const {
+        if (node_.args.empty()) fail("ARG requires at least one argument", "ARG NAME[=default]");
+        ArgInstr out;
+        for (const auto& word : node_.args) {
+            ArgDecl d;
+            auto eq = word.find('=');
+            d.name = word.substr(0, eq);
+            if (eq != std::string::npos) d.value = word.substr(eq + 1);
+            if (d.name.empty()) fail("ARG names can not be blank", "ARG NAME[=default]");
+            out.args.push_back(std::move(d));
+        }
+        return out;
+    }
+
+    OnbuildInstr onbuild() const {
+        if (!node_.next) fail("ONBUILD requires at least one argument", "ONBUILD RUN make");
+        const Node& trigger = *node_.next;
+        if (trigger.keyword == "ONBUILD") fail("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed");
+        if (trigger.keyword == "FROM" || trigger.keyword == "MAINTAINER")
+            fail(trigger.keyword + " isn't allowed as an ONBUILD trigger");
+        (void)parse_instruction(trigger, file_);  // validates the trigger now, not in a child build
+        return OnbuildInstr{trigger.original, trigger.keyword};
+    }
+
+    HealthcheckInstr healthcheck() const {
+        HealthcheckInstr h;
+        if (node_.args.empty()) fail("HEALTHCHECK requires at least one argument", "HEALTHCHECK CMD command, or HEALTHCHECK NONE");
+        const std::string& type = node_.args[0];
+        if (type == "NONE") {
+            if (node_.args.size() > 1) fail("HEALTHCHECK NONE takes no arguments");
+            if (!node_.flags.empty()) fail("HEALTHCHECK NONE takes no flags");
+            h.none = true;
+            return h;
+        }
+        if (type != "CMD") fail("Unknown type \"" + type + "\" in HEALTHCHECK (try CMD)", "HEALTHCHECK CMD command");
+        if (node_.args.size() < 2 && !node_.json) fail("Missing command after HEALTHCHECK CMD");
+        h.test = CommandLine{{node_.args.begin() + 1, node_.args.end()}, node_.json};
+        h.interval = duration("interval");
+        h.timeout = duration("timeout");
+        h.start_period = duration("start-period");
+        h.start_interval = duration("start-interval");
+        if (flags_.has("retries")) {
+            const std::string v = flags_.get("retries");
+            static const std::regex integer("^[+-]?[0-9]{1,9}$");
+            if (!std::regex_match(v, integer)) fail("HEALTHCHECK: invalid --retries value: \"" + v + "\"", "an integer");
+            h.retries = std::stoi(v);
+            if (*h.retries < 0) fail("HEALTHCHECK: --retries cannot be negative (" + v + ")");
+        }
+        return h;
+    }
+
+    // Go's time.ParseDuration syntax ("1m30s", "500ms", "1.5h"); 0 means the default, anything
+    // else must be at least 1ms (Docker's minimum).
+    std::optional<std::chrono::nanoseconds> duration(const std::string& name) const {
+        if (!flags_.has(name) || flags_.get(name).empty()) return std::nullopt;
+        const std::string s = flags_.get(name);
+        static const std::regex part("([0-9]*\\.?[0-9]*)(ns|us|\xC2\xB5s|ms|s|m|h)");
+        static const std::map<std::string, double> unit = {{"ns", 1}, {"us", 1e3}, {"\xC2\xB5s", 1e3},
+                                                           {"ms", 1e6}, {"s", 1e9}, {"m", 60e9}, {"h", 3600e9}};
+        std::string_view rest = s;
+        bool negative = false;
+        if (!rest.empty() && (rest[0] == '-' || rest[0] == '+')) {
+            negative = rest[0] == '-';
+            rest.remove_prefix(1);
+        }
+        double total = 0;
+        auto bad = [&]() { fail("HEALTHCHECK: invalid duration for --" + name + ": \"" + s + "\"", "a Go duration such as 30s, 1m30s or 500ms"); };
+        if (rest == "0") return std::chrono::nanoseconds(0);
+        if (rest.empty()) bad();
+        std::string text(rest);
+        auto begin = text.cbegin();
+        std::smatch m;
+        while (begin != text.cend()) {
+            if (!std::regex_search(begin, text.cend(), m, part, std::regex_constants::match_continuous)) bad();
+            const std::string number = m[1].str();
+            if (number.empty() || number == ".") bad();
+            total += std::stod(number) * unit.at(m[2].str());
+            begin = m[0].second;
+        }
+        auto ns = std::chrono::nanoseconds(static_cast<std::int64_t>(negative ? -total : total));
+        if (ns.count() != 0 && ns < std::chrono::milliseconds(1))
+            fail("HEALTHCHECK: Interval \"" + name + "\" cannot be less than 1ms");
+        return ns;
+    }
+
+    const Node& node_;
+    const std::string& file_;
+    Flags flags_;
+};
+
+}  // namespace
+
+Command parse_instruction(const Node& node, const std::string& filename) {
+    return InstructionParser(node, filename).parse();
+}
+
+Dockerfile parse_dockerfile(std::string_view text, const std::string& filename) {
+    ParsedDockerfile parsed = parse_dockerfile_text(text, filename);
+    Dockerfile df;
+    df.filename = filename;
+    df.directives = parsed.directives;
+    df.warnings = parsed.warnings;
+    for (const Node& node : parsed.nodes) {
+        Command cmd = parse_instruction(node, filename);
+        if (auto* from = std::get_if<FromInstr>(&cmd)) {
+            Stage stage;
+            stage.index = static_cast<int>(df.stages.size());
+            stage.name = from->stage_name;
+            stage.from = *from;
+            stage.from_node = node;
+            for (const auto& other : df.stages)
+                if (!stage.name.empty() && other.name == stage.name)
+                    fail_at(filename, node.start_line, "duplicate stage name \"" + stage.name + "\"",
+                            "stage names must be unique; the first was on line " + std::to_string(other.line()));
+            df.stages.push_back(std::move(stage));
+            continue;
+        }
+        if (df.stages.empty()) {
+            auto* arg = std::get_if<ArgInstr>(&cmd);
+            if (!arg)
+                fail_at(filename, node.start_line, node.keyword + ": no build stage in current context",
+                        "a Dockerfile starts with FROM; only ARG may come before the first FROM");
+            for (const auto& decl : arg->args) df.global_args.emplace_back(decl, node.start_line);
+            continue;
+        }
+        df.stages.back().instructions.push_back(Instruction{std::move(cmd), node});
+    }
+    if (df.stages.empty())
+        throw Error(filename + ": no FROM instruction", "a Dockerfile needs at least one FROM line");
+    return df;
+}
+
+Dockerfile load_dockerfile(const std::string& path) {
+    return parse_dockerfile(read_file(path, 16 * 1024 * 1024), path);
+}
+
+const std::vector<std::string>& predefined_proxy_args() {
+    static const std::vector<std::string> names = {"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy",
+                                                   "FTP_PROXY",  "ftp_proxy",  "NO_PROXY",    "no_proxy",
+                                                   "ALL_PROXY",  "all_proxy"};
+    return names;
+}
+
+const std::vector<std::string>& predefined_platform_args() {
+    static const std::vector<std::string> names = {"BUILDPLATFORM",  "BUILDOS",  "BUILDARCH",  "BUILDVARIANT",
+                                                   "TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT"};
+    return names;
+}
+
+std::map<std::string, std::string> platform_args(const std::string& target_platform) {
+    oci::Platform build = oci::Platform::host();
+    oci::Platform target = target_platform.empty() ? build : oci::Platform::parse(target_platform);
+    auto text = [](const oci::Platform& p) {
+        return p.os + "/" + p.architecture + (p.variant.empty() ? "" : "/" + p.variant);
+    };
+    return {{"BUILDPLATFORM", text(build)},   {"BUILDOS", build.os},   {"BUILDARCH", build.architecture},
+            {"BUILDVARIANT", build.variant},  {"TARGETPLATFORM", text(target)}, {"TARGETOS", target.os},
+            {"TARGETARCH", target.architecture}, {"TARGETVARIANT", target.variant}};
+}
+
+std::map<std::string, std::string> global_arg_scope(const Dockerfile& df,
+                                                    const std::map<std::string, std::string>& build_args,
+                                                    const std::string& target_platform) {
+    std::map<std::string, std::string> scope = platform_args(target_platform);
+    for (const auto& [decl, line] : df.global_args) {
+        with_context(df.filename + ":" + std::to_string(line), [&] {
+            std::string name = process(decl.name, env_from_map(scope), LexOptions{.escape = df.directives.escape}).word;
+            if (auto it = build_args.find(name); it != build_args.end())
+                scope[name] = it->second;
+            else if (decl.value)
+                scope[name] = process(*decl.value, env_from_map(scope), LexOptions{.escape = df.directives.escape}).word;
+            else
+                scope.erase(name);  // declared without a value and not given: unset
+        });
+    }
+    return scope;
+}
+
+std::string expand_from(const Dockerfile& df, const Stage& stage, const std::map<std::string, std::string>& scope) {
+    return with_context(df.filename + ":" + std::to_string(stage.line()), [&] {
+        return process(stage.from.base, env_from_map(scope), LexOptions{.escape = df.directives.escape}).word;
+    });
+}
+
+const Stage& target_stage(const Dockerfile& df, const std::string& target) {
+    if (target.empty()) return df.stages.back();
+    for (const auto& s : df.stages)
+        if (s.name == lower(target)) return s;
+    std::vector<std::string> names;
+    for (const auto& s : df.stages)
+        if (!s.name.empty()) names.push_back(s.name);
+    auto guess = suggest(lower(target), names);
+    throw Error("target stage \"" + target + "\" could not be found",
+                guess ? "did you mean " + *guess + "?" : "name a stage with FROM image AS name");
+}
+
+}  // namespace aishell::composer

@@ -1,0 +1,329 @@
+// The word lexer behind Dockerfile variable substitution. It follows BuildKit's
+// frontend/dockerfile/shell/lex.go rule for rule (read, not copied), including its quirks:
+// "" alone yields no word, an escape character at the very end is dropped, "$" followed by a
+// non-name character is a literal "$", and a name starting with a digit is read as all digits.
+#include "composer/shell_lex.hpp"
+
+#include <fnmatch.h>
+
+#include "common/error.hpp"
+
+namespace aishell::composer {
+
+EnvLookup env_from_map(const std::map<std::string, std::string>& env) {
+    return [&env](const std::string& name) -> std::optional<std::string> {
+        auto it = env.find(name);
+        if (it == env.end()) return std::nullopt;
+        return it->second;
+    };
+}
+
+namespace {
+
+constexpr int kEof = -1;
+
+bool is_space(int ch) {
+    return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\v' || ch == '\f' || ch == '\r';
+}
+bool is_digit(int ch) { return ch >= '0' && ch <= '9'; }
+bool is_name_char(int ch) {
+    return is_digit(ch) || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || ch == '_';
+}
+// POSIX special parameters ($@ $* $# $? $- $$ $! $0): BuildKit reads them as one-char names.
+bool is_special_param(int ch) {
+    return ch == '@' || ch == '*' || ch == '#' || ch == '?' || ch == '-' || ch == '$' || ch == '!' ||
+           ch == '0';
+}
+
+// Accumulates the words of a process_words result: characters that came from unquoted text or
+// from an expansion split on whitespace; quoted text and escaped characters never do.
+class Words {
+public:
+    void add_char(char ch) {
+        if (is_space(static_cast<unsigned char>(ch))) {
+            if (in_word_ && !word_.empty()) {
+                words_.push_back(std::move(word_));
+                word_.clear();
+                in_word_ = false;
+            }
+            return;
+        }
+        add_raw_char(ch);
+    }
+    void add_raw_char(char ch) {
+        word_ += ch;
+        in_word_ = true;
+    }
+    void add_string(std::string_view s) {
+        for (char ch : s) add_char(ch);
+    }
+    void add_raw_string(std::string_view s) {
+        word_ += s;
+        in_word_ = true;
+    }
+    std::vector<std::string> take() {
+        if (!word_.empty()) words_.push_back(std::move(word_));
+        word_.clear();
+        in_word_ = false;
+        return std::move(words_);
+    }
+
+private:
+    std::string word_;
+    std::vector<std::string> words_;
+    bool in_word_ = false;
+};
+
+class Lexer {
+public:
+    Lexer(std::string_view input, const EnvLookup& env, const LexOptions& options, LexResult& result)
+        : in_(input), env_(env), opt_(options), result_(result) {}
+
+    // Reads up to stop (consumed) or the end when stop is kEof. Returns the text and, through
+    // words, its whitespace split.
+    std::string process_until(int stop, bool raw_escapes, std::vector<std::string>* words_out) {
+        std::string out;
+        Words words;
+        bool saved_raw = raw_escapes_;
+        raw_escapes_ = raw_escapes || opt_.raw_escapes;
+        while (peek() != kEof) {
+            int ch = peek();
+            if (stop != kEof && ch == stop) {
+                next();
+                raw_escapes_ = saved_raw;
+                if (words_out) *words_out = words.take();
+                return out;
+            }
+            if (ch == '$') {
+                std::string value = dollar();
+                out += value;
+                words.add_string(value);
+            } else if (ch == '\'') {
+                std::string value = single_quote();
+                out += value;
+                words.add_raw_string(value);
+            } else if (ch == '"') {
+                std::string value = double_quote();
+                out += value;
+                words.add_raw_string(value);
+            } else {
+                next();
+                if (ch == opt_.escape) {
+                    if (raw_escapes_) {
+                        words.add_raw_char(static_cast<char>(ch));
+                        out += static_cast<char>(ch);
+                    }
+                    ch = next();
+                    if (ch == kEof) break;  // an escape at the very end is dropped
+                    words.add_raw_char(static_cast<char>(ch));
+                } else {
+                    words.add_char(static_cast<char>(ch));
+                }
+                out += static_cast<char>(ch);
+            }
+        }
+        raw_escapes_ = saved_raw;
+        if (stop != kEof) {
+            throw Error(std::string("unexpected end of statement while looking for matching ") +
+                        static_cast<char>(stop));
+        }
+        if (words_out) *words_out = words.take();
+        return out;
+    }
+
+private:
+    int peek() const { return pos_ < in_.size() ? static_cast<unsigned char>(in_[pos_]) : kEof; }
+    int next() { return pos_ < in_.size() ? static_cast<unsigned char>(in_[pos_++]) : kEof; }
+
+    std::optional<std::string> lookup(const std::string& name) {
+        auto value = env_ ? env_(name) : std::nullopt;
+        (value ? result_.matched : result_.unmatched).insert(name);
+        return value;
+    }
+
+    // '...': everything literal up to the next ', which cannot be escaped (as in sh).
+    std::string single_quote() {
+        std::string out;
+        int ch = next();
+        if (opt_.raw_quotes) out += static_cast<char>(ch);
+        for (;;) {
+            ch = next();
+            if (ch == kEof) throw Error("unexpected end of statement while looking for matching single-quote");
+            if (ch == '\'') {
+                if (opt_.raw_quotes) out += '\'';
+                return out;
+            }
+            out += static_cast<char>(ch);
+        }
+    }
+
+    // "...": $ expands; the escape character quotes only " $ and itself, else stays literal.
+    std::string double_quote() {
+        std::string out;
+        int ch = next();
+        if (opt_.raw_quotes) out += static_cast<char>(ch);
+        for (;;) {
+            int p = peek();
+            if (p == kEof) throw Error("unexpected end of statement while looking for matching double-quote");
+            if (p == '"') {
+                next();
+                if (opt_.raw_quotes) out += '"';
+                return out;
+            }
+            if (p == '$') {
+                out += dollar();
+                continue;
+            }
+            ch = next();
+            if (ch == opt_.escape) {
+                int after = peek();
+                if (after == kEof) continue;  // dropped at the end of the word
+                if (after == '"' || after == '$' || after == opt_.escape) {
+                    if (raw_escapes_) out += static_cast<char>(ch);
+                    ch = next();
+                }
+            }
+            out += static_cast<char>(ch);
+        }
+    }
+
+    std::string name() {
+        std::string out;
+        while (peek() != kEof) {
+            int ch = peek();
+            if (out.empty() && is_digit(ch)) {
+                while (is_digit(peek())) out += static_cast<char>(next());
+                return out;
+            }
+            if (out.empty() && is_special_param(ch)) return std::string(1, static_cast<char>(next()));
+            if (!is_name_char(ch)) break;
+            out += static_cast<char>(next());
+        }
+        return out;
+    }
+
+    std::string dollar() {
+        next();  // '$'
+        if (peek() != '{') {
+            std::string n = name();
+            if (n.empty()) return "$";
+            auto value = lookup(n);
+            if (!value && opt_.skip_unset) return "$" + n;
+            return value.value_or("");
+        }
+        next();  // '{'
+        int first = peek();
+        if (first == kEof) throw Error("syntax error: missing '}'");
+        if (first == '{' || first == '}' || first == ':') throw Error("syntax error: bad substitution");
+        std::string n = name();
+        int ch = next();
+        std::string modifier(1, static_cast<char>(ch));
+        if (ch == kEof) throw Error("syntax error: missing '}'");
+        if (ch == '}') {
+            auto value = lookup(n);
+            if (!value && opt_.skip_unset) return "${" + n + "}";
+            return value.value_or("");
+        }
+        if (ch == '/') return replace(n);
+        bool null_is_unset = false;
+        if (ch == ':') {
+            null_is_unset = true;
+            ch = next();
+            if (ch == kEof) throw Error("syntax error: missing '}'");
+            modifier += static_cast<char>(ch);
+        }
+        bool pattern_op = ch == '#' || ch == '%';
+        if ((ch != '+' && ch != '-' && ch != '?' && !pattern_op) || (null_is_unset && pattern_op))
+            throw Error("unsupported modifier (" + modifier + ") in substitution");
+        std::string word = word_until_brace(pattern_op);
+        auto value = lookup(n);
+        if (!value && opt_.skip_unset) return "${" + n + modifier + word + "}";
+        bool unset = !value || (null_is_unset && value->empty());
+        switch (ch) {
+            case '-': return unset ? word : *value;
+            case '+': return unset ? std::string() : word;
+            case '?':
+                if (!value) throw Error(n + ": " + (word.empty() ? "is not allowed to be unset" : word));
+                if (null_is_unset && value->empty())
+                    throw Error(n + ": " + (word.empty() ? "is not allowed to be empty" : word));
+                return *value;
+            default: return trim_pattern(static_cast<char>(ch), word, value.value_or(""));
+        }
+    }
+
+    std::string word_until_brace(bool raw_escapes) {
+        try {
+            return process_until('}', raw_escapes, nullptr);
+        } catch (const Error&) {
+            if (peek() == kEof) throw Error("syntax error: missing '}'");
+            throw;
+        }
+    }
+
+    // ${V#p} ${V##p} (prefix) and ${V%p} ${V%%p} (suffix): shortest match, or longest when the
+    // operator is doubled. Patterns are shell globs in which * also matches '/'.
+    static std::string trim_pattern(char op, std::string pattern, const std::string& value) {
+        bool greedy = !pattern.empty() && pattern[0] == op;
+        if (greedy) pattern.erase(0, 1);
+        auto matches = [&](std::string_view s) { return ::fnmatch(pattern.c_str(), std::string(s).c_str(), 0) == 0; };
+        const std::size_t n = value.size();
+        for (std::size_t k = 0; k <= n; ++k) {
+            std::size_t len = greedy ? n - k : k;  // candidate length of the trimmed part
+            if (op == '#' && matches(std::string_view(value).substr(0, len))) return value.substr(len);
+            if (op == '%' && matches(std::string_view(value).substr(n - len))) return value.substr(0, n - len);
+        }
+        return value;
+    }
+
+    // ${V/p/r} replaces the first (leftmost, longest) match of p, ${V//p/r} every match.
+    std::string replace(const std::string& n) {
+        bool all = peek() == '/';
+        if (all) next();
+        std::string pattern = process_until('/', true, nullptr);
+        std::string replacement = word_until_brace(true);
+        auto value = lookup(n);
+        if (!value && opt_.skip_unset)
+            return "${" + n + "/" + (all ? "/" : "") + pattern + "/" + replacement + "}";
+        const std::string v = value.value_or("");
+        std::string out;
+        std::size_t i = 0;
+        bool replaced = false;
+        while (i < v.size()) {
+            std::size_t end = std::string::npos;
+            if (!replaced || all) {
+                for (std::size_t e = v.size(); e > i; --e) {
+                    if (::fnmatch(pattern.c_str(), v.substr(i, e - i).c_str(), 0) == 0) {
+                        end = e;
+                        break;
+                    }
+                }
+            }
+            if (end == std::string::npos) {
+                out += v[i++];
+                continue;
+            }
+            out += replacement;
+            i = end;
+            replaced = true;
+        }
+        return out;
+    }
+
+    std::string_view in_;
+    std::size_t pos_ = 0;
+    const EnvLookup& env_;
+    const LexOptions& opt_;
+    LexResult& result_;
+    bool raw_escapes_ = false;
+};
+
+}  // namespace
+
+LexResult process(std::string_view input, const EnvLookup& env, const LexOptions& options) {
+    LexResult result;
+    Lexer lexer(input, env, options, result);
+    result.word = lexer.process_until(kEof, false, &result.words);
+    return result;
+}
+
+}  // namespace aishell::composer

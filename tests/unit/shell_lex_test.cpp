@@ -1,0 +1,106 @@
+// Variable substitution in Dockerfile words (composer/shell_lex), checked against the rules of
+// BuildKit's frontend/dockerfile/shell lexer: set vs unset vs empty, quotes, escapes, splitting.
+#include <catch2/catch.hpp>
+
+#include "common/error.hpp"
+#include "composer/shell_lex.hpp"
+
+using namespace aishell;
+using namespace aishell::composer;
+
+namespace {
+
+const std::map<std::string, std::string>& test_env() {
+    static const std::map<std::string, std::string> env = {
+        {"V", "val"}, {"EMPTY", ""}, {"SP", "b c"}, {"PATH_", "/usr/local/bin"}, {"F", "archive.tar.gz"}};
+    return env;
+}
+
+std::string word(const std::string& in, char escape = '\\') { return process_word(in, env_from_map(test_env()), escape); }
+std::vector<std::string> words(const std::string& in) { return process_words(in, env_from_map(test_env())); }
+
+}  // namespace
+
+TEST_CASE("lex: plain and braced references", "[shell_lex]") {
+    CHECK(word("$V") == "val");
+    CHECK(word("${V}") == "val");
+    CHECK(word("a${V}b") == "avalb");
+    CHECK(word("$Vx") == "");  // the name is Vx, which is unset
+    CHECK(word("${UNSET}") == "");
+    CHECK(word("$") == "$");
+    CHECK(word("a$/b") == "a$/b");  // $ before a non-name character is literal
+}
+
+TEST_CASE("lex: default and alternative modifiers distinguish unset from empty", "[shell_lex]") {
+    CHECK(word("${UNSET:-w}") == "w");
+    CHECK(word("${EMPTY:-w}") == "w");
+    CHECK(word("${V:-w}") == "val");
+    CHECK(word("${UNSET-w}") == "w");
+    CHECK(word("${EMPTY-w}") == "");
+    CHECK(word("${V:+w}") == "w");
+    CHECK(word("${EMPTY:+w}") == "");
+    CHECK(word("${UNSET:+w}") == "");
+    CHECK(word("${EMPTY+w}") == "w");
+    CHECK(word("${UNSET+w}") == "");
+    CHECK(word("${UNSET:-$V}") == "val");  // the word itself expands
+    CHECK(word("${UNSET:-a b}") == "a b");
+}
+
+TEST_CASE("lex: required variables and syntax errors throw", "[shell_lex]") {
+    CHECK_THROWS_WITH(word("${UNSET:?must be set}"), "UNSET: must be set");
+    CHECK_THROWS_WITH(word("${UNSET?}"), "UNSET: is not allowed to be unset");
+    CHECK_THROWS_WITH(word("${EMPTY:?}"), "EMPTY: is not allowed to be empty");
+    CHECK(word("${EMPTY?}") == "");
+    CHECK_THROWS_WITH(word("${V"), Catch::Contains("missing '}'"));
+    CHECK_THROWS_WITH(word("${}"), Catch::Contains("bad substitution"));
+    CHECK_THROWS_WITH(word("${V:=x}"), Catch::Contains("unsupported modifier"));
+    CHECK_THROWS_WITH(word("'abc"), Catch::Contains("single-quote"));
+    CHECK_THROWS_WITH(word("\"abc"), Catch::Contains("double-quote"));
+}
+
+TEST_CASE("lex: quotes and escapes", "[shell_lex]") {
+    CHECK(word("'$V'") == "$V");
+    CHECK(word("\"$V\"") == "val");
+    CHECK(word("\\$V") == "$V");
+    CHECK(word("\"\\$V\"") == "$V");
+    CHECK(word("\"a\\b\"") == "a\\b");  // inside "..." the escape only quotes " $ and itself
+    CHECK(word("\"a\\\\b\"") == "a\\b");
+    CHECK(word("a\\ b") == "a b");
+    CHECK(word("'it''s'") == "its");
+    CHECK(word("\"it's\"") == "it's");
+    CHECK(word("abc\\") == "abc");  // a trailing escape is dropped
+}
+
+TEST_CASE("lex: the backtick escape of '# escape=`'", "[shell_lex]") {
+    CHECK(word("`$V", '`') == "$V");
+    CHECK(word("C:\\path\\$V", '`') == "C:\\path\\val");
+    CHECK(word("\"`\"\"", '`') == "\"");
+}
+
+TEST_CASE("lex: pattern removal and replacement", "[shell_lex]") {
+    CHECK(word("${F#*.}") == "tar.gz");
+    CHECK(word("${F##*.}") == "gz");
+    CHECK(word("${F%.*}") == "archive.tar");
+    CHECK(word("${F%%.*}") == "archive");
+    CHECK(word("${PATH_/local/opt}") == "/usr/opt/bin");
+    CHECK(word("${F//a/A}") == "Archive.tAr.gz");
+}
+
+TEST_CASE("lex: word splitting keeps quoted text whole and splits expansions", "[shell_lex]") {
+    CHECK(words("a $SP") == std::vector<std::string>{"a", "b", "c"});
+    CHECK(words("a \"$SP\"") == std::vector<std::string>{"a", "b c"});
+    CHECK(words("a\\ b c") == std::vector<std::string>{"a b", "c"});
+    CHECK(words("  x   y ") == std::vector<std::string>{"x", "y"});
+    CHECK(words("'' x") == std::vector<std::string>{"x"});  // BuildKit: an empty word is dropped
+}
+
+TEST_CASE("lex: matched and unmatched variable names are reported", "[shell_lex]") {
+    auto r = process("$V ${UNSET:-x} $EMPTY", env_from_map(test_env()));
+    CHECK(r.matched == std::set<std::string>{"V", "EMPTY"});
+    CHECK(r.unmatched == std::set<std::string>{"UNSET"});
+}
+
+TEST_CASE("lex: skip_unset leaves unknown references as written", "[shell_lex]") {
+    LexOptions o{.skip_unset = true};
+    CHECK(process("$V-$NOPE-${NOPE2}", env_from_map(test_env()), o).word == "val-$NOPE-${NOPE2}");
+}
