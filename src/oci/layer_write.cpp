@@ -1,0 +1,398 @@
+// Directory (overlayfs format) -> OCI layer blob. See layer_write.hpp.
+#include "oci/layer_write.hpp"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "common/error.hpp"
+#include "common/unique_fd.hpp"
+
+namespace aishell::oci {
+
+namespace {
+
+using media_type::Compression;
+
+constexpr std::size_t kChunk = 1 << 20;
+constexpr std::string_view kWhiteoutPrefix = ".wh.";
+constexpr std::string_view kOpaqueMarker = ".wh..wh..opq";
+
+struct ArchiveWriteDeleter {
+    void operator()(archive* a) const noexcept { archive_write_free(a); }
+};
+using ArchiveWriter = std::unique_ptr<archive, ArchiveWriteDeleter>;
+struct EntryDeleter {
+    void operator()(archive_entry* e) const noexcept { archive_entry_free(e); }
+};
+using Entry = std::unique_ptr<archive_entry, EntryDeleter>;
+struct DirDeleter {
+    void operator()(DIR* d) const noexcept { closedir(d); }
+};
+
+// Compresses a byte stream into a BlobWriter.
+class Compressor {
+public:
+    virtual ~Compressor() = default;
+    virtual void write(const void* data, std::size_t size) = 0;
+    virtual void finish() = 0;
+};
+
+class PlainSink final : public Compressor {
+public:
+    explicit PlainSink(BlobWriter& out) : out_(out) {}
+    void write(const void* data, std::size_t size) override { out_.write(data, size); }
+    void finish() override {}
+
+private:
+    BlobWriter& out_;
+};
+
+class GzipSink final : public Compressor {
+public:
+    GzipSink(BlobWriter& out, int level) : out_(out), buffer_(kChunk) {
+        // windowBits 15 + 16: a gzip header and trailer, as `gzip` writes.
+        if (deflateInit2(&z_, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+            throw Error("gzip: cannot initialise the compressor");
+        initialised_ = true;
+    }
+    ~GzipSink() override {
+        if (initialised_) deflateEnd(&z_);
+    }
+    void write(const void* data, std::size_t size) override {
+        z_.next_in = static_cast<Bytef*>(const_cast<void*>(data));
+        z_.avail_in = static_cast<uInt>(size);
+        pump(Z_NO_FLUSH);
+    }
+    void finish() override { pump(Z_FINISH); }
+
+private:
+    void pump(int flush) {
+        for (;;) {
+            z_.next_out = buffer_.data();
+            z_.avail_out = static_cast<uInt>(buffer_.size());
+            int rc = deflate(&z_, flush);
+            if (rc == Z_STREAM_ERROR) throw Error("gzip: compression failed");
+            out_.write(buffer_.data(), buffer_.size() - z_.avail_out);
+            if (flush == Z_FINISH ? rc == Z_STREAM_END : (z_.avail_in == 0 && z_.avail_out != 0)) return;
+        }
+    }
+    BlobWriter& out_;
+    std::vector<unsigned char> buffer_;
+    z_stream z_{};
+    bool initialised_ = false;
+};
+
+class ZstdSink final : public Compressor {
+public:
+    ZstdSink(BlobWriter& out, int level) : out_(out), cctx_(ZSTD_createCCtx()), buffer_(ZSTD_CStreamOutSize()) {
+        if (!cctx_) throw Error("zstd: cannot create a compression context");
+        ZSTD_CCtx_setParameter(cctx_.get(), ZSTD_c_compressionLevel, level);
+        ZSTD_CCtx_setParameter(cctx_.get(), ZSTD_c_checksumFlag, 1);
+    }
+    void write(const void* data, std::size_t size) override {
+        ZSTD_inBuffer in{data, size, 0};
+        while (in.pos < in.size) pump(in, ZSTD_e_continue);
+    }
+    void finish() override {
+        ZSTD_inBuffer in{nullptr, 0, 0};
+        while (pump(in, ZSTD_e_end) != 0) {
+        }
+    }
+
+private:
+    std::size_t pump(ZSTD_inBuffer& in, ZSTD_EndDirective mode) {
+        ZSTD_outBuffer out{buffer_.data(), buffer_.size(), 0};
+        std::size_t remaining = ZSTD_compressStream2(cctx_.get(), &out, &in, mode);
+        if (ZSTD_isError(remaining)) throw Error(std::string("zstd: ") + ZSTD_getErrorName(remaining));
+        out_.write(buffer_.data(), out.pos);
+        return remaining;
+    }
+    struct CctxDeleter {
+        void operator()(ZSTD_CCtx* c) const noexcept { ZSTD_freeCCtx(c); }
+    };
+    BlobWriter& out_;
+    std::unique_ptr<ZSTD_CCtx, CctxDeleter> cctx_;
+    std::vector<unsigned char> buffer_;
+};
+
+std::unique_ptr<Compressor> make_compressor(BlobWriter& out, Compression c, int level) {
+    switch (c) {
+        case Compression::None: return std::make_unique<PlainSink>(out);
+        case Compression::Gzip: return std::make_unique<GzipSink>(out, level ? level : 1);
+        case Compression::Zstd: return std::make_unique<ZstdSink>(out, level ? level : 3);
+    }
+    throw Error("unknown layer compression");
+}
+
+// The tar stream's destination: hashes the uncompressed bytes (diff_id), then compresses.
+struct TarSink {
+    Sha256 diff;
+    Compressor* compressor = nullptr;
+    std::exception_ptr error;  // an exception cannot cross libarchive's C frames
+};
+
+la_ssize_t tar_write_callback(archive*, void* client, const void* buffer, size_t length) {
+    auto* sink = static_cast<TarSink*>(client);
+    try {
+        sink->diff.update(buffer, length);
+        sink->compressor->write(buffer, length);
+        return static_cast<la_ssize_t>(length);
+    } catch (...) {
+        sink->error = std::current_exception();
+        return -1;
+    }
+}
+
+bool is_kept_xattr(std::string_view name) {
+    if (name == "security.capability") return true;
+    return name.starts_with("user.") && !name.starts_with("user.overlay.");
+}
+
+bool is_opaque_marker_xattr(std::string_view name) {
+    return name == "user.overlay.opaque" || name == "trusted.overlay.opaque";
+}
+
+// Reads the xattrs of name in dirfd without following a symlink. The /proc/self/fd path is
+// the only way to name an entry relative to a dir fd for the l*xattr calls.
+std::map<std::string, std::string> read_xattrs(int dirfd, const std::string& name) {
+    std::map<std::string, std::string> out;
+    std::string path = "/proc/self/fd/" + std::to_string(dirfd) + "/" + name;
+    ssize_t size = ::llistxattr(path.c_str(), nullptr, 0);
+    if (size <= 0) return out;  // none, or a filesystem without xattrs
+    std::string names(static_cast<std::size_t>(size), '\0');
+    size = ::llistxattr(path.c_str(), names.data(), names.size());
+    if (size < 0) throw_errno("list xattrs of", name);
+    names.resize(static_cast<std::size_t>(size));
+    for (std::size_t start = 0; start < names.size();) {
+        std::string key = names.c_str() + start;
+        start += key.size() + 1;
+        if (!is_kept_xattr(key) && !is_opaque_marker_xattr(key)) continue;
+        ssize_t vsize = ::lgetxattr(path.c_str(), key.c_str(), nullptr, 0);
+        if (vsize < 0) continue;  // vanished or refused: not part of the layer
+        std::string value(static_cast<std::size_t>(vsize), '\0');
+        vsize = ::lgetxattr(path.c_str(), key.c_str(), value.data(), value.size());
+        if (vsize < 0) continue;
+        value.resize(static_cast<std::size_t>(vsize));
+        out.emplace(std::move(key), std::move(value));
+    }
+    return out;
+}
+
+std::vector<std::string> sorted_names(int dirfd, const std::string& where) {
+    int dup = ::fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
+    if (dup < 0) throw_errno("dup", where);
+    std::unique_ptr<DIR, DirDeleter> dir(::fdopendir(dup));
+    if (!dir) {
+        ::close(dup);
+        throw_errno("read dir", where);
+    }
+    ::rewinddir(dir.get());
+    std::vector<std::string> names;
+    errno = 0;
+    while (dirent* d = ::readdir(dir.get())) {
+        std::string_view n = d->d_name;
+        if (n != "." && n != "..") names.emplace_back(n);
+        errno = 0;
+    }
+    if (errno != 0) throw_errno("read dir", where);
+    std::sort(names.begin(), names.end());  // bytewise: the order does not depend on the locale
+    return names;
+}
+
+class TreeWriter {
+public:
+    TreeWriter(archive* a, const LayerWriteOptions& options) : a_(a), options_(options), buffer_(kChunk) {}
+
+    void write_dir_contents(int dirfd, const std::string& prefix) {
+        for (const auto& name : sorted_names(dirfd, prefix.empty() ? "." : prefix))
+            write_entry(dirfd, name, prefix + name);
+    }
+    std::uint64_t entries() const noexcept { return entries_; }
+
+private:
+    void write_entry(int dirfd, const std::string& name, const std::string& path) {
+        struct stat st {};
+        if (::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) throw_errno("stat", path);
+        if (S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0)) {
+            write_whiteout(path, st);
+            return;
+        }
+        auto xattrs = read_xattrs(dirfd, name);
+        Entry e = header(path, st);
+        bool opaque = false;
+        for (const auto& [key, value] : xattrs) {
+            if (is_opaque_marker_xattr(key)) {
+                opaque = opaque || value == "y";
+                continue;
+            }
+            archive_entry_xattr_add_entry(e.get(), key.c_str(), value.data(), value.size());
+        }
+        if (S_ISDIR(st.st_mode)) {
+            archive_entry_set_pathname(e.get(), (path + "/").c_str());
+            put_header(e.get(), path);
+            UniqueFd sub(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            if (!sub) throw_errno("open dir", path);
+            if (opaque) write_marker(path + "/" + std::string(kOpaqueMarker), st);
+            write_dir_contents(sub.get(), path + "/");
+            return;
+        }
+        if (S_ISREG(st.st_mode)) {
+            if (st.st_nlink > 1) {
+                auto [it, first] = links_.try_emplace({st.st_dev, st.st_ino}, path);
+                if (!first) {
+                    archive_entry_set_hardlink(e.get(), it->second.c_str());
+                    archive_entry_set_size(e.get(), 0);
+                    put_header(e.get(), path);
+                    return;
+                }
+            }
+            put_header(e.get(), path);
+            copy_file(dirfd, name, path, static_cast<std::uint64_t>(st.st_size));
+            return;
+        }
+        if (S_ISLNK(st.st_mode)) {
+            std::string target(static_cast<std::size_t>(st.st_size) + 1, '\0');
+            ssize_t n = ::readlinkat(dirfd, name.c_str(), target.data(), target.size());
+            if (n < 0) throw_errno("read link", path);
+            target.resize(static_cast<std::size_t>(n));
+            archive_entry_set_symlink(e.get(), target.c_str());
+        }
+        // Symlinks, fifos and devices have no data.
+        put_header(e.get(), path);
+    }
+
+    Entry header(const std::string& path, const struct stat& st) {
+        Entry e(archive_entry_new());
+        if (!e) throw Error("out of memory");
+        archive_entry_set_pathname(e.get(), path.c_str());
+        archive_entry_set_mode(e.get(), st.st_mode);  // type and permission bits, setuid included
+        LayerOwner owner{st.st_uid, st.st_gid};
+        if (options_.map_owner) owner = options_.map_owner(path, owner);
+        archive_entry_set_uid(e.get(), owner.uid);
+        archive_entry_set_gid(e.get(), owner.gid);
+        archive_entry_set_mtime(e.get(), mtime(st.st_mtim.tv_sec), 0);
+        if (S_ISREG(st.st_mode)) archive_entry_set_size(e.get(), st.st_size);
+        else archive_entry_set_size(e.get(), 0);
+        if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) archive_entry_set_rdev(e.get(), st.st_rdev);
+        return e;
+    }
+
+    std::int64_t mtime(std::int64_t seconds) const {
+        if (options_.clamp_mtime && seconds > *options_.clamp_mtime) return *options_.clamp_mtime;
+        return seconds;
+    }
+
+    void write_whiteout(const std::string& path, const struct stat& st) {
+        auto slash = path.rfind('/');
+        std::string dir = slash == std::string::npos ? "" : path.substr(0, slash + 1);
+        std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+        write_marker(dir + std::string(kWhiteoutPrefix) + base, st);
+    }
+
+    // An empty regular file (whiteouts and opaque markers), owned by root as Docker writes them.
+    void write_marker(const std::string& path, const struct stat& st) {
+        Entry e(archive_entry_new());
+        if (!e) throw Error("out of memory");
+        archive_entry_set_pathname(e.get(), path.c_str());
+        archive_entry_set_filetype(e.get(), AE_IFREG);
+        archive_entry_set_perm(e.get(), 0);
+        archive_entry_set_size(e.get(), 0);
+        archive_entry_set_mtime(e.get(), mtime(st.st_mtim.tv_sec), 0);
+        put_header(e.get(), path);
+    }
+
+    void put_header(archive_entry* e, const std::string& path) {
+        if (archive_write_header(a_, e) != ARCHIVE_OK)
+            throw Error("layer entry '" + path + "': " + archive_error_string(a_));
+        ++entries_;
+    }
+
+    void copy_file(int dirfd, const std::string& name, const std::string& path, std::uint64_t size) {
+        UniqueFd fd(::openat(dirfd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+        if (!fd) throw_errno("open", path);
+        std::uint64_t left = size;
+        while (left > 0) {
+            ssize_t n = ::read(fd.get(), buffer_.data(), std::min<std::uint64_t>(buffer_.size(), left));
+            if (n < 0) {
+                if (errno == EINTR) continue;
+                throw_errno("read", path);
+            }
+            if (n == 0) throw Error("layer entry '" + path + "': the file shrank while it was read");
+            if (archive_write_data(a_, buffer_.data(), static_cast<std::size_t>(n)) != n)
+                throw Error("layer entry '" + path + "': " + archive_error_string(a_));
+            left -= static_cast<std::uint64_t>(n);
+        }
+    }
+
+    archive* a_;
+    const LayerWriteOptions& options_;
+    std::vector<char> buffer_;
+    std::map<std::pair<dev_t, ino_t>, std::string> links_;
+    std::uint64_t entries_ = 0;
+};
+
+}  // namespace
+
+std::string_view layer_media_type(Compression compression) {
+    switch (compression) {
+        case Compression::None: return media_type::kOciLayerTar;
+        case Compression::Gzip: return media_type::kOciLayerGzip;
+        case Compression::Zstd: return media_type::kOciLayerZstd;
+    }
+    return media_type::kOciLayerTar;
+}
+
+std::optional<LayerWriteResult> write_layer(Store& store, int dirfd, const LayerWriteOptions& options) {
+    if (sorted_names(dirfd, ".").empty()) return std::nullopt;
+
+    BlobWriter blob = store.begin_blob();
+    auto compressor = make_compressor(blob, options.compression, options.level);
+    TarSink sink;
+    sink.compressor = compressor.get();
+
+    ArchiveWriter a(archive_write_new());
+    if (!a) throw Error("out of memory");
+    // PAX restricted: ustar headers, PAX extensions only where ustar cannot say it (long
+    // names, xattrs, large ids), as Go's archive/tar writes layers.
+    archive_write_set_format_pax_restricted(a.get());
+    archive_write_set_bytes_per_block(a.get(), 512);
+    archive_write_set_bytes_in_last_block(a.get(), 1);  // no padding after the end blocks
+    if (archive_write_open2(a.get(), &sink, nullptr, tar_write_callback, nullptr, nullptr) != ARCHIVE_OK)
+        throw Error(std::string("layer: ") + archive_error_string(a.get()));
+
+    TreeWriter writer(a.get(), options);
+    try {
+        writer.write_dir_contents(dirfd, "");
+        if (archive_write_close(a.get()) != ARCHIVE_OK)
+            throw Error(std::string("layer: ") + archive_error_string(a.get()));
+    } catch (...) {
+        if (sink.error) std::rethrow_exception(sink.error);
+        throw;
+    }
+    if (sink.error) std::rethrow_exception(sink.error);
+    compressor->finish();
+
+    LayerWriteResult result;
+    result.entries = writer.entries();
+    result.uncompressed_bytes = sink.diff.bytes();
+    result.diff_id = sink.diff.finish();
+    result.descriptor.media_type = std::string(layer_media_type(options.compression));
+    result.descriptor.size = static_cast<std::int64_t>(blob.size());
+    result.descriptor.digest = blob.commit_computed();
+    return result;
+}
+
+}  // namespace aishell::oci

@@ -1,0 +1,58 @@
+// Layer writing: the inverse of extraction. A directory in overlayfs format (an overlay upper
+// dir after a RUN step, or a tree COPY filled) becomes one OCI layer blob in the store:
+//   0/0 character device NAME        -> .wh.NAME (empty regular file)
+//   dir with user.overlay.opaque=y   -> the dir, then DIR/.wh..wh..opq
+// Entries are written in bytewise name order with normalized headers (PAX restricted: numeric
+// owners only, no user/group names, no atime/ctime, whole-second mtimes, optionally clamped to
+// SOURCE_DATE_EPOCH), so the same tree gives the same bytes and so the same digests. Hardlinks
+// within the tree stay hardlinks; xattrs user.* (except overlayfs's own user.overlay.*) and
+// security.capability are kept. One pass: the uncompressed stream is hashed for the diff_id
+// while it is compressed into a verified blob. The tree is trusted (aishell made it); it is
+// still read with *at calls and O_NOFOLLOW, so a symlink in it is never followed.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "oci/digest.hpp"
+#include "oci/media_types.hpp"
+#include "oci/store.hpp"
+#include "oci/types.hpp"
+
+namespace aishell::oci {
+
+struct LayerOwner {
+    std::uint32_t uid = 0;
+    std::uint32_t gid = 0;
+};
+
+struct LayerWriteOptions {
+    media_type::Compression compression = media_type::Compression::Gzip;
+    // Compression level; 0 means the default for the method (gzip 1: fastest, which matters
+    // more for build steps than a few percent of size; zstd 3).
+    int level = 0;
+    // SOURCE_DATE_EPOCH: mtimes later than this are clamped to it.
+    std::optional<std::int64_t> clamp_mtime;
+    // Maps the owner found on disk (host ids when the tree is read outside the user namespace)
+    // to the one the tar records (container ids), given the entry's path in the layer.
+    // Identity when empty.
+    std::function<LayerOwner(const std::string& path, LayerOwner on_disk)> map_owner;
+};
+
+struct LayerWriteResult {
+    Descriptor descriptor;  // the blob: media type, digest and size of the compressed bytes
+    Digest diff_id;         // sha256 of the uncompressed tar
+    std::uint64_t entries = 0;
+    std::uint64_t uncompressed_bytes = 0;
+};
+
+// Writes the tree beneath dirfd as a layer blob into store. An empty tree gives no layer
+// (nullopt), as a RUN that changed nothing adds none.
+std::optional<LayerWriteResult> write_layer(Store& store, int dirfd, const LayerWriteOptions& options = {});
+
+// The layer media type for a compression.
+std::string_view layer_media_type(media_type::Compression compression);
+
+}  // namespace aishell::oci

@@ -1,0 +1,246 @@
+// Layer writing: a tree in overlayfs format becomes a reproducible OCI layer, and extracting
+// that layer gives the tree back.
+#include <archive.h>
+#include <archive_entry.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <map>
+
+#include "common/error.hpp"
+#include "common/file.hpp"
+#include "common/unique_fd.hpp"
+#include "oci/layer_extract.hpp"
+#include "oci/layer_write.hpp"
+
+namespace fs = std::filesystem;
+using namespace aishell;
+using namespace aishell::oci;
+using media_type::Compression;
+
+namespace {
+
+struct TempDir {
+    fs::path path = fs::temp_directory_path() / ("aishell-lw-" + random_hex(6));
+    TempDir() { fs::create_directories(path); }
+    ~TempDir() {
+        UniqueFd parent(::open(path.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        remove_tree_at(parent.get(), path.filename());
+    }
+    UniqueFd fd() const { return UniqueFd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)); }
+};
+
+void write_text(const fs::path& p, const std::string& text, mode_t mode) {
+    write_file_atomic(p, text);
+    REQUIRE(::chmod(p.c_str(), mode) == 0);
+}
+
+void set_mtime(const fs::path& p, std::int64_t seconds) {
+    timespec times[2] = {{seconds, 0}, {seconds, 0}};
+    REQUIRE(::utimensat(AT_FDCWD, p.c_str(), times, AT_SYMLINK_NOFOLLOW) == 0);
+}
+
+// The tree a RUN step might leave in its upper dir.
+void make_upper(const fs::path& root) {
+    fs::create_directories(root / "etc");
+    write_text(root / "etc" / "hostname", "box\n", 0644);
+    fs::create_directories(root / "usr" / "bin");
+    write_text(root / "usr" / "bin" / "tool", "#!/bin/sh\necho hi\n", 04755);
+    REQUIRE(::link((root / "usr" / "bin" / "tool").c_str(), (root / "usr" / "bin" / "tool-alias").c_str()) == 0);
+    fs::create_symlink("usr/bin", root / "bin");
+    fs::create_symlink("/etc/hostname", root / "etc" / "abs-link");
+    // A deleted file: a 0/0 char device, as overlayfs writes it.
+    INFO("mknod of a whiteout needs root or a user namespace (unit tests run as root in CI)");
+    REQUIRE(::mknod((root / "etc" / "removed").c_str(), S_IFCHR | 0, makedev(0, 0)) == 0);
+    // A replaced directory: opaque.
+    fs::create_directories(root / "var" / "cache");
+    write_text(root / "var" / "cache" / "new", "n", 0600);
+    REQUIRE(::setxattr((root / "var" / "cache").c_str(), "user.overlay.opaque", "y", 1, 0) == 0);
+    REQUIRE(::setxattr((root / "etc" / "hostname").c_str(), "user.note", "kept", 4, 0) == 0);
+    REQUIRE(::mkfifo((root / "var" / "fifo").c_str(), 0640) == 0);
+    REQUIRE(::chown((root / "etc" / "hostname").c_str(), 1000, 1001) == 0);
+    for (const auto& e : fs::recursive_directory_iterator(root)) set_mtime(e.path(), 1700000000);
+    set_mtime(root / "usr" / "bin" / "tool", 1800000000);
+}
+
+struct TarEntry {
+    std::string type;
+    unsigned mode = 0;
+    std::int64_t uid = -1, gid = -1, mtime = 0, size = 0;
+    std::string link;  // symlink or hardlink target
+    std::map<std::string, std::string> xattrs;
+};
+
+std::vector<std::pair<std::string, TarEntry>> read_tar(const Store& store, const LayerWriteResult& layer) {
+    std::string bytes = store.read_blob(layer.descriptor.digest, 1 << 30);
+    archive* a = archive_read_new();
+    archive_read_support_format_tar(a);
+    archive_read_support_filter_all(a);
+    REQUIRE(archive_read_open_memory(a, bytes.data(), bytes.size()) == ARCHIVE_OK);
+    std::vector<std::pair<std::string, TarEntry>> out;
+    archive_entry* e = nullptr;
+    while (archive_read_next_header(a, &e) == ARCHIVE_OK) {
+        TarEntry t;
+        if (archive_entry_hardlink(e)) t.type = "hardlink";
+        else switch (archive_entry_filetype(e)) {
+            case AE_IFDIR: t.type = "dir"; break;
+            case AE_IFLNK: t.type = "symlink"; break;
+            case AE_IFIFO: t.type = "fifo"; break;
+            case AE_IFREG: t.type = "file"; break;
+            default: t.type = "other";
+        }
+        t.mode = archive_entry_perm(e);
+        t.uid = archive_entry_uid(e);
+        t.gid = archive_entry_gid(e);
+        t.mtime = archive_entry_mtime(e);
+        t.size = archive_entry_size(e);
+        if (archive_entry_symlink(e)) t.link = archive_entry_symlink(e);
+        if (archive_entry_hardlink(e)) t.link = archive_entry_hardlink(e);
+        // No user or group names: ids only, as the image spec asks.
+        CHECK(std::string(archive_entry_uname(e) ? archive_entry_uname(e) : "").empty());
+        CHECK(std::string(archive_entry_gname(e) ? archive_entry_gname(e) : "").empty());
+        archive_entry_xattr_reset(e);
+        const char* name;
+        const void* value;
+        size_t size;
+        while (archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK)
+            t.xattrs[name] = std::string(static_cast<const char*>(value), size);
+        out.emplace_back(archive_entry_pathname(e), t);
+    }
+    archive_read_free(a);
+    return out;
+}
+
+const TarEntry& find(const std::vector<std::pair<std::string, TarEntry>>& entries, const std::string& name) {
+    for (const auto& [n, e] : entries)
+        if (n == name) return e;
+    FAIL("no entry " << name);
+    throw;
+}
+
+}  // namespace
+
+TEST_CASE("layer write: overlay whiteouts and opaque dirs become OCI markers, in name order", "[layer_write]") {
+    TempDir store_dir, upper;
+    Store store = Store::open(store_dir.path / "store");
+    make_upper(upper.path);
+    auto layer = write_layer(store, upper.fd().get());
+    REQUIRE(layer);
+    CHECK(layer->descriptor.media_type == media_type::kOciLayerGzip);
+    CHECK(store.has_blob(layer->descriptor.digest));
+    CHECK(layer->descriptor.size == static_cast<std::int64_t>(*store.blob_size(layer->descriptor.digest)));
+
+    auto entries = read_tar(store, *layer);
+    std::vector<std::string> names;
+    for (const auto& [n, e] : entries) names.push_back(n);
+    CHECK(names == std::vector<std::string>{
+                       "bin", "etc/", "etc/abs-link", "etc/hostname", "etc/.wh.removed", "usr/", "usr/bin/",
+                       "usr/bin/tool", "usr/bin/tool-alias", "var/", "var/cache/", "var/cache/.wh..wh..opq",
+                       "var/cache/new", "var/fifo"});
+    CHECK(layer->entries == names.size());
+    CHECK(find(entries, "bin").type == "symlink");
+    CHECK(find(entries, "bin").link == "usr/bin");
+    CHECK(find(entries, "etc/abs-link").link == "/etc/hostname");
+    CHECK(find(entries, "etc/.wh.removed").type == "file");
+    CHECK(find(entries, "etc/.wh.removed").size == 0);
+    CHECK(find(entries, "usr/bin/tool").mode == 04755);
+    CHECK(find(entries, "usr/bin/tool").size == 18);
+    CHECK(find(entries, "usr/bin/tool-alias").type == "hardlink");
+    CHECK(find(entries, "usr/bin/tool-alias").link == "usr/bin/tool");
+    CHECK(find(entries, "etc/hostname").uid == 1000);
+    CHECK(find(entries, "etc/hostname").gid == 1001);
+    CHECK(find(entries, "etc/hostname").xattrs.at("user.note") == "kept");
+    CHECK(find(entries, "var/cache/").xattrs.count("user.overlay.opaque") == 0);
+    CHECK(find(entries, "var/fifo").type == "fifo");
+    CHECK(find(entries, "var/fifo").mode == 0640);
+    CHECK(find(entries, "etc/").mtime == 1700000000);
+}
+
+TEST_CASE("layer write: the same tree gives the same digests; SOURCE_DATE_EPOCH clamps mtimes", "[layer_write]") {
+    TempDir store_dir, upper;
+    Store store = Store::open(store_dir.path / "store");
+    make_upper(upper.path);
+    auto a = write_layer(store, upper.fd().get());
+    auto b = write_layer(store, upper.fd().get());
+    REQUIRE(a);
+    REQUIRE(b);
+    CHECK(a->descriptor.digest == b->descriptor.digest);
+    CHECK(a->diff_id == b->diff_id);
+
+    LayerWriteOptions clamp;
+    clamp.clamp_mtime = 1750000000;
+    auto c = write_layer(store, upper.fd().get(), clamp);
+    REQUIRE(c);
+    CHECK(c->diff_id != a->diff_id);
+    auto entries = read_tar(store, *c);
+    CHECK(find(entries, "usr/bin/tool").mtime == 1750000000);  // later than the epoch: clamped
+    CHECK(find(entries, "etc/hostname").mtime == 1700000000);  // earlier: kept
+}
+
+TEST_CASE("layer write: owners are mapped back to container ids", "[layer_write]") {
+    TempDir store_dir, upper;
+    Store store = Store::open(store_dir.path / "store");
+    make_upper(upper.path);
+    LayerWriteOptions options;
+    options.map_owner = [](const std::string&, LayerOwner o) {
+        return LayerOwner{o.uid == 1000 ? 0u : o.uid + 100000, o.gid == 1001 ? 0u : o.gid + 100000};
+    };
+    auto layer = write_layer(store, upper.fd().get(), options);
+    REQUIRE(layer);
+    auto entries = read_tar(store, *layer);
+    CHECK(find(entries, "etc/hostname").uid == 0);
+    CHECK(find(entries, "etc/hostname").gid == 0);
+    CHECK(find(entries, "usr/bin/tool").uid == 100000);
+}
+
+TEST_CASE("layer write: an empty tree gives no layer and adds no blob", "[layer_write]") {
+    TempDir store_dir, upper;
+    Store store = Store::open(store_dir.path / "store");
+    CHECK_FALSE(write_layer(store, upper.fd().get()));
+    CHECK(fs::is_empty(store.root() / "oci" / "blobs" / "sha256"));
+}
+
+TEST_CASE("layer write: gzip, zstd and plain layers share a diff_id and extract to the same tree", "[layer_write]") {
+    TempDir store_dir, upper;
+    Store store = Store::open(store_dir.path / "store");
+    make_upper(upper.path);
+    std::optional<Digest> diff_id;
+    for (Compression c : {Compression::None, Compression::Gzip, Compression::Zstd}) {
+        LayerWriteOptions options;
+        options.compression = c;
+        auto layer = write_layer(store, upper.fd().get(), options);
+        REQUIRE(layer);
+        CHECK(layer->descriptor.media_type == layer_media_type(c));
+        if (!diff_id) diff_id = layer->diff_id;
+        CHECK(layer->diff_id == *diff_id);
+        if (c == Compression::None) CHECK(layer->descriptor.digest == layer->diff_id);
+
+        TempDir out;
+        UniqueFd blob(::open(store.blob_path(layer->descriptor.digest).c_str(), O_RDONLY | O_CLOEXEC));
+        ExtractOptions extract;
+        extract.owners = ExtractOptions::Owners::Preserve;
+        ExtractStats stats = extract_layer(blob.get(), c, out.fd().get(), extract);
+        CHECK(stats.diff_id == *diff_id);
+        CHECK(stats.whiteouts == 1);
+        CHECK(stats.opaque_dirs == 1);
+        CHECK(stats.hardlinks == 1);
+        struct stat a {}, b {};
+        REQUIRE(::lstat((out.path / "usr/bin/tool").c_str(), &a) == 0);
+        REQUIRE(::lstat((out.path / "usr/bin/tool-alias").c_str(), &b) == 0);
+        CHECK(a.st_ino == b.st_ino);
+        CHECK((a.st_mode & 07777) == 04755);
+        REQUIRE(::lstat((out.path / "etc/removed").c_str(), &a) == 0);
+        CHECK(S_ISCHR(a.st_mode));
+        CHECK(a.st_rdev == makedev(0, 0));
+        char value[8] = {};
+        CHECK(::getxattr((out.path / "var/cache").c_str(), "user.overlay.opaque", value, sizeof value) == 1);
+        CHECK(fs::read_symlink(out.path / "etc/abs-link") == "/etc/hostname");
+        CHECK(read_file(out.path / "etc/hostname") == "box\n");
+    }
+}
