@@ -1,16 +1,22 @@
 // `aishell exec`: run a command in an image of the store (pulled first when missing, as
 // `docker run` does), plus the hidden helpers the runtime re-executes inside the user
-// namespace: `__unpack` (unpack layers so owners land as mapped ids) and `__rm` (remove a
-// run's upper layer, whose files may belong to sub ids).
+// namespace: `__unpack` (unpack layers so owners land as mapped ids), `__reown` (layer copies
+// re-owned for --userns=keep-id in subuid mode) and `__rm` (remove a run's upper layer, whose
+// files may belong to sub ids).
 #include <unistd.h>
 
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "cli/command.hpp"
 #include "cli/image_lookup.hpp"
+#include "cli/pull_runner.hpp"
 #include "common/error.hpp"
 #include "oci/image.hpp"
+#include "registry/reference.hpp"
 #include "runtime/launch.hpp"
+#include "runtime/reown.hpp"
 #include "runtime/userns_exec.hpp"
 
 namespace aishell::cli {
@@ -26,6 +32,7 @@ struct ExecArgs {
     std::string userns;
     std::string user, workdir, entrypoint;
     bool tty = false;
+    std::vector<std::string> unused_positional;  // see add_exec_command
 };
 
 void report(const std::string& message, const std::string& hint) {
@@ -33,15 +40,20 @@ void report(const std::string& message, const std::string& hint) {
     (void)!::write(STDERR_FILENO, line.data(), line.size());
 }
 
-oci::ImageEntry find_or_pull(oci::Store& store, const std::string& name) {
+// The name as written first, then its normalized form; only a miss is pulled (as `docker run`),
+// with the same progress output and Ctrl-C handling as `aishell pull`.
+oci::ImageEntry find_or_pull(const CommandContext& ctx, oci::Store& store, const std::string& name) {
     if (auto entry = find_local_image(store, name)) return *entry;
+    auto ref = with_context("image " + name, [&] { return registry::Reference::parse(name); });
+    auto pulled = pull_with_progress(ctx, store, ref, PullSettings{});
+    if (auto entry = store.find_image(pulled.name)) return *entry;
     return require_local_image(store, name);
 }
 
 int run_exec(const CommandContext& ctx, ExecArgs& a, CLI::App& sub) {
     try {
         auto store = open_store(ctx.global);
-        auto entry = find_or_pull(store, a.image.empty() ? kDefaultImage : a.image);
+        auto entry = find_or_pull(ctx, store, a.image.empty() ? kDefaultImage : a.image);
         auto image = oci::load_image(store, entry);
         if (a.network == "none") a.run.network = runtime::Network::None;
         else if (a.network != "host") throw Error("--network " + a.network + " is not supported", "use host or none");
@@ -54,6 +66,8 @@ int run_exec(const CommandContext& ctx, ExecArgs& a, CLI::App& sub) {
         auto result = runtime::exec_image(store, image, a.run);
         if (!result.error.empty()) report(result.error, {});
         return result.status;
+    } catch (const Interrupted&) {
+        throw;  // main reports it and exits 128+N
     } catch (const Error& e) {
         report(e.message(), e.hint());
         return 125;  // aishell failed before the command ran, as `docker run`
@@ -85,6 +99,12 @@ void add_exec_command(CLI::App& app, CommandContext& ctx) {
     sub->add_flag("--keep", args->run.keep_run_dir, "Keep the run's upper layer in the store's tmp/");
     // Everything from the first positional (or after --) is the command, options included.
     sub->prefix_command();
+    // CLI11 (2.1) hands the words after "--" back to the parent app when the subcommand has no
+    // positional left to fill, and the parent rejects them. This positional keeps "--" here but
+    // refuses every value, so the words after it take the prefix-command path above, in order.
+    auto* command_words = sub->add_option("CMD", args->unused_positional, "Command and its arguments");
+    command_words->check(CLI::Validator([](std::string&) { return std::string("taken as the command"); }, ""));
+    sub->validate_positionals();
     sub->footer("Usage: aishell exec [OPTIONS] [--] CMD [ARG...]");
     sub->callback([&ctx, args, sub] {
         args->run.process.command = sub->remaining();
@@ -97,6 +117,11 @@ void add_exec_command(CLI::App& app, CommandContext& ctx) {
     auto* unpack = app.add_subcommand("__unpack", "")->group("");  // hidden: runtime helper
     unpack->add_option("args", *unpack_args)->take_all();
     unpack->callback([&ctx, unpack_args] { ctx.run = [unpack_args] { return runtime::unpack_layers_here(*unpack_args); }; });
+
+    auto reown_args = std::make_shared<std::vector<std::string>>();
+    auto* reown = app.add_subcommand("__reown", "")->group("");  // hidden: keep-id layer copies
+    reown->add_option("args", *reown_args)->take_all();
+    reown->callback([&ctx, reown_args] { ctx.run = [reown_args] { return runtime::reown_layers_here(*reown_args); }; });
 
     auto rm_dir = std::make_shared<std::string>();
     auto* rm = app.add_subcommand("__rm", "")->group("");

@@ -38,6 +38,7 @@ const char* step_name(ChildStep step) noexcept {
         case ChildStep::Loopback: return "bring up lo";
         case ChildStep::Pivot: return "pivot_root";
         case ChildStep::Passwd: return "add passwd entry";
+        case ChildStep::Home: return "create the home directory";
         case ChildStep::Chdir: return "chdir to the working directory";
         case ChildStep::Fork: return "fork the command";
         case ChildStep::Terminal: return "set the controlling terminal";
@@ -310,6 +311,9 @@ void pivot(const ChildContext& ctx, int rootfd) noexcept {
 void setup_filesystem(const ChildContext& ctx) noexcept {
     const ContainerSpec& spec = *ctx.spec;
     if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) fail(ctx, ChildStep::MakePrivate, "/");
+    // The upper dir is the container's "/": owned by container root, as in the image (under
+    // keep-id the caller who made it is not root).
+    if (ctx.root_mapped && ::chown(ctx.upper_abs.c_str(), 0, 0) != 0) fail(ctx, ChildStep::Overlay, ctx.upper_abs.c_str());
     mount_overlay(ctx);
     int rootfd = ::open(ctx.rootfs.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (rootfd < 0) fail(ctx, ChildStep::OpenRoot, ctx.rootfs.c_str());
@@ -327,23 +331,40 @@ void append_passwd(const ChildContext& ctx) noexcept {
     ::close(fd);
 }
 
+// mkdir -p inside the container (after pivot_root); false with errno on failure.
+bool make_path(const char* path, char (&failed)[4096]) noexcept {
+    std::size_t len = std::strlen(path);
+    if (len >= sizeof failed) { errno = ENAMETOOLONG; copy_str(failed, sizeof failed, path); return false; }
+    std::memcpy(failed, path, len + 1);
+    for (std::size_t i = 1; i <= len; ++i) {
+        if (failed[i] != '/' && failed[i] != '\0') continue;
+        char c = failed[i];
+        failed[i] = '\0';
+        if (::mkdir(failed, 0755) != 0 && errno != EEXIST) return false;
+        failed[i] = c;
+    }
+    return true;
+}
+
 // Docker creates a missing WorkingDir.
 void enter_workdir(const ChildContext& ctx) noexcept {
     const char* cwd = ctx.spec->process.cwd.c_str();
     if (::chdir(cwd) == 0) return;
     if (errno != ENOENT) fail(ctx, ChildStep::Chdir, cwd);
     char buf[4096];
-    std::size_t len = std::strlen(cwd);
-    if (len >= sizeof buf) fail(ctx, ChildStep::Chdir, cwd);
-    std::memcpy(buf, cwd, len + 1);
-    for (std::size_t i = 1; i <= len; ++i) {
-        if (buf[i] != '/' && buf[i] != '\0') continue;
-        char c = buf[i];
-        buf[i] = '\0';
-        if (::mkdir(buf, 0755) != 0 && errno != EEXIST) fail(ctx, ChildStep::Chdir, buf);
-        buf[i] = c;
-    }
+    if (!make_path(cwd, buf)) fail(ctx, ChildStep::Chdir, buf);
     if (::chdir(cwd) != 0) fail(ctx, ChildStep::Chdir, cwd);
+}
+
+// keep-id: the caller's HOME, owned by the caller, when the image lacks it.
+void create_home(const ChildContext& ctx) noexcept {
+    const ProcessSpec& p = ctx.spec->process;
+    const char* home = p.create_home.c_str();
+    struct stat st {};
+    if (::lstat(home, &st) == 0 || errno != ENOENT) return;  // there already (or not ours to fix)
+    char buf[4096];
+    if (!make_path(home, buf)) fail(ctx, ChildStep::Home, buf);
+    if (::chown(home, p.uid, p.gid) != 0) fail(ctx, ChildStep::Home, home);
 }
 
 // ---- the command -----------------------------------------------------------------------------
@@ -471,6 +492,7 @@ void child_main(const ChildContext& ctx) noexcept {
     if (spec.network == Network::None) loopback_up(ctx);
     setup_filesystem(ctx);
     if (spec.process.passwd_line) append_passwd(ctx);
+    if (!spec.process.create_home.empty()) create_home(ctx);
     enter_workdir(ctx);
     // Not dumpable: the container cannot open /proc/1/exe, which is aishell (runc CVE-2019-5736).
     ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);

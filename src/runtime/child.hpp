@@ -16,7 +16,7 @@
 namespace aishell::runtime {
 
 enum class ChildStep : std::int32_t {
-    Sync = 1, SetIds, Hostname, MakePrivate, Overlay, OpenRoot, Mount, Loopback, Pivot, Passwd,
+    Sync = 1, SetIds, Hostname, MakePrivate, Overlay, OpenRoot, Mount, Loopback, Pivot, Passwd, Home,
     Chdir, Fork, Terminal, Stdio, CapBounding, NoNewPrivs, Seccomp, Groups, SetGid, SetUid, Capabilities,
     Exec,
 };

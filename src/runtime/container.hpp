@@ -30,6 +30,7 @@ struct ProcessSpec {
     std::uint32_t gid = 0;
     std::vector<gid_t> groups;          // supplementary groups (not settable in single mode)
     std::optional<std::string> passwd_line;  // appended to /etc/passwd (keep-id) when set
+    std::string create_home;            // keep-id: made (owned by uid/gid) when missing
 };
 
 struct ContainerSpec {

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 
 #include "common/error.hpp"
@@ -71,6 +72,17 @@ bool inside_mapped(const std::vector<IdRange>& ranges, std::uint32_t inside) {
     for (const auto& r : ranges)
         if (inside >= r.inside && inside - r.inside < r.count) return true;
     return false;
+}
+
+// keep-id in subuid mode, podman's layout: the caller's id maps to itself, container ids below
+// and above it come from the sub range in order (0 = the first sub id).
+std::vector<IdRange> keep_id_ranges(std::uint32_t id, const IdRange& sub) {
+    std::vector<IdRange> out;
+    std::uint32_t below = std::min(id, sub.count);
+    if (below > 0) out.push_back({0, sub.outside, below});
+    out.push_back({id, id, 1});
+    if (sub.count > below) out.push_back({id + 1, sub.outside + below, sub.count - below});
+    return out;
 }
 
 // "0 1000 1\n1 100000 65536\n" as the kernel wants it in uid_map.
@@ -193,12 +205,14 @@ IdMapping choose_mapping(const HostIds& host, bool keep_id) {
                                                         : "user " + host.user_name + " has no /etc/subuid and /etc/subgid range"),
                     "install uidmap and add a range (usermod --add-subuids 100000-165535), or use AISHELL_USERNS=single");
     if (subuid) {
-        if (keep_id)
-            throw Error("--userns=keep-id is not supported in subuid mode yet (layer trees would need re-owning)",
-                        "run with AISHELL_USERNS=single for keep-id");
         m.mode = UsernsMode::Subuid;
-        m.uids = {{0, host.uid, 1}, {1, host.subuid->outside, host.subuid->count}};
-        m.gids = {{0, host.gid, 1}, {1, host.subgid->outside, host.subgid->count}};
+        if (keep_id) {
+            m.uids = keep_id_ranges(host.uid, *host.subuid);
+            m.gids = keep_id_ranges(host.gid, *host.subgid);
+        } else {
+            m.uids = {{0, host.uid, 1}, {1, host.subuid->outside, host.subuid->count}};
+            m.gids = {{0, host.gid, 1}, {1, host.subgid->outside, host.subgid->count}};
+        }
         return m;
     }
     m.mode = UsernsMode::Single;

@@ -64,8 +64,9 @@ struct HostIds {
 
 HostIds probe_host();
 
-// The mapping for a run. keep_id maps the caller to its own uid/gid instead of 0 (single mode;
-// in subuid mode the layer trees would need re-owning, which aishell does not do yet: Error).
+// The mapping for a run. keep_id maps the caller to its own uid/gid instead of 0: in single mode
+// only that id; in subuid mode with the sub range around it (podman's layout, 0 = the first sub
+// id), which needs layer trees re-owned for it (reown.hpp).
 // Throws Error for a forced mode that cannot work (AISHELL_USERNS=subuid without a range).
 IdMapping choose_mapping(const HostIds& host, bool keep_id);
 

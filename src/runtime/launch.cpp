@@ -11,6 +11,7 @@
 #include "oci/layer_unpack.hpp"
 #include "runtime/capabilities.hpp"
 #include "runtime/mounts.hpp"
+#include "runtime/reown.hpp"
 #include "runtime/seccomp.hpp"
 #include "runtime/userns_exec.hpp"
 
@@ -148,6 +149,10 @@ RunResult exec_image(oci::Store& store, const oci::Image& image, const RunOption
     popts.hostname = spec.hostname;
     UserDb db{read_layered_file(spec.layers_dir, spec.layers, "/etc/passwd"),
               read_layered_file(spec.layers_dir, spec.layers, "/etc/group")};
+    // keep-id in subuid mode runs under another mapping than the trees were unpacked for: it
+    // uses copies re-owned for that mapping (made once, kept beside layers/).
+    if (spec.mapping.mode == UsernsMode::Subuid && spec.mapping != layers_mapping)
+        spec.layers_dir = ensure_reowned_layers(store.root(), layers_mapping, spec.mapping, spec.layers);
     std::optional<HostUser> keep_user;
     if (keep_id) keep_user = current_host_user();
     spec.process = build_process(image.config, popts, db, keep_user);

@@ -187,6 +187,7 @@ ProcessSpec build_process(const oci::ImageConfig& config, const ProcessOptions& 
                             user.home + ":" + keep_id_user->shell + "\n";
         else
             user = resolve_user(std::to_string(keep_id_user->uid), db);
+        p.create_home = user.home;
     } else {
         user = resolve_user(user_spec.empty() ? "0" : user_spec, db);
         if (user.name.empty() && user.uid == 0) user.home = "/root";

@@ -54,7 +54,7 @@ TEST_CASE("AISHELL_USERNS forces a mode, and a forced subuid without a range is 
     CHECK_THROWS_WITH(choose_mapping(h, false), "AISHELL_USERNS=bogus is not a user namespace mode");
 }
 
-TEST_CASE("keep-id maps the caller to itself in single mode and is refused in subuid mode", "[idmap]") {
+TEST_CASE("keep-id maps the caller to itself in single mode and amid its sub range in subuid mode", "[idmap]") {
     auto h = user_with_range();
     h.forced = "single";
     auto m = choose_mapping(h, true);
@@ -62,7 +62,21 @@ TEST_CASE("keep-id maps the caller to itself in single mode and is refused in su
     CHECK(m.gids == std::vector<IdRange>{{1001, 1001, 1}});
     CHECK_FALSE(m.uid_mapped_inside(0));
     h.forced.clear();
-    CHECK_THROWS_WITH(choose_mapping(h, true), Catch::Contains("not supported in subuid mode"));
+    // podman's layout: 0..uid-1 and uid+1..65536 from the range, uid itself = the caller.
+    auto k = choose_mapping(h, true);
+    CHECK(k.mode == UsernsMode::Subuid);
+    CHECK(k.uids == std::vector<IdRange>{{0, 100000, 1000}, {1000, 1000, 1}, {1001, 101000, 64536}});
+    CHECK(k.gids == std::vector<IdRange>{{0, 200000, 1001}, {1001, 1001, 1}, {1002, 201001, 64535}});
+    CHECK(k.uid_inside(1000) == 1000u);
+    CHECK(k.uid_inside(100000) == 0u);
+    CHECK(k.uid_inside(165535) == 65536u);
+}
+
+TEST_CASE("keep-id with a uid beyond the sub range maps the whole range below it", "[idmap]") {
+    auto h = user_with_range();
+    h.uid = 70000;
+    auto k = choose_mapping(h, true);
+    CHECK(k.uids == std::vector<IdRange>{{0, 100000, 65536}, {70000, 70000, 1}});
 }
 
 TEST_CASE("real root gets the identity mapping", "[idmap]") {
