@@ -174,6 +174,14 @@ def _merged_usr(path):
     return real.lstrip("/")
 
 
+def _usr_name(path):
+    """The path under merged /usr, without resolving the file's own symlinks."""
+    for top in ("lib64", "lib", "bin", "sbin"):
+        if path.startswith(f"/{top}/"):
+            return f"usr/{top}/" + path[len(top) + 2:]
+    return path.lstrip("/")
+
+
 def _sudo_layer():
     layer = Layer()
     layer.symlink("lib", "usr/lib")
@@ -185,10 +193,11 @@ def _sudo_layer():
         real = _merged_usr(lib)
         if real not in layer.names:
             layer.host_file(real, os.path.realpath(lib))
-        # The name the loader looks for, when it differs from the file's (libpam.so.0 -> ...).
-        wanted = os.path.join(os.path.dirname(real), os.path.basename(lib))
+        # The name the loader looks for, when it differs from the file's (libpam.so.0 -> ...,
+        # /lib64/ld-linux-x86-64.so.2): an absolute symlink, as Debian has them.
+        wanted = _usr_name(lib)
         if wanted != real and wanted not in layer.names:
-            layer.symlink(wanted, os.path.basename(real))
+            layer.symlink(wanted, "/" + real)
     layer.host_file("etc/sudo.conf", "/etc/sudo.conf")
     layer.file("etc/sudoers", "Defaults env_reset\nroot ALL=(ALL:ALL) ALL\ndev ALL=(ALL:ALL) NOPASSWD: ALL\n", 0o440)
     pam_conf = "auth required pam_unix.so\naccount required pam_unix.so\nsession required pam_unix.so\n"
