@@ -119,6 +119,10 @@ int open_in_root(int rootfd, const char* path, int flags) noexcept {
         bool last = *p == '\0';
         int next = ::openat(cur, comp, last ? (flags | O_NOFOLLOW | O_CLOEXEC) : (O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         int saved = errno;
+        struct stat st {};
+        // A symlink on the way is refused as such (ELOOP), not as "not a directory".
+        if (next < 0 && saved == ENOTDIR && ::fstatat(cur, comp, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
+            saved = ELOOP;
         ::close(cur);
         if (next < 0) { errno = saved; return -1; }
         if (last) return next;
