@@ -4,6 +4,7 @@ appear in aishell's output, not even with --debug."""
 import base64
 import json
 import os
+import subprocess
 
 import pytest
 
@@ -166,3 +167,24 @@ def test_debug_log_redacts_credentials_and_tokens(aishell, registry, images):
             assert issued, "the token flow ran"
             signatures = [t.rsplit(".", 1)[1] for t in issued]
             assert_no_secret(proc, *signatures)
+
+
+def test_auth_file_written_by_login_is_read_by_skopeo(aishell, registry, images):
+    """`aishell login` writes the auth file format containers/image reads: skopeo, with that
+    file and nothing else, gets into the registry."""
+    reg = registry("htpasswd")
+    ref = images.push(images.hello, reg, "lib/hello:1")
+    aishell("login", reg.host, "-u", reg.username, "--password-stdin", input=reg.password + "\n",
+            user="unpriv")
+    authfile = os.path.join(aishell.home, ".docker", "config.json")
+    proc = subprocess.run(["skopeo", "inspect", "--authfile", authfile, "--tls-verify=false",
+                           f"docker://{ref}"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["Digest"] == images.manifest_digest(images.hello)
+    # And without it skopeo is refused, so the file is what let it in.
+    empty = os.path.join(aishell.workdir, "empty-auth.json")
+    with open(empty, "w") as f:
+        f.write("{}")
+    proc = subprocess.run(["skopeo", "inspect", "--authfile", empty, "--tls-verify=false",
+                           f"docker://{ref}"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
