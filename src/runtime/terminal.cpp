@@ -38,11 +38,13 @@ RawTerminal::RawTerminal(int fd) : fd_(fd) {
     if (!::isatty(fd) || ::tcgetattr(fd, &t) != 0) return;
     saved_ = t;
     ::cfmakeraw(&t);
-    if (::tcsetattr(fd, TCSAFLUSH, &t) != 0) saved_.reset();
+    // TCSADRAIN, not TCSAFLUSH: what the user typed ahead while the container started is kept
+    // and reaches the command.
+    if (::tcsetattr(fd, TCSADRAIN, &t) != 0) saved_.reset();
 }
 
 RawTerminal::~RawTerminal() {
-    if (saved_) ::tcsetattr(fd_, TCSAFLUSH, &*saved_);
+    if (saved_) ::tcsetattr(fd_, TCSADRAIN, &*saved_);
 }
 
 }  // namespace aishell::runtime

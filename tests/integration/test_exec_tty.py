@@ -1,0 +1,134 @@
+"""aishell exec -it under a pseudo-terminal (a Python pty harness standing in for the user's
+terminal): an interactive shell with job control, Ctrl-C reaching the foreground job, the window
+size following the host terminal, and the host terminal restored on exit."""
+import fcntl
+import os
+import select
+import signal
+import struct
+import subprocess
+import termios
+import time
+
+import pytest
+
+from helpers.runtime_images import ensure_runtime_images
+
+
+@pytest.fixture(scope="session")
+def rt_images():
+    return ensure_runtime_images()
+
+
+@pytest.fixture
+def busybox(aishell, registry, rt_images):
+    reg = registry("http")
+    rt_images.push(rt_images.busybox, reg, "busybox:latest")
+    ref = f"{reg.host}/busybox:latest"
+    aishell("pull", ref, user="unpriv")
+    return ref
+
+
+def set_size(fd, rows, cols):
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+class Terminal:
+    """aishell running on the slave side of a new pty (its controlling terminal), driven
+    through the master as a user at a keyboard would."""
+
+    def __init__(self, aishell, args, mode):
+        self.master, self.slave = os.openpty()
+        set_size(self.slave, 24, 80)
+        self.initial_modes = termios.tcgetattr(self.slave)
+        self.output = b""
+
+        def become_terminal_owner():
+            os.setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        env = aishell.env_for("unpriv", {"AISHELL_USERNS": mode, "TERM": "xterm"})
+        self.proc = subprocess.Popen(aishell.command(args, "unpriv"), stdin=self.slave, stdout=self.slave,
+                                     stderr=self.slave, env=env, cwd=aishell.home,
+                                     preexec_fn=become_terminal_owner)
+
+    def read_until(self, needle, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while needle.encode() not in self.output:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {needle!r} on the terminal; got:\n"
+                                     f"{self.output.decode(errors='replace')}")
+            ready, _, _ = select.select([self.master], [], [], min(left, 0.1))
+            if ready:
+                try:
+                    self.output += os.read(self.master, 65536)
+                except OSError:
+                    pass
+        return self.output.decode(errors="replace")
+
+    def type(self, text):
+        os.write(self.master, text.encode())
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self.master)
+        os.close(self.slave)
+
+
+@pytest.mark.parametrize("mode", ["subuid", "single"])
+def test_interactive_shell_job_control_ctrl_c_resize_and_restore(aishell, busybox, mode):
+    term = Terminal(aishell, ["exec", "-it", "--image", busybox, "--", "sh"], mode)
+    try:
+        term.type("echo READY-$((6*7))\n")  # wait for output, not for the echo of the typing
+        term.read_until("READY-42")
+        # aishell put the host terminal in raw mode for the session (the pty inside echoes).
+        modes = termios.tcgetattr(term.slave)
+        assert not modes[3] & (termios.ICANON | termios.ECHO)
+
+        # Job control: a background job, listed, brought to the foreground, then Ctrl-C.
+        term.type("sleep 60 &\n")
+        term.type("jobs\n")
+        term.read_until("Running")
+        term.type("fg\n")
+        term.read_until("sleep 60\r\n")
+        time.sleep(0.3)
+        term.type("\x03")  # Ctrl-C: SIGINT to the foreground job, not to the shell
+        term.type("echo status=$?\n")
+        term.read_until("status=130")
+        term.type("jobs; echo JOBS-$((1+1))\n")
+        text = term.read_until("JOBS-2")
+        assert "Running" not in text.split("status=130", 1)[1]
+
+        # Window size: the host terminal's size inside, and its changes (SIGWINCH).
+        term.type("stty size\n")
+        term.read_until("24 80")
+        set_size(term.slave, 41, 101)
+        term.proc.send_signal(signal.SIGWINCH)
+        time.sleep(0.3)
+        term.type("stty size\n")
+        term.read_until("41 101")
+
+        term.type("exit 3\n")
+        assert term.proc.wait(timeout=10) == 3
+        # The host terminal is as it was before.
+        assert termios.tcgetattr(term.slave) == term.initial_modes
+    finally:
+        term.close()
+
+
+def test_tty_without_interactive_input(aishell, busybox):
+    """-t alone: the command sees a terminal on stdout, stdin is /dev/null."""
+    term = Terminal(aishell, ["exec", "-t", "--image", busybox, "--", "sh", "-c",
+                              "test -t 1 && echo out-tty; test -t 0 || echo in-not-tty; echo TERM=$TERM"],
+                    "subuid")
+    try:
+        text = term.read_until("TERM=")
+        assert term.proc.wait(timeout=10) == 0
+        text = term.read_until("\n")
+        assert "out-tty" in text and "in-not-tty" in text and "TERM=xterm" in text
+        assert termios.tcgetattr(term.slave) == term.initial_modes
+    finally:
+        term.close()
