@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "common/error.hpp"
+#include "oci/types.hpp"
 
 namespace aishell::composer {
 
@@ -88,7 +89,14 @@ public:
                     {"from_raw", stage.from.base},
                     {"line", stage.line()}};
         if (!stage.from.platform.empty()) {
-            out["platform"] = expand_global(stage.from.platform, stage.line());
+            std::string platform = expand_global(stage.from.platform, stage.line());
+            try {
+                (void)oci::Platform::parse(platform);
+            } catch (const Error& e) {
+                fail_at(df_.filename, stage.line(), "FROM --platform=" + platform + ": " + e.message(),
+                        "write os/arch[/variant], e.g. linux/amd64 or $BUILDPLATFORM");
+            }
+            out["platform"] = platform;
         }
         json list = json::array();
         for (const auto& ins : stage.instructions) list.push_back(instruction(ins, scope));
@@ -124,14 +132,23 @@ private:
 
     // Expands one word in scope; records variables the Dockerfile does not define.
     LexResult expand(const std::string& word, const StageScope& scope, const Instruction& ins,
-                     std::set<std::string>& unresolved) {
+                     std::set<std::string>& unresolved, bool heredoc_body = false) {
         EnvLookup lookup = [&scope](const std::string& name) -> std::optional<std::string> {
             if (auto it = scope.env.find(name); it != scope.env.end()) return it->second;
             if (auto it = scope.args.find(name); it != scope.args.end()) return it->second;
             return std::nullopt;
         };
         try {
-            LexResult r = process(word, lookup, opts());
+            // While the base image's Env is unknown, a variable the Dockerfile does not define
+            // may still be set at build time: leave its reference as written.
+            LexOptions options = opts();
+            options.skip_unset = scope.image_env_unknown;
+            if (heredoc_body) {
+                // BuildKit's ExpandRaw: the escape is always "\\" and quotes are plain text.
+                options.escape = '\\';
+                options.skip_quotes = true;
+            }
+            LexResult r = process(word, lookup, options);
             unresolved.insert(r.unmatched.begin(), r.unmatched.end());
             return r;
         } catch (Error& e) {
@@ -154,18 +171,30 @@ private:
             [&](const auto& cmd) {
                 using T = std::decay_t<decltype(cmd)>;
                 if constexpr (std::is_same_v<T, EnvInstr>) {
-                    for (const auto& kv : cmd.env) {
-                        std::string key = word(kv.key), value = word(kv.value);
+                    // Every pair expands with the values from before this instruction
+                    // (ENV a=1 b=$a gives b the old a), as Docker documents.
+                    std::vector<std::pair<std::string, std::string>> pairs;
+                    for (const auto& kv : cmd.env) pairs.emplace_back(word(kv.key), word(kv.value));
+                    for (auto& [key, value] : pairs) {
                         expanded.push_back(key + "=" + value);
                         scope.env[key] = value;
                     }
                 } else if constexpr (std::is_same_v<T, LabelInstr>) {
                     for (const auto& kv : cmd.labels) expanded.push_back(word(kv.key) + "=" + word(kv.value));
                 } else if constexpr (std::is_same_v<T, ArgInstr>) {
-                    for (const auto& decl : cmd.args) expanded.push_back(declare_arg(decl, scope, word));
+                    // As for ENV, the whole instruction expands before any of its ARGs is set.
+                    const StageScope before = scope;
+                    auto word_before = [&](const std::string& w) { return expand(w, before, ins, unresolved).word; };
+                    for (const auto& decl : cmd.args) expanded.push_back(declare_arg(decl, scope, word_before));
                 } else if constexpr (std::is_same_v<T, ExposeInstr>) {
                     for (const auto& p : cmd.ports)
-                        for (auto& w : expand(p, scope, ins, unresolved).words) expanded.push_back(w);
+                        for (auto& w : expand(p, scope, ins, unresolved).words) {
+                            if (w.find('$') == std::string::npos)
+                                if (auto error = port_spec_error(w))
+                                    fail_at(df_.filename, ins.line(), "EXPOSE " + p + ": " + *error,
+                                            "PORT[/PROTO] or FROM-TO[/PROTO], e.g. 8080/tcp");
+                            expanded.push_back(w);
+                        }
                 } else if constexpr (std::is_same_v<T, CopyInstr> || std::is_same_v<T, AddInstr>) {
                     for (const auto& s : cmd.sources) expanded.push_back(word(s));
                     expanded.push_back(word(cmd.dest));
@@ -176,13 +205,24 @@ private:
                 } else if constexpr (std::is_same_v<T, WorkdirInstr>) {
                     expanded.push_back(word(cmd.path));
                 } else if constexpr (std::is_same_v<T, StopsignalInstr>) {
-                    expanded.push_back(word(cmd.signal));
+                    std::string signal = word(cmd.signal);
+                    if (signal.find('$') == std::string::npos)
+                        if (auto error = signal_error(signal))
+                            fail_at(df_.filename, ins.line(), "STOPSIGNAL " + cmd.signal + ": " + *error,
+                                    "a name such as SIGTERM or TERM, or a number");
+                    expanded.push_back(signal);
                 } else {
                     expands = false;
                 }
             },
             ins.command);
         if (expands) out["expanded"] = std::move(expanded);
+        // COPY/ADD heredoc bodies expand unless the delimiter was quoted; RUN leaves its bodies
+        // to the shell.
+        if ((node.keyword == "COPY" || node.keyword == "ADD") && out.contains("heredocs"))
+            for (std::size_t k = 0; k < node.heredocs.size(); ++k)
+                if (node.heredocs[k].expand)
+                    out["heredocs"][k]["expanded"] = expand(node.heredocs[k].content, scope, ins, unresolved, true).word;
         if (!unresolved.empty()) out["unresolved"] = unresolved;
         return out;
     }

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <functional>
 #include <regex>
 
 #include "common/error.hpp"
@@ -80,7 +81,7 @@ public:
         if (k == "VOLUME") return volume();
         if (k == "USER") return UserInstr{one_arg()};
         if (k == "WORKDIR") return WorkdirInstr{one_arg()};
-        if (k == "STOPSIGNAL") return StopsignalInstr{one_arg()};
+        if (k == "STOPSIGNAL") return stopsignal();
         if (k == "ARG") return arg();
         if (k == "ONBUILD") return onbuild();
         if (k == "HEALTHCHECK") return healthcheck();
@@ -310,17 +311,18 @@ private:
 
     ExposeInstr expose() const {
         if (node_.args.empty()) fail("EXPOSE requires at least one argument", "EXPOSE 8080/tcp");
-        static const std::regex port("^[0-9]+(-[0-9]+)?(/[a-zA-Z]+)?$");
         for (const auto& p : node_.args) {
             if (p.find('$') != std::string::npos) continue;  // checked after expansion
-            std::smatch m;
-            if (!std::regex_match(p, m, port))
-                fail("EXPOSE: invalid port specification: " + p, "PORT[/PROTO] or FROM-TO[/PROTO], e.g. 8080/tcp");
-            std::string proto = lower(m[2].str().empty() ? "" : m[2].str().substr(1));
-            if (!proto.empty() && proto != "tcp" && proto != "udp" && proto != "sctp")
-                fail("EXPOSE: invalid proto: " + proto, "use tcp, udp or sctp");
+            if (auto error = port_spec_error(p)) fail("EXPOSE: " + *error, "PORT[/PROTO] or FROM-TO[/PROTO], e.g. 8080/tcp");
         }
         return ExposeInstr{node_.args};
+    }
+
+    StopsignalInstr stopsignal() const {
+        std::string signal = one_arg();
+        if (signal.find('$') == std::string::npos)
+            if (auto error = signal_error(signal)) fail("STOPSIGNAL: " + *error, "a name such as SIGTERM or TERM, or a number");
+        return StopsignalInstr{signal};
     }
 
     // Sources and destination of COPY/ADD; heredoc sources resolve to their bodies.
@@ -417,7 +419,7 @@ private:
             return h;
         }
         if (type != "CMD") fail("Unknown type \"" + type + "\" in HEALTHCHECK (try CMD)", "HEALTHCHECK CMD command");
-        if (node_.args.size() < 2 && !node_.json) fail("Missing command after HEALTHCHECK CMD");
+        if (node_.args.size() < 2) fail("Missing command after HEALTHCHECK CMD", "HEALTHCHECK CMD curl -f http://localhost/");
         h.test = CommandLine{{node_.args.begin() + 1, node_.args.end()}, node_.json};
         h.interval = duration("interval");
         h.timeout = duration("timeout");
@@ -474,6 +476,103 @@ private:
 
 }  // namespace
 
+std::optional<std::string> port_spec_error(const std::string& spec) {
+    // Docker's nat.ParsePortSpecs for EXPOSE: PORT or START-END, then an optional /PROTO.
+    static const std::regex port("^([0-9]+)(-([0-9]+))?(/([a-zA-Z]+))?$");
+    std::smatch m;
+    if (!std::regex_match(spec, m, port)) return "invalid port specification: " + spec;
+    auto number = [](const std::string& s) { return s.size() > 5 ? 70000L : std::stol(s); };
+    long start = number(m[1].str());
+    long end = m[3].matched ? number(m[3].str()) : start;
+    if (start > 65535 || end > 65535) return "invalid port specification: " + spec + " (ports go up to 65535)";
+    if (end < start) return "invalid port range: " + spec;
+    std::string proto = lower(m[5].str());
+    if (m[5].matched && proto != "tcp" && proto != "udp" && proto != "sctp") return "invalid proto: " + proto;
+    return std::nullopt;
+}
+
+std::optional<std::string> signal_error(const std::string& signal) {
+    // moby's signal.ParseSignal on Linux: a non-zero number, or a name with or without "SIG".
+    if (!signal.empty() && std::all_of(signal.begin(), signal.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+        if (signal.size() > 9 || std::stol(signal) == 0) return "invalid signal: " + signal;
+        return std::nullopt;
+    }
+    std::string name = signal;
+    for (char& c : name) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    if (name.rfind("SIG", 0) == 0) name.erase(0, 3);
+    static const std::vector<std::string> names = {
+        "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL", "PIPE", "POLL",
+        "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1",
+        "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ", "RTMIN", "RTMAX"};
+    if (std::find(names.begin(), names.end(), name) != names.end()) return std::nullopt;
+    static const std::regex realtime("^RTMIN\\+([1-9]|1[0-5])$|^RTMAX-([1-9]|1[0-4])$");
+    if (std::regex_match(name, realtime)) return std::nullopt;
+    return "invalid signal: " + signal;
+}
+
+namespace {
+
+// The stage a literal --from value names: a stage name (case-insensitive) or an index; nullopt
+// for an image reference or a value that only expansion can tell. Throws for a bad index, as
+// BuildKit's "invalid stage index".
+std::optional<int> referenced_stage(const Dockerfile& df, const std::string& from, int line,
+                                    const std::string& what) {
+    if (from.empty() || from.find('$') != std::string::npos) return std::nullopt;
+    std::string name = lower(from);
+    for (const auto& s : df.stages)
+        if (!s.name.empty() && s.name == name) return s.index;
+    if (std::all_of(from.begin(), from.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+        if (from.size() > 9 || std::stoi(from) >= static_cast<int>(df.stages.size()))
+            fail_at(df.filename, line, what + ": invalid stage index " + from,
+                    "the Dockerfile has " + std::to_string(df.stages.size()) + " stage(s), numbered from 0");
+        return std::stoi(from);
+    }
+    return std::nullopt;
+}
+
+// COPY --from and RUN --mount from= make a stage depend on another; BuildKit refuses a cycle
+// ("circular dependency detected on stage"). FROM an earlier stage's name is a dependency too.
+void check_stage_references(const Dockerfile& df) {
+    const std::size_t n = df.stages.size();
+    std::vector<std::vector<std::pair<int, int>>> deps(n);  // (stage, line)
+    for (const auto& stage : df.stages) {
+        for (int i = 0; i < stage.index; ++i)
+            if (!df.stages[i].name.empty() && df.stages[i].name == lower(stage.from.base))
+                deps[stage.index].emplace_back(i, stage.line());
+        for (const auto& ins : stage.instructions) {
+            std::vector<std::pair<std::string, std::string>> refs;
+            if (auto* copy = std::get_if<CopyInstr>(&ins.command)) refs.emplace_back(copy->from, "COPY --from");
+            if (auto* run = std::get_if<RunInstr>(&ins.command))
+                for (const auto& m : run->mounts)
+                    if (auto it = m.options.find("from"); it != m.options.end())
+                        refs.emplace_back(it->second, "RUN --mount from");
+            for (const auto& [from, what] : refs) {
+                auto target = referenced_stage(df, from, ins.line(), what + "=" + from);
+                if (target) deps[stage.index].emplace_back(*target, ins.line());
+            }
+        }
+    }
+    // Depth-first search for a cycle: 0 = unseen, 1 = on the current path, 2 = done.
+    std::vector<int> state(n, 0);
+    std::function<void(int)> visit = [&](int s) {
+        state[s] = 1;
+        for (const auto& [dep, line] : deps[s]) {
+            if (state[dep] == 1) {
+                const Stage& st = df.stages[dep];
+                fail_at(df.filename, line,
+                        "circular dependency detected on stage: " + (st.name.empty() ? std::to_string(dep) : st.name),
+                        "a stage cannot copy from itself or from a stage that depends on it");
+            }
+            if (state[dep] == 0) visit(dep);
+        }
+        state[s] = 2;
+    };
+    for (std::size_t s = 0; s < n; ++s)
+        if (state[s] == 0) visit(static_cast<int>(s));
+}
+
+}  // namespace
+
 Command parse_instruction(const Node& node, const std::string& filename) {
     return InstructionParser(node, filename).parse();
 }
@@ -511,6 +610,7 @@ Dockerfile parse_dockerfile(std::string_view text, const std::string& filename) 
     }
     if (df.stages.empty())
         throw Error(filename + ": no FROM instruction", "a Dockerfile needs at least one FROM line");
+    check_stage_references(df);
     return df;
 }
 

@@ -145,6 +145,11 @@ Dockerfile load_dockerfile(const std::string& path);
 // One instruction from a node (used for the stage body and to validate ONBUILD triggers).
 Command parse_instruction(const Node& node, const std::string& filename);
 
+// Why an EXPOSE port spec ("80", "53/udp", "8000-8010/tcp") is invalid; nullopt when valid.
+std::optional<std::string> port_spec_error(const std::string& spec);
+// Why a STOPSIGNAL value ("SIGTERM", "TERM", "15") is invalid; nullopt when valid.
+std::optional<std::string> signal_error(const std::string& signal);
+
 // Build arguments BuildKit defines without an ARG in the Dockerfile: the proxy variables
 // (passed to RUN without being declared, never stored in the image) and the platform ones.
 const std::vector<std::string>& predefined_proxy_args();

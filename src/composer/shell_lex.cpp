@@ -4,7 +4,8 @@
 // non-name character is a literal "$", and a name starting with a digit is read as all digits.
 #include "composer/shell_lex.hpp"
 
-#include <fnmatch.h>
+#include <algorithm>
+#include <regex>
 
 #include "common/error.hpp"
 
@@ -98,11 +99,11 @@ public:
                 std::string value = dollar();
                 out += value;
                 words.add_string(value);
-            } else if (ch == '\'') {
+            } else if (ch == '\'' && !opt_.skip_quotes) {
                 std::string value = single_quote();
                 out += value;
                 words.add_raw_string(value);
-            } else if (ch == '"') {
+            } else if (ch == '"' && !opt_.skip_quotes) {
                 std::string value = double_quote();
                 out += value;
                 words.add_raw_string(value);
@@ -261,52 +262,99 @@ private:
     }
 
     // ${V#p} ${V##p} (prefix) and ${V%p} ${V%%p} (suffix): shortest match, or longest when the
-    // operator is doubled. Patterns are shell globs in which * also matches '/'.
+    // operator is doubled. BuildKit's patterns: * is any string (also "/"), ? any character,
+    // \ escapes only * ? and \ (and drops before } and /), brackets are literal.
     static std::string trim_pattern(char op, std::string pattern, const std::string& value) {
         bool greedy = !pattern.empty() && pattern[0] == op;
         if (greedy) pattern.erase(0, 1);
-        auto matches = [&](std::string_view s) { return ::fnmatch(pattern.c_str(), std::string(s).c_str(), 0) == 0; };
-        const std::size_t n = value.size();
-        for (std::size_t k = 0; k <= n; ++k) {
-            std::size_t len = greedy ? n - k : k;  // candidate length of the trimmed part
-            if (op == '#' && matches(std::string_view(value).substr(0, len))) return value.substr(len);
-            if (op == '%' && matches(std::string_view(value).substr(n - len))) return value.substr(0, n - len);
-        }
+        if (op == '#') return trim_prefix(pattern, value, greedy);
+        // The shortest rightmost match, found as the leftmost match of both reversed.
+        return reverse_utf8(trim_prefix(reverse_pattern(pattern), reverse_utf8(value), greedy));
+    }
+
+    static std::string trim_prefix(const std::string& pattern, const std::string& value, bool greedy) {
+        std::regex re = shell_pattern_regex(pattern, greedy, true);
+        std::smatch m;
+        if (std::regex_search(value, m, re)) return value.substr(static_cast<std::size_t>(m.position(0) + m.length(0)));
         return value;
     }
 
-    // ${V/p/r} replaces the first (leftmost, longest) match of p, ${V//p/r} every match.
+    static std::regex shell_pattern_regex(const std::string& pattern, bool greedy, bool anchored) {
+        std::string out = anchored ? "^" : "";
+        for (std::size_t i = 0; i < pattern.size(); ++i) {
+            char c = pattern[i];
+            if (c == '*') {
+                out += greedy ? "[^\\n]*" : "[^\\n]*?";  // Go's "." stops at a newline only
+            } else if (c == '?') {
+                out += "[^\\n]";
+            } else if (c == '\\') {
+                if (i + 1 < pattern.size() && (pattern[i + 1] == '}' || pattern[i + 1] == '/')) continue;
+                char next = i + 1 < pattern.size() ? pattern[++i] : '\0';
+                if (next != '*' && next != '?' && next != '\\')
+                    throw Error("invalid pattern (" + pattern + ") in substitution: invalid escape '\\" +
+                                std::string(1, next) + "'");
+                out += '\\';
+                out += next;
+            } else {
+                if (std::string_view("[]{}.+()|^$").find(c) != std::string_view::npos) out += '\\';
+                out += c;
+            }
+        }
+        return std::regex(out, std::regex::ECMAScript);
+    }
+
+    // Reverses a pattern by characters, keeping each escape before the character it escapes.
+    static std::string reverse_pattern(const std::string& pattern) {
+        std::vector<std::string> units;
+        for (std::size_t i = 0; i < pattern.size();) {
+            std::size_t len = utf8_len(pattern, i);
+            if (pattern[i] == '\\' && i + 1 < pattern.size()) len = 1 + utf8_len(pattern, i + 1);
+            units.push_back(pattern.substr(i, len));
+            i += len;
+        }
+        std::reverse(units.begin(), units.end());
+        std::string out;
+        for (const auto& u : units) out += u;
+        return out;
+    }
+
+    static std::string reverse_utf8(const std::string& s) {
+        std::string out;
+        for (std::size_t i = 0; i < s.size();) {
+            std::size_t len = utf8_len(s, i);
+            out.insert(0, s.substr(i, len));
+            i += len;
+        }
+        return out;
+    }
+
+    static std::size_t utf8_len(const std::string& s, std::size_t i) {
+        unsigned char c = static_cast<unsigned char>(s[i]);
+        std::size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 1;
+        return std::min(len, s.size() - i);
+    }
+
+    // ${V/p/r} replaces the first (leftmost) match of p, ${V//p/r} every match; * is greedy.
     std::string replace(const std::string& n) {
         bool all = peek() == '/';
         if (all) next();
-        std::string pattern = process_until('/', true, nullptr);
+        std::string pattern;
+        try {
+            pattern = process_until('/', true, nullptr);
+        } catch (const Error&) {
+            if (peek() == kEof) throw Error("syntax error: missing '/' in ${}");
+            throw;
+        }
         std::string replacement = word_until_brace(true);
         auto value = lookup(n);
-        if (!value && opt_.skip_unset)
-            return "${" + n + "/" + (all ? "/" : "") + pattern + "/" + replacement + "}";
+        if (!value && opt_.skip_unset) return "${" + n + "/" + pattern + "/" + replacement + "}";
         const std::string v = value.value_or("");
-        std::string out;
-        std::size_t i = 0;
-        bool replaced = false;
-        while (i < v.size()) {
-            std::size_t end = std::string::npos;
-            if (!replaced || all) {
-                for (std::size_t e = v.size(); e > i; --e) {
-                    if (::fnmatch(pattern.c_str(), v.substr(i, e - i).c_str(), 0) == 0) {
-                        end = e;
-                        break;
-                    }
-                }
-            }
-            if (end == std::string::npos) {
-                out += v[i++];
-                continue;
-            }
-            out += replacement;
-            i = end;
-            replaced = true;
-        }
-        return out;
+        std::regex re = shell_pattern_regex(pattern, true, false);
+        if (all) return std::regex_replace(v, re, replacement);
+        std::smatch m;
+        if (!std::regex_search(v, m, re)) return v;
+        return v.substr(0, static_cast<std::size_t>(m.position(0))) + replacement +
+               v.substr(static_cast<std::size_t>(m.position(0) + m.length(0)));
     }
 
     std::string_view in_;

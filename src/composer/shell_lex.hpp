@@ -1,6 +1,6 @@
 // Variable substitution in Dockerfile words, as BuildKit's frontend/dockerfile/shell lexer does
 // it: $V, ${V}, ${V:-w} ${V-w} ${V:+w} ${V+w} ${V:?msg} ${V?msg}, ${V#p} ${V##p} ${V%p} ${V%%p}
-// ${V/p/r} ${V//p/r}; single quotes are literal, double quotes expand $ and honour the escape
+// ${V/p/r} ${V//p/r} (patterns: * any string, ? any character, no brackets); single quotes are literal, double quotes expand $ and honour the escape
 // character before " $ and itself; outside quotes the escape character escapes anything.
 // process_word keeps the result as one word (ENV values, WORKDIR, COPY paths); process_words
 // splits on unquoted whitespace, including whitespace inside expanded values (EXPOSE).
@@ -31,6 +31,9 @@ struct LexOptions {
     bool raw_escapes = false;
     // Leave references to unset variables as written instead of expanding them to "".
     bool skip_unset = false;
+    // Quotes are ordinary characters ($ expands inside '...' too): BuildKit's SkipProcessQuotes,
+    // used to expand COPY/ADD heredoc bodies.
+    bool skip_quotes = false;
 };
 
 struct LexResult {
