@@ -148,3 +148,35 @@ def test_root_runs_too(aishell, busybox):
     r = run(aishell, busybox, "sh", "-c", "id -u; grep CapEff /proc/self/status", user="root")
     assert r.returncode == 0, r.stderr
     assert r.stdout.split()[0] == "0" and DEFAULT_CAPS in r.stdout
+
+
+def test_runtime_failures_exit_125_and_unrunnable_commands_126(aishell, busybox):
+    r = run(aishell, busybox, "/etc")
+    assert r.returncode == 126 and r.stderr.count("aishell: error:") == 1, r.stderr
+    r = run(aishell, busybox, "/no/such/file")
+    assert r.returncode == 127 and "aishell: error: exec /no/such/file" in r.stderr
+    r = run(aishell, busybox, "true", opts=("--network", "bridge"))
+    assert r.returncode == 125 and r.stderr.startswith("aishell: error: --network bridge is not supported")
+    r = run(aishell, busybox, "true", opts=("-v", "/no/such/dir:/x"))
+    assert r.returncode == 125 and r.stderr.count("aishell: error:") == 1
+    # The store's layers are owned for subuid mode now: single mode is refused, not mixed in.
+    assert run(aishell, busybox, "true").returncode == 0
+    r = run(aishell, busybox, "true", mode="single")
+    assert r.returncode == 125 and "owned for id mapping" in r.stderr
+    assert r.stderr.count("aishell: error:") == 1
+
+
+def test_missing_image_is_pulled_first(aishell, registry, rt_images):
+    reg = registry("http")
+    rt_images.push(rt_images.busybox, reg, "team/tool:1")
+    name = f"{reg.host}/team/tool:1"
+    r = run(aishell, name, "cat", "/etc/passwd")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("root:x:0:0:")
+    assert "Pulled" in r.stderr or "Pulling" in r.stderr
+    reg.stop()  # now in the store: no registry needed
+    r = run(aishell, name, "true")
+    assert r.returncode == 0, r.stderr
+    assert "Pulling" not in r.stderr
+    r = run(aishell, f"{reg.host}/team/absent:1", "true")
+    assert r.returncode == 125 and r.stderr.count("aishell: error:") == 1, r.stderr
