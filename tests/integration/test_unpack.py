@@ -149,6 +149,8 @@ class Layout:
         manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
                     "config": {"mediaType": OCI_CONFIG, **self.blob(json.dumps(config).encode())},
                     "layers": descs}
+        self.manifests = [m for m in self.manifests
+                          if m["annotations"]["org.opencontainers.image.ref.name"] != ref]
         self.manifests.append({"mediaType": OCI_MANIFEST,
                                **self.blob(json.dumps(manifest).encode()),
                                "annotations": {"org.opencontainers.image.ref.name": ref}})
