@@ -124,8 +124,13 @@ private:
     }
 
     std::string expand_global(const std::string& word, int line) {
-        return with_context(df_.filename + ":" + std::to_string(line),
-                            [&] { return process(word, env_from_map(global_), opts()).word; });
+        try {
+            return process(word, env_from_map(global_), opts()).word;
+        } catch (Error& e) {
+            e.add_context(df_.filename + ":" + std::to_string(line));
+            if (e.hint().empty()) e.set_hint(substitution_hint());
+            throw;
+        }
     }
 
     LexOptions opts() const { return LexOptions{.escape = df_.directives.escape}; }
@@ -153,6 +158,7 @@ private:
             return r;
         } catch (Error& e) {
             e.add_context(df_.filename + ":" + std::to_string(ins.line()) + ": " + ins.name());
+            if (e.hint().empty()) e.set_hint(substitution_hint());
             throw;
         }
     }

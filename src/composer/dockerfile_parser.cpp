@@ -89,11 +89,12 @@ public:
             return;
         }
         if (std::find(seen_.begin(), seen_.end(), name) != seen_.end())
-            fail_at(file_, lineno, "only one " + name + " parser directive can be used");
+            fail_at(file_, lineno, "only one " + name + " parser directive can be used", "remove the second # " + name + "= line");
         seen_.push_back(name);
         if (name == "escape") {
             if (value != "\\" && value != "`")
-                fail_at(file_, lineno, "invalid escape token '" + value + "' does not match ` or \\");
+                fail_at(file_, lineno, "invalid escape token '" + value + "' does not match ` or \\",
+                        "write # escape=\\ (the default) or # escape=`");
             d_.escape = value[0];
         } else if (name == "syntax") {
             d_.syntax = value;

@@ -118,10 +118,11 @@ private:
                 case FlagType::Bool: {
                     std::string v = lower(value);
                     if (eq != std::string::npos && value.empty())
-                        fail(node_.keyword + ": missing a value on flag: --" + name);
+                        fail(node_.keyword + ": missing a value on flag: --" + name, "write --" + name + " or --" + name + "=true|false");
                     if (v.empty()) v = "true";
                     if (v != "true" && v != "false")
-                        fail(node_.keyword + ": expecting boolean value for flag --" + name + ", not: " + value);
+                        fail(node_.keyword + ": expecting boolean value for flag --" + name + ", not: " + value,
+                             "write --" + name + " or --" + name + "=true|false");
                     out.values[name] = v;
                     break;
                 }
@@ -147,14 +148,23 @@ private:
     }
 
     std::string one_arg() const {
-        if (node_.args.size() != 1) fail(node_.keyword + " requires exactly one argument");
+        if (node_.args.size() != 1) fail(node_.keyword + " requires exactly one argument", one_arg_hint());
         return node_.args[0];
+    }
+
+    std::string one_arg_hint() const {
+        const std::string& k = node_.keyword;
+        if (k == "USER") return "USER name[:group] or USER uid[:gid]";
+        if (k == "WORKDIR") return "WORKDIR /path";
+        if (k == "STOPSIGNAL") return "STOPSIGNAL SIGTERM";
+        return k + " text";
     }
 
     CommandLine command_line(bool allow_empty_json) const {
         if (node_.args.empty() && !(node_.json && allow_empty_json))
             fail(node_.keyword + " requires at least one argument",
-                 node_.keyword == "RUN" ? "" : "write " + node_.keyword + " [] to clear it");
+                 node_.keyword == "RUN" ? "RUN command, or RUN [\"executable\", \"arg\"]"
+                                        : "write " + node_.keyword + " [] to clear it");
         return CommandLine{node_.args, node_.json};
     }
 
@@ -166,7 +176,8 @@ private:
             f.stage_name = lower(a[2]);
             static const std::regex valid("^[a-z][a-z0-9-_.]*$");
             if (!std::regex_match(f.stage_name, valid))
-                fail("invalid name for build stage: \"" + a[2] + "\", name can't start with a number or contain symbols");
+                fail("invalid name for build stage: \"" + a[2] + "\", name can't start with a number or contain symbols",
+                     "stage names are a lower-case letter followed by letters, digits, '-', '_' or '.'");
         } else if (a.size() != 1) {
             fail("FROM requires either one or three arguments", "FROM image [AS name]");
         }
@@ -257,7 +268,8 @@ private:
         for (auto& [key, value] : fields) {
             const auto& ok = types->second;
             if (std::find(ok.begin(), ok.end(), key) == ok.end())
-                fail("RUN --mount: option '" + key + "' is not allowed with type=" + m.type);
+                fail("RUN --mount: option '" + key + "' is not allowed with type=" + m.type,
+                     "type=" + m.type + " takes " + join(ok, ", "));
             if (key == "rw") {  // rw/readwrite are the negation of readonly
                 key = "readonly";
                 value = value == "false" ? "true" : "false";
@@ -380,7 +392,8 @@ private:
     VolumeInstr volume() const {
         if (node_.args.empty()) fail("VOLUME requires at least one argument", "VOLUME /data");
         for (const auto& v : node_.args)
-            if (v.find_first_not_of(" \t") == std::string::npos) fail("VOLUME specified can not be an empty string");
+            if (v.find_first_not_of(" \t") == std::string::npos)
+                fail("VOLUME specified can not be an empty string", "VOLUME [\"/data\"]");
         return VolumeInstr{node_.args};
     }
 
@@ -401,9 +414,10 @@ private:
     OnbuildInstr onbuild() const {
         if (!node_.next) fail("ONBUILD requires at least one argument", "ONBUILD RUN make");
         const Node& trigger = *node_.next;
-        if (trigger.keyword == "ONBUILD") fail("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed");
+        if (trigger.keyword == "ONBUILD")
+            fail("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed", "write the trigger once: ONBUILD RUN make");
         if (trigger.keyword == "FROM" || trigger.keyword == "MAINTAINER")
-            fail(trigger.keyword + " isn't allowed as an ONBUILD trigger");
+            fail(trigger.keyword + " isn't allowed as an ONBUILD trigger", "ONBUILD takes any other instruction, e.g. ONBUILD COPY . /src");
         (void)parse_instruction(trigger, file_);  // validates the trigger now, not in a child build
         return OnbuildInstr{trigger.original, trigger.keyword};
     }
@@ -413,8 +427,8 @@ private:
         if (node_.args.empty()) fail("HEALTHCHECK requires at least one argument", "HEALTHCHECK CMD command, or HEALTHCHECK NONE");
         const std::string& type = node_.args[0];
         if (type == "NONE") {
-            if (node_.args.size() > 1) fail("HEALTHCHECK NONE takes no arguments");
-            if (!node_.flags.empty()) fail("HEALTHCHECK NONE takes no flags");
+            if (node_.args.size() > 1) fail("HEALTHCHECK NONE takes no arguments", "HEALTHCHECK NONE disables the base image's check");
+            if (!node_.flags.empty()) fail("HEALTHCHECK NONE takes no flags", "flags go with HEALTHCHECK [--interval=..] CMD ...");
             h.none = true;
             return h;
         }
@@ -430,7 +444,7 @@ private:
             static const std::regex integer("^[+-]?[0-9]{1,9}$");
             if (!std::regex_match(v, integer)) fail("HEALTHCHECK: invalid --retries value: \"" + v + "\"", "an integer");
             h.retries = std::stoi(v);
-            if (*h.retries < 0) fail("HEALTHCHECK: --retries cannot be negative (" + v + ")");
+            if (*h.retries < 0) fail("HEALTHCHECK: --retries cannot be negative (" + v + ")", "use 0 for the default, or a positive count");
         }
         return h;
     }
@@ -465,7 +479,7 @@ private:
         }
         auto ns = std::chrono::nanoseconds(static_cast<std::int64_t>(negative ? -total : total));
         if (ns.count() != 0 && ns < std::chrono::milliseconds(1))
-            fail("HEALTHCHECK: Interval \"" + name + "\" cannot be less than 1ms");
+            fail("HEALTHCHECK: Interval \"" + name + "\" cannot be less than 1ms", "use 0 for the default, or 1ms and more");
         return ns;
     }
 
@@ -511,6 +525,18 @@ std::optional<std::string> signal_error(const std::string& signal) {
 }
 
 namespace {
+
+// with_context, plus the substitution hint for lexer errors that carry none.
+template <typename Fn>
+decltype(auto) with_hint_context(const std::string& context, Fn&& fn) {
+    try {
+        return std::forward<Fn>(fn)();
+    } catch (Error& e) {
+        e.add_context(context);
+        if (e.hint().empty()) e.set_hint(substitution_hint());
+        throw;
+    }
+}
 
 // The stage a literal --from value names: a stage name (case-insensitive) or an index; nullopt
 // for an image reference or a value that only expansion can tell. Throws for a bad index, as
@@ -642,12 +668,17 @@ std::map<std::string, std::string> platform_args(const std::string& target_platf
             {"TARGETARCH", target.architecture}, {"TARGETVARIANT", target.variant}};
 }
 
+const char* substitution_hint() {
+    return "variables: $V ${V} ${V:-default} ${V-default} ${V:+alternative} ${V+alternative} ${V:?message}; "
+           "define them with ARG, ENV or --build-arg NAME=VALUE";
+}
+
 std::map<std::string, std::string> global_arg_scope(const Dockerfile& df,
                                                     const std::map<std::string, std::string>& build_args,
                                                     const std::string& target_platform) {
     std::map<std::string, std::string> scope = platform_args(target_platform);
     for (const auto& [decl, line] : df.global_args) {
-        with_context(df.filename + ":" + std::to_string(line), [&] {
+        with_hint_context(df.filename + ":" + std::to_string(line), [&] {
             std::string name = process(decl.name, env_from_map(scope), LexOptions{.escape = df.directives.escape}).word;
             if (auto it = build_args.find(name); it != build_args.end())
                 scope[name] = it->second;
@@ -661,7 +692,7 @@ std::map<std::string, std::string> global_arg_scope(const Dockerfile& df,
 }
 
 std::string expand_from(const Dockerfile& df, const Stage& stage, const std::map<std::string, std::string>& scope) {
-    return with_context(df.filename + ":" + std::to_string(stage.line()), [&] {
+    return with_hint_context(df.filename + ":" + std::to_string(stage.line()), [&] {
         return process(stage.from.base, env_from_map(scope), LexOptions{.escape = df.directives.escape}).word;
     });
 }
@@ -674,7 +705,7 @@ const Stage& target_stage(const Dockerfile& df, const std::string& target) {
     for (const auto& s : df.stages)
         if (!s.name.empty()) names.push_back(s.name);
     auto guess = suggest(lower(target), names);
-    throw Error("target stage \"" + target + "\" could not be found",
+    throw Error(df.filename + ": target stage \"" + target + "\" could not be found",
                 guess ? "did you mean " + *guess + "?" : "name a stage with FROM image AS name");
 }
 

@@ -150,6 +150,9 @@ std::optional<std::string> port_spec_error(const std::string& spec);
 // Why a STOPSIGNAL value ("SIGTERM", "TERM", "15") is invalid; nullopt when valid.
 std::optional<std::string> signal_error(const std::string& signal);
 
+// The hint for a variable substitution error.
+const char* substitution_hint();
+
 // Build arguments BuildKit defines without an ARG in the Dockerfile: the proxy variables
 // (passed to RUN without being declared, never stored in the image) and the platform ones.
 const std::vector<std::string>& predefined_proxy_args();
