@@ -131,25 +131,42 @@ def _descriptor(layout, name):
     raise KeyError(name)
 
 
+def _add_layer(image, work, created_by, populate):
+    """One layer made by umoci: unpack, change the rootfs, repack (umoci computes the diff).
+    Not `umoci insert`: Debian's umoci 0.4.7 writes insert layers whose tar stream is cut short
+    (gzip is valid, tar reports an unexpected EOF), which strict extractors rightly refuse."""
+    bundle = tempfile.mkdtemp(prefix="bundle-", dir=work)
+    os.rmdir(bundle)
+    run(["umoci", "unpack", "--rootless", "--image", image, bundle])
+    populate(os.path.join(bundle, "rootfs"))
+    run(["umoci", "repack", "--history.created_by", created_by, "--image", image, bundle])
+    shutil.rmtree(bundle)
+
+
 def _build_busybox(layout, work):
     image = f"{layout}:busybox"
     run(["umoci", "new", "--image", image])
-    stage = os.path.join(work, "bin")
-    os.makedirs(stage)
-    shutil.copy2(BUSYBOX, os.path.join(stage, "busybox"))
-    for applet in APPLETS:
-        os.symlink("busybox", os.path.join(stage, applet))
-    run(["umoci", "insert", "--image", image, "--history.created_by", "busybox-static",
-         stage, "/bin"])
-    etc = os.path.join(work, "etc")
-    os.makedirs(etc)
-    files = {"passwd": "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
-             "group": "root:x:0:\nnogroup:x:65534:\n",
-             "aishell-fixture": "busybox fixture\n"}
-    for name, text in files.items():
-        with open(os.path.join(etc, name), "w") as f:
-            f.write(text)
-    run(["umoci", "insert", "--image", image, "--history.created_by", "etc files", etc, "/etc"])
+    os.makedirs(work, exist_ok=True)
+
+    def add_busybox(rootfs):
+        stage = os.path.join(rootfs, "bin")
+        os.makedirs(stage)
+        shutil.copy2(BUSYBOX, os.path.join(stage, "busybox"))
+        for applet in APPLETS:
+            os.symlink("busybox", os.path.join(stage, applet))
+
+    def add_etc(rootfs):
+        etc = os.path.join(rootfs, "etc")
+        os.makedirs(etc)
+        files = {"passwd": "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+                 "group": "root:x:0:\nnogroup:x:65534:\n",
+                 "aishell-fixture": "busybox fixture\n"}
+        for name, text in files.items():
+            with open(os.path.join(etc, name), "w") as f:
+                f.write(text)
+
+    _add_layer(image, work, "busybox-static", add_busybox)
+    _add_layer(image, work, "etc files", add_etc)
     run(["umoci", "config", "--image", image, "--architecture", host_arch(), "--os", "linux",
          "--config.cmd", "sh", "--config.env", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
          "--config.workingdir", "/", "--config.label", "org.example.fixture=busybox"])
@@ -160,11 +177,13 @@ def _build_busybox(layout, work):
 def _build_hello(layout, work):
     image = f"{layout}:hello"
     run(["umoci", "new", "--image", image])
-    os.makedirs(work)
-    src = os.path.join(work, "hello.txt")
-    with open(src, "w") as f:
-        f.write("hello from a fixture\n")
-    run(["umoci", "insert", "--image", image, src, "/hello.txt"])
+    os.makedirs(work, exist_ok=True)
+
+    def add_hello(rootfs):
+        with open(os.path.join(rootfs, "hello.txt"), "w") as f:
+            f.write("hello from a fixture\n")
+
+    _add_layer(image, work, "hello.txt", add_hello)
     run(["umoci", "config", "--image", image, "--architecture", host_arch(), "--os", "linux",
          "--config.cmd", "/bin/sh"])
 
