@@ -677,6 +677,9 @@ std::map<std::string, std::string> global_arg_scope(const Dockerfile& df,
                                                     const std::map<std::string, std::string>& build_args,
                                                     const std::string& target_platform) {
     std::map<std::string, std::string> scope = platform_args(target_platform);
+    // A --build-arg overrides an automatic platform arg too (BuildKit's setKVValue).
+    for (auto& [name, value] : scope)
+        if (auto it = build_args.find(name); it != build_args.end()) value = it->second;
     for (const auto& [decl, line] : df.global_args) {
         with_hint_context(df.filename + ":" + std::to_string(line), [&] {
             std::string name = process(decl.name, env_from_map(scope), LexOptions{.escape = df.directives.escape}).word;
@@ -692,9 +695,13 @@ std::map<std::string, std::string> global_arg_scope(const Dockerfile& df,
 }
 
 std::string expand_from(const Dockerfile& df, const Stage& stage, const std::map<std::string, std::string>& scope) {
-    return with_hint_context(df.filename + ":" + std::to_string(stage.line()), [&] {
+    std::string base = with_hint_context(df.filename + ":" + std::to_string(stage.line()), [&] {
         return process(stage.from.base, env_from_map(scope), LexOptions{.escape = df.directives.escape}).word;
     });
+    if (base.empty())
+        fail_at(df.filename, stage.line(), "base name (" + stage.from.base + ") should not be blank",
+                "give the variable a default (ARG NAME=image) or pass --build-arg NAME=image");
+    return base;
 }
 
 const Stage& target_stage(const Dockerfile& df, const std::string& target) {

@@ -112,6 +112,7 @@ const ErrorCase kCases[] = {
     {"SHELL empty", "FROM a\nSHELL []\n", "Dockerfile:2: SHELL requires at least one argument"},
     {"escape directive", "# escape=x\nFROM a\n", "Dockerfile:1: invalid escape token 'x' does not match ` or \\"},
     {"directive twice", "# escape=`\n# escape=\\\nFROM a\n", "Dockerfile:2: only one escape parser directive can be used"},
+    {"FROM blank after expansion", "ARG IMAGE\nFROM ${IMAGE}\n", "Dockerfile:2: base name (${IMAGE}) should not be blank"},
     {"global ARG expansion", "ARG A=${X\nFROM a\n", "Dockerfile:1: syntax error: missing '}'"},
     {"error line after continuation", "FROM a\nRUN echo \\\n  one\nCOPY \\\n  x\n",
      "Dockerfile:4: COPY requires at least two arguments, but only one was provided. Destination could not be determined."},

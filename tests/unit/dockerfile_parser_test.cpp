@@ -161,6 +161,7 @@ TEST_CASE("parser: global ARGs, build args and the platform args", "[dockerfile]
     CHECK(host.at("TARGETOS") == "linux");
     CHECK(host.at("TARGETPLATFORM") == host.at("BUILDPLATFORM"));
     CHECK(platform_args("linux/arm/v7").at("TARGETVARIANT") == "v7");
+    CHECK(global_arg_scope(df, {{"TARGETARCH", "riscv64"}}, "linux/amd64").at("TARGETARCH") == "riscv64");
 }
 
 TEST_CASE("parser: port and signal checks", "[dockerfile][parser]") {

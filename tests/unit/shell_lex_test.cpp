@@ -104,3 +104,28 @@ TEST_CASE("lex: skip_unset leaves unknown references as written", "[shell_lex]")
     LexOptions o{.skip_unset = true};
     CHECK(process("$V-$NOPE-${NOPE2}", env_from_map(test_env()), o).word == "val-$NOPE-${NOPE2}");
 }
+
+TEST_CASE("lex: BuildKit's substitution patterns: * crosses '/', brackets are literal", "[shell_lex]") {
+    std::map<std::string, std::string> env = {{"P", "/usr/local/bin"}, {"B", "banana"}, {"K", "[a]x"}};
+    auto w = [&](const std::string& in) { return process_word(in, env_from_map(env)); };
+    CHECK(w("${P#*/}") == "usr/local/bin");
+    CHECK(w("${P##*/}") == "bin");
+    CHECK(w("${P%/*}") == "/usr/local");
+    CHECK(w("${P%%/*}") == "");
+    CHECK(w("${B/a*/X}") == "bX");  // leftmost match, * greedy
+    CHECK(w("${B//an/AN}") == "bANANa");
+    CHECK(w("${B/?/_}") == "_anana");
+    CHECK(w("${K#[a]}") == "x");  // [a] is the three characters, not a class
+    CHECK(w("${B#[ab]}") == "banana");
+}
+
+TEST_CASE("lex: a bad escape in a pattern is an error", "[shell_lex]") {
+    std::map<std::string, std::string> env = {{"B", "a*b"}};
+    CHECK(process_word("${B#a\\*}", env_from_map(env)) == "b");
+    CHECK_THROWS_WITH(process_word("${B#\\x}", env_from_map(env)), Catch::Contains("invalid escape"));
+}
+
+TEST_CASE("lex: skip_quotes treats quotes as text (COPY heredoc bodies)", "[shell_lex]") {
+    LexOptions o{.skip_quotes = true};
+    CHECK(process("'$V' \"$V\" \\$V it's", env_from_map(test_env()), o).word == "'val' \"val\" $V it's");
+}
