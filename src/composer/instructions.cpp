@@ -235,13 +235,15 @@ private:
             {"ro", "readonly"}, {"rw", "rw"},             {"readwrite", "rw"},       {"id", "id"},
             {"sharing", "sharing"}, {"mode", "mode"},     {"uid", "uid"},            {"gid", "gid"},
             {"size", "size"},   {"required", "required"}, {"env", "env"}};
-        // Which options each type takes (BuildKit's runmount rules).
+        // Which options each type takes (BuildKit's runmount.go: mode/uid/gid only for cache,
+        // secret and ssh, size only for tmpfs, required only for secret and ssh, sharing only
+        // for cache, no from for secrets).
         static const std::map<std::string, std::vector<std::string>> allowed = {
-            {"bind", {"target", "source", "from", "readonly", "rw"}},
-            {"cache", {"target", "source", "from", "readonly", "rw", "id", "sharing", "mode", "uid", "gid"}},
-            {"tmpfs", {"target", "size"}},
-            {"secret", {"target", "id", "required", "mode", "uid", "gid", "env"}},
-            {"ssh", {"target", "id", "required", "mode", "uid", "gid"}}};
+            {"bind", {"target", "source", "from", "readonly"}},
+            {"cache", {"target", "source", "from", "readonly", "id", "sharing", "mode", "uid", "gid"}},
+            {"tmpfs", {"target", "size", "readonly"}},
+            {"secret", {"target", "source", "id", "required", "mode", "uid", "gid", "env", "readonly"}},
+            {"ssh", {"target", "id", "required", "mode", "uid", "gid", "readonly"}}};
         RunMount m;
         std::vector<std::pair<std::string, std::string>> fields;
         for (const auto& field : csv_fields(spec)) {
@@ -250,34 +252,64 @@ private:
             std::string key = lower(field.substr(0, eq));
             std::string value = eq == std::string::npos ? "" : field.substr(eq + 1);
             auto alias = aliases.find(key);
-            if (alias == aliases.end())
+            if (alias == aliases.end()) {
+                std::vector<std::string> keys;
+                for (const auto& [k, v] : aliases) keys.push_back(k);
+                auto guess = suggest(key, keys);
                 fail("RUN --mount: unexpected key '" + key + "' in '" + field + "'",
-                     "keys: type, target, source, from, id, sharing, mode, uid, gid, size, required, readonly, env");
-            if (eq == std::string::npos && alias->second != "readonly" && alias->second != "rw" &&
-                alias->second != "required")
-                fail("RUN --mount: invalid field '" + field + "' must be a key=value pair");
-            if (alias->second == "type") {
+                     guess ? "did you mean " + *guess + "?"
+                           : "keys: type, target, source, from, id, sharing, mode, uid, gid, size, required, readonly, env");
+            }
+            std::string canonical = alias->second;
+            if (eq == std::string::npos) {
+                if (canonical != "readonly" && canonical != "rw" && canonical != "required")
+                    fail("RUN --mount: invalid field '" + field + "' must be a key=value pair", "write " + key + "=VALUE");
+                value = "true";
+            }
+            if (canonical == "type") {
                 m.type = lower(value);
                 continue;
             }
-            fields.emplace_back(alias->second, eq == std::string::npos ? "true" : value);
+            if (canonical == "from" && value.find('$') != std::string::npos && value.find('$') + 1 != value.size())
+                fail("RUN --mount: 'from' doesn't support variable expansion, define alias stage instead",
+                     "add a stage FROM ${VAR} AS name and mount from=name");
+            if (canonical == "readonly" || canonical == "rw" || canonical == "required") {
+                value = bool_value(key, value);
+                if (canonical == "rw") {  // rw/readwrite are the negation of readonly
+                    canonical = "readonly";
+                    if (value == "true" || value == "false") value = value == "true" ? "false" : "true";
+                }
+            }
+            fields.emplace_back(canonical, value);
         }
         auto types = allowed.find(m.type);
-        if (types == allowed.end())
-            fail("RUN --mount: unsupported mount type \"" + m.type + "\"", "use bind, cache, tmpfs, secret or ssh");
+        if (types == allowed.end()) {
+            auto guess = suggest(m.type, {"bind", "cache", "tmpfs", "secret", "ssh"});
+            fail("RUN --mount: unsupported mount type \"" + m.type + "\"",
+                 guess ? "did you mean " + *guess + "?" : "use bind, cache, tmpfs, secret or ssh");
+        }
         for (auto& [key, value] : fields) {
             const auto& ok = types->second;
             if (std::find(ok.begin(), ok.end(), key) == ok.end())
                 fail("RUN --mount: option '" + key + "' is not allowed with type=" + m.type,
                      "type=" + m.type + " takes " + join(ok, ", "));
-            if (key == "rw") {  // rw/readwrite are the negation of readonly
-                key = "readonly";
-                value = value == "false" ? "true" : "false";
-            }
             m.options[key] = value;
         }
+        // Unless told, bind, secret and ssh mounts are read-only, cache and tmpfs writable.
+        if (!m.options.count("readonly"))
+            m.options["readonly"] = m.type == "cache" || m.type == "tmpfs" ? "false" : "true";
         check_mount(m);
         return m;
+    }
+
+    // strconv.ParseBool's spellings, normalized to "true"/"false"; "$..." is left for later.
+    std::string bool_value(const std::string& key, const std::string& value) const {
+        static const std::vector<std::string> yes = {"1", "t", "T", "TRUE", "true", "True"};
+        static const std::vector<std::string> no = {"0", "f", "F", "FALSE", "false", "False"};
+        if (std::find(yes.begin(), yes.end(), value) != yes.end()) return "true";
+        if (std::find(no.begin(), no.end(), value) != no.end()) return "false";
+        if (value.find('$') != std::string::npos) return value;
+        fail("RUN --mount: invalid value for " + key + ": " + value, "use true or false");
     }
 
     void check_mount(RunMount& m) const {
@@ -285,28 +317,32 @@ private:
         auto literal = [](const std::string& v) { return v.find('$') == std::string::npos; };
         if ((m.type == "bind" || m.type == "cache" || m.type == "tmpfs") && !has("target"))
             fail("RUN --mount type=" + m.type + " requires a target", "add target=/path");
-        if (m.type == "secret" && !has("target") && !has("id") && !has("env"))
-            fail("RUN --mount type=secret requires an id or a target", "add id=NAME");
-        for (const char* key : {"readonly", "required"}) {
-            if (!has(key)) continue;
-            std::string v = lower(m.options[key]);
-            if (v != "true" && v != "false" && literal(v))
-                fail(std::string("RUN --mount: invalid value for ") + key + ": " + m.options[key], "use true or false");
+        if (m.type == "secret") {
+            if (!has("target") && !has("id") && !has("source"))
+                fail("RUN --mount: invalid secret mount. one of source, target required", "add id=NAME");
+            if (has("source") && has("id")) fail("RUN --mount: both source and id can't be set", "name the secret with id=NAME");
         }
         if (has("sharing") && literal(m.options["sharing"])) {
-            const std::string& s = m.options["sharing"];
+            std::string& s = m.options["sharing"];
+            s = lower(s);
             if (s != "shared" && s != "private" && s != "locked")
                 fail("RUN --mount: unsupported sharing value \"" + s + "\"", "use shared, private or locked");
         }
         if (has("mode") && literal(m.options["mode"])) {
-            static const std::regex octal("^[0-7]+$");
+            static const std::regex octal("^[0-7]{1,11}$");
             if (!std::regex_match(m.options["mode"], octal))
                 fail("RUN --mount: invalid mode \"" + m.options["mode"] + "\"", "mode is octal, e.g. mode=0644");
         }
         for (const char* key : {"uid", "gid"}) {
-            static const std::regex digits("^[0-9]+$");
+            static const std::regex digits("^[0-9]{1,10}$");
             if (has(key) && literal(m.options[key]) && !std::regex_match(m.options[key], digits))
                 fail(std::string("RUN --mount: invalid ") + key + " \"" + m.options[key] + "\"", "a numeric id");
+        }
+        if (has("size") && literal(m.options["size"])) {
+            // go-units RAMInBytes: a number, an optional space, then k m g t p (binary), i and b optional.
+            static const std::regex size("^[0-9]+(\\.[0-9]+)* ?([kKmMgGtTpP])?[iI]?[bB]?$");
+            if (!std::regex_match(m.options["size"], size))
+                fail("RUN --mount: invalid value for size: " + m.options["size"], "e.g. size=64m or size=1g");
         }
     }
 

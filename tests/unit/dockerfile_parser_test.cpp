@@ -82,10 +82,31 @@ TEST_CASE("parser: RUN mounts are typed with canonical option names", "[dockerfi
                                                                       {"readonly", "true"}});
     CHECK(run.mounts[1].type == "bind");  // the default type
     CHECK(run.mounts[1].options == std::map<std::string, std::string>{{"source", "ctx"}, {"target", "/b"}, {"readonly", "false"}});
-    CHECK(run.mounts[2].options == std::map<std::string, std::string>{{"id", "tok"}, {"env", "TOKEN"}, {"required", "true"}});
+    CHECK(run.mounts[2].options ==
+          std::map<std::string, std::string>{{"id", "tok"}, {"env", "TOKEN"}, {"required", "true"}, {"readonly", "true"}});
     CHECK(run.mounts[3].type == "ssh");
+    CHECK(run.mounts[3].options == std::map<std::string, std::string>{{"readonly", "true"}});
     CHECK(run.network == "host");
     CHECK_FALSE(run.command.exec_form);
+}
+
+TEST_CASE("parser: RUN mount defaults and boolean spellings as BuildKit reads them", "[dockerfile][parser]") {
+    auto df = parse("FROM a AS s\nFROM b\nRUN --mount=target=/a --mount=type=cache,target=/c,sharing=LOCKED,ro=1 "
+                    "--mount=type=tmpfs,target=/t,size=64m,rw=F --mount=type=bind,from=s,target=/s,readwrite=True "
+                    "--mount=type=secret,src=/run/token,target=/t2 x\n");
+    const auto& run = only<RunInstr>(df, 1);
+    REQUIRE(run.mounts.size() == 5);
+    CHECK(run.mounts[0].options.at("readonly") == "true");  // bind: read-only unless told
+    CHECK(run.mounts[1].options.at("readonly") == "true");
+    CHECK(run.mounts[1].options.at("sharing") == "locked");
+    CHECK(run.mounts[2].options.at("readonly") == "true");  // rw=F
+    CHECK(run.mounts[2].options.at("size") == "64m");
+    CHECK(run.mounts[3].options.at("readonly") == "false");
+    CHECK(run.mounts[3].options.at("from") == "s");
+    CHECK(run.mounts[4].options.at("source") == "/run/token");
+    // Values may hold variables; they expand at build time.
+    auto vars = parse("FROM a\nRUN --mount=type=cache,target=$DIR,id=${ID},readonly=$RO x\n");
+    CHECK(only<RunInstr>(vars).mounts[0].options.at("readonly") == "$RO");
 }
 
 TEST_CASE("parser: HEALTHCHECK durations and retries", "[dockerfile][parser]") {
