@@ -26,6 +26,7 @@ struct BuildOptions {
     std::vector<std::string> build_args;  // K=V, or K to take the value from the environment
     std::string target;
     std::string platform;
+    BuildEngineFlags engine;  // -t, --no-cache, --quiet, ... (cmd_build_helpers.cpp)
 };
 
 // --build-arg K=V; a bare K takes $K from the environment and is dropped when unset, as docker does.
@@ -86,8 +87,8 @@ int run_check(const BuildOptions& o) {
 
 int run_build(const BuildOptions& o) {
     if (o.check) return run_check(o);
-    throw Error("building images is not available yet: aishell build only supports --check for now",
-                "run aishell build --check to validate a Dockerfile");
+    return run_engine_build(o.engine, o.context, dockerfile_path(o).string(), parse_build_args(o.build_args), o.target,
+                            o.platform);
 }
 
 }  // namespace
@@ -102,6 +103,7 @@ void add_build_command(CLI::App& app, CommandContext& ctx) {
     cmd->add_option("--build-arg", o->build_args, "Build argument NAME=VALUE (repeatable)")->allow_extra_args(false);
     cmd->add_option("--target", o->target, "Stage to build (must exist)");
     cmd->add_option("--platform", o->platform, "Target platform os/arch[/variant] (sets TARGETPLATFORM and friends)");
+    add_build_engine_options(*cmd, o->engine, ctx.global);
     cmd->callback([&ctx, o] { ctx.run = [o] { return run_build(*o); }; });
 }
 

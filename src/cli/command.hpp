@@ -3,8 +3,11 @@
 // action. main() runs it and turns its result into the exit status.
 #pragma once
 
+#include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -32,5 +35,22 @@ void add_login_commands(CLI::App& app, CommandContext& ctx);  // login and logou
 void add_setup_command(CLI::App& app, CommandContext& ctx);
 void add_exec_command(CLI::App& app, CommandContext& ctx);  // exec, __unpack, __rm
 void add_build_command(CLI::App& app, CommandContext& ctx);
+
+// The build engine's options on `aishell build` and its run (cmd_build_helpers.cpp), and the
+// hidden `__build-step` helper it re-executes inside the user namespace.
+struct BuildEngineFlags {
+    const GlobalOptions* global = nullptr;
+    std::vector<std::string> tags;
+    bool no_cache = false;
+    bool quiet = false;
+    std::string compression = "gzip";
+    std::string source_date_epoch;
+    std::string progress = "plain";
+};
+void add_build_engine_options(CLI::App& build, BuildEngineFlags& flags, const GlobalOptions& global);
+int run_engine_build(const BuildEngineFlags& flags, const std::string& context, const std::string& dockerfile,
+                     const std::map<std::string, std::string>& build_args, const std::string& target,
+                     const std::string& platform);
+void add_build_helper_command(CLI::App& app, CommandContext& ctx);
 
 }  // namespace aishell::cli

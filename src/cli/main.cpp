@@ -47,6 +47,7 @@ int run_main(int argc, char** argv) {
     add_setup_command(app, ctx);
     add_exec_command(app, ctx);
     add_build_command(app, ctx);
+    add_build_helper_command(app, ctx);
 
     try {
         app.parse(argc, argv);

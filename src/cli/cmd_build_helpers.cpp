@@ -1,0 +1,93 @@
+// `aishell build` without --check: the build engine's own options (-t, --no-cache, --quiet,
+// --compression, --source-date-epoch, --progress) and the call into composer::build_image, plus
+// the hidden `__build-step SPEC` that the engine re-executes inside the user namespace
+// (composer/build_step.hpp).
+#include <iostream>
+
+#include "cli/command.hpp"
+#include "cli/image_lookup.hpp"
+#include "common/error.hpp"
+#include "common/file.hpp"
+#include "composer/build_engine.hpp"
+#include "composer/build_step.hpp"
+#include "registry/pull.hpp"
+#include "registry/reference.hpp"
+
+namespace aishell::cli {
+
+namespace {
+
+std::optional<std::int64_t> source_date_epoch(const BuildEngineFlags& flags) {
+    std::string text = flags.source_date_epoch;
+    if (text.empty()) text = get_env("SOURCE_DATE_EPOCH").value_or("");
+    if (text.empty()) return std::nullopt;
+    try {
+        std::size_t used = 0;
+        long long v = std::stoll(text, &used);
+        if (used == text.size() && v >= 0) return v;
+    } catch (const std::exception&) {
+    }
+    throw Error("invalid SOURCE_DATE_EPOCH \"" + text + "\"", "seconds since 1970, e.g. 1700000000");
+}
+
+// A base image missing from the store is pulled (quietly: the build prints its own steps).
+std::string pull_for_build(oci::Store& store, const std::string& ref_text) {
+    if (auto local = find_local_image(store, ref_text)) return local->name;
+    auto ref = registry::Reference::parse(ref_text);
+    std::cerr << "pulling " << ref.str() << std::endl;
+    registry::PullOptions options;
+    return registry::pull_image(store, ref, options).name;
+}
+
+}  // namespace
+
+void add_build_engine_options(CLI::App& build, BuildEngineFlags& flags, const GlobalOptions& global) {
+    flags.global = &global;
+    build.add_option("-t,--tag", flags.tags, "Name the image (repeatable)")->allow_extra_args(false);
+    build.add_flag("--no-cache", flags.no_cache, "Do not use the step cache");
+    build.add_flag("-q,--quiet", flags.quiet, "Print only the image id (RUN output only when a step fails)");
+    build.add_option("--compression", flags.compression, "Layer compression: gzip (default) or zstd")
+        ->check(CLI::IsMember({"gzip", "zstd"}));
+    build.add_option("--source-date-epoch", flags.source_date_epoch,
+                     "Clamp layer mtimes and history dates to this time (default: $SOURCE_DATE_EPOCH)");
+    build.add_option("--progress", flags.progress, "Progress output: plain (the only style)")
+        ->check(CLI::IsMember({"plain", "auto", "tty"}));
+}
+
+int run_engine_build(const BuildEngineFlags& flags, const std::string& context, const std::string& dockerfile,
+                     const std::map<std::string, std::string>& build_args, const std::string& target,
+                     const std::string& platform) {
+    std::error_code ec;
+    if (!std::filesystem::is_directory(context, ec))
+        throw Error("build context " + context + " is not a directory", "aishell build [OPTIONS] CONTEXT_DIR");
+    if (!platform.empty() && oci::Platform::parse(platform).str() != oci::Platform::host().str())
+        throw Error("--platform " + platform + " is not the host's platform (" + oci::Platform::host().str() + ")",
+                    "builds run natively; cross-platform builds are not supported");
+    oci::Store store = flags.global ? open_store(*flags.global) : oci::Store::open(oci::Store::default_root());
+    composer::BuildRequest req;
+    req.context = context;
+    req.dockerfile = dockerfile;
+    req.build_args = build_args;
+    req.target = target;
+    req.platform = platform;
+    req.tags = flags.tags;
+    req.no_cache = flags.no_cache;
+    req.quiet = flags.quiet;
+    req.compression = flags.compression;
+    req.source_date_epoch = source_date_epoch(flags);
+    req.pull = pull_for_build;
+    composer::BuildResult result = composer::build_image(store, req);
+    if (!flags.quiet)
+        for (const auto& tag : flags.tags) std::cerr << "tagged " << tag << std::endl;
+    std::cout << result.image_id.str() << std::endl;
+    return 0;
+}
+
+void add_build_helper_command(CLI::App& app, CommandContext& ctx) {
+    auto spec = std::make_shared<std::string>();
+    auto* step = app.add_subcommand("__build-step", "")->group("");  // hidden: build engine helper
+    step->add_option("spec", *spec)->required();
+    step->callback([&ctx, spec] { ctx.run = [spec] { return composer::run_build_step_here(*spec); }; });
+}
+
+}  // namespace aishell::cli

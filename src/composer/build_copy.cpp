@@ -1,0 +1,499 @@
+// COPY/ADD file operations (see build_copy.hpp).
+#include "composer/build_copy.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <set>
+
+#include <archive.h>
+#include <archive_entry.h>
+
+#include "common/error.hpp"
+#include "common/unique_fd.hpp"
+
+namespace aishell::composer {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+bool has_wildcard(const std::string& s) { return s.find_first_of("*?[\\") != std::string::npos; }
+
+std::vector<std::string> split_path(const std::string& rel) {
+    std::vector<std::string> parts;
+    std::size_t start = 0;
+    while (start <= rel.size()) {
+        auto slash = rel.find('/', start);
+        if (slash == std::string::npos) slash = rel.size();
+        if (slash > start) parts.push_back(rel.substr(start, slash - start));
+        start = slash + 1;
+    }
+    return parts;
+}
+
+std::string join_rel(const std::string& a, const std::string& b) { return a == "." || a.empty() ? b : a + "/" + b; }
+
+std::vector<std::string> list_dir(int dirfd, const std::string& rel) {
+    std::vector<std::string> names;
+    int fd = ::openat(dirfd, rel.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return names;
+    DIR* d = ::fdopendir(fd);
+    if (!d) {
+        ::close(fd);
+        return names;
+    }
+    std::unique_ptr<DIR, int (*)(DIR*)> guard(d, ::closedir);
+    while (auto* e = ::readdir(d)) {
+        std::string n = e->d_name;
+        if (n != "." && n != "..") names.push_back(std::move(n));
+    }
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
+// openat2 beneath root: symlinks (absolute ones too) resolve inside root, ".." stops at it.
+UniqueFd open_in_root(int root_fd, const std::string& rel, std::uint64_t flags) {
+    open_how how{};
+    how.flags = flags | O_CLOEXEC;
+    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    long fd = ::syscall(SYS_openat2, root_fd, rel.c_str(), &how, sizeof how);
+    return UniqueFd(fd < 0 ? -1 : static_cast<int>(fd));
+}
+
+bool excluded(const IgnoreMatcher* matcher, const std::string& rel) {
+    return matcher && rel != "." && matcher->excluded(rel);
+}
+
+void check(bool ok, std::string_view op, const std::string& path) {
+    if (!ok) throw_errno(op, path);
+}
+
+struct Copier {
+    const CopyRequest& req;
+    const IgnoreMatcher* matcher;
+    std::map<std::pair<dev_t, ino_t>, std::string> links;  // hardlinks within this copy
+
+    CopyOwner owner_for(const struct stat& st) const {
+        if (req.chown) return *req.chown;
+        if (req.preserve_owner) return {st.st_uid, st.st_gid};
+        return {};
+    }
+
+    // chown clears set-id bits, so the mode comes after it. EINVAL: the id is not mapped in
+    // this namespace (single mode); the file keeps root.
+    void set_owner_mode(const std::string& path, const struct stat& st, CopyOwner o, bool is_dir) const {
+        if (::lchown(path.c_str(), o.uid, o.gid) != 0 && errno != EINVAL) throw_errno("lchown", path);
+        if (S_ISLNK(st.st_mode)) return;
+        mode_t mode = req.chmod ? *req.chmod : (st.st_mode & 07777);
+        (void)is_dir;
+        check(::chmod(path.c_str(), mode) == 0, "chmod", path);
+    }
+
+    static void set_mtime(const std::string& path, const struct stat& st) {
+        timespec ts[2] = {st.st_atim, st.st_mtim};
+        (void)::utimensat(AT_FDCWD, path.c_str(), ts, AT_SYMLINK_NOFOLLOW);
+    }
+
+    // Removes what stands at path unless it is a directory and a directory comes.
+    static void clear_target(const std::string& path, bool want_dir) {
+        struct stat st {};
+        if (::lstat(path.c_str(), &st) != 0) return;
+        if (S_ISDIR(st.st_mode)) {
+            if (want_dir) return;
+            std::error_code ec;
+            fs::remove_all(path, ec);
+            if (ec) throw Error("replace directory " + path + ": " + ec.message());
+            return;
+        }
+        check(::unlink(path.c_str()) == 0, "unlink", path);
+    }
+
+    // mkdir -p: missing parents get 0755 and the --chown owner (as BuildKit's MkdirAll).
+    void make_parents(const std::string& path) const {
+        std::string cur;
+        auto parts = split_path(path);
+        for (const auto& p : parts) {
+            cur += "/" + p;
+            struct stat st {};
+            if (::stat(cur.c_str(), &st) == 0) {
+                if (!S_ISDIR(st.st_mode)) throw Error(req.instruction + ": " + cur + " is not a directory");
+                continue;
+            }
+            check(::mkdir(cur.c_str(), 0755) == 0, "mkdir", cur);
+            CopyOwner o = req.chown ? *req.chown : CopyOwner{};
+            if (::lchown(cur.c_str(), o.uid, o.gid) != 0 && errno != EINVAL) throw_errno("lchown", cur);
+        }
+    }
+
+    void copy_regular(int src_fd, const struct stat& st, const std::string& dst) {
+        if (st.st_nlink > 1) {
+            auto it = links.find({st.st_dev, st.st_ino});
+            if (it != links.end()) {
+                clear_target(dst, false);
+                check(::link(it->second.c_str(), dst.c_str()) == 0, "link", dst);
+                return;
+            }
+            links[{st.st_dev, st.st_ino}] = dst;
+        }
+        clear_target(dst, false);
+        UniqueFd out(::open(dst.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+        check(static_cast<bool>(out), "create", dst);
+        char buf[1 << 16];
+        for (;;) {
+            ssize_t n = ::read(src_fd, buf, sizeof buf);
+            if (n < 0 && errno == EINTR) continue;
+            check(n >= 0, "read", dst);
+            if (n == 0) break;
+            for (ssize_t off = 0; off < n;) {
+                ssize_t w = ::write(out.get(), buf + off, static_cast<std::size_t>(n - off));
+                if (w < 0 && errno == EINTR) continue;
+                check(w > 0, "write", dst);
+                off += w;
+            }
+        }
+        set_owner_mode(dst, st, owner_for(st), false);
+        set_mtime(dst, st);
+    }
+
+    // One entry named name in dirfd (never followed), copied to dst.
+    void copy_entry(int dirfd, const std::string& name, const std::string& rel, const std::string& dst) {
+        struct stat st {};
+        check(::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0, "stat", rel);
+        bool skip = excluded(matcher, rel);
+        if (skip && !(S_ISDIR(st.st_mode) && matcher->has_exceptions())) return;
+        if (S_ISDIR(st.st_mode)) {
+            UniqueFd d(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            check(static_cast<bool>(d), "open", rel);
+            copy_dir(d.get(), st, rel, dst, true);
+        } else if (S_ISREG(st.st_mode)) {
+            UniqueFd f(::openat(dirfd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+            check(static_cast<bool>(f), "open", rel);
+            copy_regular(f.get(), st, dst);
+        } else if (S_ISLNK(st.st_mode)) {
+            std::string target(PATH_MAX, '\0');
+            ssize_t n = ::readlinkat(dirfd, name.c_str(), target.data(), target.size());
+            check(n >= 0, "readlink", rel);
+            target.resize(static_cast<std::size_t>(n));
+            clear_target(dst, false);
+            check(::symlink(target.c_str(), dst.c_str()) == 0, "symlink", dst);
+            set_owner_mode(dst, st, owner_for(st), false);
+            set_mtime(dst, st);
+        } else {
+            clear_target(dst, false);
+            check(::mknod(dst.c_str(), st.st_mode, st.st_rdev) == 0, "mknod", dst);
+            set_owner_mode(dst, st, owner_for(st), false);
+            set_mtime(dst, st);
+        }
+    }
+
+    // The contents of dir_fd into dst; dst made with the source dir's metadata when missing
+    // (or always for a nested directory).
+    void copy_dir(int dir_fd, const struct stat& st, const std::string& rel, const std::string& dst, bool nested) {
+        struct stat existing {};
+        bool exists = ::stat(dst.c_str(), &existing) == 0;
+        if (exists && !S_ISDIR(existing.st_mode)) {
+            clear_target(dst, true);
+            exists = false;
+        }
+        if (!exists) check(::mkdir(dst.c_str(), 0700) == 0, "mkdir", dst);
+        for (const auto& name : list_dir(dir_fd, "."))
+            copy_entry(dir_fd, name, join_rel(rel, name), dst + "/" + name);
+        if (!exists || nested) {
+            set_owner_mode(dst, st, owner_for(st), true);
+            set_mtime(dst, st);
+        }
+    }
+};
+
+struct ArchiveReadDeleter {
+    void operator()(archive* a) const noexcept { archive_read_free(a); }
+};
+struct ArchiveWriteDeleter {
+    void operator()(archive* a) const noexcept { archive_write_free(a); }
+};
+
+// A tar (any compression libarchive knows) that ADD extracts; a plain file otherwise.
+std::unique_ptr<archive, ArchiveReadDeleter> open_tar(int fd) {
+    std::unique_ptr<archive, ArchiveReadDeleter> a(archive_read_new());
+    archive_read_support_format_tar(a.get());
+    archive_read_support_format_gnutar(a.get());
+    archive_read_support_filter_all(a.get());
+    if (archive_read_open_fd(a.get(), fd, 1 << 16) != ARCHIVE_OK) return nullptr;
+    return a;
+}
+
+bool is_tar_archive(int fd) {
+    auto a = open_tar(fd);
+    if (!a) return false;
+    archive_entry* entry = nullptr;
+    int r = archive_read_next_header(a.get(), &entry);
+    ::lseek(fd, 0, SEEK_SET);
+    return r == ARCHIVE_OK || r == ARCHIVE_WARN;
+}
+
+void extract_tar(int fd, const std::string& dest, const std::string& what) {
+    auto in = open_tar(fd);
+    if (!in) throw Error("ADD " + what + ": cannot read the archive");
+    std::unique_ptr<archive, ArchiveWriteDeleter> out(archive_write_disk_new());
+    archive_write_disk_set_options(out.get(), ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_OWNER |
+                                                  ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_SECURE_NODOTDOT |
+                                                  ARCHIVE_EXTRACT_UNLINK);
+    archive_write_disk_set_standard_lookup(out.get());
+    for (;;) {
+        archive_entry* entry = nullptr;
+        int r = archive_read_next_header(in.get(), &entry);
+        if (r == ARCHIVE_EOF) break;
+        if (r < ARCHIVE_WARN) throw Error("ADD " + what + ": " + archive_error_string(in.get()));
+        // Names are taken relative to dest (a leading "/" too); ".." is refused (SECURE_NODOTDOT)
+        // and the helper is chrooted into the step's rootfs.
+        std::string path = dest + "/" + archive_entry_pathname(entry);
+        archive_entry_set_pathname(entry, path.c_str());
+        if (const char* hl = archive_entry_hardlink(entry)) {
+            std::string target = dest + "/" + hl;
+            archive_entry_set_hardlink(entry, target.c_str());
+        }
+        r = archive_write_header(out.get(), entry);
+        if (r < ARCHIVE_WARN) throw Error("ADD " + what + ": " + path + ": " + archive_error_string(out.get()));
+        if (archive_entry_size(entry) > 0 && r >= ARCHIVE_WARN) {
+            const void* buf;
+            size_t size;
+            la_int64_t offset;
+            while ((r = archive_read_data_block(in.get(), &buf, &size, &offset)) == ARCHIVE_OK)
+                if (archive_write_data_block(out.get(), buf, size, offset) < ARCHIVE_WARN)
+                    throw Error("ADD " + what + ": " + path + ": " + archive_error_string(out.get()));
+            if (r < ARCHIVE_WARN) throw Error("ADD " + what + ": " + archive_error_string(in.get()));
+        }
+        if (archive_write_finish_entry(out.get()) < ARCHIVE_WARN)
+            throw Error("ADD " + what + ": " + path + ": " + archive_error_string(out.get()));
+    }
+}
+
+bool is_heredoc_source(const CopyRequest& req, const std::string& s, std::string* name) {
+    if (s.rfind("<<", 0) != 0) return false;
+    std::string n = s.substr(2);
+    if (!n.empty() && n[0] == '-') n = n.substr(1);
+    if (n.size() >= 2 && (n.front() == '\'' || n.front() == '"')) n = n.substr(1, n.size() - 2);
+    if (!req.heredocs.count(n)) return false;
+    *name = n;
+    return true;
+}
+
+// Sources as (relative path, followed stat), or heredocs, in order.
+struct Source {
+    std::string rel;
+    std::string heredoc;  // name when it is one
+};
+
+std::vector<Source> resolve_sources(int root_fd, const CopyRequest& req, const IgnoreMatcher* matcher) {
+    std::vector<Source> out;
+    for (const auto& s : req.sources) {
+        std::string name;
+        if (is_heredoc_source(req, s, &name)) {
+            out.push_back({"", name});
+            continue;
+        }
+        for (auto& rel : expand_source(root_fd, s, matcher, req.instruction)) out.push_back({rel, ""});
+    }
+    return out;
+}
+
+bool dest_is_dir_syntax(const std::string& dest) {
+    return !dest.empty() && (dest.back() == '/' || dest.ends_with("/.") || dest == ".");
+}
+
+std::string base_name(const std::string& rel) {
+    auto slash = rel.rfind('/');
+    return slash == std::string::npos ? rel : rel.substr(slash + 1);
+}
+
+}  // namespace
+
+std::string clean_source_path(const std::string& path) {
+    std::string p = fs::path("/" + path).lexically_normal().string();
+    while (p.size() > 1 && p.back() == '/') p.pop_back();
+    return p == "/" ? "." : p.substr(1);
+}
+
+std::vector<std::string> expand_source(int root_fd, const std::string& pattern, const IgnoreMatcher* matcher,
+                                       const std::string& instruction) {
+    std::string clean = clean_source_path(pattern);
+    std::vector<std::string> matches{"."};
+    if (clean != ".") {
+        for (const auto& comp : split_path(clean)) {
+            std::vector<std::string> next;
+            for (const auto& base : matches) {
+                if (!has_wildcard(comp)) {
+                    next.push_back(join_rel(base, comp));
+                    continue;
+                }
+                for (const auto& name : list_dir(root_fd, base))
+                    if (::fnmatch(comp.c_str(), name.c_str(), 0) == 0) next.push_back(join_rel(base, name));
+            }
+            matches = std::move(next);
+        }
+    }
+    std::vector<std::string> found;
+    for (const auto& m : matches) {
+        if (excluded(matcher, m)) continue;
+        struct stat st {};
+        UniqueFd fd = open_in_root(root_fd, m, O_PATH);
+        if (fd && ::fstat(fd.get(), &st) == 0) found.push_back(m);
+    }
+    if (found.empty())
+        throw Error(instruction + " failed: file not found in build context or excluded by .dockerignore: " + pattern,
+                    "the path is relative to the build context (or the --from stage's root)");
+    std::sort(found.begin(), found.end());
+    return found;
+}
+
+mode_t parse_chmod(const std::string& text, const std::string& instruction) {
+    if (text.empty() || text.size() > 4 || text.find_first_not_of("01234567") != std::string::npos)
+        throw Error(instruction + " --chmod=" + text + ": not an octal mode", "write e.g. --chmod=0755");
+    return static_cast<mode_t>(std::stoul(text, nullptr, 8));
+}
+
+void copy_files(int src_root_fd, const std::string& dest_root, const CopyRequest& req, const IgnoreMatcher* matcher) {
+    auto sources = resolve_sources(src_root_fd, req, matcher);
+    std::string dest = dest_root == "/" ? req.dest : dest_root + req.dest;
+    bool dest_dir = dest_is_dir_syntax(req.dest);
+    if (sources.size() > 1 && !dest_dir)
+        throw Error(req.instruction + " with more than one source file: the destination " + req.dest +
+                        " must be a directory and end with a /");
+    while (dest.size() > 1 && dest.back() == '/') dest.pop_back();
+    Copier copier{req, matcher, {}};
+    for (const auto& src : sources) {
+        if (!src.heredoc.empty()) {
+            struct stat st {};
+            st.st_mode = S_IFREG | 0644;
+            st.st_nlink = 1;
+            ::clock_gettime(CLOCK_REALTIME, &st.st_mtim);
+            st.st_atim = st.st_mtim;
+            struct stat dst_st {};
+            std::string target = dest_dir || (::stat(dest.c_str(), &dst_st) == 0 && S_ISDIR(dst_st.st_mode))
+                                     ? dest + "/" + src.heredoc : dest;
+            copier.make_parents(fs::path(target).parent_path().string());
+            Copier::clear_target(target, false);
+            const std::string& content = req.heredocs.at(src.heredoc);
+            UniqueFd out(::open(target.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
+            check(static_cast<bool>(out), "create", target);
+            check(::write(out.get(), content.data(), content.size()) == static_cast<ssize_t>(content.size()),
+                  "write", target);
+            copier.set_owner_mode(target, st, copier.owner_for(st), false);
+            continue;
+        }
+        UniqueFd path_fd = open_in_root(src_root_fd, src.rel, O_PATH);
+        struct stat st {};
+        check(path_fd && ::fstat(path_fd.get(), &st) == 0, "stat", src.rel);
+        if (S_ISDIR(st.st_mode)) {
+            UniqueFd d = open_in_root(src_root_fd, src.rel, O_RDONLY | O_DIRECTORY);
+            check(static_cast<bool>(d), "open", src.rel);
+            copier.make_parents(fs::path(dest).parent_path().string());
+            copier.copy_dir(d.get(), st, src.rel, dest, false);
+            continue;
+        }
+        UniqueFd f = open_in_root(src_root_fd, src.rel, O_RDONLY);
+        check(static_cast<bool>(f), "open", src.rel);
+        if (req.extract_archives && S_ISREG(st.st_mode) && is_tar_archive(f.get())) {
+            copier.make_parents(dest);
+            extract_tar(f.get(), dest, src.rel);
+            continue;
+        }
+        struct stat dst_st {};
+        bool into_dir = dest_dir || (::stat(dest.c_str(), &dst_st) == 0 && S_ISDIR(dst_st.st_mode));
+        std::string target = into_dir ? dest + "/" + base_name(src.rel) : dest;
+        copier.make_parents(fs::path(target).parent_path().string());
+        if (S_ISREG(st.st_mode)) {
+            copier.copy_regular(f.get(), st, target);
+        } else {
+            auto parent = fs::path(src.rel).parent_path().string();
+            UniqueFd pd = open_in_root(src_root_fd, parent.empty() ? "." : parent, O_RDONLY | O_DIRECTORY);
+            check(static_cast<bool>(pd), "open", parent);
+            copier.copy_entry(pd.get(), base_name(src.rel), src.rel, target);
+        }
+    }
+}
+
+namespace {
+
+void hash_str(oci::Sha256& h, std::string_view s) {
+    std::uint64_t n = s.size();
+    h.update(&n, sizeof n);
+    h.update(s);
+}
+
+void hash_fd(oci::Sha256& h, int fd, const std::string& rel) {
+    char buf[1 << 16];
+    ssize_t n;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0) h.update(buf, static_cast<std::size_t>(n));
+    if (n < 0) throw_errno("read", rel);
+}
+
+void hash_entry(oci::Sha256& h, int dirfd, const std::string& name, const std::string& rel,
+                const IgnoreMatcher* matcher, bool follow) {
+    struct stat st {};
+    if (::fstatat(dirfd, name.c_str(), &st, follow ? 0 : AT_SYMLINK_NOFOLLOW) != 0) throw_errno("stat", rel);
+    bool skip = excluded(matcher, rel);
+    if (skip && !(S_ISDIR(st.st_mode) && matcher->has_exceptions())) return;
+    hash_str(h, rel);
+    std::uint32_t mode = st.st_mode;
+    h.update(&mode, sizeof mode);
+    if (S_ISREG(st.st_mode)) {
+        UniqueFd f(::openat(dirfd, name.c_str(), O_RDONLY | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW)));
+        if (!f) throw_errno("open", rel);
+        hash_fd(h, f.get(), rel);
+    } else if (S_ISLNK(st.st_mode)) {
+        std::string target(PATH_MAX, '\0');
+        ssize_t n = ::readlinkat(dirfd, name.c_str(), target.data(), target.size());
+        if (n < 0) throw_errno("readlink", rel);
+        target.resize(static_cast<std::size_t>(n));
+        hash_str(h, target);
+    } else if (S_ISDIR(st.st_mode)) {
+        UniqueFd d(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW)));
+        if (!d) throw_errno("open", rel);
+        for (const auto& child : list_dir(d.get(), "."))
+            hash_entry(h, d.get(), child, join_rel(rel, child), matcher, false);
+    }
+}
+
+}  // namespace
+
+oci::Digest source_digest(int src_root_fd, const CopyRequest& req, const IgnoreMatcher* matcher) {
+    oci::Sha256 h;
+    for (const auto& src : resolve_sources(src_root_fd, req, matcher)) {
+        if (!src.heredoc.empty()) {
+            hash_str(h, "<<" + src.heredoc);
+            hash_str(h, req.heredocs.at(src.heredoc));
+            continue;
+        }
+        // Resolved beneath the root (a top-level symlink is followed, as COPY does).
+        UniqueFd fd = open_in_root(src_root_fd, src.rel, O_PATH);
+        struct stat st {};
+        if (!fd || ::fstat(fd.get(), &st) != 0) throw_errno("open", src.rel);
+        hash_str(h, src.rel);
+        std::uint32_t mode = st.st_mode;
+        h.update(&mode, sizeof mode);
+        if (S_ISDIR(st.st_mode)) {
+            UniqueFd d = open_in_root(src_root_fd, src.rel, O_RDONLY | O_DIRECTORY);
+            if (!d) throw_errno("open", src.rel);
+            for (const auto& child : list_dir(d.get(), "."))
+                hash_entry(h, d.get(), child, join_rel(src.rel, child), matcher, false);
+        } else if (S_ISREG(st.st_mode)) {
+            UniqueFd f = open_in_root(src_root_fd, src.rel, O_RDONLY);
+            if (!f) throw_errno("open", src.rel);
+            hash_fd(h, f.get(), src.rel);
+        }
+    }
+    return h.finish();
+}
+
+}  // namespace aishell::composer

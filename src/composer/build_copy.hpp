@@ -1,0 +1,60 @@
+// COPY and ADD as file operations: the sources a pattern names (Go filepath.Match wildcards per
+// path component, .dockerignore applied to context sources), the destination rules Docker
+// uses (trailing slash, several sources, directory contents, an existing directory), owners
+// (--chown, else 0:0 for the context, the source's owners for --from) and modes (--chmod),
+// hardlinks kept within one copy, local tar archives extracted by ADD. The copy runs inside the
+// build step's user namespace, chrooted into the step's overlay rootfs (so destination paths and
+// symlinks resolve inside it); sources are read beneath a directory fd, never escaping it.
+// source_digest() is the parent's view of the same sources, for the step cache key.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "composer/dockerignore.hpp"
+#include "oci/digest.hpp"
+
+namespace aishell::composer {
+
+struct CopyOwner {
+    std::uint32_t uid = 0;
+    std::uint32_t gid = 0;
+};
+
+struct CopyRequest {
+    std::vector<std::string> sources;  // as written (expanded); "<<NAME" names a heredoc
+    std::string dest;                  // absolute path in the target root; a trailing '/' kept
+    std::optional<CopyOwner> chown;
+    std::optional<mode_t> chmod;
+    bool extract_archives = false;     // ADD: local tar archives (any compression) are extracted
+    bool preserve_owner = false;       // COPY --from: keep the source's owners
+    std::map<std::string, std::string> heredocs;  // heredoc name -> content
+    std::string instruction = "COPY";  // for messages
+};
+
+// Cleans a source path as BuildKit does: relative to the source root, "." for the root itself.
+std::string clean_source_path(const std::string& path);
+
+// The context-relative paths a source pattern matches beneath root_fd, sorted. Excluded paths
+// (matcher) do not match. Throws Error naming the source when nothing matches.
+std::vector<std::string> expand_source(int root_fd, const std::string& pattern, const IgnoreMatcher* matcher,
+                                       const std::string& instruction);
+
+// Performs the copy. dest_root is "/" in the chrooted helper (tests pass a temp dir).
+void copy_files(int src_root_fd, const std::string& dest_root, const CopyRequest& request,
+                const IgnoreMatcher* matcher);
+
+// sha256 over everything the sources name (paths, types, modes, link targets, contents):
+// the part of a COPY step's cache key that the context decides. Owners and mtimes of context
+// files do not count (COPY does not keep them).
+oci::Digest source_digest(int src_root_fd, const CopyRequest& request, const IgnoreMatcher* matcher);
+
+// Parses --chmod (octal only, as BuildKit before 1.14's symbolic modes); throws Error.
+mode_t parse_chmod(const std::string& text, const std::string& instruction);
+
+}  // namespace aishell::composer

@@ -1,0 +1,846 @@
+// The build engine (see build_engine.hpp).
+#include "composer/build_engine.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <ctime>
+#include <iostream>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.hpp"
+#include "common/file.hpp"
+#include "common/unique_fd.hpp"
+#include "composer/build_copy.hpp"
+#include "composer/build_step.hpp"
+#include "composer/dockerignore.hpp"
+#include "composer/instructions.hpp"
+#include "composer/step_cache.hpp"
+#include "oci/image.hpp"
+#include "oci/media_types.hpp"
+#include "runtime/capabilities.hpp"
+#include "runtime/launch.hpp"
+#include "runtime/mounts.hpp"
+#include "runtime/process.hpp"
+#include "runtime/seccomp.hpp"
+#include "runtime/userns_exec.hpp"
+
+namespace aishell::composer {
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// A stage's image as the steps change it.
+struct ImageState {
+    json config;                           // the whole config document
+    std::vector<oci::Descriptor> layers;   // bottom first
+    std::vector<oci::Digest> diff_ids;
+    oci::Digest key;                       // cache chain key of this state
+    bool cmd_set = false;                  // CMD given in this stage (ENTRYPOINT then keeps it)
+};
+
+std::string rfc3339(std::int64_t seconds) {
+    std::time_t t = static_cast<std::time_t>(seconds);
+    std::tm tm{};
+    ::gmtime_r(&t, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
+
+json& cfg(ImageState& s) {
+    if (!s.config.contains("config") || !s.config["config"].is_object()) s.config["config"] = json::object();
+    return s.config["config"];
+}
+
+std::vector<std::string> env_list(const ImageState& s) {
+    if (!s.config.contains("config") || !s.config["config"].contains("Env") || !s.config["config"]["Env"].is_array())
+        return {};
+    return s.config["config"]["Env"].get<std::vector<std::string>>();
+}
+
+void set_env(ImageState& s, const std::string& key, const std::string& value) {
+    auto env = env_list(s);
+    bool found = false;
+    for (auto& e : env)
+        if (e.substr(0, e.find('=')) == key) {
+            e = key + "=" + value;
+            found = true;
+        }
+    if (!found) env.push_back(key + "=" + value);
+    cfg(s)["Env"] = env;
+}
+
+std::vector<std::string> shell_of(const ImageState& s) {
+    if (s.config.contains("config") && s.config["config"].contains("Shell") && s.config["config"]["Shell"].is_array())
+        return s.config["config"]["Shell"].get<std::vector<std::string>>();
+    return {"/bin/sh", "-c"};
+}
+
+std::string cfg_string(const ImageState& s, const char* key) {
+    if (!s.config.contains("config")) return {};
+    const json& c = s.config["config"];
+    return c.contains(key) && c[key].is_string() ? c[key].get<std::string>() : std::string();
+}
+
+std::string lower_ascii(std::string s) {
+    for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+}
+
+std::string layer_media_type_oci(const std::string& mt) {
+    if (mt == oci::media_type::kDockerLayerGzip) return std::string(oci::media_type::kOciLayerGzip);
+    if (mt == oci::media_type::kDockerLayerForeignGzip) return std::string(oci::media_type::kOciLayerNondistGzip);
+    return mt;
+}
+
+// What a failed build must take back: the blobs, layer trees and cache entries it added.
+class Rollback {
+public:
+    Rollback(oci::Store& store, const runtime::IdMapping& mapping) : store_(store), mapping_(mapping) {
+        blobs_before_ = list(store.oci_dir() / "blobs" / "sha256");
+        layers_before_ = list(store.layers_dir());
+        idmap_before_ = store.get_meta("idmap").has_value();
+    }
+    void cache_entry(const std::string& path) { cache_entries_.push_back(path); }
+    void commit() { committed_ = true; }
+    ~Rollback() {
+        if (committed_) return;
+        try {
+            auto lock = store_.lock_exclusive();
+            for (const auto& p : cache_entries_) ::unlink(p.c_str());
+            for (const auto& name : list(store_.oci_dir() / "blobs" / "sha256"))
+                if (!blobs_before_.count(name)) ::unlink((store_.oci_dir() / "blobs" / "sha256" / name).c_str());
+            for (const auto& name : list(store_.layers_dir()))
+                if (!layers_before_.count(name)) runtime::remove_tree(mapping_, (store_.layers_dir() / name).string());
+            if (!idmap_before_) store_.erase_meta("idmap");
+        } catch (const std::exception& e) {
+            std::cerr << "aishell: warning: cleaning up after the failed build: " << e.what() << "\n";
+        }
+    }
+
+private:
+    static std::set<std::string> list(const fs::path& dir) {
+        std::set<std::string> names;
+        std::error_code ec;
+        for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
+            names.insert(it->path().filename().string());
+        return names;
+    }
+    oci::Store& store_;
+    runtime::IdMapping mapping_;
+    std::set<std::string> blobs_before_, layers_before_;
+    bool idmap_before_ = false;
+    std::vector<std::string> cache_entries_;
+    bool committed_ = false;
+};
+
+// A work dir under tmp/ removed (inside the namespace when needed) on destruction.
+class WorkDir {
+public:
+    WorkDir(const oci::Store& store, const runtime::IdMapping& mapping)
+        : path_(store.tmp_dir() / ("build-" + random_hex(12))), mapping_(mapping) {
+        make_dirs(path_, 0700);
+    }
+    WorkDir(const WorkDir&) = delete;
+    WorkDir& operator=(const WorkDir&) = delete;
+    ~WorkDir() {
+        try {
+            runtime::remove_tree(mapping_, path_.string());
+        } catch (const std::exception& e) {
+            std::cerr << "aishell: warning: " << e.what() << "\n";
+        }
+    }
+    const fs::path& path() const { return path_; }
+
+private:
+    fs::path path_;
+    runtime::IdMapping mapping_;
+};
+
+// Redirects stdout and stderr into a file while a quiet build runs a step; shows it on failure.
+class QuietOutput {
+public:
+    explicit QuietOutput(bool quiet) {
+        if (!quiet) return;
+        char tmpl[] = "/tmp/aishell-build-XXXXXX";
+        file_ = UniqueFd(::mkstemp(tmpl));
+        if (!file_) return;
+        ::unlink(tmpl);
+        std::cout.flush();
+        std::cerr.flush();
+        saved_out_ = UniqueFd(::dup(1));
+        saved_err_ = UniqueFd(::dup(2));
+        ::dup2(file_.get(), 1);
+        ::dup2(file_.get(), 2);
+    }
+    ~QuietOutput() { restore(); }
+    void restore() {
+        if (!saved_out_) return;
+        ::dup2(saved_out_.get(), 1);
+        ::dup2(saved_err_.get(), 2);
+        saved_out_.reset();
+        saved_err_.reset();
+    }
+    void show() {
+        restore();
+        if (!file_) return;
+        ::lseek(file_.get(), 0, SEEK_SET);
+        char buf[8192];
+        ssize_t n;
+        while ((n = ::read(file_.get(), buf, sizeof buf)) > 0) (void)!::write(2, buf, static_cast<std::size_t>(n));
+    }
+
+private:
+    UniqueFd file_, saved_out_, saved_err_;
+};
+
+class Builder {
+public:
+    Builder(oci::Store& store, const BuildRequest& req)
+        : store_(store), req_(req), cache_(store), mapping_(runtime::store_mapping(store)), rollback_(store, mapping_) {}
+
+    BuildResult run() {
+        df_ = load_dockerfile(req_.dockerfile.string());
+        global_scope_ = global_arg_scope(df_, req_.build_args, req_.platform);
+        load_ignore();
+        const Stage& target = target_stage(df_, req_.target);
+        std::set<int> needed;
+        collect_needed(target.index, needed);
+        for (int i : needed) total_steps_ += 1 + static_cast<int>(df_.stages[i].instructions.size());
+        for (int i : needed) {
+            current_stage_index_ = i;
+            stage_states_[i] = build_stage(df_.stages[i]);
+        }
+        BuildResult result = write_image(stage_states_.at(target.index));
+        rollback_.commit();
+        return result;
+    }
+
+private:
+    // ---- stages ------------------------------------------------------------------------------
+    std::optional<int> stage_by_name(const std::string& name, int before) const {
+        std::string n = lower_ascii(name);
+        for (const auto& s : df_.stages) {
+            if (s.index >= before) break;
+            if (!s.name.empty() && s.name == n) return s.index;
+        }
+        if (!n.empty() && n.find_first_not_of("0123456789") == std::string::npos) {
+            int i = std::stoi(n);
+            if (i < before) return i;
+        }
+        return std::nullopt;
+    }
+
+    void collect_needed(int index, std::set<int>& needed) {
+        if (!needed.insert(index).second) return;
+        const Stage& s = df_.stages[index];
+        if (auto dep = stage_by_name(expand_from(df_, s, global_scope_), index)) collect_needed(*dep, needed);
+        for (const auto& ins : s.instructions)
+            if (auto* c = std::get_if<CopyInstr>(&ins.command); c && !c->from.empty())
+                if (auto dep = stage_by_name(c->from, index)) collect_needed(*dep, needed);
+    }
+
+    void load_ignore() {
+        if (auto file = find_dockerignore(req_.context, req_.dockerfile)) {
+            ignore_patterns_ = read_dockerignore(read_file(*file, 4 * 1024 * 1024), file->string());
+            matcher_.emplace(ignore_patterns_);
+        }
+    }
+
+    ImageState state_from_image(const std::string& ref) {
+        std::optional<oci::ImageEntry> entry = store_.find_image(ref);
+        if (!entry && req_.pull) entry = store_.find_image(req_.pull(store_, ref));
+        if (!entry) throw Error("image " + ref + " is not in the store", "aishell pull " + ref);
+        oci::Image image = oci::load_image(store_, *entry);
+        ImageState s;
+        s.config = image.config.json();
+        s.layers = image.manifest.layers;
+        s.diff_ids = image.config.diff_ids();
+        s.key = step_key(image.manifest_descriptor.digest, {"image"});
+        return s;
+    }
+
+    ImageState scratch_state() const {
+        ImageState s;
+        auto p = oci::Platform::host();
+        s.config = {{"architecture", p.architecture}, {"os", p.os}, {"config", json::object()},
+                    {"rootfs", {{"type", "layers"}, {"diff_ids", json::array()}}}, {"history", json::array()}};
+        if (!p.variant.empty()) s.config["variant"] = p.variant;
+        s.key = step_key(oci::sha256_of("scratch"), {"scratch"});
+        return s;
+    }
+
+    ImageState build_stage(const Stage& stage) {
+        std::string base = expand_from(df_, stage, global_scope_);
+        step_line("FROM " + base + (stage.name.empty() ? "" : " AS " + stage.name));
+        ImageState s;
+        if (auto dep = stage_by_name(base, stage.index)) s = stage_states_.at(*dep);
+        else if (lower_ascii(base) == "scratch") s = scratch_state();
+        else s = state_from_image(base);
+        s.cmd_set = false;
+        args_.clear();
+        run_onbuild_triggers(s);
+        for (const auto& ins : stage.instructions) dispatch(s, ins);
+        return s;
+    }
+
+    void run_onbuild_triggers(ImageState& s) {
+        json& c = cfg(s);
+        if (!c.contains("OnBuild") || !c["OnBuild"].is_array() || c["OnBuild"].empty()) return;
+        std::string text = "FROM scratch\n";
+        for (const auto& t : c["OnBuild"]) text += t.get<std::string>() + "\n";
+        c.erase("OnBuild");
+        Dockerfile triggers = parse_dockerfile(text, "ONBUILD");
+        for (const auto& ins : triggers.stages.at(0).instructions) {
+            ++total_steps_;
+            dispatch(s, ins);
+        }
+    }
+
+    // ---- expansion ---------------------------------------------------------------------------
+    // ENV wins over ARG of the same name, as BuildKit resolves them.
+    std::map<std::string, std::string> expansion_env(const ImageState& s) const {
+        std::map<std::string, std::string> env = args_;
+        for (const auto& e : env_list(s)) {
+            auto eq = e.find('=');
+            env[e.substr(0, eq)] = eq == std::string::npos ? "" : e.substr(eq + 1);
+        }
+        return env;
+    }
+
+    std::string expand(const ImageState& s, const std::string& word) const {
+        return process_word(word, env_from_map(expansion_env(s)), df_.directives.escape);
+    }
+
+    // ---- steps -------------------------------------------------------------------------------
+    void step_line(const std::string& text, bool cached = false) {
+        ++step_;
+        if (req_.quiet) return;
+        std::string line = text;
+        if (line.size() > 200) line = line.substr(0, 197) + "...";
+        std::cerr << (cached ? "CACHED " : "") << "[" << step_ << "/" << total_steps_ << "] " << line << std::endl;
+    }
+
+    std::string now_created() const {
+        if (req_.source_date_epoch) return rfc3339(*req_.source_date_epoch);
+        return rfc3339(std::chrono::duration_cast<std::chrono::seconds>(
+                           std::chrono::system_clock::now().time_since_epoch()).count());
+    }
+
+    void add_history(ImageState& s, const std::string& created, const std::string& created_by, bool empty) {
+        json h = {{"created", created}, {"created_by", created_by}, {"comment", "buildkit.dockerfile.v0"}};
+        if (empty) h["empty_layer"] = true;
+        if (!s.config.contains("history") || !s.config["history"].is_array()) s.config["history"] = json::array();
+        s.config["history"].push_back(h);
+        s.config["created"] = created;
+    }
+
+    // A metadata step: the config change is applied by the caller; the cache keeps the date.
+    void metadata_step(ImageState& s, const std::string& text) {
+        oci::Digest key = step_key(s.key, {"meta", text});
+        std::optional<CacheEntry> hit = req_.no_cache ? std::nullopt : cache_.get(key);
+        step_line(text, hit.has_value());
+        std::string created = hit ? hit->created : now_created();
+        if (!hit) rollback_.cache_entry(cache_.put(key, CacheEntry{created, std::nullopt}));
+        add_history(s, created, text, true);
+        s.key = key;
+    }
+
+    // A layer step: a cache hit reuses the layer, a miss runs produce() which returns the layer.
+    void layer_step(ImageState& s, const std::string& text, const std::vector<std::string>& key_parts,
+                    const std::function<std::optional<StepLayer>()>& produce) {
+        std::vector<std::string> parts{"layer", text, mapping_.to_string()};
+        parts.insert(parts.end(), key_parts.begin(), key_parts.end());
+        oci::Digest key = step_key(s.key, parts);
+        std::optional<CacheEntry> hit = req_.no_cache ? std::nullopt : cache_.get(key);
+        step_line(text, hit.has_value());
+        CacheEntry entry;
+        if (hit) {
+            entry = *hit;
+        } else {
+            auto started = std::chrono::steady_clock::now();
+            entry.created = now_created();
+            entry.layer = produce();
+            rollback_.cache_entry(cache_.put(key, entry));
+            if (!req_.quiet) {
+                auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
+                std::cerr << "  done in " << ms.count() / 1000 << "." << (ms.count() % 1000) / 10 / 10 << (ms.count() % 100) / 10
+                          << "s" << std::endl;
+            }
+        }
+        if (entry.layer) {
+            oci::Descriptor d = entry.layer->descriptor;
+            s.layers.push_back(d);
+            s.diff_ids.push_back(entry.layer->diff_id);
+        }
+        add_history(s, entry.created, text + " # buildkit", !entry.layer.has_value());
+        s.key = key;
+    }
+
+    // Layer dir names (top first) of s, unpacked when missing.
+    std::vector<std::string> layer_dirs(const ImageState& s) {
+        oci::Image image;
+        image.name = "build stage";
+        image.manifest.layers = s.layers;
+        json c = s.config;
+        json ids = json::array();
+        for (const auto& d : s.diff_ids) ids.push_back(d.str());
+        c["rootfs"] = {{"type", "layers"}, {"diff_ids", ids}};
+        image.config = oci::ImageConfig(c);
+        return runtime::ensure_image_layers(store_, image, mapping_);
+    }
+
+    std::optional<StepLayer> run_helper(const fs::path& run_dir, json spec) {
+        spec["store"] = store_.root().string();
+        spec["run_dir"] = run_dir.string();
+        spec["compression"] = req_.compression;
+        if (req_.source_date_epoch) spec["clamp"] = *req_.source_date_epoch;
+        spec["result"] = (run_dir / "result.json").string();
+        write_file_atomic(run_dir / "spec.json", spec.dump());
+        int status = runtime::run_in_userns(mapping_, {"__build-step", (run_dir / "spec.json").string()});
+        if (status != 0) {
+            auto msg = read_file_if_exists(run_dir / "spec.json.error", 1 << 16);
+            throw Error(msg ? *msg : "the build step helper failed (status " + std::to_string(status) + ")");
+        }
+        return read_step_result((run_dir / "result.json").string());
+    }
+
+    // ---- instructions ------------------------------------------------------------------------
+    void dispatch(ImageState& s, const Instruction& ins) {
+        const std::string where = df_.filename + ":" + std::to_string(ins.line());
+        try {
+            std::visit([&](const auto& c) { on(s, ins, c); }, ins.command);
+        } catch (Error& e) {
+            if (e.message().rfind("[", 0) != 0) e.add_context("[" + std::to_string(step_) + "/" + std::to_string(total_steps_) + "] " +
+                                                              ins.node.original.substr(0, 80) + " (" + where + ")");
+            throw;
+        }
+    }
+
+    void on(ImageState&, const Instruction&, const FromInstr&) {}
+
+    void on(ImageState& s, const Instruction& ins, const ArgInstr& a) {
+        for (const auto& decl : a.args) {
+            std::string name = expand(s, decl.name);
+            std::optional<std::string> value;
+            if (auto it = req_.build_args.find(name); it != req_.build_args.end()) value = it->second;
+            else if (decl.value) value = expand(s, *decl.value);
+            else if (auto g = global_scope_.find(name); g != global_scope_.end()) value = g->second;
+            if (value) args_[name] = *value;
+            else args_.erase(name);
+        }
+        (void)ins;
+        ++step_;  // BuildKit records no history for ARG
+        if (!req_.quiet) std::cerr << "[" << step_ << "/" << total_steps_ << "] " << ins.node.original << std::endl;
+    }
+
+    void on(ImageState& s, const Instruction&, const EnvInstr& e) {
+        std::string text = "ENV";
+        for (const auto& kv : e.env) {
+            std::string key = expand(s, kv.key), value = expand(s, kv.value);
+            set_env(s, key, value);
+            text += " " + key + "=" + value;
+        }
+        metadata_step(s, text);
+    }
+
+    void on(ImageState& s, const Instruction&, const LabelInstr& l) {
+        std::string text = "LABEL";
+        for (const auto& kv : l.labels) {
+            std::string key = expand(s, kv.key), value = expand(s, kv.value);
+            if (!cfg(s).contains("Labels") || !cfg(s)["Labels"].is_object()) cfg(s)["Labels"] = json::object();
+            cfg(s)["Labels"][key] = value;
+            text += " " + key + "=" + value;
+        }
+        metadata_step(s, text);
+    }
+
+    void on(ImageState& s, const Instruction&, const MaintainerInstr& m) {
+        s.config["author"] = m.name;
+        metadata_step(s, "MAINTAINER " + m.name);
+    }
+
+    std::vector<std::string> command_args(const ImageState& s, const CommandLine& c) const {
+        if (c.exec_form) return c.args;
+        std::vector<std::string> argv = shell_of(s);
+        std::string joined;
+        for (const auto& a : c.args) joined += (joined.empty() ? "" : " ") + a;
+        argv.push_back(joined);
+        return argv;
+    }
+
+    static std::string json_words(const std::vector<std::string>& v) { return json(v).dump(); }
+
+    void on(ImageState& s, const Instruction&, const CmdInstr& c) {
+        auto argv = command_args(s, c.command);
+        cfg(s)["Cmd"] = argv;
+        s.cmd_set = true;
+        metadata_step(s, "CMD " + json_words(argv));
+    }
+
+    void on(ImageState& s, const Instruction&, const EntrypointInstr& e) {
+        auto argv = command_args(s, e.command);
+        cfg(s)["Entrypoint"] = argv;
+        if (!s.cmd_set) cfg(s).erase("Cmd");
+        metadata_step(s, "ENTRYPOINT " + json_words(argv));
+    }
+
+    void on(ImageState& s, const Instruction&, const ShellInstr& sh) {
+        cfg(s)["Shell"] = sh.shell;
+        metadata_step(s, "SHELL " + json_words(sh.shell));
+    }
+
+    void on(ImageState& s, const Instruction&, const ExposeInstr& e) {
+        std::string text = "EXPOSE";
+        if (!cfg(s).contains("ExposedPorts") || !cfg(s)["ExposedPorts"].is_object()) cfg(s)["ExposedPorts"] = json::object();
+        for (const auto& raw : e.ports)
+            for (auto port : process_words(raw, env_from_map(expansion_env(s)), df_.directives.escape)) {
+                if (port.find('/') == std::string::npos) port += "/tcp";
+                cfg(s)["ExposedPorts"][lower_ascii(port)] = json::object();
+                text += " " + lower_ascii(port);
+            }
+        metadata_step(s, text);
+    }
+
+    void on(ImageState& s, const Instruction&, const VolumeInstr& v) {
+        std::string text = "VOLUME";
+        if (!cfg(s).contains("Volumes") || !cfg(s)["Volumes"].is_object()) cfg(s)["Volumes"] = json::object();
+        for (const auto& raw : v.volumes) {
+            std::string path = expand(s, raw);
+            if (path.empty()) throw Error("VOLUME specified can not be an empty string");
+            cfg(s)["Volumes"][path] = json::object();
+            text += " " + path;
+        }
+        metadata_step(s, text);
+    }
+
+    void on(ImageState& s, const Instruction&, const UserInstr& u) {
+        std::string user = expand(s, u.user);
+        cfg(s)["User"] = user;
+        metadata_step(s, "USER " + user);
+    }
+
+    void on(ImageState& s, const Instruction&, const StopsignalInstr& sig) {
+        std::string value = expand(s, sig.signal);
+        cfg(s)["StopSignal"] = value;
+        metadata_step(s, "STOPSIGNAL " + value);
+    }
+
+    void on(ImageState& s, const Instruction&, const OnbuildInstr& o) {
+        if (!cfg(s).contains("OnBuild") || !cfg(s)["OnBuild"].is_array()) cfg(s)["OnBuild"] = json::array();
+        cfg(s)["OnBuild"].push_back(o.expression);
+        metadata_step(s, "ONBUILD " + o.expression);
+    }
+
+    void on(ImageState& s, const Instruction&, const HealthcheckInstr& h) {
+        json hc = json::object();
+        if (h.none) {
+            hc["Test"] = {"NONE"};
+        } else {
+            std::vector<std::string> test;
+            if (h.test.exec_form) {
+                test = {"CMD"};
+                test.insert(test.end(), h.test.args.begin(), h.test.args.end());
+            } else {
+                std::string joined;
+                for (const auto& a : h.test.args) joined += (joined.empty() ? "" : " ") + a;
+                test = {"CMD-SHELL", joined};
+            }
+            hc["Test"] = test;
+            if (h.interval) hc["Interval"] = h.interval->count();
+            if (h.timeout) hc["Timeout"] = h.timeout->count();
+            if (h.start_period) hc["StartPeriod"] = h.start_period->count();
+            if (h.start_interval) hc["StartInterval"] = h.start_interval->count();
+            if (h.retries) hc["Retries"] = *h.retries;
+        }
+        cfg(s)["Healthcheck"] = hc;
+        metadata_step(s, "HEALTHCHECK " + hc["Test"].dump());
+    }
+
+    std::string absolute_in_workdir(const ImageState& s, const std::string& path) const {
+        if (!path.empty() && path[0] == '/') return path;
+        std::string wd = cfg_string(s, "WorkingDir");
+        if (wd.empty()) wd = "/";
+        return (fs::path(wd) / path).string();
+    }
+
+    void on(ImageState& s, const Instruction&, const WorkdirInstr& w) {
+        std::string path = fs::path(absolute_in_workdir(s, expand(s, w.path))).lexically_normal().string();
+        if (path.size() > 1 && path.back() == '/') path.pop_back();
+        cfg(s)["WorkingDir"] = path;
+        std::string text = "WORKDIR " + path;
+        if (path == "/") {
+            metadata_step(s, text);
+            return;
+        }
+        // BuildKit creates the directory (a layer only when it was missing).
+        layer_step(s, text, {}, [&]() -> std::optional<StepLayer> {
+            WorkDir run(store_, mapping_);
+            json spec = {{"lower", layer_dirs(s)}, {"mkdir", {{"path", path}}}};
+            return run_helper(run.path(), spec);
+        });
+    }
+
+    // ---- RUN -----------------------------------------------------------------------------------
+    std::vector<std::string> run_argv(const ImageState& s, const RunInstr& r) const {
+        if (r.command.exec_form) return r.command.args;
+        std::string text;
+        for (const auto& a : r.command.args) text += (text.empty() ? "" : " ") + a;
+        std::vector<std::string> argv = shell_of(s);
+        if (!r.heredocs.empty()) {
+            std::string trimmed = text;
+            trimmed.erase(0, trimmed.find_first_not_of(" \t"));
+            trimmed.erase(trimmed.find_last_not_of(" \t") + 1);
+            // A lone heredoc is the script itself; otherwise the shell reads the heredocs.
+            if (r.heredocs.size() == 1 && parse_heredoc_word(trimmed)) {
+                argv.push_back(r.heredocs[0].content);
+                return argv;
+            }
+            for (const auto& h : r.heredocs) text += "\n" + h.content + h.name;
+        }
+        argv.push_back(text);
+        return argv;
+    }
+
+    void on(ImageState& s, const Instruction& ins, const RunInstr& r) {
+        for (const auto& m : r.mounts)
+            throw Error("RUN --mount=type=" + m.type + " is not supported by this build engine yet",
+                        "remove the --mount flag");
+        std::vector<std::string> argv = run_argv(s, r);
+        std::vector<std::string> env = env_list(s);
+        std::set<std::string> env_keys;
+        for (const auto& e : env) env_keys.insert(e.substr(0, e.find('=')));
+        std::vector<std::string> arg_parts;
+        for (const auto& [k, v] : args_) {
+            arg_parts.push_back(k + "=" + v);
+            if (!env_keys.count(k)) env.push_back(k + "=" + v);
+        }
+        for (const auto& p : predefined_proxy_args())
+            if (auto it = req_.build_args.find(p); it != req_.build_args.end() && !args_.count(p))
+                env.push_back(p + "=" + it->second);
+        std::string text = "RUN " + (r.command.exec_form ? json_words(argv) : argv.back());
+        if (!r.command.exec_form) {
+            text = "RUN";
+            for (std::size_t i = 0; i < argv.size(); ++i) text += " " + argv[i];
+        }
+        std::vector<std::string> key_parts = arg_parts;
+        key_parts.push_back("network=" + r.network);
+        (void)ins;
+        layer_step(s, text, key_parts, [&]() { return run_container_step(s, argv, env, r.network); });
+    }
+
+    std::optional<StepLayer> run_container_step(const ImageState& s, const std::vector<std::string>& argv,
+                                                const std::vector<std::string>& env, const std::string& network) {
+        runtime::ContainerSpec spec;
+        spec.mapping = mapping_;
+        spec.layers_dir = store_.layers_dir();
+        spec.layers = layer_dirs(s);
+        spec.network = network == "none" ? runtime::Network::None : runtime::Network::Host;
+        spec.hostname = "buildkitsandbox";
+        runtime::UserDb db{runtime::read_layered_file(spec.layers_dir, spec.layers, "/etc/passwd"),
+                           runtime::read_layered_file(spec.layers_dir, spec.layers, "/etc/group")};
+        runtime::ProcessSpec& p = spec.process;
+        p.argv = argv;
+        p.env = env;
+        std::string path_value = runtime::kDefaultPath;
+        bool has_path = false;
+        for (const auto& e : env)
+            if (e.rfind("PATH=", 0) == 0) {
+                path_value = e.substr(5);
+                has_path = true;
+            }
+        if (!has_path) p.env.push_back(std::string("PATH=") + runtime::kDefaultPath);
+        for (std::size_t start = 0; start <= path_value.size();) {
+            auto colon = path_value.find(':', start);
+            if (colon == std::string::npos) colon = path_value.size();
+            if (colon > start) p.path_dirs.push_back(path_value.substr(start, colon - start));
+            start = colon + 1;
+        }
+        p.cwd = cfg_string(s, "WorkingDir");
+        if (p.cwd.empty()) p.cwd = "/";
+        std::string user = cfg_string(s, "User");
+        if (!user.empty()) {
+            auto u = runtime::resolve_user(user, db);
+            p.uid = u.uid;
+            p.gid = u.gid;
+            p.groups = u.groups;
+        }
+        if (mapping_.mode == runtime::UsernsMode::Single) p.groups.clear();
+        spec.capabilities = runtime::default_capabilities();
+        spec.seccomp = runtime::compile_seccomp(runtime::default_seccomp_profile(),
+                                                runtime::host_seccomp_context(spec.capabilities));
+        runtime::MountPlanInput mi;
+        mi.host_network = spec.network == runtime::Network::Host;
+        mi.gid5_mapped = mapping_.gid_mapped_inside(5);
+        spec.mounts = runtime::plan_mounts(mi);
+
+        WorkDir run(store_, mapping_);
+        spec.run_dir = run.path();
+        QuietOutput quiet(req_.quiet);
+        runtime::RunResult result = runtime::run_container(spec);
+        if (result.status != 0) {
+            quiet.show();
+            std::string why = result.error.empty() ? "" : ": " + result.error;
+            throw Error("[" + std::to_string(step_) + "/" + std::to_string(total_steps_) + "] " +
+                            (argv.size() > 2 ? argv.back() : json_words(argv)) + ": the command returned exit status " +
+                            std::to_string(result.status) + why,
+                        "the RUN step failed; its output is above");
+        }
+        quiet.restore();
+        return run_helper(run.path(), json{{"lower", spec.layers}});
+    }
+
+    // ---- COPY / ADD ----------------------------------------------------------------------------
+    std::optional<CopyOwner> resolve_chown(const ImageState& s, const std::string& spec) {
+        if (spec.empty()) return std::nullopt;
+        auto layers = layer_dirs(s);
+        runtime::UserDb db{runtime::read_layered_file(store_.layers_dir(), layers, "/etc/passwd"),
+                           runtime::read_layered_file(store_.layers_dir(), layers, "/etc/group")};
+        auto colon = spec.find(':');
+        std::string user = spec.substr(0, colon);
+        auto u = runtime::resolve_user(user, db);
+        CopyOwner o{u.uid, u.uid};
+        if (colon != std::string::npos) o.gid = runtime::resolve_user("0:" + spec.substr(colon + 1), db).gid;
+        return o;
+    }
+
+    void copy_step(ImageState& s, const std::string& keyword, const std::vector<std::string>& raw_sources,
+                   const std::string& raw_dest, const std::vector<Heredoc>& heredocs, const std::string& raw_from,
+                   const std::string& raw_chown, const std::string& raw_chmod, bool add) {
+        CopyRequest req;
+        req.instruction = keyword;
+        req.extract_archives = add;
+        for (const auto& h : heredocs)
+            req.heredocs[h.name] = h.expand ? process(h.content, env_from_map(expansion_env(s)),
+                                                      LexOptions{.escape = df_.directives.escape, .raw_quotes = true,
+                                                                 .raw_escapes = true}).word
+                                            : h.content;
+        for (const auto& src : raw_sources) {
+            std::string e = src.rfind("<<", 0) == 0 ? src : expand(s, src);
+            if (add && (e.rfind("http://", 0) == 0 || e.rfind("https://", 0) == 0 || e.rfind("git@", 0) == 0))
+                throw Error("ADD from a URL (" + e + ") is not supported by this build engine yet",
+                            "download the file into the build context and ADD or COPY it");
+            req.sources.push_back(e);
+        }
+        std::string dest = expand(s, raw_dest);
+        bool slash = !dest.empty() && dest.back() == '/';
+        req.dest = fs::path(absolute_in_workdir(s, dest)).lexically_normal().string();
+        if (slash && req.dest.back() != '/') req.dest += '/';
+        req.chown = resolve_chown(s, expand(s, raw_chown));
+        if (!raw_chmod.empty()) req.chmod = parse_chmod(expand(s, raw_chmod), keyword);
+        std::string from = raw_from.empty() ? "" : expand(s, raw_from);
+
+        json copy = {{"sources", req.sources}, {"dest", req.dest}, {"add", add}, {"instruction", keyword},
+                     {"heredocs", req.heredocs}, {"chown", nullptr}, {"chmod", nullptr}};
+        if (req.chown) copy["chown"] = {req.chown->uid, req.chown->gid};
+        if (req.chmod) copy["chmod"] = *req.chmod;
+        std::string text = keyword;
+        if (!from.empty()) text += " --from=" + from;
+        if (!raw_chown.empty()) text += " --chown=" + expand(s, raw_chown);
+        if (!raw_chmod.empty()) text += " --chmod=" + expand(s, raw_chmod);
+        for (const auto& src : req.sources) text += " " + src;
+        text += " " + req.dest;
+
+        std::vector<std::string> key_parts;
+        const ImageState* from_state = nullptr;
+        ImageState image_state;
+        if (from.empty()) {
+            UniqueFd ctx(::open(req_.context.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+            if (!ctx) throw_errno("open build context", req_.context.string());
+            key_parts.push_back(source_digest(ctx.get(), req, matcher_ ? &*matcher_ : nullptr).str());
+            copy["src_dir"] = fs::absolute(req_.context).string();
+            if (matcher_) copy["ignore"] = ignore_patterns_;
+        } else {
+            req.preserve_owner = true;
+            copy["preserve_owner"] = true;
+            if (auto dep = stage_by_name(from, current_stage_index_)) {
+                from_state = &stage_states_.at(*dep);
+            } else {
+                image_state = state_from_image(from);
+                from_state = &image_state;
+            }
+            key_parts.push_back(from_state->key.str());
+        }
+        for (const auto& [k, v] : req.heredocs) key_parts.push_back("<<" + k + "\n" + v);
+        layer_step(s, text, key_parts, [&]() -> std::optional<StepLayer> {
+            if (from_state) copy["src_layers"] = layer_dirs(*from_state);
+            WorkDir run(store_, mapping_);
+            json spec = {{"lower", layer_dirs(s)}, {"copy", copy}};
+            return run_helper(run.path(), spec);
+        });
+    }
+
+    void on(ImageState& s, const Instruction&, const CopyInstr& c) {
+        copy_step(s, "COPY", c.sources, c.dest, c.heredocs, c.from, c.chown, c.chmod, false);
+    }
+
+    void on(ImageState& s, const Instruction&, const AddInstr& a) {
+        if (!a.checksum.empty()) throw Error("ADD --checksum needs a URL source, which this build engine does not fetch yet");
+        copy_step(s, "ADD", a.sources, a.dest, a.heredocs, "", a.chown, a.chmod, true);
+    }
+
+    // ---- the image -----------------------------------------------------------------------------
+    BuildResult write_image(ImageState& s) {
+        json ids = json::array();
+        for (const auto& d : s.diff_ids) ids.push_back(d.str());
+        s.config["rootfs"] = {{"type", "layers"}, {"diff_ids", ids}};
+        s.config.erase("container_config");
+        s.config.erase("container");
+        s.config.erase("docker_version");
+        oci::ImageConfig config(s.config);
+        std::string config_bytes = config.to_json();
+
+        auto lock = store_.lock_exclusive();
+        oci::Manifest m;
+        m.kind = oci::ManifestKind::OciManifest;
+        m.media_type = std::string(oci::media_type::kOciManifest);
+        m.config.media_type = std::string(oci::media_type::kOciConfig);
+        m.config.digest = store_.put_blob(config_bytes);
+        m.config.size = static_cast<std::int64_t>(config_bytes.size());
+        for (auto d : s.layers) {
+            d.media_type = layer_media_type_oci(d.media_type);
+            d.annotations.clear();
+            d.urls.clear();
+            d.platform.reset();
+            m.layers.push_back(d);
+        }
+        std::string manifest_bytes = oci::manifest_to_json(m);
+        oci::Descriptor md;
+        md.media_type = std::string(oci::media_type::kOciManifest);
+        md.digest = store_.put_blob(manifest_bytes);
+        md.size = static_cast<std::int64_t>(manifest_bytes.size());
+        for (const auto& tag : req_.tags) store_.tag_image(tag, md);
+        return {m.config.digest, md};
+    }
+
+    oci::Store& store_;
+    const BuildRequest& req_;
+    StepCache cache_;
+    runtime::IdMapping mapping_;
+    Rollback rollback_;
+    Dockerfile df_;
+    std::map<std::string, std::string> global_scope_;
+    std::map<std::string, std::string> args_;  // the stage's ARGs in scope
+    std::vector<std::string> ignore_patterns_;
+    std::optional<IgnoreMatcher> matcher_;
+    std::map<int, ImageState> stage_states_;
+    int current_stage_index_ = 0;
+    int step_ = 0;
+    int total_steps_ = 0;
+};
+
+}  // namespace
+
+BuildResult build_image(oci::Store& store, const BuildRequest& request) {
+    Builder builder(store, request);
+    return builder.run();
+}
+
+}  // namespace aishell::composer

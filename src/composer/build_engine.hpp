@@ -1,0 +1,46 @@
+// The build engine: a parsed Dockerfile becomes an image in the store. Only the stages the
+// target needs run; each instruction is one step on the stage's image state (config JSON,
+// layers, diff_ids, history): RUN in the runtime's container on the parent's layers, COPY/ADD
+// and WORKDIR's mkdir as file steps in the user namespace (build_step.hpp), metadata
+// instructions as config changes with empty_layer history entries. Every step goes through
+// the step cache. The result is an OCI config and manifest, tagged with each -t name; a failed
+// build tags nothing and removes the blobs, layer trees and cache entries it added.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "oci/store.hpp"
+#include "oci/types.hpp"
+
+namespace aishell::composer {
+
+struct BuildRequest {
+    std::filesystem::path context;
+    std::filesystem::path dockerfile;
+    std::map<std::string, std::string> build_args;
+    std::string target;
+    std::string platform;
+    std::vector<std::string> tags;
+    bool no_cache = false;
+    bool quiet = false;                        // no step lines; RUN output only when a step fails
+    std::string compression = "gzip";          // gzip | zstd
+    std::optional<std::int64_t> source_date_epoch;
+    // Pulls an image reference that is not in the store; returns its index.json name.
+    std::function<std::string(oci::Store&, const std::string&)> pull;
+};
+
+struct BuildResult {
+    oci::Digest image_id;      // the config digest, as Docker shows it
+    oci::Descriptor manifest;
+};
+
+// Runs the build; throws Error ("[3/7] RUN ...: exit status 2") when a step fails.
+BuildResult build_image(oci::Store& store, const BuildRequest& request);
+
+}  // namespace aishell::composer
