@@ -223,6 +223,8 @@ private:
             },
             ins.command);
         if (expands) out["expanded"] = std::move(expanded);
+        json flags = expanded_flags(ins, word);
+        if (!flags.empty()) out["expanded_flags"] = std::move(flags);
         // COPY/ADD heredoc bodies expand unless the delimiter was quoted; RUN leaves its bodies
         // to the shell.
         if ((node.keyword == "COPY" || node.keyword == "ADD") && out.contains("heredocs"))
@@ -230,6 +232,32 @@ private:
                 if (node.heredocs[k].expand)
                     out["heredocs"][k]["expanded"] = expand(node.heredocs[k].content, scope, ins, unresolved, true).word;
         if (!unresolved.empty()) out["unresolved"] = unresolved;
+        return out;
+    }
+
+    // The flag values BuildKit expands: COPY --from/--chown/--chmod, ADD --chown/--chmod/--checksum,
+    // and RUN --mount option values (each mount shown with its canonical options and defaults).
+    template <typename Word>
+    json expanded_flags(const Instruction& ins, Word& word) {
+        json out = json::object();
+        auto add = [&](const char* name, const std::string& value) {
+            if (!value.empty()) out[name] = word(value);
+        };
+        if (const auto* copy = std::get_if<CopyInstr>(&ins.command)) {
+            add("from", copy->from);
+            add("chown", copy->chown);
+            add("chmod", copy->chmod);
+        } else if (const auto* add_instr = std::get_if<AddInstr>(&ins.command)) {
+            add("chown", add_instr->chown);
+            add("chmod", add_instr->chmod);
+            add("checksum", add_instr->checksum);
+        } else if (const auto* run = std::get_if<RunInstr>(&ins.command)) {
+            for (const auto& mount : run->mounts) {
+                json m = {{"type", mount.type}};
+                for (const auto& [key, value] : mount.options) m[key] = word(value);
+                out["mount"].push_back(std::move(m));
+            }
+        }
         return out;
     }
 
