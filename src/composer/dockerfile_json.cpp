@@ -202,7 +202,9 @@ private:
                             expanded.push_back(w);
                         }
                 } else if constexpr (std::is_same_v<T, CopyInstr> || std::is_same_v<T, AddInstr>) {
-                    for (const auto& s : cmd.sources) expanded.push_back(word(s));
+                    // A heredoc opener names inline content, not a path: BuildKit keeps it apart.
+                    for (const auto& s : cmd.sources)
+                        expanded.push_back(!node.json && parse_heredoc_word(s) ? s : word(s));
                     expanded.push_back(word(cmd.dest));
                 } else if constexpr (std::is_same_v<T, VolumeInstr>) {
                     for (const auto& v : cmd.volumes) expanded.push_back(word(v));

@@ -400,10 +400,19 @@ bool can_contain_heredoc(const Node& node) {
 }
 
 // Heredoc openers on a line: its words (quotes and escapes kept) that read as <<WORD.
+// A line the lexer cannot split (an unbalanced quote) has no heredocs, as in BuildKit, which
+// ignores that error here; the shell reports the quote when the step runs.
 std::vector<Heredoc> heredocs_in_line(std::string_view line) {
+    if (line.find("<<") == std::string_view::npos) return {};
     LexOptions options{.raw_quotes = true, .raw_escapes = true, .skip_unset = true};
+    std::vector<std::string> words;
+    try {
+        words = process(line, nullptr, options).words;
+    } catch (const Error&) {
+        return {};
+    }
     std::vector<Heredoc> docs;
-    for (const auto& word : process(line, nullptr, options).words)
+    for (const auto& word : words)
         if (auto doc = parse_heredoc_word(word)) docs.push_back(*doc);
     return docs;
 }
@@ -432,9 +441,14 @@ std::optional<Heredoc> parse_heredoc_word(std::string_view word) {
     // part of it was quoted, and the body is not expanded (as in sh).
     LexOptions plain{.skip_unset = true};
     LexOptions raw{.raw_quotes = true, .skip_unset = true};
-    auto words = process(rest, nullptr, plain).words;
+    std::vector<std::string> words, raw_words;
+    try {
+        words = process(rest, nullptr, plain).words;
+        raw_words = process(rest, nullptr, raw).words;
+    } catch (const Error&) {
+        return std::nullopt;  // an unbalanced quote: not a heredoc word
+    }
     if (words.size() != 1) return std::nullopt;
-    auto raw_words = process(rest, nullptr, raw).words;
     auto quotes = [](const std::string& s) { return std::count(s.begin(), s.end(), '\'') + std::count(s.begin(), s.end(), '"'); };
     doc.name = words[0];
     doc.expand = raw_words.size() == 1 && quotes(words[0]) == quotes(raw_words[0]);

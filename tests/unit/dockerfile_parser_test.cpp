@@ -153,6 +153,11 @@ TEST_CASE("parser: heredoc words", "[dockerfile][parser]") {
     CHECK_FALSE(parse_heredoc_word("<<"));
     CHECK_FALSE(parse_heredoc_word("<<<EOF"));
     CHECK_FALSE(parse_heredoc_word("x<<EOF"));
+    // A line with an unbalanced quote has no heredocs (the shell reports the quote later).
+    auto quote = parse("FROM a\nRUN echo \"<<EOF\nCOPY <<\"a /b\n");
+    CHECK(quote.stages[0].instructions.size() == 2);
+    CHECK(quote.stages[0].instructions[0].node.heredocs.empty());
+    CHECK(only<CopyInstr>(quote, 0, 1).sources == std::vector<std::string>{"<<\"a"});
     // Heredocs are read only where BuildKit allows them: not in JSON forms or other instructions.
     auto df = parse("FROM a\nRUN [\"cat\", \"<<EOF\"]\nLABEL x=<<EOF\n");
     CHECK(df.stages[0].instructions[0].node.heredocs.empty());
