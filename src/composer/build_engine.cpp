@@ -103,10 +103,11 @@ std::string layer_media_type_oci(const std::string& mt) {
 // What a failed build must take back: the blobs, layer trees and cache entries it added.
 class Rollback {
 public:
-    Rollback(oci::Store& store, const runtime::IdMapping& mapping) : store_(store), mapping_(mapping) {
+    // meta_before: meta.json before this build recorded its id mapping (nullopt: absent).
+    Rollback(oci::Store& store, const runtime::IdMapping& mapping, std::optional<std::string> meta_before)
+        : store_(store), mapping_(mapping), meta_before_(std::move(meta_before)) {
         blobs_before_ = list(store.oci_dir() / "blobs" / "sha256");
         layers_before_ = list(store.layers_dir());
-        idmap_before_ = store.get_meta("idmap").has_value();
     }
     void cache_entry(const std::string& path) { cache_entries_.push_back(path); }
     void commit() { committed_ = true; }
@@ -119,7 +120,10 @@ public:
                 if (!blobs_before_.count(name)) ::unlink((store_.oci_dir() / "blobs" / "sha256" / name).c_str());
             for (const auto& name : list(store_.layers_dir()))
                 if (!layers_before_.count(name)) runtime::remove_tree(mapping_, (store_.layers_dir() / name).string());
-            if (!idmap_before_) store_.erase_meta("idmap");
+            // The id mapping recorded on this first use goes too (meta.json as it was).
+            fs::path meta = store_.root() / "meta.json";
+            if (!meta_before_) ::unlink(meta.c_str());
+            else if (read_file_if_exists(meta, 1 << 20) != meta_before_) write_file_atomic(meta, *meta_before_);
         } catch (const std::exception& e) {
             std::cerr << "aishell: warning: cleaning up after the failed build: " << e.what() << "\n";
         }
@@ -136,7 +140,7 @@ private:
     oci::Store& store_;
     runtime::IdMapping mapping_;
     std::set<std::string> blobs_before_, layers_before_;
-    bool idmap_before_ = false;
+    std::optional<std::string> meta_before_;
     std::vector<std::string> cache_entries_;
     bool committed_ = false;
 };
@@ -204,7 +208,12 @@ private:
 class Builder {
 public:
     Builder(oci::Store& store, const BuildRequest& req)
-        : store_(store), req_(req), cache_(store), mapping_(runtime::store_mapping(store)), rollback_(store, mapping_) {}
+        : store_(store),
+          req_(req),
+          cache_(store),
+          meta_before_(read_file_if_exists(store.root() / "meta.json", 1 << 20)),
+          mapping_(runtime::store_mapping(store)),
+          rollback_(store, mapping_, meta_before_) {}
 
     BuildResult run() {
         df_ = load_dockerfile(req_.dockerfile.string());
@@ -823,6 +832,7 @@ private:
     oci::Store& store_;
     const BuildRequest& req_;
     StepCache cache_;
+    std::optional<std::string> meta_before_;
     runtime::IdMapping mapping_;
     Rollback rollback_;
     Dockerfile df_;

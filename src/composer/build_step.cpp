@@ -121,7 +121,7 @@ void run_chrooted(const fs::path& rootfs, int src_fd, const json& spec) {
 }
 
 void apply_file_op(const oci::Store& store, const json& spec, const fs::path& run_dir) {
-    for (auto d : {"upper", "work", "rootfs", "empty", "src"}) make_dirs(run_dir / d, 0755);
+    for (auto d : {"upper", "work", "rootfs", "empty", "empty2", "src"}) make_dirs(run_dir / d, 0755);
     if (::unshare(CLONE_NEWNS) != 0) throw_errno("unshare", "mount namespace");
     if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) throw_errno("make mounts private");
     const fs::path layers = store.layers_dir();
@@ -134,8 +134,8 @@ void apply_file_op(const oci::Store& store, const json& spec, const fs::path& ru
     const json copy = spec.value("copy", json());
     if (copy.is_object() && copy.contains("src_layers") && copy["src_layers"].is_array()) {
         auto src_layers = copy["src_layers"].get<std::vector<std::string>>();
-        src_layers.push_back(empty);
-        src_layers.push_back(empty);  // read-only overlay: at least two lowerdirs
+        // A read-only overlay needs two lowerdirs, and the same dir twice is refused (ELOOP).
+        src_layers.push_back(relative_to(run_dir / "empty2", layers));
         mount_overlay(layers, src_layers, run_dir / "src", std::nullopt);
         src_fd = UniqueFd(::open((run_dir / "src").c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
     } else if (copy.is_object()) {
