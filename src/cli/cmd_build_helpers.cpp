@@ -1,5 +1,5 @@
 // `aishell build` without --check: the build engine's own options (-t, --no-cache, --quiet,
-// --compression, --source-date-epoch, --progress) and the call into composer::build_image, plus
+// --compression, --source-date-epoch, --progress, --secret, --ssh) and the call into composer::build_image, plus
 // the hidden `__build-step SPEC` that the engine re-executes inside the user namespace
 // (composer/build_step.hpp).
 #include <iostream>
@@ -52,6 +52,12 @@ void add_build_engine_options(CLI::App& build, BuildEngineFlags& flags, const Gl
                      "Clamp layer mtimes and history dates to this time (default: $SOURCE_DATE_EPOCH)");
     build.add_option("--progress", flags.progress, "Progress output: plain (the only style)")
         ->check(CLI::IsMember({"plain", "auto", "tty"}));
+    build.add_option("--secret", flags.secrets,
+                     "Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR (repeatable)")
+        ->allow_extra_args(false);
+    build.add_option("--ssh", flags.ssh,
+                     "SSH agent for RUN --mount=type=ssh: default or ID[=SOCKET] (default socket: $SSH_AUTH_SOCK)")
+        ->allow_extra_args(false);
 }
 
 int run_engine_build(const BuildEngineFlags& flags, const std::string& context, const std::string& dockerfile,
@@ -63,6 +69,21 @@ int run_engine_build(const BuildEngineFlags& flags, const std::string& context, 
     if (!platform.empty() && oci::Platform::parse(platform).str() != oci::Platform::host().str())
         throw Error("--platform " + platform + " is not the host's platform (" + oci::Platform::host().str() + ")",
                     "builds run natively; cross-platform builds are not supported");
+    // Malformed --secret/--ssh values fail before the store is touched.
+    std::vector<composer::SecretSource> secrets;
+    std::vector<composer::SshSource> ssh;
+    for (const auto& value : flags.secrets)
+        secrets.push_back(composer::parse_secret_flag(value, [](const std::string& name) {
+            return get_env(name.c_str()).has_value();
+        }));
+    composer::check_secret_sources(secrets);
+    for (const auto& value : flags.ssh) {
+        ssh.push_back(composer::parse_ssh_flag(value, get_env("SSH_AUTH_SOCK")));
+        for (std::size_t i = 0; i + 1 < ssh.size(); ++i)
+            if (ssh[i].id == ssh.back().id)
+                throw Error("--ssh " + value + ": the id " + ssh.back().id + " is given twice",
+                            "give each agent a distinct id");
+    }
     oci::Store store = flags.global ? open_store(*flags.global) : oci::Store::open(oci::Store::default_root());
     composer::BuildRequest req;
     req.context = context;
@@ -76,6 +97,8 @@ int run_engine_build(const BuildEngineFlags& flags, const std::string& context, 
     req.compression = flags.compression;
     req.source_date_epoch = source_date_epoch(flags);
     req.pull = pull_for_build;
+    req.secrets = std::move(secrets);
+    req.ssh = std::move(ssh);
     composer::BuildResult result = composer::build_image(store, req);
     if (!flags.quiet)
         for (const auto& tag : flags.tags) std::cerr << "tagged " << tag << std::endl;

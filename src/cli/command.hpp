@@ -46,6 +46,8 @@ struct BuildEngineFlags {
     std::string compression = "gzip";
     std::string source_date_epoch;
     std::string progress = "plain";
+    std::vector<std::string> secrets;  // --secret id=X,src=FILE|env=VAR
+    std::vector<std::string> ssh;      // --ssh default|ID[=SOCKET]
 };
 void add_build_engine_options(CLI::App& build, BuildEngineFlags& flags, const GlobalOptions& global);
 int run_engine_build(const BuildEngineFlags& flags, const std::string& context, const std::string& dockerfile,

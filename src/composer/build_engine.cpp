@@ -16,6 +16,7 @@
 #include "common/file.hpp"
 #include "common/unique_fd.hpp"
 #include "composer/build_copy.hpp"
+#include "composer/build_mounts.hpp"
 #include "composer/build_step.hpp"
 #include "composer/dockerignore.hpp"
 #include "composer/instructions.hpp"
@@ -251,9 +252,14 @@ private:
         if (!needed.insert(index).second) return;
         const Stage& s = df_.stages[index];
         if (auto dep = stage_by_name(expand_from(df_, s, global_scope_), index)) collect_needed(*dep, needed);
-        for (const auto& ins : s.instructions)
+        for (const auto& ins : s.instructions) {
             if (auto* c = std::get_if<CopyInstr>(&ins.command); c && !c->from.empty())
                 if (auto dep = stage_by_name(c->from, index)) collect_needed(*dep, needed);
+            if (auto* r = std::get_if<RunInstr>(&ins.command))
+                for (const auto& m : r->mounts)
+                    if (auto f = m.options.find("from"); f != m.options.end() && !f->second.empty())
+                        if (auto dep = stage_by_name(f->second, index)) collect_needed(*dep, needed);
+        }
     }
 
     void load_ignore() {
@@ -618,10 +624,31 @@ private:
         return argv;
     }
 
+    // ---- RUN --mount (build_mounts.hpp) -------------------------------------------------------
+    const ImageState& mount_from_state(const std::string& from) {
+        if (auto dep = stage_by_name(from, current_stage_index_)) return stage_states_.at(*dep);
+        auto it = mount_images_.find(from);
+        if (it == mount_images_.end()) it = mount_images_.emplace(from, state_from_image(from)).first;
+        return it->second;
+    }
+
+    MountInputs mount_inputs() {
+        MountInputs in;
+        in.store = &store_;
+        in.mapping = mapping_;
+        in.context = req_.context;
+        in.matcher = matcher_ ? &*matcher_ : nullptr;
+        in.secrets = &req_.secrets;
+        in.ssh = &req_.ssh;
+        in.from_key = [this](const std::string& from) { return mount_from_state(from).key; };
+        in.from_layers = [this](const std::string& from) { return layer_dirs(mount_from_state(from)); };
+        return in;
+    }
+
     void on(ImageState& s, const Instruction& ins, const RunInstr& r) {
-        for (const auto& m : r.mounts)
-            throw Error("RUN --mount=type=" + m.type + " is not supported by this build engine yet",
-                        "remove the --mount flag");
+        std::string workdir = cfg_string(s, "WorkingDir");
+        std::vector<BuildMount> mounts = resolve_mounts(r.mounts, [&](const std::string& w) { return expand(s, w); },
+                                                        workdir.empty() ? "/" : workdir);
         std::vector<std::string> argv = run_argv(s, r);
         std::vector<std::string> env = env_list(s);
         std::set<std::string> env_keys;
@@ -641,12 +668,15 @@ private:
         }
         std::vector<std::string> key_parts = arg_parts;
         key_parts.push_back("network=" + r.network);
+        MountInputs mount_in = mount_inputs();
+        for (auto& part : mount_key_parts(mounts, mount_in)) key_parts.push_back(std::move(part));
         (void)ins;
-        layer_step(s, text, key_parts, [&]() { return run_container_step(s, argv, env, r.network); });
+        layer_step(s, text, key_parts, [&]() { return run_container_step(s, argv, env, r.network, mounts, mount_in); });
     }
 
     std::optional<StepLayer> run_container_step(const ImageState& s, const std::vector<std::string>& argv,
-                                                const std::vector<std::string>& env, const std::string& network) {
+                                                const std::vector<std::string>& env, const std::string& network,
+                                                const std::vector<BuildMount>& mounts, const MountInputs& mount_in) {
         runtime::ContainerSpec spec;
         spec.mapping = mapping_;
         spec.layers_dir = store_.layers_dir();
@@ -688,6 +718,19 @@ private:
         runtime::MountPlanInput mi;
         mi.host_network = spec.network == runtime::Network::Host;
         mi.gid5_mapped = mapping_.gid_mapped_inside(5);
+        // Held (locks, copies, secret files) until the RUN is over.
+        std::optional<MountSession> session;
+        // The mountpoints the runtime may create in the upper dir, removed before the commit
+        // (BuildKit's MountStubsCleaner: resolv.conf, hosts and every mount target; here also
+        // /proc, /dev and /sys, which an image without them gets from the runtime).
+        std::vector<std::string> stubs{"/proc", "/dev", "/sys"};
+        if (mi.host_network) stubs.insert(stubs.end(), {"/etc/resolv.conf", "/etc/hosts"});
+        if (!mounts.empty()) {
+            session.emplace(mounts, mount_in, p.env);
+            mi.extra = session->steps();
+            p.env.insert(p.env.end(), session->env().begin(), session->env().end());
+            stubs.insert(stubs.end(), session->stub_targets().begin(), session->stub_targets().end());
+        }
         spec.mounts = runtime::plan_mounts(mi);
 
         WorkDir run(store_, mapping_);
@@ -703,7 +746,8 @@ private:
                         "the RUN step failed; its output is above");
         }
         quiet.restore();
-        return run_helper(run.path(), json{{"lower", spec.layers}});
+        session.reset();
+        return run_helper(run.path(), json{{"lower", spec.layers}, {"stubs", stubs}});
     }
 
     // ---- COPY / ADD ----------------------------------------------------------------------------
@@ -841,6 +885,7 @@ private:
     std::vector<std::string> ignore_patterns_;
     std::optional<IgnoreMatcher> matcher_;
     std::map<int, ImageState> stage_states_;
+    std::map<std::string, ImageState> mount_images_;  // images named by RUN --mount from=
     int current_stage_index_ = 0;
     int step_ = 0;
     int total_steps_ = 0;

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "composer/build_mounts.hpp"
 #include "oci/store.hpp"
 #include "oci/types.hpp"
 
@@ -31,6 +32,8 @@ struct BuildRequest {
     bool quiet = false;                        // no step lines; RUN output only when a step fails
     std::string compression = "gzip";          // gzip | zstd
     std::optional<std::int64_t> source_date_epoch;
+    std::vector<SecretSource> secrets;         // --secret: for RUN --mount=type=secret
+    std::vector<SshSource> ssh;                // --ssh: for RUN --mount=type=ssh
     // Pulls an image reference that is not in the store; returns its index.json name.
     std::function<std::string(oci::Store&, const std::string&)> pull;
 };

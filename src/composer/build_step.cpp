@@ -15,6 +15,7 @@
 #include "common/file.hpp"
 #include "common/unique_fd.hpp"
 #include "composer/build_copy.hpp"
+#include "composer/build_mounts.hpp"
 #include "oci/layer_write.hpp"
 #include "oci/store.hpp"
 #include "runtime/container.hpp"
@@ -46,8 +47,10 @@ CopyRequest copy_request_from(const json& j) {
 
 std::string relative_to(const fs::path& p, const fs::path& base) { return p.lexically_relative(base).string(); }
 
-void mount_overlay(const fs::path& layers_dir, const std::vector<std::string>& lowers, const fs::path& target,
-                   const std::optional<std::pair<fs::path, fs::path>>& upper_work) {
+}  // namespace
+
+void mount_layers_overlay(const fs::path& layers_dir, const std::vector<std::string>& lowers, const fs::path& target,
+                          const std::optional<std::pair<fs::path, fs::path>>& upper_work) {
     // Relative lowerdirs from inside layers/ keep the options under the page-size limit.
     if (::chdir(layers_dir.c_str()) != 0) throw_errno("chdir", layers_dir.string());
     std::string opts;
@@ -65,6 +68,8 @@ void mount_overlay(const fs::path& layers_dir, const std::vector<std::string>& l
     if (::mount("overlay", target.c_str(), "overlay", flags, opts.c_str()) != 0)
         throw_errno("mount overlay", target.string());
 }
+
+namespace {
 
 void make_dir_path(const std::string& path, std::optional<CopyOwner> owner) {
     std::string cur;
@@ -128,7 +133,7 @@ void apply_file_op(const oci::Store& store, const json& spec, const fs::path& ru
     std::string empty = relative_to(run_dir / "empty", layers);
     auto lowers = spec.value("lower", std::vector<std::string>{});
     lowers.push_back(empty);  // overlay wants a lowerdir; FROM scratch has none
-    mount_overlay(layers, lowers, run_dir / "rootfs", std::make_pair(run_dir / "upper", run_dir / "work"));
+    mount_layers_overlay(layers, lowers, run_dir / "rootfs", std::make_pair(run_dir / "upper", run_dir / "work"));
 
     UniqueFd src_fd;
     const json copy = spec.value("copy", json());
@@ -136,7 +141,7 @@ void apply_file_op(const oci::Store& store, const json& spec, const fs::path& ru
         auto src_layers = copy["src_layers"].get<std::vector<std::string>>();
         // A read-only overlay needs two lowerdirs, and the same dir twice is refused (ELOOP).
         src_layers.push_back(relative_to(run_dir / "empty2", layers));
-        mount_overlay(layers, src_layers, run_dir / "src", std::nullopt);
+        mount_layers_overlay(layers, src_layers, run_dir / "src", std::nullopt);
         src_fd = UniqueFd(::open((run_dir / "src").c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
     } else if (copy.is_object()) {
         std::string dir = copy.at("src_dir").get<std::string>();
@@ -177,10 +182,17 @@ int run_build_step_here(const std::string& spec_path) {
     try {
         json spec = json::parse(read_file(spec_path, 16 * 1024 * 1024));
         auto store = oci::Store::open(spec.at("store").get<std::string>());
+        if (spec.contains("prepare")) {
+            run_prepare_ops(store, spec["prepare"], spec.at("work").get<std::string>());
+            return 0;
+        }
         fs::path run_dir = spec.at("run_dir").get<std::string>();
         bool file_op = (spec.contains("copy") && spec["copy"].is_object()) ||
                        (spec.contains("mkdir") && spec["mkdir"].is_object());
         if (file_op) apply_file_op(store, spec, run_dir);
+        else if (spec.contains("stubs") && spec["stubs"].is_array())
+            remove_mount_stubs(store, spec.value("lower", std::vector<std::string>{}),
+                               spec["stubs"].get<std::vector<std::string>>(), run_dir);
         json result = commit_upper(store, spec, run_dir);
         write_file_atomic(spec.at("result").get<std::string>(), result.dump());
         return 0;

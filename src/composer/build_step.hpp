@@ -7,11 +7,16 @@
 //    changes -- copied-up parents keep their metadata, replaced entries get whiteouts;
 //  - then, for every step (RUN too), the upper dir becomes a layer blob (oci::write_layer) and
 //    is renamed to layers/<diff_id hex>, so the next step has it as a lowerdir without unpacking.
+// Before the commit of a RUN, the mountpoints its RUN --mount needed are removed from the upper
+// dir (build_mounts.hpp); a spec with "prepare" ops only prepares a RUN's mounts (owners, copies).
 // The spec and the result are small JSON files in the step's run dir.
 #pragma once
 
+#include <filesystem>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -29,5 +34,12 @@ int run_build_step_here(const std::string& spec_path);
 
 // Reads the helper's result file: the layer, or nullopt when the step changed nothing.
 std::optional<StepLayer> read_step_result(const std::string& result_path);
+
+// Mounts an overlay of lowers (dir names relative to layers_dir, top first) on target: with
+// upper_work (upper, work) read-write, else read-only (then at least two lowers). chdirs into
+// layers_dir (the relative lowerdirs keep the options under the page-size limit).
+void mount_layers_overlay(const std::filesystem::path& layers_dir, const std::vector<std::string>& lowers,
+                          const std::filesystem::path& target,
+                          const std::optional<std::pair<std::filesystem::path, std::filesystem::path>>& upper_work);
 
 }  // namespace aishell::composer

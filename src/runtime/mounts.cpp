@@ -101,6 +101,7 @@ std::vector<MountStep> plan_mounts(const MountPlanInput& in) {
         bool is_dir = std::filesystem::is_directory(b.host);
         steps.push_back(bind_step(b.host.string(), b.container, is_dir, b.read_only, locked_mount_flags(b.host)));
     }
+    steps.insert(steps.end(), in.extra.begin(), in.extra.end());
     for (const auto& p : masked_paths()) {
         MountStep s;
         s.kind = Kind::Mask;
@@ -116,6 +117,14 @@ std::vector<MountStep> plan_mounts(const MountPlanInput& in) {
         steps.push_back(s);
     }
     return steps;
+}
+
+MountStep make_bind_step(const std::filesystem::path& host, std::string target, bool is_dir, bool read_only) {
+    return bind_step(host.string(), std::move(target), is_dir, read_only, read_only ? locked_mount_flags(host) : 0);
+}
+
+MountStep make_fs_step(std::string fstype, std::string target, unsigned long flags, std::string data) {
+    return fs_step(std::move(fstype), std::move(target), flags, std::move(data));
 }
 
 BindSpec parse_bind(const std::string& text) {

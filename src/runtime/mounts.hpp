@@ -40,6 +40,8 @@ struct MountPlanInput {
     bool host_network = true;
     bool gid5_mapped = false;    // devpts gid=5 only when group 5 exists in the namespace
     std::vector<BindSpec> binds;
+    // Mounts the caller planned itself (a build's RUN --mount), after the binds, in order.
+    std::vector<MountStep> extra;
 };
 
 // Docker's masked and read-only paths (moby oci/defaults.go).
@@ -47,6 +49,13 @@ const std::vector<std::string>& masked_paths();
 const std::vector<std::string>& readonly_paths();
 
 std::vector<MountStep> plan_mounts(const MountPlanInput& in);
+
+// A bind of host path onto target (a dir or a file mountpoint), read-only when asked, keeping
+// the host mount's locked flags on the read-only remount.
+MountStep make_bind_step(const std::filesystem::path& host, std::string target, bool is_dir, bool read_only);
+
+// A new filesystem (tmpfs, overlay, ...) on the directory target.
+MountStep make_fs_step(std::string fstype, std::string target, unsigned long flags, std::string data);
 
 // Parses -v HOST:CONTAINER[:ro|:rw]; HOST is made absolute and canonical (it must exist).
 BindSpec parse_bind(const std::string& text);
