@@ -515,7 +515,9 @@ struct MountSession::Impl {
             if (!fs::exists(data)) init_cache(inst, m);
         }
         fs::path host = data;
-        if (m.source != "/") {
+        // Without from, source names a subdir of the cache; with from, the cache was seeded
+        // with from's source subtree and is mounted whole.
+        if (m.source != "/" && m.from.empty()) {
             host = data / m.source.substr(1);
             ops.push_back({{"op", "mkdirs"}, {"root", data.string()}, {"path", m.source}});
         }
@@ -776,8 +778,13 @@ void run_prepare_ops(const oci::Store& store, const json& ops, const fs::path& w
         std::string kind = op.at("op").get<std::string>();
         if (kind == "chown") {
             std::string p = op.at("path").get<std::string>();
-            if (::lchown(p.c_str(), op.at("uid").get<std::uint32_t>(), op.at("gid").get<std::uint32_t>()) != 0)
-                throw_errno("chown", p);
+            auto uid = op.at("uid").get<std::uint32_t>(), gid = op.at("gid").get<std::uint32_t>();
+            if (::lchown(p.c_str(), uid, gid) != 0) {
+                if (errno != EINVAL) throw_errno("chown", p);
+                throw Error("uid " + std::to_string(uid) + " or gid " + std::to_string(gid) +
+                                " is not mapped in the build's user namespace",
+                            "single mode maps only root; give the user a range in /etc/subuid and /etc/subgid");
+            }
             if (op.contains("mode") && ::chmod(p.c_str(), op["mode"].get<mode_t>()) != 0) throw_errno("chmod", p);
         } else if (kind == "mkdirs") {
             mkdirs_op(op.at("root").get<std::string>(), op.at("path").get<std::string>());

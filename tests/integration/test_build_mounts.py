@@ -343,6 +343,8 @@ RUN --mount=type=bind,from=builder,source=/out,target=/b stat -c '%a' /b/sub/art
     && ! touch /b/x 2>/dev/null
 RUN --mount=from=builder,target=/st,rw test -f /st/out/sub/artifact && touch /st/written && echo ok > /whole
 RUN --mount=from=builder,source=/out/sub/artifact,target=/one.txt cat /one.txt > /one
+RUN --mount=type=cache,from=builder,source=/out,target=/seeded cat /seeded/sub/artifact > /seed && echo more > /seeded/more
+RUN --mount=type=cache,from=builder,source=/out,target=/seeded cat /seeded/more > /seed2
 """})
     build(aishell, ctx, "-t", "bs:1")
     rootfs = umoci_unpack(aishell.store, "bs:1", tmp_path / "b")
@@ -350,7 +352,10 @@ RUN --mount=from=builder,source=/out/sub/artifact,target=/one.txt cat /one.txt >
     assert open(os.path.join(rootfs, "mode")).read().strip() == "750"
     assert open(os.path.join(rootfs, "whole")).read() == "ok\n"
     assert open(os.path.join(rootfs, "one")).read() == "built\n"
-    assert new_layers(aishell.store, "bs:1", base) == [{"got", "mode"}, {"whole"}, {"one"}]
+    # A cache seeded from a stage keeps what later RUNs write to it.
+    assert open(os.path.join(rootfs, "seed")).read() == "built\n"
+    assert open(os.path.join(rootfs, "seed2")).read() == "more\n"
+    assert new_layers(aishell.store, "bs:1", base) == [{"got", "mode"}, {"whole"}, {"one"}, {"seed"}, {"seed2"}]
 
 
 @pytest.mark.parametrize("mode", MODES)
