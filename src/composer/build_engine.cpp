@@ -117,8 +117,16 @@ public:
         try {
             auto lock = store_.lock_exclusive();
             for (const auto& p : cache_entries_) ::unlink(p.c_str());
+            // An image pulled during the build (FROM, COPY --from, RUN --mount from=) is in
+            // index.json now: its blobs stay. Only what nothing references goes.
+            oci::GcOptions dry;
+            dry.dry_run = true;
+            std::set<std::string> unreferenced;
+            for (const auto& d : oci::collect_garbage(store_, dry).removed_blobs)
+                unreferenced.insert(std::string(d.encoded()));
             for (const auto& name : list(store_.oci_dir() / "blobs" / "sha256"))
-                if (!blobs_before_.count(name)) ::unlink((store_.oci_dir() / "blobs" / "sha256" / name).c_str());
+                if (!blobs_before_.count(name) && unreferenced.count(name))
+                    ::unlink((store_.oci_dir() / "blobs" / "sha256" / name).c_str());
             for (const auto& name : list(store_.layers_dir()))
                 if (!layers_before_.count(name)) runtime::remove_tree(mapping_, (store_.layers_dir() / name).string());
             // The id mapping recorded on this first use goes too (meta.json as it was).
@@ -430,11 +438,17 @@ private:
     // ---- instructions ------------------------------------------------------------------------
     void dispatch(ImageState& s, const Instruction& ins) {
         const std::string where = df_.filename + ":" + std::to_string(ins.line());
+        const int announced_before = step_;
         try {
             std::visit([&](const auto& c) { on(s, ins, c); }, ins.command);
         } catch (Error& e) {
-            if (e.message().rfind("[", 0) != 0) e.add_context("[" + std::to_string(step_) + "/" + std::to_string(total_steps_) + "] " +
-                                                              ins.node.original.substr(0, 80) + " (" + where + ")");
+            // An instruction that fails before its step line (COPY sources, expansion) is still
+            // its own step, not the one before it. FROM's line is printed by the stage setup.
+            const bool own_line_printed = step_ != announced_before || std::holds_alternative<FromInstr>(ins.command);
+            const int step = own_line_printed ? step_ : announced_before + 1;
+            if (e.message().rfind("[", 0) != 0)
+                e.add_context("[" + std::to_string(step) + "/" + std::to_string(total_steps_) + "] " +
+                              ins.node.original.substr(0, 80) + " (" + where + ")");
             throw;
         }
     }
@@ -759,7 +773,9 @@ private:
         auto colon = spec.find(':');
         std::string user = spec.substr(0, colon);
         auto u = runtime::resolve_user(user, db);
-        CopyOwner o{u.uid, u.uid};
+        // BuildKit: a numeric uid alone gives the same gid, a user name its primary group.
+        const bool numeric = !user.empty() && user.find_first_not_of("0123456789") == std::string::npos;
+        CopyOwner o{u.uid, numeric ? u.uid : u.gid};
         if (colon != std::string::npos) o.gid = runtime::resolve_user("0:" + spec.substr(colon + 1), db).gid;
         return o;
     }

@@ -376,3 +376,20 @@ RUN --mount=type=tmpfs,target=/fresh/dir true
     layers = new_layers(aishell.store, "tmpfs:1", base)
     assert layers[1] == {"mountline"}
     assert len(layers) == 2  # the last RUN changed nothing: no layer, no stub
+
+
+def test_bad_mounts_fail_with_one_error_line(aishell, base):
+    cases = [
+        ("RUN --mount=type=bind,source=missing,target=/m true",
+         r"RUN --mount=type=bind,source=/missing \(build context\)"),
+        ("RUN --mount=type=cache,target=/c,uid=1000 true", r"uid 1000 or gid 0 is not mapped"),
+        ("RUN --mount=type=bind,from=nosuchstage,target=/m true", r"nosuchstage"),
+        ("ARG WHERE=/\nRUN --mount=type=cache,target=$WHERE true", r"invalid mount target \"/\""),
+    ]
+    for i, (line, pattern) in enumerate(cases):
+        ctx = make_context(aishell, {"Dockerfile": f"FROM {base}\n{line}\n"}, name=f"bad{i}")
+        r = build(aishell, ctx, mode="single", check=False)
+        assert r.returncode == 1, (line, r.stderr)
+        assert_one_error(r, pattern)
+    # The first failed build pulled the base: the rollback keeps what index.json references.
+    assert not verify_store(aishell.store)
