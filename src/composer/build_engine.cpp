@@ -609,10 +609,18 @@ private:
             metadata_step(s, text);
             return;
         }
-        // BuildKit creates the directory (a layer only when it was missing).
-        layer_step(s, text, {}, [&]() -> std::optional<StepLayer> {
+        // BuildKit creates the directory (a layer only when it was missing) for the image's USER
+        // (llb.Mkdir WithUser: its uid and primary group; a bare uid N is N:N), so a later
+        // `RUN touch x` as that user works there.
+        json mkdir = {{"path", path}};
+        std::vector<std::string> key_parts;
+        if (auto owner = resolve_chown(s, cfg_string(s, "User"))) {
+            mkdir["chown"] = {owner->uid, owner->gid};
+            key_parts.push_back("owner=" + std::to_string(owner->uid) + ":" + std::to_string(owner->gid));
+        }
+        layer_step(s, text, key_parts, [&]() -> std::optional<StepLayer> {
             WorkDir run(store_, mapping_);
-            json spec = {{"lower", layer_dirs(s)}, {"mkdir", {{"path", path}}}};
+            json spec = {{"lower", layer_dirs(s)}, {"mkdir", mkdir}};
             return run_helper(run.path(), spec);
         });
     }
