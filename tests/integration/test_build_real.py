@@ -51,7 +51,7 @@ CI_DOCKERFILE = """\
 FROM {base}
 ENV CI=true LANG=C.UTF-8
 RUN echo 'ci:x:1000:1000:CI runner:/home/ci:/bin/sh' >> /etc/passwd && echo 'ci:x:1000:' >> /etc/group \\
- && mkdir -p /home/ci/workspace && chown -R ci:ci /home/ci && chmod 750 /home/ci
+ && mkdir -p /home/ci && chown -R ci:ci /home/ci && chmod 750 /home/ci
 RUN mkdir -p /var/cache/ci/pkgs /opt/tools && for i in 1 2 3; do echo pkg$i > /var/cache/ci/pkgs/p$i.tar; done \\
  && echo 'echo ci-tool ok' > /opt/tools/ci-tool && chmod 755 /opt/tools/ci-tool && echo scratch > /tmp/build-scratch
 RUN rm -rf /var/cache/ci/pkgs/* /tmp/build-scratch && echo cleaned > /var/cache/ci/CLEANED
@@ -99,7 +99,8 @@ def test_ci_base_image_with_non_root_user_and_cleaned_cache(aishell, reg, mode, 
     passwd = open(os.path.join(rootfs, "etc/passwd")).read()
     assert re.search(r"^ci:x:1000:1000:CI runner:/home/ci:/bin/sh$", passwd, re.M), passwd
 
-    # Owners: the user's home and what it made there belong to it.
+    # Owners: the user's home and what it made there belong to it; WORKDIR made the workspace
+    # for the USER of the moment (BuildKit: mkdir with the image's user).
     final = final_entries(store, manifest)
     for path in ("/home/ci", "/home/ci/workspace", "/home/ci/workspace/whoami", "/home/ci/workspace/.ready"):
         assert (final[path].uid, final[path].gid) == (1000, 1000), (path, final[path].uid, final[path].gid)
