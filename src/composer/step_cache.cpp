@@ -1,6 +1,8 @@
 // The build step cache (see step_cache.hpp).
 #include "composer/step_cache.hpp"
 
+#include <stdio.h>
+
 #include <filesystem>
 
 #include <nlohmann/json.hpp>
@@ -16,6 +18,15 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 constexpr int kCacheVersion = 1;
+
+// temp file + rename without fsync (see step_cache.hpp for why that is safe here).
+void write_entry(const fs::path& path, std::string_view text) {
+    TempFile tmp(path.parent_path(), "." + path.filename().string() + ".tmp");
+    write_all(tmp.fd(), text, tmp.path().string());
+    if (::rename(tmp.path().c_str(), path.c_str()) < 0)
+        throw_errno("rename " + tmp.path().string() + " to", path.string());
+    tmp.keep();  // renamed: the temp name is gone
+}
 
 std::optional<CacheEntry> parse_entry(const std::string& text) {
     json j = json::parse(text, nullptr, false);
@@ -66,7 +77,7 @@ std::string StepCache::put(const oci::Digest& key, const CacheEntry& entry) cons
     }
     make_dirs(store_.cache_dir(), 0700);
     std::string path = path_for(key);
-    write_file_atomic(path, j.dump());
+    with_context("write build cache entry " + path, [&] { write_entry(path, j.dump()); });
     return path;
 }
 

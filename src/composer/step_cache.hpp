@@ -4,6 +4,13 @@
 // parent's key with the instruction after expansion, the build args it sees, the digest of the
 // files it copies and the store's id mapping (layer trees are owned for one mapping). Entries
 // survive restarts; their layer blobs are GC roots (step_cache_roots) until pruned.
+//
+// Entries are replaced by rename but not fsynced (two fsyncs cost 4-7 ms on the development
+// disk, per step, see docs/performance.md): the cache is an optimisation, not store state. After
+// a crash an entry is the old one, the new one, or an empty or partial file (ext4 without
+// fsync), and get() treats whatever does not parse as a miss. The layer blob an entry names is
+// durable before the entry is written (the build step commits it with fsyncs), so an entry that
+// did survive never names a blob that did not.
 #pragma once
 
 #include <optional>
@@ -31,7 +38,8 @@ public:
     explicit StepCache(const oci::Store& store) : store_(store) {}
     // The entry for key; a miss when absent, unreadable, or its layer blob is gone.
     std::optional<CacheEntry> get(const oci::Digest& key) const;
-    // Writes (atomically) the entry for key; returns its path.
+    // Writes the entry for key (temp file + rename: readers see the old or the new entry; no
+    // fsync, see above); returns its path.
     std::string put(const oci::Digest& key, const CacheEntry& entry) const;
     std::string path_for(const oci::Digest& key) const;
 
