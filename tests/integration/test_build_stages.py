@@ -16,7 +16,7 @@ from helpers.build import (MODES, build, module_runner, final_entries, image_id,
 from helpers.checks import skopeo_inspect, umoci_unpack
 from helpers.registry import start_registry
 from helpers.runtime_images import ensure_runtime_images
-from helpers.store import image_names, verify_store
+from helpers.store import image_names, read_blob, verify_store
 
 
 # Single mode maps only the caller: lchown to any other id fails (EINVAL) and the copy keeps
@@ -180,8 +180,7 @@ COPY --from={hello} --chmod=0600 /hello.txt /private/
     manifest, _ = manifest_and_config(aishell.store, "greet:1")
     assert len(manifest["layers"]) == 4
     # The image's layers are the base's plus the two copies: nothing of the source image.
-    hello_manifest = json.loads(open(os.path.join(aishell.store, "oci", "blobs", "sha256",
-                                                  index_digest(aishell.store, hello).split(":")[1])).read())
+    hello_manifest = json.loads(read_blob(aishell.store, index_digest(aishell.store, hello)))
     assert not {d["digest"] for d in hello_manifest["layers"]} & {d["digest"] for d in manifest["layers"]}
 
     # An image built here, named only locally, is a --from source without any pull.
