@@ -156,7 +156,7 @@ def _processes_with(predicate):
         try:
             if predicate(name):
                 found.append(int(name))
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
+        except OSError:  # gone meanwhile (ENOENT, ESRCH), or exiting (EINVAL on mountinfo)
             pass
     return found
 
