@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/error.hpp"
 #include "common/file.hpp"
 #include "composer/dockerfile_json.hpp"
 #include "composer/instructions.hpp"
@@ -20,7 +21,7 @@ namespace {
 
 fs::path corpus_dir() {
     if (auto dir = get_env("AISHELL_FIXTURES_DIR")) return fs::path(*dir) / "dockerfiles";
-    return fs::path(__FILE__).parent_path().parent_path() / "fixtures" / "dockerfiles";
+    return fs::path(AISHELL_TESTS_DIR) / "fixtures" / "dockerfiles";
 }
 
 std::vector<std::string> corpus_names() {
@@ -72,4 +73,34 @@ TEST_CASE("corpus: CRLF line endings and a byte order mark parse like plain LF",
     auto options = corpus_options("continuations");
     CHECK(dockerfile_to_json(parse_dockerfile(crlf, "continuations.Dockerfile"), options) ==
           dockerfile_to_json(parse_dockerfile(text, "continuations.Dockerfile"), options));
+}
+
+TEST_CASE("corpus: truncated and mutated files parse or fail with an aishell error", "[dockerfile][corpus]") {
+    // Every prefix of every corpus file, and each byte replaced by a character the lexers treat
+    // specially: the parser must never crash or throw anything but aishell::Error (which the
+    // CLI turns into one "FILE:LINE: ..." line).
+    const char specials[] = {'"', '\'', '\\', '$', '{', '[', '\n', '=', '`', '<'};
+    std::size_t parsed = 0, rejected = 0;
+    auto attempt = [&](const std::string& text, const std::string& name) {
+        try {
+            Dockerfile df = parse_dockerfile(text, name);
+            (void)dockerfile_to_json(df, CheckOptions{{}, "linux/amd64"});
+            ++parsed;
+        } catch (const Error& e) {
+            CHECK(std::string(e.what()).rfind(name, 0) == 0);  // every message names the file
+            ++rejected;
+        }
+    };
+    for (const auto& name : corpus_names()) {
+        INFO("corpus file " << name);
+        const std::string text = read_file(corpus_dir() / (name + ".Dockerfile"));
+        for (std::size_t n = 0; n <= text.size(); ++n) attempt(text.substr(0, n), name + ".Dockerfile");
+        for (std::size_t i = 0; i < text.size(); ++i) {
+            std::string mutated = text;
+            mutated[i] = specials[i % sizeof specials];
+            attempt(mutated, name + ".Dockerfile");
+        }
+    }
+    CHECK(parsed > 0);
+    CHECK(rejected > 0);
 }

@@ -35,7 +35,7 @@ namespace mt = aishell::oci::media_type;
 
 namespace {
 
-const fs::path kSourceDir = fs::path(__FILE__).parent_path().parent_path();  // tests/
+const fs::path kSourceDir = fs::path(AISHELL_TESTS_DIR).lexically_normal();  // tests/
 const fs::path kCorpusScript = kSourceDir / "fixtures" / "crafted" / "make_corpus.py";
 
 class TempDir {
