@@ -270,6 +270,7 @@ bool mount_overlay_new_api(const ChildContext& ctx) noexcept {
     if (ok) ok = set(FSCONFIG_SET_STRING, "upperdir", ctx.upper_abs.c_str());
     if (ok) ok = set(FSCONFIG_SET_STRING, "workdir", ctx.work_abs.c_str());
     if (ok) ok = set(FSCONFIG_SET_FLAG, "userxattr", nullptr);
+    if (ok && ctx.spec->volatile_upper) ok = set(FSCONFIG_SET_FLAG, "volatile", nullptr);
     if (ok) ok = set(FSCONFIG_CMD_CREATE, nullptr, nullptr);
     int mfd = ok ? static_cast<int>(::syscall(SYS_fsmount, fsfd, FSMOUNT_CLOEXEC, 0)) : -1;
     int e = errno;

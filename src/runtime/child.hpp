@@ -35,7 +35,7 @@ struct ChildContext {
     int report_fd = -1;     // write end, O_CLOEXEC: closes on a successful exec
     int tty_slave = -1;     // -t: the pty slave for the command's stdio
     int stdin_null = -1;    // without -i: /dev/null as stdin
-    std::string rootfs;     // <run>/rootfs
+    std::string rootfs;     // <run> itself: the overlay is mounted over it
     std::string layers_dir;
     std::vector<std::string> lower_abs;  // for fsconfig lowerdir+ (top first)
     std::string upper_abs, work_abs;

@@ -37,7 +37,7 @@ struct ContainerSpec {
     IdMapping mapping;
     fs::path layers_dir;                 // <store>/layers
     std::vector<std::string> layers;     // layer dir names under layers_dir, top first
-    fs::path run_dir;                    // <store>/tmp/run-<id>: upper/, work/, rootfs/
+    fs::path run_dir;                    // <store>/tmp/run-<id>: upper/, work/ (the rootfs is mounted over it)
     std::vector<MountStep> mounts;       // from plan_mounts()
     Network network = Network::Host;
     std::string hostname;
@@ -47,6 +47,12 @@ struct ContainerSpec {
     bool no_new_privileges = false;
     bool tty = false;                    // -t: a new pty for the command
     bool interactive = false;            // -i: stdin passed through (else /dev/null)
+    // overlayfs "volatile": no sync at unmount. Without it the kernel syncs the upper's whole
+    // filesystem when the container's mount namespace goes away (every dirty page of every
+    // process on that disk), which made the end of a run wait tens of milliseconds on a busy
+    // machine. The upper is scratch space (removed, or read into a layer, right after the run),
+    // so its crash consistency does not matter; a kept (--keep) upper is the same.
+    bool volatile_upper = true;
 };
 
 struct RunResult {
@@ -62,7 +68,7 @@ RunResult run_container(const ContainerSpec& spec);
 // child chdirs into (as containers-storage does) to stay under the page-size limit.
 // Throws Error when even that does not fit.
 std::string overlay_options(const std::vector<std::string>& layers, const std::string& upper,
-                            const std::string& work, std::size_t limit);
+                            const std::string& work, std::size_t limit, bool volatile_upper = false);
 
 // Exit status for a process wait status: the code, or 128+N when killed by signal N.
 int exit_status_from_wait(int wait_status) noexcept;

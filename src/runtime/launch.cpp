@@ -40,17 +40,21 @@ SecurityOptions parse_security_opts(const std::vector<std::string>& opts) {
     return s;
 }
 
-std::vector<sock_filter> seccomp_program(const SecurityOptions& sec, std::uint64_t caps) {
+// Compiled once per profile text, caps, kernel and libseccomp, then loaded from the store's
+// cache/seccomp/ (see compile_seccomp_cached).
+std::vector<sock_filter> seccomp_program(const oci::Store& store, const SecurityOptions& sec, std::uint64_t caps) {
     if (!sec.seccomp) return {};
     auto ctx = host_seccomp_context(caps);
+    const fs::path cache = store.cache_dir() / "seccomp";
     if (sec.seccomp_profile_path)
         return with_context("seccomp profile " + *sec.seccomp_profile_path, [&] {
-            return compile_seccomp(parse_seccomp_profile(read_file(*sec.seccomp_profile_path, 1 << 20)), ctx);
+            return compile_seccomp_cached(cache, read_file(*sec.seccomp_profile_path, 1 << 20), ctx);
         });
-    return compile_seccomp(default_seccomp_profile(), ctx);
+    return compile_seccomp_cached(cache, default_seccomp_profile_text(), ctx);
 }
 
-// tmp/run-<id>: upper/, work/ and the rootfs mountpoint; removed on destruction unless kept.
+// tmp/run-<id>: upper/ and work/ (the container's rootfs is mounted over the dir itself);
+// removed on destruction unless kept.
 class RunDir {
 public:
     RunDir(const oci::Store& store, const IdMapping& mapping, bool keep)
@@ -165,7 +169,7 @@ RunResult exec_image(oci::Store& store, const oci::Image& image, const RunOption
     spec.capabilities = compute_capabilities(options.cap_add, options.cap_drop);
     auto sec = parse_security_opts(options.security_opts);
     spec.no_new_privileges = sec.no_new_privileges;
-    spec.seccomp = seccomp_program(sec, spec.capabilities);
+    spec.seccomp = seccomp_program(store, sec, spec.capabilities);
 
     MountPlanInput mi;
     mi.host_network = options.network == Network::Host;

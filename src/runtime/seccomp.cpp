@@ -5,18 +5,26 @@
 #include <linux/seccomp.h>
 #include <seccomp.h>
 #include <stddef.h>
+#include <elf.h>
+#include <fcntl.h>
+#include <link.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 
 #include <nlohmann/json.hpp>
 
 #include "common/error.hpp"
+#include "common/file.hpp"
 #include "common/unique_fd.hpp"
+#include "oci/digest.hpp"
 #include "runtime/capabilities.hpp"
 
 namespace aishell::runtime {
@@ -204,12 +212,14 @@ SeccompProfile parse_seccomp_profile(std::string_view text) {
     }
 }
 
+std::string default_seccomp_profile_text() {
+    std::string text;
+    for (const char* chunk : kDefaultSeccompProfileChunks) text += chunk;
+    return text;
+}
+
 const SeccompProfile& default_seccomp_profile() {
-    static const SeccompProfile profile = [] {
-        std::string text;
-        for (const char* chunk : kDefaultSeccompProfileChunks) text += chunk;
-        return parse_seccomp_profile(text);
-    }();
+    static const SeccompProfile profile = parse_seccomp_profile(default_seccomp_profile_text());
     return profile;
 }
 
@@ -256,6 +266,163 @@ std::vector<sock_filter> compile_seccomp(const SeccompProfile& p, const SeccompC
     auto prog = export_bpf(ctx.get());
     if (def == SCMP_ACT_ALLOW) return prog;
     return prepend_enosys(std::move(prog), seccomp_arch_native(), max_profile_syscall(p));
+}
+
+namespace {
+
+constexpr std::string_view kCacheMagic = "aishell-seccomp-bpf 1 ";
+
+std::string program_sha256(const std::vector<sock_filter>& prog) {
+    return std::string(oci::sha256_of({reinterpret_cast<const char*>(prog.data()), prog.size() * sizeof(sock_filter)}).encoded());
+}
+
+// The GNU build-id note of the running executable (hex), "" when it has none. The compiled
+// program depends on this code (prepend_enosys, the rule translation), not only on the profile
+// text: a rebuilt aishell must never load what an older one compiled.
+std::string read_build_id() {
+    std::string id;
+    ::dl_iterate_phdr(
+        [](dl_phdr_info* info, std::size_t, void* data) -> int {
+            auto* out = static_cast<std::string*>(data);
+            for (int i = 0; i < info->dlpi_phnum && out->empty(); ++i) {
+                const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+                if (ph.p_type != PT_NOTE) continue;
+                const std::size_t align = ph.p_align == 8 ? 8 : 4;
+                auto pad = [align](std::size_t n) { return (n + align - 1) & ~(align - 1); };
+                const char* p = reinterpret_cast<const char*>(info->dlpi_addr + ph.p_vaddr);
+                const char* end = p + ph.p_memsz;
+                while (static_cast<std::size_t>(end - p) >= sizeof(ElfW(Nhdr))) {
+                    const auto* n = reinterpret_cast<const ElfW(Nhdr)*>(p);
+                    const char* name = p + sizeof *n;
+                    const char* desc = name + pad(n->n_namesz);
+                    if (desc + n->n_descsz > end) break;
+                    if (n->n_type == NT_GNU_BUILD_ID && n->n_namesz == 4 && std::memcmp(name, "GNU", 4) == 0) {
+                        static const char hex[] = "0123456789abcdef";
+                        for (std::size_t k = 0; k < n->n_descsz; ++k) {
+                            auto b = static_cast<unsigned char>(desc[k]);
+                            *out += hex[b >> 4];
+                            *out += hex[b & 15];
+                        }
+                        break;
+                    }
+                    p = desc + pad(n->n_descsz);
+                }
+            }
+            return 1;  // the first object is the executable itself: stop there
+        },
+        &id);
+    return id;
+}
+
+// Trust in a cache entry.
+//
+// An entry is checked against its own SHA-256 only, which catches truncation and bit rot, not
+// tampering: a keyed MAC would need a secret that whoever can write the store cannot read, and
+// every place aishell could keep one (the store, $HOME, the keyring of the same uid) is open to
+// the same writers. So the cache is trusted exactly as far as the store is, the same model as
+// the layer trees, index.json and meta.json: the store belongs to the user and only the user
+// (and root) may write it. What that model does not cover, and what we check on every load:
+// another local user able to plant or rewrite entries (a shared or group-writable store). An
+// entry or the cache dir not owned by our euid, or writable by group or others, is ignored (and
+// recompiled, replaced when we may). What it cannot cover: a container that can write the store
+// (the user bound it, or a dir above it, into the container) could weaken the filters of later
+// runs; such a container can also rewrite the layer trees later runs execute and, as the store
+// lives under $HOME by default, usually the user's dotfiles: never bind the store into a
+// container writable (runtime README).
+bool owned_privately(const struct stat& st) {
+    return st.st_uid == ::geteuid() && (st.st_mode & (S_IWGRP | S_IWOTH)) == 0;
+}
+
+std::optional<std::string> read_trusted_entry(const fs::path& dir, const fs::path& entry) {
+    struct stat st {};
+    if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || !owned_privately(st)) return std::nullopt;
+    UniqueFd fd(::open(entry.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || !owned_privately(st)) return std::nullopt;
+    if (st.st_size <= 0 || st.st_size > (1 << 20)) return std::nullopt;
+    std::string data(static_cast<std::size_t>(st.st_size), '\0');
+    if (::pread(fd.get(), data.data(), data.size(), 0) != st.st_size) return std::nullopt;
+    return data;
+}
+
+// Entries of older aishell builds (another build-id in the key) are never read again: on a miss,
+// those untouched for a month go.
+void prune_stale_entries(const fs::path& dir) {
+    const auto cutoff = fs::file_time_type::clock::now() - std::chrono::hours(24 * 30);
+    std::error_code ec;
+    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+        std::error_code e2;
+        if (it->path().extension() == ".bpf" && it->is_regular_file(e2) && it->last_write_time(e2) < cutoff && !e2)
+            fs::remove(it->path(), e2);
+    }
+}
+
+}  // namespace
+
+std::string executable_build_id() {
+    static const std::string id = read_build_id();  // the mapped executable cannot change
+    return id;
+}
+
+std::string seccomp_cache_key(std::string_view profile_json, const SeccompContext& ctx) {
+    const scmp_version* v = seccomp_version();
+    char head[256];
+    std::snprintf(head, sizeof head, "aishell seccomp cache 1\nlibseccomp %u.%u.%u\nnative %u\ncaps %llx\n",
+                  v ? v->major : 0, v ? v->minor : 0, v ? v->micro : 0, seccomp_arch_native(),
+                  static_cast<unsigned long long>(ctx.capabilities));
+    oci::Sha256 h;
+    h.update(std::string_view(head));
+    h.update("aishell build " + executable_build_id() + "\n");
+    h.update("kernel " + ctx.kernel_release + "\narch " + ctx.go_arch + "\nprofile\n");
+    h.update(profile_json);
+    return std::string(h.finish().encoded());
+}
+
+std::string encode_seccomp_cache_entry(const std::string& key, const std::vector<sock_filter>& prog) {
+    std::string out(kCacheMagic);
+    out += key + " " + std::to_string(prog.size()) + " " + program_sha256(prog) + "\n";
+    out.append(reinterpret_cast<const char*>(prog.data()), prog.size() * sizeof(sock_filter));
+    return out;
+}
+
+std::optional<std::vector<sock_filter>> decode_seccomp_cache_entry(std::string_view data, const std::string& key) {
+    if (data.substr(0, kCacheMagic.size()) != kCacheMagic) return std::nullopt;
+    auto nl = data.find('\n');
+    if (nl == std::string_view::npos) return std::nullopt;
+    std::string_view head = data.substr(kCacheMagic.size(), nl - kCacheMagic.size()), body = data.substr(nl + 1);
+    // "<key> <count> <sha256>"
+    auto sp1 = head.find(' '), sp2 = head.rfind(' ');
+    if (sp1 == std::string_view::npos || sp2 == sp1) return std::nullopt;
+    if (head.substr(0, sp1) != key) return std::nullopt;
+    std::string_view count_text = head.substr(sp1 + 1, sp2 - sp1 - 1), sum = head.substr(sp2 + 1);
+    if (count_text.empty() || count_text.size() > 5 ||
+        !std::all_of(count_text.begin(), count_text.end(), [](char c) { return c >= '0' && c <= '9'; }))
+        return std::nullopt;
+    std::size_t count = std::stoul(std::string(count_text));
+    // A classic BPF program has at most BPF_MAXINSNS (4096) instructions; seccomp(2) says the same.
+    if (count == 0 || count > BPF_MAXINSNS || body.size() != count * sizeof(sock_filter)) return std::nullopt;
+    std::vector<sock_filter> prog(count);
+    std::memcpy(prog.data(), body.data(), body.size());
+    if (program_sha256(prog) != sum) return std::nullopt;
+    return prog;
+}
+
+std::vector<sock_filter> compile_seccomp_cached(const fs::path& cache_dir, std::string_view profile_json,
+                                                const SeccompContext& ctx) {
+    // Without a build-id the key cannot tell this aishell's compiler from another's: no cache.
+    if (executable_build_id().empty()) return compile_seccomp(parse_seccomp_profile(profile_json), ctx);
+    const std::string key = seccomp_cache_key(profile_json, ctx);
+    const fs::path entry = cache_dir / (key + ".bpf");
+    if (auto data = read_trusted_entry(cache_dir, entry))
+        if (auto prog = decode_seccomp_cache_entry(*data, key)) return *prog;
+    auto prog = compile_seccomp(parse_seccomp_profile(profile_json), ctx);
+    try {
+        make_dirs(cache_dir, 0700);
+        prune_stale_entries(cache_dir);
+        write_file_atomic(entry, encode_seccomp_cache_entry(key, prog), 0600);
+    } catch (const Error&) {
+        // A read-only or full store: the run goes on with the program compiled now.
+    }
+    return prog;
 }
 
 }  // namespace aishell::runtime

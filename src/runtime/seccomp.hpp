@@ -7,6 +7,7 @@
 #include <linux/filter.h>
 
 #include <cstdint>
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -50,6 +51,7 @@ struct SeccompProfile {
 
 SeccompProfile parse_seccomp_profile(std::string_view json);  // throws Error naming the field
 const SeccompProfile& default_seccomp_profile();
+std::string default_seccomp_profile_text();  // the JSON default_seccomp_profile() is parsed from
 
 struct SeccompContext {
     std::uint64_t capabilities = 0;  // the container's effective set
@@ -65,5 +67,28 @@ bool rule_applies(const SeccompRule& rule, const SeccompContext& ctx);
 // Compiles to BPF. Syscalls newer than every syscall the profile names return ENOSYS instead
 // of the default action (as runc does), so libc falls back to older calls.
 std::vector<sock_filter> compile_seccomp(const SeccompProfile& profile, const SeccompContext& ctx);
+
+// The running executable's GNU build-id note as hex ("" without one).
+std::string executable_build_id();
+
+// The cache key of a compilation: SHA-256 (hex) over a format tag, libseccomp's version, the
+// native arch, the running executable's GNU build-id, ctx (caps, kernel release, arch) and the
+// profile's JSON text. The program is a pure function of these.
+std::string seccomp_cache_key(std::string_view profile_json, const SeccompContext& ctx);
+
+// parse_seccomp_profile + compile_seccomp, memoized in cache_dir/<key>.bpf (libseccomp takes
+// 10-30 ms per compilation; a cached load is one small read). Entries are written atomically
+// (temp file + rename, mode 0600 in a 0700 dir) and verified on load (owner = euid, not group or
+// other writable, header, key, length, SHA-256 of the program); a bad or untrusted entry is
+// recompiled and replaced, and a cache that cannot be written only costs the compilation. An
+// executable without a build-id compiles every time. Trust model: see read_trusted_entry in
+// seccomp.cpp (the cache is trusted as far as the store is).
+std::vector<sock_filter> compile_seccomp_cached(const std::filesystem::path& cache_dir,
+                                                std::string_view profile_json, const SeccompContext& ctx);
+
+// The cache entry format (exposed for tests): "aishell-seccomp-bpf 1 <key> <count> <sha256>\n"
+// followed by count raw sock_filter records. decode returns nullopt for anything malformed.
+std::string encode_seccomp_cache_entry(const std::string& key, const std::vector<sock_filter>& prog);
+std::optional<std::vector<sock_filter>> decode_seccomp_cache_entry(std::string_view data, const std::string& key);
 
 }  // namespace aishell::runtime

@@ -8,7 +8,11 @@
 #include <seccomp.h>
 #include <stddef.h>
 
+#include <unistd.h>
+
 #include <array>
+#include <cstdlib>
+#include <filesystem>
 #include <cstring>
 #include <functional>
 
@@ -251,4 +255,157 @@ TEST_CASE("Docker-format profiles parse and compile", "[seccomp]") {
     CHECK_THROWS_WITH(parse_seccomp_profile(R"({"defaultAction":"SCMP_ACT_NOPE"})"),
                       Catch::Contains("unknown seccomp action 'SCMP_ACT_NOPE'"));
     CHECK_THROWS_WITH(parse_seccomp_profile("{"), Catch::Contains("seccomp profile:"));
+}
+
+namespace {
+
+struct CacheDir {
+    std::filesystem::path path = std::filesystem::temp_directory_path() /
+                                 ("aishell-seccomp-cache-" + std::to_string(::getpid()) + "-" + std::to_string(std::rand()));
+    ~CacheDir() {
+        std::error_code ec;
+        std::filesystem::remove_all(path, ec);
+    }
+};
+
+std::string slurp(const std::filesystem::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+void spit(const std::filesystem::path& p, const std::string& data) {
+    std::ofstream out(p, std::ios::binary | std::ios::trunc);
+    out << data;
+}
+
+bool same_program(const std::vector<sock_filter>& a, const std::vector<sock_filter>& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(sock_filter)) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("the seccomp cache key covers the profile text, caps, kernel and arch", "[seccomp]") {
+    auto ctx = host_seccomp_context(default_capabilities());
+    const std::string text = default_seccomp_profile_text();
+    const std::string key = seccomp_cache_key(text, ctx);
+    CHECK(key.size() == 64);
+    CHECK(seccomp_cache_key(text, ctx) == key);
+    CHECK(seccomp_cache_key(text + " ", ctx) != key);
+    auto other = ctx;
+    other.capabilities |= 1ull << capability_from_name("CAP_SYS_ADMIN");
+    CHECK(seccomp_cache_key(text, other) != key);
+    other = ctx;
+    other.kernel_release = "4.4.0";
+    CHECK(seccomp_cache_key(text, other) != key);
+    other = ctx;
+    other.go_arch = "arm64";
+    CHECK(seccomp_cache_key(text, other) != key);
+}
+
+TEST_CASE("a cached seccomp program is the compiled one, and a bad entry is recompiled", "[seccomp]") {
+    CacheDir dir;
+    auto ctx = host_seccomp_context(default_capabilities());
+    const std::string text = default_seccomp_profile_text();
+    const auto compiled = compile_seccomp(default_seccomp_profile(), ctx);
+    const auto entry = dir.path / (seccomp_cache_key(text, ctx) + ".bpf");
+
+    auto first = compile_seccomp_cached(dir.path, text, ctx);  // miss: compiles and writes
+    CHECK(same_program(first, compiled));
+    REQUIRE(std::filesystem::exists(entry));
+    CHECK((std::filesystem::status(dir.path).permissions() & std::filesystem::perms::others_all) == std::filesystem::perms::none);
+    const std::string good = slurp(entry);
+    CHECK(same_program(compile_seccomp_cached(dir.path, text, ctx), compiled));  // hit
+
+    // A hit really comes from the file: a valid entry for the same key with another program
+    // (as if written by another libseccomp) is what gets loaded.
+    std::vector<sock_filter> allow_all = {BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)};
+    spit(entry, encode_seccomp_cache_entry(seccomp_cache_key(text, ctx), allow_all));
+    CHECK(same_program(compile_seccomp_cached(dir.path, text, ctx), allow_all));
+
+    SECTION("a flipped program byte fails the checksum") {
+        std::string bad = good;
+        bad[bad.size() - 3] ^= 0x40;
+        spit(entry, bad);
+    }
+    SECTION("a truncated entry") { spit(entry, good.substr(0, good.size() - 4)); }
+    SECTION("an entry for another key") {
+        auto other = ctx;
+        other.capabilities = 0;
+        spit(entry, encode_seccomp_cache_entry(seccomp_cache_key(text, other), compiled));
+    }
+    SECTION("garbage") { spit(entry, "not a cache entry"); }
+    SECTION("a directory in the way (unreadable, not writable)") {
+        std::filesystem::remove(entry);
+        std::filesystem::create_directory(entry);
+    }
+    CHECK(same_program(compile_seccomp_cached(dir.path, text, ctx), compiled));
+    if (std::filesystem::is_regular_file(entry)) CHECK(slurp(entry) == good);  // replaced by a good one
+}
+
+TEST_CASE("a seccomp cache entry another user could have written is not loaded", "[seccomp]") {
+    CacheDir dir;
+    auto ctx = host_seccomp_context(default_capabilities());
+    const std::string text = default_seccomp_profile_text();
+    const auto compiled = compile_seccomp(default_seccomp_profile(), ctx);
+    const auto key = seccomp_cache_key(text, ctx);
+    const auto entry = dir.path / (key + ".bpf");
+    compile_seccomp_cached(dir.path, text, ctx);
+    REQUIRE(std::filesystem::exists(entry));
+    // A well-formed entry that would allow everything, as a tamperer would write it.
+    const std::vector<sock_filter> allow_all = {BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)};
+    spit(entry, encode_seccomp_cache_entry(key, allow_all));
+    using std::filesystem::perms;
+    SECTION("group-writable entry") {
+        std::filesystem::permissions(entry, perms::owner_read | perms::owner_write | perms::group_write);
+        CHECK(same_program(compile_seccomp_cached(dir.path, text, ctx), compiled));
+        CHECK((std::filesystem::status(entry).permissions() & perms::group_write) == perms::none);  // replaced
+    }
+    SECTION("world-writable cache dir") {
+        std::filesystem::permissions(dir.path, perms::owner_all | perms::others_write | perms::others_exec);
+        CHECK(same_program(compile_seccomp_cached(dir.path, text, ctx), compiled));
+    }
+    SECTION("the same entry, private, is loaded") {
+        CHECK(same_program(compile_seccomp_cached(dir.path, text, ctx), allow_all));
+    }
+}
+
+TEST_CASE("the seccomp cache key names this executable's build", "[seccomp]") {
+    // Two aishell builds with the same profile text must not share entries (the compiler is code
+    // too): the key hashes the executable's GNU build-id, read from memory. The test binary has
+    // one as aishell does; its bytes are in the file on disk, in the note that names them.
+    const std::string id = executable_build_id();
+    REQUIRE(id.size() >= 16);
+    REQUIRE(id.size() % 2 == 0);
+    std::string bytes;
+    for (std::size_t i = 0; i < id.size(); i += 2) bytes += static_cast<char>(std::stoi(id.substr(i, 2), nullptr, 16));
+    std::ifstream in("/proc/self/exe", std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    const std::string file = ss.str();
+    // Elf64_Nhdr {namesz 4, descsz, type NT_GNU_BUILD_ID 3} "GNU\0" desc
+    std::string note(12, '\0');
+    note[0] = 4;
+    note[4] = static_cast<char>(bytes.size());
+    note[8] = 3;
+    note += std::string("GNU\0", 4) + bytes;
+    CHECK(file.find(note) != std::string::npos);
+}
+
+TEST_CASE("seccomp cache entries decode only when every field checks out", "[seccomp]") {
+    std::vector<sock_filter> prog = {BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 0), BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)};
+    const std::string key(64, 'a');
+    const std::string e = encode_seccomp_cache_entry(key, prog);
+    auto back = decode_seccomp_cache_entry(e, key);
+    REQUIRE(back);
+    CHECK(same_program(*back, prog));
+    CHECK_FALSE(decode_seccomp_cache_entry(e, std::string(64, 'b')));
+    CHECK_FALSE(decode_seccomp_cache_entry(e + "x", key));
+    CHECK_FALSE(decode_seccomp_cache_entry(e.substr(1), key));
+    CHECK_FALSE(decode_seccomp_cache_entry("", key));
+    CHECK_FALSE(decode_seccomp_cache_entry(encode_seccomp_cache_entry(key, {}), key));  // empty program
+    std::string wrong_count = e;
+    wrong_count.replace(wrong_count.find(" 2 "), 3, " 1 ");
+    CHECK_FALSE(decode_seccomp_cache_entry(wrong_count, key));
 }
