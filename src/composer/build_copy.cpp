@@ -78,9 +78,17 @@ void check(bool ok, std::string_view op, const std::string& path) {
     if (!ok) throw_errno(op, path);
 }
 
+// lchown, leaving the owner as it is when the id has no mapping in this namespace (EINVAL);
+// the recorder, when there is one, remembers what was wanted.
+void chown_or_record(const std::string& path, CopyOwner o, OwnerRecorder* owners) {
+    if (::lchown(path.c_str(), o.uid, o.gid) != 0 && errno != EINVAL) throw_errno("lchown", path);
+    if (owners) owners->owner_attempted(path, o);
+}
+
 struct Copier {
     const CopyRequest& req;
     const IgnoreMatcher* matcher;
+    OwnerRecorder* owners = nullptr;
     std::map<std::pair<dev_t, ino_t>, std::string> links;  // hardlinks within this copy
 
     CopyOwner owner_for(const struct stat& st) const {
@@ -90,9 +98,9 @@ struct Copier {
     }
 
     // chown clears set-id bits, so the mode comes after it. EINVAL: the id is not mapped in
-    // this namespace (single mode); the file keeps root.
+    // this namespace (single mode); the file keeps root on disk and the recorder the owner.
     void set_owner_mode(const std::string& path, const struct stat& st, CopyOwner o, bool is_dir) const {
-        if (::lchown(path.c_str(), o.uid, o.gid) != 0 && errno != EINVAL) throw_errno("lchown", path);
+        chown_or_record(path, o, owners);
         if (S_ISLNK(st.st_mode)) return;
         mode_t mode = req.chmod ? *req.chmod : (st.st_mode & 07777);
         (void)is_dir;
@@ -105,16 +113,18 @@ struct Copier {
     }
 
     // Removes what stands at path unless it is a directory and a directory comes.
-    static void clear_target(const std::string& path, bool want_dir) {
+    void clear_target(const std::string& path, bool want_dir) const {
         struct stat st {};
         if (::lstat(path.c_str(), &st) != 0) return;
         if (S_ISDIR(st.st_mode)) {
             if (want_dir) return;
+            if (owners) owners->removed(path);
             std::error_code ec;
             fs::remove_all(path, ec);
             if (ec) throw Error("replace directory " + path + ": " + ec.message());
             return;
         }
+        if (owners) owners->removed(path);
         check(::unlink(path.c_str()) == 0, "unlink", path);
     }
 
@@ -130,8 +140,7 @@ struct Copier {
                 continue;
             }
             check(::mkdir(cur.c_str(), 0755) == 0, "mkdir", cur);
-            CopyOwner o = req.chown ? *req.chown : CopyOwner{};
-            if (::lchown(cur.c_str(), o.uid, o.gid) != 0 && errno != EINVAL) throw_errno("lchown", cur);
+            chown_or_record(cur, req.chown ? *req.chown : CopyOwner{}, owners);
         }
     }
 
@@ -141,6 +150,9 @@ struct Copier {
             if (it != links.end()) {
                 clear_target(dst, false);
                 check(::link(it->second.c_str(), dst.c_str()) == 0, "link", dst);
+                // The inode's owner was set (or recorded) with its first name; this name is
+                // recorded as well, so either one keeps it in the layer.
+                if (owners) owners->owner_attempted(dst, owner_for(st));
                 return;
             }
             links[{st.st_dev, st.st_ino}] = dst;
@@ -241,14 +253,29 @@ bool is_tar_archive(int fd) {
     return r == ARCHIVE_OK || r == ARCHIVE_WARN;
 }
 
-void extract_tar(int fd, const std::string& dest, const std::string& what) {
+// The owner libarchive could not set keeps the entry's set-id bits off (it restores them only
+// for the right owner); with the owner recorded for the layer, they are the tar's again.
+void record_extracted_owner(archive_entry* entry, const std::string& path, OwnerRecorder* owners) {
+    if (!owners) return;
+    CopyOwner wanted{static_cast<std::uint32_t>(archive_entry_uid(entry)),
+                     static_cast<std::uint32_t>(archive_entry_gid(entry))};
+    owners->owner_attempted(path, wanted);
+    const mode_t mode = archive_entry_mode(entry);
+    if (!(mode & (S_ISUID | S_ISGID)) || !(S_ISREG(mode) || S_ISDIR(mode))) return;
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) != 0 || (st.st_mode & S_IFMT) != (mode & S_IFMT)) return;
+    if (st.st_uid == wanted.uid && st.st_gid == wanted.gid) return;
+    check(::chmod(path.c_str(), mode & 07777) == 0, "chmod", path);
+}
+
+void extract_tar(int fd, const std::string& dest, const std::string& what, OwnerRecorder* owners) {
     auto in = open_tar(fd);
     if (!in) throw Error("ADD " + what + ": cannot read the archive");
     std::unique_ptr<archive, ArchiveWriteDeleter> out(archive_write_disk_new());
     archive_write_disk_set_options(out.get(), ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_OWNER |
                                                   ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_SECURE_NODOTDOT |
                                                   ARCHIVE_EXTRACT_UNLINK);
-    archive_write_disk_set_standard_lookup(out.get());
+    // Numeric ids, as Docker's archive.Untar: no user/group name lookup (no NSS in the chroot).
     for (;;) {
         archive_entry* entry = nullptr;
         int r = archive_read_next_header(in.get(), &entry);
@@ -275,6 +302,7 @@ void extract_tar(int fd, const std::string& dest, const std::string& what) {
         }
         if (archive_write_finish_entry(out.get()) < ARCHIVE_WARN)
             throw Error("ADD " + what + ": " + path + ": " + archive_error_string(out.get()));
+        record_extracted_owner(entry, path, owners);
     }
 }
 
@@ -317,6 +345,64 @@ std::string base_name(const std::string& rel) {
 }
 
 }  // namespace
+
+OwnerRecorder::OwnerRecorder(const std::string& root, int tree_fd) : tree_fd_(tree_fd) {
+    std::error_code ec;
+    root_ = fs::canonical(root, ec).string();
+    if (ec) throw Error("resolve " + root + ": " + ec.message());
+}
+
+// path cleaned, its parent resolved (symlinks followed, as the copy's own calls did), relative
+// to root; nullopt for root itself or what is outside it.
+std::optional<std::string> OwnerRecorder::layer_path(const std::string& path) {
+    std::string clean = fs::path(path).lexically_normal().string();
+    while (clean.size() > 1 && clean.back() == '/') clean.pop_back();
+    auto slash = clean.rfind('/');
+    if (slash == std::string::npos) return std::nullopt;  // the copy names absolute paths
+    std::string parent = slash == 0 ? "/" : clean.substr(0, slash);
+    std::string name = clean.substr(slash + 1);
+    if (name.empty() || name == "." || name == "..") return std::nullopt;
+    if (parent != cached_parent_ || cached_parent_.empty()) {
+        std::error_code ec;
+        std::string real = fs::canonical(parent, ec).string();
+        if (ec) throw Error("resolve " + parent + ": " + ec.message());
+        cached_parent_ = parent;
+        if (real == root_) cached_parent_rel_ = "";
+        else if (root_ == "/") cached_parent_rel_ = real.substr(1);
+        else if (real.starts_with(root_ + "/")) cached_parent_rel_ = real.substr(root_.size() + 1);
+        else cached_parent_rel_ = std::nullopt;
+    }
+    if (!cached_parent_rel_) return std::nullopt;
+    return cached_parent_rel_->empty() ? name : *cached_parent_rel_ + "/" + name;
+}
+
+void OwnerRecorder::owner_attempted(const std::string& path, CopyOwner wanted) {
+    auto rel = layer_path(path);
+    if (!rel) return;
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) != 0) throw_errno("stat", path);
+    if (st.st_uid == wanted.uid && st.st_gid == wanted.gid) wanted_.erase(*rel);
+    else wanted_[*rel] = wanted;
+}
+
+void OwnerRecorder::removed(const std::string& path) {
+    auto rel = layer_path(path);
+    cached_parent_.clear();  // a removed directory may be replaced by a symlink
+    if (!rel) return;
+    wanted_.erase(*rel);
+    // Beneath rel: [rel + "/", rel + "0"), '0' being the byte after '/'.
+    wanted_.erase(wanted_.lower_bound(*rel + "/"), wanted_.lower_bound(*rel + "0"));
+}
+
+oci::OwnerTable OwnerRecorder::finish() const {
+    oci::OwnerTable table;
+    for (const auto& [rel, owner] : wanted_) {
+        auto id = oci::entry_identity_at(tree_fd_, rel);
+        if (!id) continue;  // not in the layer's tree
+        table.set(rel, oci::OwnerRecord::for_entry({owner.uid, owner.gid}, *id));
+    }
+    return table;
+}
 
 std::string clean_source_path(const std::string& path) {
     std::string p = fs::path("/" + path).lexically_normal().string();
@@ -362,7 +448,8 @@ mode_t parse_chmod(const std::string& text, const std::string& instruction) {
     return static_cast<mode_t>(std::stoul(text, nullptr, 8));
 }
 
-void copy_files(int src_root_fd, const std::string& dest_root, const CopyRequest& req, const IgnoreMatcher* matcher) {
+void copy_files(int src_root_fd, const std::string& dest_root, const CopyRequest& req, const IgnoreMatcher* matcher,
+                OwnerRecorder* owners) {
     auto sources = resolve_sources(src_root_fd, req, matcher);
     std::string dest = dest_root == "/" ? req.dest : dest_root + req.dest;
     bool dest_dir = dest_is_dir_syntax(req.dest);
@@ -370,7 +457,7 @@ void copy_files(int src_root_fd, const std::string& dest_root, const CopyRequest
         throw Error(req.instruction + " with more than one source file: the destination " + req.dest +
                         " must be a directory and end with a /");
     while (dest.size() > 1 && dest.back() == '/') dest.pop_back();
-    Copier copier{req, matcher, {}};
+    Copier copier{req, matcher, owners, {}};
     for (const auto& src : sources) {
         if (!src.heredoc.empty()) {
             struct stat st {};
@@ -382,7 +469,7 @@ void copy_files(int src_root_fd, const std::string& dest_root, const CopyRequest
             std::string target = dest_dir || (::stat(dest.c_str(), &dst_st) == 0 && S_ISDIR(dst_st.st_mode))
                                      ? dest + "/" + src.heredoc : dest;
             copier.make_parents(fs::path(target).parent_path().string());
-            Copier::clear_target(target, false);
+            copier.clear_target(target, false);
             const std::string& content = req.heredocs.at(src.heredoc);
             UniqueFd out(::open(target.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
             check(static_cast<bool>(out), "create", target);
@@ -405,7 +492,7 @@ void copy_files(int src_root_fd, const std::string& dest_root, const CopyRequest
         check(static_cast<bool>(f), "open", src.rel);
         if (req.extract_archives && S_ISREG(st.st_mode) && is_tar_archive(f.get())) {
             copier.make_parents(dest);
-            extract_tar(f.get(), dest, src.rel);
+            extract_tar(f.get(), dest, src.rel, owners);
             continue;
         }
         struct stat dst_st {};

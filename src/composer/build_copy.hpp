@@ -6,6 +6,8 @@
 // build step's user namespace, chrooted into the step's overlay rootfs (so destination paths and
 // symlinks resolve inside it); sources are read beneath a directory fd, never escaping it.
 // source_digest() is the parent's view of the same sources, for the step cache key.
+// Owners the copy cannot set on disk (single userns mode maps only container root) go to an
+// OwnerRecorder, which gives the layer writer its intended-owner table (oci/owner_table.hpp).
 #pragma once
 
 #include <sys/types.h>
@@ -18,6 +20,7 @@
 
 #include "composer/dockerignore.hpp"
 #include "oci/digest.hpp"
+#include "oci/owner_table.hpp"
 
 namespace aishell::composer {
 
@@ -37,6 +40,35 @@ struct CopyRequest {
     std::string instruction = "COPY";  // for messages
 };
 
+// The owners a copy wants but cannot set on disk: lchown to an id the user namespace does not
+// map fails with EINVAL (in single mode every id but 0). Paths, as the copy names them beneath
+// root ("/" in the chrooted helper), are resolved -- a destination reached through a symlinked
+// directory is recorded under its real path -- and made relative to root. finish() takes each
+// entry's identity from tree_fd, the directory the layer is written from: the overlay's upper
+// dir, not the overlay the copy works in (whose inode numbers differ for copied-up entries).
+class OwnerRecorder {
+public:
+    OwnerRecorder(const std::string& root, int tree_fd);
+    // After an lchown attempt on path: remembers wanted when the disk does not have it, else
+    // forgets what an earlier attempt remembered.
+    void owner_attempted(const std::string& path, CopyOwner wanted);
+    // path and everything beneath it were removed (or are about to be replaced).
+    void removed(const std::string& path);
+    std::size_t size() const noexcept { return wanted_.size(); }
+    // The table of what is still in tree_fd, with each entry's identity; throws Error when it
+    // passes the table's bounds.
+    oci::OwnerTable finish() const;
+
+private:
+    std::optional<std::string> layer_path(const std::string& path);
+
+    std::string root_;  // resolved
+    int tree_fd_;
+    std::map<std::string, CopyOwner> wanted_;
+    std::string cached_parent_;                      // the last parent resolved ...
+    std::optional<std::string> cached_parent_rel_;  // ... relative to root (nullopt: outside)
+};
+
 // Cleans a source path as BuildKit does: relative to the source root, "." for the root itself.
 std::string clean_source_path(const std::string& path);
 
@@ -45,9 +77,10 @@ std::string clean_source_path(const std::string& path);
 std::vector<std::string> expand_source(int root_fd, const std::string& pattern, const IgnoreMatcher* matcher,
                                        const std::string& instruction);
 
-// Performs the copy. dest_root is "/" in the chrooted helper (tests pass a temp dir).
+// Performs the copy. dest_root is "/" in the chrooted helper (tests pass a temp dir). Owners
+// that cannot be set are reported to owners when given.
 void copy_files(int src_root_fd, const std::string& dest_root, const CopyRequest& request,
-                const IgnoreMatcher* matcher);
+                const IgnoreMatcher* matcher, OwnerRecorder* owners = nullptr);
 
 // sha256 over everything the sources name (paths, types, modes, link targets, contents):
 // the part of a COPY step's cache key that the context decides. Owners and mtimes of context

@@ -221,6 +221,7 @@ public:
             write_entry(dirfd, name, prefix + name);
     }
     std::uint64_t entries() const noexcept { return entries_; }
+    std::uint64_t owners_from_table() const noexcept { return owners_from_table_; }
 
 private:
     void write_entry(int dirfd, const std::string& name, const std::string& path) {
@@ -231,7 +232,7 @@ private:
             return;
         }
         auto xattrs = read_xattrs(dirfd, name);
-        Entry e = header(path, st);
+        Entry e = header(dirfd, name, path, st);
         bool opaque = false;
         for (const auto& [key, value] : xattrs) {
             if (is_opaque_marker_xattr(key)) {
@@ -274,13 +275,14 @@ private:
         put_header(e.get(), path);
     }
 
-    Entry header(const std::string& path, const struct stat& st) {
+    Entry header(int dirfd, const std::string& name, const std::string& path, const struct stat& st) {
         Entry e(archive_entry_new());
         if (!e) throw Error("out of memory");
         archive_entry_set_pathname(e.get(), path.c_str());
         archive_entry_set_mode(e.get(), st.st_mode);  // type and permission bits, setuid included
         LayerOwner owner{st.st_uid, st.st_gid};
         if (options_.map_owner) owner = options_.map_owner(path, owner);
+        if (auto intended = intended_owner(dirfd, name, path, st)) owner = *intended;
         archive_entry_set_uid(e.get(), owner.uid);
         archive_entry_set_gid(e.get(), owner.gid);
         archive_entry_set_mtime(e.get(), mtime(st.st_mtim.tv_sec), 0);
@@ -288,6 +290,20 @@ private:
         else archive_entry_set_size(e.get(), 0);
         if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) archive_entry_set_rdev(e.get(), st.st_rdev);
         return e;
+    }
+
+    // The table's owner for this entry, when it has a record of this very inode. The identity
+    // (statx: type, inode, birth time) is read only for entries the table may know.
+    std::optional<LayerOwner> intended_owner(int dirfd, const std::string& name, const std::string& path,
+                                             const struct stat& st) {
+        const OwnerTable* table = options_.owners;
+        if (!table || table->empty()) return std::nullopt;
+        if (!table->find(path) && (S_ISDIR(st.st_mode) || st.st_nlink < 2)) return std::nullopt;
+        auto id = entry_identity_at(dirfd, name);
+        if (!id) throw Error("layer entry '" + path + "' vanished while the layer was written");
+        auto owner = table->owner_of(path, *id);
+        if (owner) ++owners_from_table_;
+        return owner;
     }
 
     std::int64_t mtime(std::int64_t seconds) const {
@@ -342,6 +358,7 @@ private:
     std::vector<char> buffer_;
     std::map<std::pair<dev_t, ino_t>, std::string> links_;
     std::uint64_t entries_ = 0;
+    std::uint64_t owners_from_table_ = 0;
 };
 
 }  // namespace
@@ -387,6 +404,7 @@ std::optional<LayerWriteResult> write_layer(Store& store, int dirfd, const Layer
 
     LayerWriteResult result;
     result.entries = writer.entries();
+    result.owners_from_table = writer.owners_from_table();
     result.uncompressed_bytes = sink.diff.bytes();
     result.diff_id = sink.diff.finish();
     result.descriptor.media_type = std::string(layer_media_type(options.compression));

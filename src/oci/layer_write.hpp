@@ -9,6 +9,9 @@
 // security.capability are kept. One pass: the uncompressed stream is hashed for the diff_id
 // while it is compressed into a verified blob. The tree is trusted (aishell made it); it is
 // still read with *at calls and O_NOFOLLOW, so a symlink in it is never followed.
+// Owners: what the tree says (through map_owner), unless an intended-owner table
+// (owner_table.hpp) has a record for that entry -- the same inode, not only the same path --
+// which then decides: single userns mode cannot chown to most ids, the table remembers them.
 #pragma once
 
 #include <cstdint>
@@ -18,15 +21,11 @@
 
 #include "oci/digest.hpp"
 #include "oci/media_types.hpp"
+#include "oci/owner_table.hpp"
 #include "oci/store.hpp"
 #include "oci/types.hpp"
 
 namespace aishell::oci {
-
-struct LayerOwner {
-    std::uint32_t uid = 0;
-    std::uint32_t gid = 0;
-};
 
 struct LayerWriteOptions {
     media_type::Compression compression = media_type::Compression::Gzip;
@@ -39,6 +38,10 @@ struct LayerWriteOptions {
     // to the one the tar records (container ids), given the entry's path in the layer.
     // Identity when empty.
     std::function<LayerOwner(const std::string& path, LayerOwner on_disk)> map_owner;
+    // Intended owners (container ids) that override the ones above for the entries whose
+    // records match (path and identity); records of entries no longer in the tree, or replaced
+    // since, are ignored. Not owned; may be null.
+    const OwnerTable* owners = nullptr;
 };
 
 struct LayerWriteResult {
@@ -46,6 +49,7 @@ struct LayerWriteResult {
     Digest diff_id;         // sha256 of the uncompressed tar
     std::uint64_t entries = 0;
     std::uint64_t uncompressed_bytes = 0;
+    std::uint64_t owners_from_table = 0;  // entries (hardlink entries too) whose owner the table gave
 };
 
 // Writes the tree beneath dirfd as a layer blob into store. An empty tree gives no layer

@@ -1,7 +1,11 @@
 // COPY/ADD source handling: path cleaning, wildcard expansion with .dockerignore, the missing
-// source error, --chmod parsing, and the source digest that keys the step cache.
+// source error, --chmod parsing, and the source digest that keys the step cache; owners the
+// copy cannot set (single userns mode) recorded for the layer writer.
 #include <fcntl.h>
+#include <sched.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -10,8 +14,11 @@
 #include <catch2/catch.hpp>
 
 #include "common/error.hpp"
+#include "common/file.hpp"
 #include "common/unique_fd.hpp"
 #include "composer/build_copy.hpp"
+#include "oci/layer_write.hpp"
+#include "oci/store.hpp"
 
 namespace fs = std::filesystem;
 using namespace aishell;
@@ -115,4 +122,239 @@ TEST_CASE("the source digest changes with content, mode and names, not with igno
     CHECK(source_digest(ctx.fd.get(), req, &ignore) != d2);
     ctx.write("dir/new.txt", "n");
     CHECK(source_digest(ctx.fd.get(), req, &ignore) != d2);
+}
+
+// ---- owners that cannot be set ------------------------------------------------------------------
+namespace {
+
+struct Stat {
+    struct stat st {};
+    explicit Stat(const fs::path& p) { REQUIRE(::lstat(p.c_str(), &st) == 0); }
+};
+
+// Runs fn in a forked child whose user namespace maps only host root to 0, as single mode maps
+// only the caller: lchown to any other id fails with EINVAL there. Returns what fn returned,
+// or "error: ..." when it threw.
+template <typename Fn>
+std::string in_single_userns(Fn fn) {
+    REQUIRE(::geteuid() == 0);
+    int fds[2];
+    REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+    pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        ::close(fds[0]);
+        std::string out;
+        auto write_proc = [](const char* path, std::string_view s) {
+            UniqueFd fd(::open(path, O_WRONLY | O_CLOEXEC));
+            return fd && ::write(fd.get(), s.data(), s.size()) == static_cast<ssize_t>(s.size());
+        };
+        bool mapped = ::unshare(CLONE_NEWUSER) == 0 && write_proc("/proc/self/uid_map", "0 0 1") &&
+                      write_proc("/proc/self/setgroups", "deny") && write_proc("/proc/self/gid_map", "0 0 1");
+        try {
+            out = mapped ? fn() : "error: cannot make the user namespace";
+        } catch (const std::exception& e) {
+            out = std::string("error: ") + e.what();
+        }
+        (void)!::write(fds[1], out.data(), out.size());
+        ::_exit(0);
+    }
+    ::close(fds[1]);
+    std::string out;
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(fds[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<std::size_t>(n));
+    ::close(fds[0]);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+    return out;
+}
+
+// The table a copy (in the single-mapping namespace) recorded, as its file text.
+std::string copy_recording(const Context& ctx, const fs::path& root, const std::vector<CopyRequest>& requests) {
+    return in_single_userns([&] {
+        UniqueFd tree(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        OwnerRecorder owners(root.string(), tree.get());
+        for (const auto& r : requests) copy_files(ctx.fd.get(), root.string(), r, nullptr, &owners);
+        return owners.finish().serialize();
+    });
+}
+
+CopyRequest copy_req(std::vector<std::string> sources, std::string dest, std::optional<CopyOwner> chown = {}) {
+    CopyRequest r;
+    r.sources = std::move(sources);
+    r.dest = std::move(dest);
+    r.chown = chown;
+    return r;
+}
+
+std::map<std::string, std::pair<std::uint32_t, std::uint32_t>> owners_in(const oci::OwnerTable& t) {
+    std::map<std::string, std::pair<std::uint32_t, std::uint32_t>> out;
+    for (const auto& [p, r] : t.records()) out[p] = {r.owner.uid, r.owner.gid};
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("COPY --chown to ids the namespace does not map records them for the layer", "[build_copy]") {
+    Context ctx;
+    ctx.write("src/f.txt", "f");
+    ctx.write("src/sub/g", "g");
+    ctx.write("src/run.sh", "#!/bin/sh\n");
+    REQUIRE(::chmod((ctx.path / "src/run.sh").c_str(), 04755) == 0);
+    fs::create_symlink("f.txt", ctx.path / "src/link");
+    ctx.write("src/h1", "h");
+    REQUIRE(::link((ctx.path / "src/h1").c_str(), (ctx.path / "src/h2").c_str()) == 0);
+    Context root;
+
+    std::string text = copy_recording(ctx, root.path, {copy_req({"src"}, "/opt/app/", CopyOwner{1000, 1001})});
+    auto table = oci::OwnerTable::parse(text, "owners");
+    using Owners = std::map<std::string, std::pair<std::uint32_t, std::uint32_t>>;
+    const std::pair<std::uint32_t, std::uint32_t> o{1000, 1001};
+    // Every copied entry and the parents the copy made; paths relative to the layer root.
+    CHECK(owners_in(table) == Owners{{"opt", o}, {"opt/app", o}, {"opt/app/f.txt", o}, {"opt/app/h1", o},
+                                     {"opt/app/h2", o}, {"opt/app/link", o}, {"opt/app/run.sh", o},
+                                     {"opt/app/sub", o}, {"opt/app/sub/g", o}});
+    // On disk they stay root's (the only mapped id); modes are as asked, set-id bits too.
+    for (const auto& [p, r] : table.records()) {
+        Stat st(root.path / p);
+        CHECK((st.st.st_uid == 0 && st.st.st_gid == 0));
+        // Each record names the entry as it is now.
+        UniqueFd fd(::open(root.path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        auto id = oci::entry_identity_at(fd.get(), p);
+        REQUIRE(id);
+        CHECK(r.matches(*id));
+    }
+    CHECK((Stat(root.path / "opt/app/run.sh").st.st_mode & 07777) == 04755);
+    CHECK(table.find("opt/app/link")->type == S_IFLNK);
+    CHECK(Stat(root.path / "opt/app/h1").st.st_ino == Stat(root.path / "opt/app/h2").st.st_ino);
+
+    // The layer written from that tree carries the intended owners.
+    Context store_dir;
+    auto store = oci::Store::open(store_dir.path / "store");
+    oci::LayerWriteOptions options;
+    options.owners = &table;
+    auto layer = oci::write_layer(store, UniqueFd(::open(root.path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)).get(),
+                                  options);
+    REQUIRE(layer);
+    CHECK(layer->owners_from_table == 9);
+}
+
+TEST_CASE("an owner is recorded under the real path when the destination goes through a symlink",
+          "[build_copy]") {
+    Context ctx;
+    ctx.write("f.txt", "f");
+    Context root;
+    fs::create_directories(root.path / "real");
+    fs::create_symlink("real", root.path / "link");
+    auto table = oci::OwnerTable::parse(
+        copy_recording(ctx, root.path, {copy_req({"f.txt"}, "/link/f.txt", CopyOwner{1000, 1000})}), "owners");
+    CHECK(owners_in(table) == std::map<std::string, std::pair<std::uint32_t, std::uint32_t>>{{"real/f.txt", {1000, 1000}}});
+}
+
+TEST_CASE("what a later copy replaces or removes loses its recorded owner", "[build_copy]") {
+    Context ctx;
+    ctx.write("f.txt", "f");
+    ctx.write("dir/a", "a");
+    ctx.write("dir/b/c", "c");
+    ctx.write("dir2/b", "now a file");
+    Context root;
+    // /x: recorded for 1000, then replaced by a copy without --chown (root's, which the disk has).
+    // /d/b: a tree recorded for 1000, then replaced by a file of a copy without --chown.
+    // /keep: recorded, then written again with another unmapped owner: the last one counts.
+    auto table = oci::OwnerTable::parse(
+        copy_recording(ctx, root.path,
+                       {copy_req({"f.txt"}, "/x", CopyOwner{1000, 1000}), copy_req({"f.txt"}, "/x"),
+                        copy_req({"dir"}, "/d", CopyOwner{1000, 1000}), copy_req({"dir2"}, "/d"),
+                        copy_req({"f.txt"}, "/keep", CopyOwner{1000, 1000}),
+                        copy_req({"f.txt"}, "/keep", CopyOwner{2000, 2000})}),
+        "owners");
+    CHECK(owners_in(table) == std::map<std::string, std::pair<std::uint32_t, std::uint32_t>>{
+                                  {"d", {1000, 1000}}, {"d/a", {1000, 1000}}, {"keep", {2000, 2000}}});
+    CHECK(fs::is_regular_file(root.path / "d/b"));
+}
+
+TEST_CASE("ADD of a tar records the archive's unmapped owners and keeps its set-id bits", "[build_copy]") {
+    // The tar, written by the layer writer with owners from a table.
+    Context tree, store_dir;
+    tree.write("bin/suid", "#!/bin/sh\n");
+    REQUIRE(::chmod((tree.path / "bin/suid").c_str(), 04755) == 0);
+    tree.write("dir/file", "f");
+    fs::create_symlink("dir/file", tree.path / "l");
+    oci::OwnerTable tar_owners;
+    for (const char* p : {"bin/suid", "dir", "l"}) {
+        auto id = oci::entry_identity_at(tree.fd.get(), p);
+        REQUIRE(id);
+        tar_owners.set(p, oci::OwnerRecord::for_entry({1000, 1001}, *id));
+    }
+    auto store = oci::Store::open(store_dir.path / "store");
+    oci::LayerWriteOptions options;
+    options.compression = oci::media_type::Compression::None;
+    options.owners = &tar_owners;
+    auto layer = oci::write_layer(store, UniqueFd(::open(tree.path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)).get(),
+                                  options);
+    REQUIRE(layer);
+    Context ctx;
+    fs::copy_file(store.blob_path(layer->descriptor.digest), ctx.path / "a.tar");
+
+    Context root;
+    CopyRequest add = copy_req({"a.tar"}, "/x/");
+    add.extract_archives = true;
+    add.instruction = "ADD";
+    auto table = oci::OwnerTable::parse(copy_recording(ctx, root.path, {add}), "owners");
+    const std::pair<std::uint32_t, std::uint32_t> o{1000, 1001};
+    CHECK(owners_in(table) == std::map<std::string, std::pair<std::uint32_t, std::uint32_t>>{
+                                  {"x/bin/suid", o}, {"x/dir", o}, {"x/l", o}});
+    CHECK((Stat(root.path / "x/bin/suid").st.st_mode & 07777) == 04755);
+    CHECK(Stat(root.path / "x/bin/suid").st.st_uid == 0);
+    CHECK(fs::is_symlink(root.path / "x/l"));
+}
+
+TEST_CASE("owners the namespace maps are set on disk and not recorded", "[build_copy]") {
+    REQUIRE(::geteuid() == 0);
+    Context ctx;
+    ctx.write("dir/f", "f");
+    fs::create_symlink("f", ctx.path / "dir/l");
+    Context root;
+    UniqueFd tree(::open(root.path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    OwnerRecorder owners(root.path.string(), tree.get());
+    copy_files(ctx.fd.get(), root.path.string(), copy_req({"dir"}, "/app", CopyOwner{1000, 1001}), nullptr, &owners);
+    CHECK(owners.size() == 0);
+    CHECK(owners.finish().empty());
+    for (const char* p : {"app", "app/f", "app/l"}) {
+        Stat st(root.path / p);
+        CHECK((st.st.st_uid == 1000 && st.st.st_gid == 1001));
+    }
+}
+
+TEST_CASE("the owner recorder keeps what the disk lacks, under the layer root only", "[build_copy]") {
+    REQUIRE(::geteuid() == 0);
+    Context root;
+    root.write("a/b/c", "c");
+    root.write("a/bc", "x");
+    UniqueFd tree(::open(root.path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    OwnerRecorder owners(root.path.string(), tree.get());
+    const std::string r = root.path.string();
+    // Files owned by root (as the test made them): 1000 is not on disk, 0 is.
+    for (const char* p : {"/a", "/a/b", "/a/b/c", "/a/bc"}) owners.owner_attempted(r + p, {1000, 1000});
+    CHECK(owners.size() == 4);
+    owners.owner_attempted(r + "/a/bc", {0, 0});
+    CHECK(owners.size() == 3);
+    owners.removed(r + "/a/b");  // the tree beneath too, not a/bc
+    CHECK(owners.size() == 1);
+    owners.owner_attempted(r + "/a/bc", {7, 7});
+    // The root itself and what is outside it are no layer entries.
+    owners.owner_attempted(r, {1000, 1000});
+    owners.owner_attempted(r + "/.", {1000, 1000});
+    owners.owner_attempted(root.path.parent_path().string(), {1000, 1000});
+    // A path through "..", cleaned.
+    owners.owner_attempted(r + "/a/b/../bc", {8, 8});
+    auto table = owners.finish();
+    CHECK(owners_in(table) == std::map<std::string, std::pair<std::uint32_t, std::uint32_t>>{
+                                  {"a", {1000, 1000}}, {"a/bc", {8, 8}}});
+    // Entries gone before finish() are left out.
+    fs::remove(root.path / "a/bc");
+    CHECK(owners_in(owners.finish()) == std::map<std::string, std::pair<std::uint32_t, std::uint32_t>>{
+                                            {"a", {1000, 1000}}});
 }

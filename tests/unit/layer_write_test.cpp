@@ -244,3 +244,89 @@ TEST_CASE("layer write: gzip, zstd and plain layers share a diff_id and extract 
         CHECK(read_file(out.path / "etc/hostname") == "box\n");
     }
 }
+
+namespace {
+
+OwnerRecord record_of(const TempDir& tree, const std::string& path, LayerOwner owner) {
+    auto fd = tree.fd();
+    auto id = entry_identity_at(fd.get(), path);
+    REQUIRE(id);
+    return OwnerRecord::for_entry(owner, *id);
+}
+
+}  // namespace
+
+TEST_CASE("layer write: an intended-owner table sets the owners of the entries it recorded", "[layer_write]") {
+    TempDir store_dir, upper;
+    Store store = Store::open(store_dir.path / "store");
+    make_upper(upper.path);
+    fs::create_directories(upper.path / "opt" / "app");
+    write_text(upper.path / "opt" / "app" / "replaced", "old", 0644);
+
+    OwnerTable table;
+    // A symlink (no user xattrs there), a directory, a file mapped by map_owner as well.
+    table.set("bin", record_of(upper, "bin", {1234, 2345}));
+    table.set("opt/app", record_of(upper, "opt/app", {1234, 2345}));
+    table.set("etc/hostname", record_of(upper, "etc/hostname", {7, 8}));
+    // A hardlink recorded under its second name only: both names get the owner.
+    table.set("usr/bin/tool-alias", record_of(upper, "usr/bin/tool-alias", {4000, 4001}));
+    // A file replaced after its record (a new inode at the same path) keeps its own owner; a
+    // removed one (now a whiteout) and one never in the tree are ignored.
+    table.set("opt/app/replaced", record_of(upper, "opt/app/replaced", {5000, 5000}));
+    REQUIRE(::unlink((upper.path / "opt" / "app" / "replaced").c_str()) == 0);
+    write_text(upper.path / "opt" / "app" / "replaced", "new", 0644);
+    table.set("var/fifo", record_of(upper, "var/fifo", {6000, 6000}));
+    REQUIRE(::unlink((upper.path / "var" / "fifo").c_str()) == 0);
+    REQUIRE(::mknod((upper.path / "var" / "fifo").c_str(), S_IFCHR | 0, makedev(0, 0)) == 0);
+    table.set("not/there", OwnerRecord{{9, 9}, S_IFREG, 1, std::nullopt});
+    // The table is what the file says: written and read back.
+    write_file_atomic(store_dir.path / "owners", table.serialize());
+    auto read_back = read_owner_table(store_dir.path / "owners");
+    REQUIRE(read_back);
+
+    LayerWriteOptions options;
+    options.map_owner = [](const std::string&, LayerOwner o) { return LayerOwner{o.uid + 1, o.gid + 1}; };
+    options.owners = &*read_back;
+    auto layer = write_layer(store, upper.fd().get(), options);
+    REQUIRE(layer);
+    auto entries = read_tar(store, *layer);
+    auto owner = [&](const std::string& name) {
+        const TarEntry& e = find(entries, name);
+        return std::pair{e.uid, e.gid};
+    };
+    CHECK(owner("bin") == std::pair<std::int64_t, std::int64_t>{1234, 2345});
+    CHECK(find(entries, "bin").type == "symlink");
+    CHECK(owner("opt/app/") == std::pair<std::int64_t, std::int64_t>{1234, 2345});
+    CHECK(owner("etc/hostname") == std::pair<std::int64_t, std::int64_t>{7, 8});  // the table over map_owner
+    CHECK(owner("usr/bin/tool") == std::pair<std::int64_t, std::int64_t>{4000, 4001});
+    CHECK(owner("usr/bin/tool-alias") == std::pair<std::int64_t, std::int64_t>{4000, 4001});
+    CHECK(find(entries, "usr/bin/tool-alias").type == "hardlink");
+    CHECK(owner("opt/app/replaced") == std::pair<std::int64_t, std::int64_t>{1, 1});  // map_owner only
+    CHECK(owner("opt/") == std::pair<std::int64_t, std::int64_t>{1, 1});
+    CHECK(owner("var/.wh.fifo") == std::pair<std::int64_t, std::int64_t>{0, 0});
+    CHECK(layer->owners_from_table == 5);  // bin, opt/app, etc/hostname, tool, tool-alias
+
+    // Without the table: the owners on disk, and another digest.
+    LayerWriteOptions plain;
+    plain.map_owner = options.map_owner;
+    auto without = write_layer(store, upper.fd().get(), plain);
+    REQUIRE(without);
+    CHECK(without->diff_id != layer->diff_id);
+    CHECK(without->owners_from_table == 0);
+    // An empty table changes nothing.
+    OwnerTable empty;
+    plain.owners = &empty;
+    CHECK(write_layer(store, upper.fd().get(), plain)->diff_id == without->diff_id);
+
+    // Extracted again (owners preserved), the tree has the intended owners.
+    TempDir out;
+    UniqueFd blob(::open(store.blob_path(layer->descriptor.digest).c_str(), O_RDONLY | O_CLOEXEC));
+    ExtractOptions extract;
+    extract.owners = ExtractOptions::Owners::Preserve;
+    extract_layer(blob.get(), Compression::Gzip, out.fd().get(), extract);
+    struct stat st {};
+    REQUIRE(::lstat((out.path / "bin").c_str(), &st) == 0);
+    CHECK((st.st_uid == 1234 && st.st_gid == 2345));
+    REQUIRE(::lstat((out.path / "usr/bin/tool-alias").c_str(), &st) == 0);
+    CHECK((st.st_uid == 4000 && st.st_gid == 4001));
+}
