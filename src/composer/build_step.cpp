@@ -71,7 +71,7 @@ void mount_layers_overlay(const fs::path& layers_dir, const std::vector<std::str
 
 namespace {
 
-void make_dir_path(const std::string& path, std::optional<CopyOwner> owner) {
+void make_dir_path(const std::string& path, std::optional<CopyOwner> owner, OwnerRecorder& owners) {
     std::string cur;
     for (const auto& part : fs::path(path).relative_path()) {
         cur += "/" + part.string();
@@ -83,6 +83,7 @@ void make_dir_path(const std::string& path, std::optional<CopyOwner> owner) {
         if (::mkdir(cur.c_str(), 0755) != 0) throw_errno("mkdir", cur);
         CopyOwner o = owner.value_or(CopyOwner{});
         if (::lchown(cur.c_str(), o.uid, o.gid) != 0 && errno != EINVAL) throw_errno("lchown", cur);
+        owners.owner_attempted(cur, o);
     }
 }
 
@@ -91,6 +92,14 @@ void run_chrooted(const fs::path& rootfs, int src_fd, const json& spec) {
     // The child reports its error through a file opened before chroot.
     UniqueFd err(::open(rootfs.parent_path().c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
     if (!err) throw_errno("open error file", rootfs.parent_path().string());
+    // Owners the step cannot set on disk (single mode) go to a side table beside the upper dir,
+    // never in it; commit_upper hands it to the layer writer (oci/owner_table.hpp). Identities
+    // are read from the upper dir itself, opened before chroot as the table is.
+    const fs::path upper_dir = rootfs.parent_path() / "upper", table_path = rootfs.parent_path() / "owners";
+    UniqueFd upper(::open(upper_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!upper) throw_errno("open", upper_dir.string());
+    UniqueFd table(::open(table_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!table) throw_errno("create owner table", table_path.string());
     pid_t pid = ::fork();
     if (pid < 0) throw_errno("fork");
     if (pid == 0) {
@@ -98,15 +107,18 @@ void run_chrooted(const fs::path& rootfs, int src_fd, const json& spec) {
         try {
             if (::chroot(rootfs.c_str()) != 0) throw_errno("chroot", rootfs.string());
             if (::chdir("/") != 0) throw_errno("chdir", "/");
+            OwnerRecorder owners("/", upper.get());
             if (spec.contains("copy") && spec["copy"].is_object()) {
                 const json& c = spec["copy"];
                 std::optional<IgnoreMatcher> matcher;
                 if (c.contains("ignore") && c["ignore"].is_array())
                     matcher.emplace(c["ignore"].get<std::vector<std::string>>());
-                copy_files(src_fd, "/", copy_request_from(c), matcher ? &*matcher : nullptr);
+                copy_files(src_fd, "/", copy_request_from(c), matcher ? &*matcher : nullptr, &owners);
             }
             if (spec.contains("mkdir") && spec["mkdir"].is_object())
-                make_dir_path(spec["mkdir"].at("path").get<std::string>(), owner_from(spec["mkdir"].value("chown", json())));
+                make_dir_path(spec["mkdir"].at("path").get<std::string>(), owner_from(spec["mkdir"].value("chown", json())),
+                              owners);
+            if (owners.size() > 0) oci::write_owner_table(table.get(), owners.finish(), table_path.string());
         } catch (const std::exception& e) {
             std::string msg = e.what();
             (void)!::write(err.get(), msg.data(), msg.size());
@@ -161,6 +173,9 @@ json commit_upper(oci::Store& store, const json& spec, const fs::path& run_dir) 
     options.compression = spec.value("compression", std::string("gzip")) == "zstd" ? oci::media_type::Compression::Zstd
                                                                                   : oci::media_type::Compression::Gzip;
     if (spec.contains("clamp") && spec["clamp"].is_number()) options.clamp_mtime = spec["clamp"].get<std::int64_t>();
+    // Written by a file step when an owner could not be set on disk; outside the upper dir.
+    std::optional<oci::OwnerTable> owners = oci::read_owner_table(run_dir / "owners");
+    if (owners) options.owners = &*owners;
     auto layer = oci::write_layer(store, fd.get(), options);
     json result = {{"layer", nullptr}};
     if (!layer) return result;
