@@ -12,13 +12,17 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/statfs.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <linux/magic.h>
 #include <linux/seccomp.h>
 
 #include <cstring>
+
+#include "runtime/fakeroot.hpp"
 
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
@@ -51,6 +55,8 @@ const char* step_name(ChildStep step) noexcept {
         case ChildStep::SetUid: return "setuid";
         case ChildStep::Capabilities: return "set capabilities";
         case ChildStep::Exec: return "exec";
+        case ChildStep::AptConfig: return "write the apt configuration";
+        case ChildStep::FakeRoot: return "load the root emulation filter";
     }
     return "?";
 }
@@ -372,6 +378,23 @@ void create_home(const ChildContext& ctx) noexcept {
     if (::chown(home, p.uid, p.gid) != 0) fail(ctx, ChildStep::Home, home);
 }
 
+// Root emulation: APT_CONFIG for apt (fakeroot.hpp), when the image has apt-get. The file goes
+// into the container's /dev, which must be our tmpfs so that it never reaches the upper dir (a
+// layer). Returns whether the command gets APT_CONFIG.
+bool write_apt_config(const ChildContext& ctx) noexcept {
+    struct stat st {};
+    if (ctx.envp_apt.empty() || ::stat(kAptBinary, &st) != 0 || !S_ISREG(st.st_mode)) return false;
+    struct statfs fs {};
+    if (::statfs("/dev", &fs) != 0) fail(ctx, ChildStep::AptConfig, "/dev");
+    if (fs.f_type != TMPFS_MAGIC) { errno = EXDEV; fail(ctx, ChildStep::AptConfig, "/dev (not a tmpfs)"); }
+    int fd = ::open(kAptConfigPath, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0444);
+    if (fd < 0) fail(ctx, ChildStep::AptConfig, kAptConfigPath);
+    auto n = ::write(fd, kAptConfigText.data(), kAptConfigText.size());
+    if (n != static_cast<ssize_t>(kAptConfigText.size())) fail(ctx, ChildStep::AptConfig, kAptConfigPath);
+    ::close(fd);
+    return true;
+}
+
 // ---- the command -----------------------------------------------------------------------------
 
 void reset_signals() noexcept {
@@ -396,23 +419,44 @@ void setup_stdio(const ChildContext& ctx) noexcept {
     }
 }
 
+void load_filter(const ChildContext& ctx, const sock_fprog& prog, ChildStep step) noexcept {
+    if (prog.len > 0 && ::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0) fail(ctx, step, nullptr);
+}
+
+// After setresuid to a non-root uid the effective set is empty (KEEPCAPS keeps only the
+// permitted one): raise it again so that seccomp(2) may still be called without no_new_privs.
+void raise_effective(const ChildContext& ctx) noexcept {
+    __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct data[2]{};
+    if (::syscall(SYS_capget, &hdr, data) != 0) fail(ctx, ChildStep::FakeRoot, "capget");
+    for (auto& d : data) d.effective = d.permitted;
+    if (::syscall(SYS_capset, &hdr, data) != 0) fail(ctx, ChildStep::FakeRoot, "capset");
+}
+
 // Capabilities and seccomp, in the order that works without no_new_privs: the filter is loaded
 // while CAP_SYS_ADMIN is still held in the namespace (seccomp(2)), then ids and caps drop.
+// With root emulation, both filters are loaded after setgroups/setresgid/setresuid (the
+// emulation would turn those into no-ops) and before capset (which it leaves alone), the
+// emulation filter first so that the profile's denials win (fakeroot.hpp, "Stacking").
 void drop_privileges(const ChildContext& ctx) noexcept {
     const ContainerSpec& spec = *ctx.spec;
+    const bool emulate = ctx.fakeroot.len > 0;
     for (unsigned cap = 0; cap <= ctx.last_cap; ++cap) {
         if (spec.capabilities & (1ull << cap)) continue;
         if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) fail(ctx, ChildStep::CapBounding, nullptr);
     }
     if (spec.no_new_privileges && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) fail(ctx, ChildStep::NoNewPrivs, nullptr);
-    if (ctx.seccomp.len > 0 &&
-        ::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &ctx.seccomp) != 0)
-        fail(ctx, ChildStep::Seccomp, nullptr);
+    if (!emulate) load_filter(ctx, ctx.seccomp, ChildStep::Seccomp);
     const ProcessSpec& p = spec.process;
     if (ctx.setgroups_allowed && ::setgroups(p.groups.size(), p.groups.data()) != 0) fail(ctx, ChildStep::Groups, nullptr);
     if (::setresgid(p.gid, p.gid, p.gid) != 0) fail(ctx, ChildStep::SetGid, nullptr);
     if (::prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0) fail(ctx, ChildStep::SetUid, "keepcaps");
     if (::setresuid(p.uid, p.uid, p.uid) != 0) fail(ctx, ChildStep::SetUid, nullptr);
+    if (emulate) {
+        if (p.uid != 0 && !spec.no_new_privileges) raise_effective(ctx);
+        load_filter(ctx, ctx.fakeroot, ChildStep::FakeRoot);
+        load_filter(ctx, ctx.seccomp, ChildStep::Seccomp);
+    }
     __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
     __user_cap_data_struct data[2];
     std::memcpy(data, ctx.caps, sizeof data);
@@ -422,10 +466,10 @@ void drop_privileges(const ChildContext& ctx) noexcept {
 }
 
 // execve with the container's PATH (execvpe would search aishell's own PATH).
-[[noreturn]] void exec_command(const ChildContext& ctx) noexcept {
+[[noreturn]] void exec_command(const ChildContext& ctx, bool apt_config) noexcept {
     const char* file = ctx.argv[0];
     char* const* argv = const_cast<char* const*>(ctx.argv.data());
-    char* const* envp = const_cast<char* const*>(ctx.envp.data());
+    char* const* envp = const_cast<char* const*>(apt_config ? ctx.envp_apt.data() : ctx.envp.data());
     if (std::strchr(file, '/')) {
         ::execve(file, argv, envp);
         fail(ctx, ChildStep::Exec, file, errno == ENOENT ? 127 : 126);
@@ -445,14 +489,14 @@ void drop_privileges(const ChildContext& ctx) noexcept {
     fail(ctx, ChildStep::Exec, file, first_error == ENOENT ? 127 : 126);
 }
 
-[[noreturn]] void command_main(const ChildContext& ctx) noexcept {
+[[noreturn]] void command_main(const ChildContext& ctx, bool apt_config) noexcept {
     reset_signals();
     setup_stdio(ctx);
     drop_privileges(ctx);
     // Nothing of aishell's may reach the command: every fd but 0-2 closes on exec.
     if (::syscall(SYS_close_range, 3u, ~0u, CLOSE_RANGE_CLOEXEC) != 0)
         for (int fd = 3; fd < 4096; ++fd) ::fcntl(fd, F_SETFD, FD_CLOEXEC);
-    exec_command(ctx);
+    exec_command(ctx, apt_config);
 }
 
 // ---- PID 1 -----------------------------------------------------------------------------------
@@ -499,11 +543,12 @@ void child_main(const ChildContext& ctx) noexcept {
     if (spec.process.passwd_line) append_passwd(ctx);
     if (!spec.process.create_home.empty()) create_home(ctx);
     enter_workdir(ctx);
+    const bool apt_config = write_apt_config(ctx);
     // Not dumpable: the container cannot open /proc/1/exe, which is aishell (runc CVE-2019-5736).
     ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     pid_t pid = static_cast<pid_t>(::syscall(SYS_clone, SIGCHLD, nullptr, nullptr, nullptr, nullptr));
     if (pid < 0) fail(ctx, ChildStep::Fork, nullptr);
-    if (pid == 0) command_main(ctx);
+    if (pid == 0) command_main(ctx, apt_config);
     ::close(ctx.report_fd);
     if (ctx.tty_slave >= 0) ::close(ctx.tty_slave);
     init_loop(pid);

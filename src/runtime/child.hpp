@@ -18,7 +18,7 @@ namespace aishell::runtime {
 enum class ChildStep : std::int32_t {
     Sync = 1, SetIds, Hostname, MakePrivate, Overlay, OpenRoot, Mount, Loopback, Pivot, Passwd, Home,
     Chdir, Fork, Terminal, Stdio, CapBounding, NoNewPrivs, Seccomp, Groups, SetGid, SetUid, Capabilities,
-    Exec,
+    Exec, AptConfig, FakeRoot,
 };
 
 const char* step_name(ChildStep step) noexcept;
@@ -41,7 +41,9 @@ struct ChildContext {
     std::string upper_abs, work_abs;
     std::string overlay_data;            // fallback mount(2) options, paths relative to layers_dir
     std::vector<const char*> argv, envp; // null-terminated
+    std::vector<const char*> envp_apt;   // envp + APT_CONFIG (emulation; empty: never)
     sock_fprog seccomp{};                // len 0: none
+    sock_fprog fakeroot{};               // root emulation filter; len 0: none
     unsigned last_cap = 40;              // /proc/sys/kernel/cap_last_cap
     __user_cap_data_struct caps[2]{};    // effective = permitted = inheritable
     bool setgroups_allowed = true;

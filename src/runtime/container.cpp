@@ -13,12 +13,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
 #include "common/error.hpp"
 #include "common/file.hpp"
 #include "runtime/child.hpp"
+#include "runtime/fakeroot.hpp"
 #include "runtime/terminal.hpp"
 
 namespace aishell::runtime {
@@ -109,7 +111,7 @@ void prepare_paths(ChildContext& ctx, const ContainerSpec& spec) {
         if (::mkdir((spec.run_dir / d).c_str(), 0755) != 0 && errno != EEXIST) throw_errno("mkdir", (spec.run_dir / d).string());
 }
 
-void prepare_process(ChildContext& ctx, const ContainerSpec& spec) {
+void prepare_process(ChildContext& ctx, const ContainerSpec& spec, const std::vector<sock_filter>& fakeroot_prog) {
     if (spec.process.argv.empty()) throw Error("no command to run", "give one after --, or use an image with Cmd or Entrypoint");
     for (const auto& a : spec.process.argv) ctx.argv.push_back(a.c_str());
     ctx.argv.push_back(nullptr);
@@ -118,6 +120,17 @@ void prepare_process(ChildContext& ctx, const ContainerSpec& spec) {
     if (!spec.seccomp.empty()) {
         ctx.seccomp.len = static_cast<unsigned short>(spec.seccomp.size());
         ctx.seccomp.filter = const_cast<sock_filter*>(spec.seccomp.data());
+    }
+    if (spec.emulate_root_ids) {
+        ctx.fakeroot.len = static_cast<unsigned short>(fakeroot_prog.size());
+        ctx.fakeroot.filter = const_cast<sock_filter*>(fakeroot_prog.data());
+        // The user's own APT_CONFIG wins (apt then does what it says).
+        bool has_apt_config = std::any_of(spec.process.env.begin(), spec.process.env.end(),
+                                          [](const std::string& e) { return e.rfind("APT_CONFIG=", 0) == 0; });
+        if (!has_apt_config) {
+            ctx.envp_apt = ctx.envp;
+            ctx.envp_apt.insert(ctx.envp_apt.end() - 1, kAptConfigEnv);
+        }
     }
     ctx.last_cap = read_last_cap();
     for (int i = 0; i < 2; ++i) {
@@ -228,7 +241,8 @@ RunResult run_container(const ContainerSpec& spec) {
     ChildContext ctx;
     ctx.spec = &spec;
     prepare_paths(ctx, spec);
-    prepare_process(ctx, spec);
+    const std::vector<sock_filter> fakeroot = spec.emulate_root_ids ? compile_root_emulation() : std::vector<sock_filter>{};
+    prepare_process(ctx, spec, fakeroot);
 
     std::optional<PtyPair> pty;
     if (spec.tty && ::isatty(STDIN_FILENO)) pty = open_pty(STDIN_FILENO);

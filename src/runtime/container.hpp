@@ -53,6 +53,12 @@ struct ContainerSpec {
     // machine. The upper is scratch space (removed, or read into a layer, right after the run),
     // so its crash consistency does not matter; a kept (--keep) upper is the same.
     bool volatile_upper = true;
+    // Root emulation (single userns mode, build RUN steps; see fakeroot.hpp): the chown family,
+    // set*id/setgroups and device mknod succeed without effect, and apt is told not to drop to
+    // _apt (APT_CONFIG, a file in the container's /dev tmpfs) when the image has apt-get and env
+    // has no APT_CONFIG. The filter is stacked under `seccomp` (which still denies what it denies),
+    // and is loaded after the runtime's own setresuid so that one really happens.
+    bool emulate_root_ids = false;
 };
 
 struct RunResult {

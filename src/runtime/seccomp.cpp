@@ -118,21 +118,6 @@ std::uint32_t arch_token(const std::string& name) {
     return seccomp_arch_resolve_name(n.c_str());
 }
 
-void add_architectures(void* ctx, const SeccompProfile& p) {
-    const std::uint32_t native = seccomp_arch_native();
-    auto add = [&](const std::string& name) {
-        std::uint32_t tok = arch_token(name);
-        if (tok == 0 || tok == native) return;  // unknown to libseccomp, or already there
-        int rc = seccomp_arch_add(ctx, tok);
-        if (rc != 0 && rc != -EEXIST) throw SystemError(-rc, "seccomp_arch_add", name);
-    };
-    for (const auto& m : p.arch_map) {
-        if (arch_token(m.arch) != native) continue;
-        for (const auto& s : m.sub_arches) add(s);
-    }
-    for (const auto& a : p.architectures) add(a);
-}
-
 void add_rule(void* ctx, const SeccompRule& rule, const std::string& name, std::uint32_t action, std::uint32_t def) {
     int nr = seccomp_syscall_resolve_name(name.c_str());
     if (nr == __NR_SCMP_ERROR) return;  // unknown to this libseccomp: nothing to allow
@@ -150,17 +135,6 @@ void add_rule(void* ctx, const SeccompRule& rule, const std::string& name, std::
         for (const auto& c : cmps) add(1, &c);
     else
         add(static_cast<unsigned>(cmps.size()), cmps.data());
-}
-
-std::vector<sock_filter> export_bpf(void* ctx) {
-    UniqueFd fd(::memfd_create("aishell-seccomp", MFD_CLOEXEC));
-    if (!fd) throw_errno("memfd_create");
-    if (int rc = seccomp_export_bpf(ctx, fd.get()); rc != 0) throw SystemError(-rc, "seccomp_export_bpf");
-    off_t size = ::lseek(fd.get(), 0, SEEK_END);
-    if (size <= 0 || size % sizeof(sock_filter) != 0) throw Error("seccomp_export_bpf: bad program size");
-    std::vector<sock_filter> prog(static_cast<std::size_t>(size) / sizeof(sock_filter));
-    if (::pread(fd.get(), prog.data(), static_cast<std::size_t>(size), 0) != size) throw_errno("read seccomp program");
-    return prog;
 }
 
 // The highest native syscall number the profile names at all (in any rule).
@@ -188,6 +162,32 @@ std::vector<sock_filter> prepend_enosys(std::vector<sock_filter> prog, std::uint
 }
 
 }  // namespace
+
+void add_seccomp_architectures(void* ctx, const SeccompProfile& p) {
+    const std::uint32_t native = seccomp_arch_native();
+    auto add = [&](const std::string& name) {
+        std::uint32_t tok = arch_token(name);
+        if (tok == 0 || tok == native) return;  // unknown to libseccomp, or already there
+        int rc = seccomp_arch_add(ctx, tok);
+        if (rc != 0 && rc != -EEXIST) throw SystemError(-rc, "seccomp_arch_add", name);
+    };
+    for (const auto& m : p.arch_map) {
+        if (arch_token(m.arch) != native) continue;
+        for (const auto& s : m.sub_arches) add(s);
+    }
+    for (const auto& a : p.architectures) add(a);
+}
+
+std::vector<sock_filter> export_seccomp_bpf(void* ctx) {
+    UniqueFd fd(::memfd_create("aishell-seccomp", MFD_CLOEXEC));
+    if (!fd) throw_errno("memfd_create");
+    if (int rc = seccomp_export_bpf(ctx, fd.get()); rc != 0) throw SystemError(-rc, "seccomp_export_bpf");
+    off_t size = ::lseek(fd.get(), 0, SEEK_END);
+    if (size <= 0 || size % sizeof(sock_filter) != 0) throw Error("seccomp_export_bpf: bad program size");
+    std::vector<sock_filter> prog(static_cast<std::size_t>(size) / sizeof(sock_filter));
+    if (::pread(fd.get(), prog.data(), static_cast<std::size_t>(size), 0) != size) throw_errno("read seccomp program");
+    return prog;
+}
 
 SeccompProfile parse_seccomp_profile(std::string_view text) {
     json j;
@@ -257,13 +257,13 @@ std::vector<sock_filter> compile_seccomp(const SeccompProfile& p, const SeccompC
     if (!ctx) throw Error("seccomp_init failed");
     // The child loads the program itself; libseccomp must not set no_new_privs.
     seccomp_attr_set(ctx.get(), SCMP_FLTATR_CTL_NNP, 0);
-    add_architectures(ctx.get(), p);
+    add_seccomp_architectures(ctx.get(), p);
     for (const auto& r : p.syscalls) {
         if (!rule_applies(r, c)) continue;
         std::uint32_t action = action_value(r.action, r.errno_ret);
         for (const auto& name : r.names) with_context("seccomp profile", [&] { add_rule(ctx.get(), r, name, action, def); });
     }
-    auto prog = export_bpf(ctx.get());
+    auto prog = export_seccomp_bpf(ctx.get());
     if (def == SCMP_ACT_ALLOW) return prog;
     return prepend_enosys(std::move(prog), seccomp_arch_native(), max_profile_syscall(p));
 }

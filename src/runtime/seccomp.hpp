@@ -68,6 +68,12 @@ bool rule_applies(const SeccompRule& rule, const SeccompContext& ctx);
 // of the default action (as runc does), so libc falls back to older calls.
 std::vector<sock_filter> compile_seccomp(const SeccompProfile& profile, const SeccompContext& ctx);
 
+// Building blocks for other filters (fakeroot.cpp), on a libseccomp scmp_filter_ctx: adds the
+// sub-architectures the profile's archMap lists for the native arch (and its flat
+// "architectures"); exports the program (throws Error naming libseccomp's failure).
+void add_seccomp_architectures(void* libseccomp_ctx, const SeccompProfile& profile);
+std::vector<sock_filter> export_seccomp_bpf(void* libseccomp_ctx);
+
 // The running executable's GNU build-id note as hex ("" without one).
 std::string executable_build_id();
 

@@ -1,0 +1,45 @@
+// Root emulation for single userns mode (only the caller mapped, to container root; setgroups
+// denied): the seccomp filter that makes the chown family, the set*id calls and device mknod
+// succeed without doing anything, and the apt configuration that keeps apt from dropping to
+// _apt. As Charliecloud's `ch-image --force=seccomp`; used for build RUN steps.
+#pragma once
+
+#include <linux/filter.h>
+
+#include <string_view>
+#include <vector>
+
+namespace aishell::runtime {
+
+// Syscalls that return 0 without effect under emulation, by libseccomp name. The 32-bit x86
+// variants (chown32, setuid32, ...) apply to i386 processes on x86-64; names a libseccomp or an
+// architecture does not know are skipped. capset is not among them: the container's capability
+// set is real inside its user namespace and the runtime's own capset must still drop it.
+const std::vector<std::string_view>& root_emulation_syscalls();
+
+// The filter: ALLOW by default (it is stacked with the container's profile, which decides
+// everything else), ERRNO(0) for root_emulation_syscalls() and for mknod/mknodat of character
+// and block devices (the node is not made), on the native architecture and the sub-architectures
+// the default profile runs (x86 and x32 on x86-64). Unknown architectures are allowed here and
+// left to the profile.
+//
+// Stacking (seccomp(2), kernel/seccomp.c seccomp_run_filters): every filter runs and the action
+// of highest precedence wins (KILL > TRAP > ERRNO > USER_NOTIF > TRACE > LOG > ALLOW); between
+// two ERRNO verdicts the most recently installed filter wins. So this filter is installed BEFORE
+// the profile: where the profile allows a call, ERRNO(0) wins and the caller sees 0 (the kernel
+// returns -errno, here -0); where the profile denies it (ERRNO(EPERM), KILL), the profile wins.
+std::vector<sock_filter> compile_root_emulation();
+
+// apt: APT_CONFIG names a file (read before /etc/apt/apt.conf.d) saying APT::Sandbox::User
+// "root", so the download methods do not setresuid to _apt and then check that getuid()
+// changed (they would fail, the ids being emulated). The file is written by the container's
+// PID 1 into the container's own /dev tmpfs, never into the rootfs, so it cannot land in a
+// layer; only when the image has apt-get and the command's environment has no APT_CONFIG.
+inline constexpr char kAptConfigEnv[] = "APT_CONFIG=/dev/.aishell-apt.conf";
+inline constexpr const char* kAptConfigPath = kAptConfigEnv + sizeof "APT_CONFIG=" - 1;
+inline constexpr std::string_view kAptConfigText =
+    "// Written by aishell for this build step (single userns mode: ids are emulated).\n"
+    "APT::Sandbox::User \"root\";\n";
+inline constexpr const char* kAptBinary = "/usr/bin/apt-get";
+
+}  // namespace aishell::runtime

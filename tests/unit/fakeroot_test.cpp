@@ -1,0 +1,265 @@
+// The root emulation filter (runtime/fakeroot.hpp), loaded for real: each test forks a child
+// that sets no_new_privs (so that an unprivileged test run may load filters), loads the
+// filters, makes the calls and reports what it saw through a pipe; the parent checks it.
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/seccomp.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "runtime/capabilities.hpp"
+#include "runtime/fakeroot.hpp"
+#include "runtime/seccomp.hpp"
+
+using namespace aishell::runtime;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct TempDir {
+    fs::path path;
+    TempDir() {
+        std::random_device rd;
+        path = fs::temp_directory_path() / ("aishell-fakeroot-" + std::to_string(::getpid()) + "-" + std::to_string(rd()));
+        fs::create_directories(path);
+    }
+    ~TempDir() {
+        std::error_code ec;
+        fs::remove_all(path, ec);
+    }
+};
+
+bool load(const std::vector<sock_filter>& prog) {
+    sock_fprog p{static_cast<unsigned short>(prog.size()), const_cast<sock_filter*>(prog.data())};
+    return ::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &p) == 0;
+}
+
+// Runs body in a forked child after loading filters (in order); returns what body returned, or
+// a description of how the child failed. body reports problems as text ("" = all well).
+std::string in_child(const std::vector<std::vector<sock_filter>>& filters, const std::function<std::string()>& body) {
+    int fds[2];
+    REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+    pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        ::close(fds[0]);
+        std::string out;
+        if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) out = "no_new_privs failed";
+        for (const auto& f : filters)
+            if (out.empty() && !load(f)) out = std::string("seccomp load failed: ") + std::strerror(errno);
+        if (out.empty()) out = body();
+        (void)!::write(fds[1], out.data(), out.size());
+        ::_exit(0);
+    }
+    ::close(fds[1]);
+    std::string got;
+    char buf[512];
+    ssize_t n;
+    while ((n = ::read(fds[0], buf, sizeof buf)) > 0) got.append(buf, static_cast<std::size_t>(n));
+    ::close(fds[0]);
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    if (!WIFEXITED(status)) return "child died with signal " + std::to_string(WTERMSIG(status));
+    return got;
+}
+
+std::string expect(bool ok, const std::string& what) { return ok ? "" : what + " (errno " + std::strerror(errno) + "); "; }
+
+struct Owner {
+    uid_t uid;
+    gid_t gid;
+};
+Owner owner_of(const fs::path& p) {
+    struct stat st {};
+    REQUIRE(::lstat(p.c_str(), &st) == 0);
+    return {st.st_uid, st.st_gid};
+}
+
+// "Uid:" or "Gid:" line of /proc/self/status: real, effective, saved, fs.
+std::string status_line(const char* key) {
+    std::ifstream in("/proc/self/status");
+    std::string line;
+    while (std::getline(in, line))
+        if (line.rfind(key, 0) == 0) return line;
+    return "";
+}
+
+std::vector<sock_filter> default_profile_program() {
+    return compile_seccomp(default_seccomp_profile(), host_seccomp_context(default_capabilities()));
+}
+
+}  // namespace
+
+TEST_CASE("under root emulation the chown family returns 0 and changes no owner", "[fakeroot]") {
+    TempDir dir;
+    const fs::path file = dir.path / "f", link = dir.path / "l";
+    std::ofstream(file) << "x";
+    fs::create_symlink("f", link);
+    const Owner before = owner_of(file), link_before = owner_of(link);
+    const uid_t other = before.uid + 4242;
+    auto result = in_child({compile_root_emulation()}, [&] {
+        std::string r;
+        r += expect(::chown(file.c_str(), other, other) == 0, "chown");
+        r += expect(::lchown(link.c_str(), other, other) == 0, "lchown");
+        r += expect(::fchownat(AT_FDCWD, file.c_str(), other, other, 0) == 0, "fchownat");
+        r += expect(::fchownat(AT_FDCWD, link.c_str(), other, other, AT_SYMLINK_NOFOLLOW) == 0, "fchownat nofollow");
+        int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+        r += expect(fd >= 0 && ::fchown(fd, other, other) == 0, "fchown");
+        if (fd >= 0) ::close(fd);
+        r += expect(::syscall(SYS_chown, file.c_str(), other, other) == 0, "raw chown syscall");
+        return r;
+    });
+    CHECK(result == "");
+    CHECK(owner_of(file).uid == before.uid);
+    CHECK(owner_of(file).gid == before.gid);
+    CHECK(owner_of(link).uid == link_before.uid);
+    CHECK(owner_of(link).gid == link_before.gid);
+}
+
+TEST_CASE("under root emulation set*id and setgroups return 0 and change no id", "[fakeroot]") {
+    auto result = in_child({compile_root_emulation()}, [] {
+        const std::string uid_line = status_line("Uid:"), gid_line = status_line("Gid:");
+        const int ngroups = ::getgroups(0, nullptr);
+        const uid_t u = ::getuid() + 4242;
+        const gid_t g = ::getgid() + 4242;
+        std::string r;
+        gid_t list[1] = {g};
+        r += expect(::setgroups(1, list) == 0, "setgroups");
+        r += expect(::setgid(g) == 0, "setgid");
+        r += expect(::setregid(g, g) == 0, "setregid");
+        r += expect(::setresgid(g, g, g) == 0, "setresgid");
+        r += expect(::setuid(u) == 0, "setuid");
+        r += expect(::setreuid(u, u) == 0, "setreuid");
+        r += expect(::setresuid(u, u, u) == 0, "setresuid");
+        // setfsuid returns the previous fsuid; faked, it returns 0 (what it would be as root).
+        r += expect(::syscall(SYS_setfsuid, u) == 0, "setfsuid");
+        r += expect(::syscall(SYS_setfsgid, g) == 0, "setfsgid");
+        if (status_line("Uid:") != uid_line) r += "uids changed: " + status_line("Uid:") + "; ";
+        if (status_line("Gid:") != gid_line) r += "gids changed: " + status_line("Gid:") + "; ";
+        if (::getgroups(0, nullptr) != ngroups) r += "groups changed; ";
+        return r;
+    });
+    CHECK(result == "");
+}
+
+TEST_CASE("under root emulation device nodes are faked and other nodes are made", "[fakeroot]") {
+    TempDir dir;
+    const fs::path chr = dir.path / "null", blk = dir.path / "sda", fifo = dir.path / "fifo", reg = dir.path / "reg";
+    auto result = in_child({compile_root_emulation()}, [&] {
+        std::string r;
+        r += expect(::mknod(chr.c_str(), S_IFCHR | 0666, makedev(1, 3)) == 0, "mknod chr");
+        r += expect(::mknodat(AT_FDCWD, blk.c_str(), S_IFBLK | 0660, makedev(8, 0)) == 0, "mknodat blk");
+        r += expect(::mknod(fifo.c_str(), S_IFIFO | 0600, 0) == 0, "mknod fifo");
+        r += expect(::mknodat(AT_FDCWD, reg.c_str(), S_IFREG | 0600, 0) == 0, "mknodat regular");
+        return r;
+    });
+    CHECK(result == "");
+    CHECK_FALSE(fs::exists(fs::symlink_status(chr)));
+    CHECK_FALSE(fs::exists(fs::symlink_status(blk)));
+    CHECK(fs::is_fifo(fs::symlink_status(fifo)));
+    CHECK(fs::is_regular_file(fs::symlink_status(reg)));
+}
+
+TEST_CASE("root emulation stacked under the default profile keeps the profile's denials", "[fakeroot]") {
+    TempDir dir;
+    const fs::path file = dir.path / "f";
+    std::ofstream(file) << "x";
+    const Owner before = owner_of(file);
+    // As the runtime loads them: emulation first, then the profile.
+    auto result = in_child({compile_root_emulation(), default_profile_program()}, [&] {
+        std::string r;
+        r += expect(::chown(file.c_str(), before.uid + 1, before.gid + 1) == 0, "chown");
+        r += expect(::setgroups(0, nullptr) == 0, "setgroups");
+        errno = 0;
+        if (::syscall(SYS_keyctl, 0 /* KEYCTL_GET_KEYRING_ID */, -1, 0) != -1 || errno != EPERM)
+            r += std::string("keyctl: want EPERM, got ") + std::strerror(errno) + "; ";
+        errno = 0;
+        if (::syscall(SYS_add_key, "user", "k", "v", 1, -1) != -1 || errno != EPERM)
+            r += std::string("add_key: want EPERM, got ") + std::strerror(errno) + "; ";
+        return r;
+    });
+    CHECK(result == "");
+    CHECK(owner_of(file).uid == before.uid);
+}
+
+TEST_CASE("a profile that denies chown wins over the emulation loaded before it", "[fakeroot]") {
+    // Between two ERRNO verdicts the most recently loaded filter wins (kernel/seccomp.c): this is
+    // why the runtime loads the emulation first. Loaded the other way round, it would win.
+    const std::string deny_chown = R"({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["chown", "fchown", "lchown", "fchownat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]})";
+    const auto profile = compile_seccomp(parse_seccomp_profile(deny_chown), host_seccomp_context(default_capabilities()));
+    TempDir dir;
+    const fs::path file = dir.path / "f";
+    std::ofstream(file) << "x";
+    const Owner before = owner_of(file);
+    auto chown_errno = [&] {
+        errno = 0;
+        int rc = ::chown(file.c_str(), before.uid, before.gid);
+        return std::to_string(rc == 0 ? 0 : errno);
+    };
+    CHECK(in_child({compile_root_emulation(), profile}, chown_errno) == std::to_string(EACCES));
+    CHECK(in_child({profile, compile_root_emulation()}, chown_errno) == "0");
+}
+
+#if defined(__x86_64__)
+TEST_CASE("under root emulation the i386 chown32 and setuid32 of a 32-bit caller return 0", "[fakeroot]") {
+    // int $0x80 enters the kernel as an i386 syscall (AUDIT_ARCH_I386) with 32-bit arguments,
+    // so the path must live below 4 GiB. Without IA32 emulation in this kernel the call cannot
+    // be made at all, which the unfiltered probe shows (and then fails this test loudly: CI
+    // kernels have it).
+    TempDir dir;
+    const fs::path file = dir.path / "f";
+    std::ofstream(file) << "x";
+    const Owner before = owner_of(file);
+    void* low = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_32BIT, -1, 0);
+    REQUIRE(low != MAP_FAILED);
+    std::strncpy(static_cast<char*>(low), file.c_str(), 4095);
+    auto int80 = [](long nr, long a, long b, long c) {
+        long ret;
+        asm volatile("int $0x80" : "=a"(ret) : "a"(nr), "b"(a), "c"(b), "d"(c) : "memory");
+        return ret;
+    };
+    constexpr long kChown32 = 212, kSetuid32 = 213, kGetuid32 = 199;
+    // Unfiltered, getuid32 works: the kernel runs i386 syscalls.
+    REQUIRE(int80(kGetuid32, 0, 0, 0) == static_cast<long>(::getuid()));
+    auto result = in_child({compile_root_emulation()}, [&] {
+        std::string r;
+        const long uid = int80(kGetuid32, 0, 0, 0);
+        long rc = int80(kChown32, reinterpret_cast<long>(low), before.uid + 4242, before.gid + 4242);
+        if (rc != 0) r += "chown32 returned " + std::to_string(rc) + "; ";
+        rc = int80(kSetuid32, uid + 4242, 0, 0);
+        if (rc != 0) r += "setuid32 returned " + std::to_string(rc) + "; ";
+        if (int80(kGetuid32, 0, 0, 0) != uid) r += "uid changed; ";
+        return r;
+    });
+    ::munmap(low, 4096);
+    CHECK(result == "");
+    CHECK(owner_of(file).uid == before.uid);
+}
+#endif
+
+TEST_CASE("the root emulation list covers the chown and set*id families", "[fakeroot]") {
+    const auto& names = root_emulation_syscalls();
+    for (const char* n : {"chown", "fchown", "lchown", "fchownat", "setuid", "setgid", "setreuid", "setregid",
+                          "setresuid", "setresgid", "setfsuid", "setfsgid", "setgroups", "chown32", "setgroups32"})
+        CHECK(std::find(names.begin(), names.end(), n) != names.end());
+    // capset stays real: the runtime's own capset must drop the capabilities.
+    CHECK(std::find(names.begin(), names.end(), "capset") == names.end());
+}
