@@ -9,7 +9,7 @@ AISHELL_CI_PREFIX=${AISHELL_CI_PREFIX:-/opt/aishell-ci}
 AISHELL_BUILD_PACKAGES=(
   build-essential cmake ninja-build pkg-config git ca-certificates
   libcurl4-openssl-dev libssl-dev nlohmann-json3-dev libarchive-dev libseccomp-dev libcap-dev
-  zlib1g-dev libzstd-dev catch2 libcli11-dev pigz
+  zlib1g-dev libzstd-dev libisal-dev catch2 libcli11-dev pigz
 )
 # Tools the tests drive or check against (independent implementations of the same formats).
 AISHELL_TEST_PACKAGES=(
