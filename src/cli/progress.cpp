@@ -109,8 +109,9 @@ void PullProgress::on_blob_done(const oci::Descriptor& d) {
     Row& r = row(d);
     r.state = Row::Done;
     r.bytes = r.total;
+    r.end = std::chrono::steady_clock::now();
     if (mode_ == Mode::Plain) {
-        double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - r.start).count();
+        double seconds = std::chrono::duration<double>(r.end - r.start).count();
         std::string rate = seconds > 0 ? rate_text(static_cast<double>(r.total - r.start_bytes) / seconds) : "";
         write("Copied blob " + d.digest.short_form() + " (" + human_size(d.size) + (rate.empty() ? "" : ", " + rate) + ")\n");
     } else {
@@ -147,7 +148,14 @@ std::string PullProgress::render(const Row& r) const {
     switch (r.state) {
         case Row::Waiting: status = "waiting"; break;
         case Row::Skipped: status = "already present"; break;
-        case Row::Done: status = "done " + human_size(static_cast<std::int64_t>(r.total)); break;
+        case Row::Done: {
+            // The average rate stays on the finished row (a small blob is done before any
+            // redraw could show a running rate).
+            double seconds = std::chrono::duration<double>(r.end - r.start).count();
+            status = "done " + human_size(static_cast<std::int64_t>(r.total));
+            if (seconds > 0) status += "  " + rate_text(static_cast<double>(r.total - r.start_bytes) / seconds);
+            break;
+        }
         case Row::Running: {
             double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - r.start).count();
             status = human_size(static_cast<std::int64_t>(r.bytes)) + " / " + human_size(static_cast<std::int64_t>(r.total));

@@ -48,7 +48,7 @@ private:
         std::uint64_t total = 0;
         std::uint64_t bytes = 0;
         std::uint64_t start_bytes = 0;
-        std::chrono::steady_clock::time_point start;
+        std::chrono::steady_clock::time_point start, end;  // end: when it was done
         enum { Waiting, Running, Done, Skipped } state = Waiting;
     };
     Row& row(const oci::Descriptor& d);  // caller holds mutex_

@@ -16,6 +16,7 @@
 #include "common/unique_fd.hpp"
 #include "composer/build_copy.hpp"
 #include "composer/build_mounts.hpp"
+#include "oci/archive_api.hpp"
 #include "oci/layer_write.hpp"
 #include "oci/store.hpp"
 #include "runtime/container.hpp"
@@ -100,6 +101,9 @@ void run_chrooted(const fs::path& rootfs, int src_fd, const json& spec) {
     if (!upper) throw_errno("open", upper_dir.string());
     UniqueFd table(::open(table_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!table) throw_errno("create owner table", table_path.string());
+    // ADD extracts local archives with libarchive, which is dlopened on first use: load it
+    // now, while the host's libraries are still visible (not after the chroot).
+    if (spec.contains("copy") && spec["copy"].is_object() && spec["copy"].value("add", false)) oci::load_libarchive();
     pid_t pid = ::fork();
     if (pid < 0) throw_errno("fork");
     if (pid == 0) {

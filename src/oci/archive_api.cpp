@@ -12,6 +12,7 @@
 #include <stdio.h>
 
 #include "common/shared_library.hpp"
+#include "oci/archive_api.hpp"
 
 #define AISHELL_ARCHIVE_FUNCTIONS(X) \
     X(archive_entry_atime) \
@@ -102,6 +103,10 @@ const ArchiveApi& api() {
 }
 
 }  // namespace
+
+namespace aishell::oci {
+void load_libarchive() { (void)api(); }
+}  // namespace aishell::oci
 
 extern "C" {
 
