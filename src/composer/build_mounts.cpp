@@ -39,31 +39,6 @@ constexpr std::uint64_t kMaxSecretSize = 500 * 1024;  // BuildKit's secretsprovi
 
 // ---- small helpers ---------------------------------------------------------------------------
 
-// encoding/csv fields, as buildx and BuildKit read --secret and --mount values.
-std::vector<std::string> csv_fields(const std::string& s) {
-    std::vector<std::string> out(1);
-    bool quoted = false;
-    for (std::size_t i = 0; i < s.size(); ++i) {
-        char c = s[i];
-        if (quoted) {
-            if (c == '"' && i + 1 < s.size() && s[i + 1] == '"') {
-                out.back() += '"';
-                ++i;
-            } else if (c == '"') {
-                quoted = false;
-            } else {
-                out.back() += c;
-            }
-        } else if (c == '"' && out.back().empty()) {
-            quoted = true;
-        } else if (c == ',') {
-            out.emplace_back();
-        } else {
-            out.back() += c;
-        }
-    }
-    return out;
-}
 
 std::string lower(std::string s) {
     for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));

@@ -15,6 +15,31 @@
 
 namespace aishell::composer {
 
+std::vector<std::string> csv_fields(const std::string& s) {
+    std::vector<std::string> out(1);
+    bool quoted = false;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        char c = s[i];
+        if (quoted) {
+            if (c == '"' && i + 1 < s.size() && s[i + 1] == '"') {
+                out.back() += '"';
+                ++i;
+            } else if (c == '"') {
+                quoted = false;
+            } else {
+                out.back() += c;
+            }
+        } else if (c == '"' && out.back().empty()) {
+            quoted = true;
+        } else if (c == ',') {
+            out.emplace_back();
+        } else {
+            out.back() += c;
+        }
+    }
+    return out;
+}
+
 namespace {
 
 enum class FlagType { Bool, String, Strings };
@@ -202,31 +227,6 @@ private:
         return r;
     }
 
-    // One --mount value: CSV fields key=value (encoding/csv quoting), as BuildKit reads them.
-    static std::vector<std::string> csv_fields(const std::string& s) {
-        std::vector<std::string> out(1);
-        bool quoted = false;
-        for (std::size_t i = 0; i < s.size(); ++i) {
-            char c = s[i];
-            if (quoted) {
-                if (c == '"' && i + 1 < s.size() && s[i + 1] == '"') {
-                    out.back() += '"';
-                    ++i;
-                } else if (c == '"') {
-                    quoted = false;
-                } else {
-                    out.back() += c;
-                }
-            } else if (c == '"' && out.back().empty()) {
-                quoted = true;
-            } else if (c == ',') {
-                out.emplace_back();
-            } else {
-                out.back() += c;
-            }
-        }
-        return out;
-    }
 
     RunMount mount(const std::string& spec) const {
         static const std::map<std::string, std::string> aliases = {

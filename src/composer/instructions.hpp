@@ -150,6 +150,10 @@ std::optional<std::string> port_spec_error(const std::string& spec);
 // Why a STOPSIGNAL value ("SIGTERM", "TERM", "15") is invalid; nullopt when valid.
 std::optional<std::string> signal_error(const std::string& signal);
 
+// The fields of a comma-separated value as Go's encoding/csv splits them ("" quoting), which
+// is how BuildKit reads --mount values and buildx reads --secret and --ssh.
+std::vector<std::string> csv_fields(const std::string& s);
+
 // The hint for a variable substitution error.
 const char* substitution_hint();
 
