@@ -89,7 +89,7 @@ void make_dir_path(const std::string& path, std::optional<CopyOwner> owner, Owne
 }
 
 // The file operation, in a forked child chrooted into the step's rootfs.
-void run_chrooted(const fs::path& rootfs, int src_fd, const json& spec) {
+void run_chrooted(const fs::path& rootfs, int src_fd, const json& spec, const oci::LayeredOwners* src_owners) {
     // The child reports its error through a file opened before chroot.
     UniqueFd err(::open(rootfs.parent_path().c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
     if (!err) throw_errno("open error file", rootfs.parent_path().string());
@@ -117,7 +117,7 @@ void run_chrooted(const fs::path& rootfs, int src_fd, const json& spec) {
                 std::optional<IgnoreMatcher> matcher;
                 if (c.contains("ignore") && c["ignore"].is_array())
                     matcher.emplace(c["ignore"].get<std::vector<std::string>>());
-                copy_files(src_fd, "/", copy_request_from(c), matcher ? &*matcher : nullptr, &owners);
+                copy_files(src_fd, "/", copy_request_from(c), matcher ? &*matcher : nullptr, &owners, src_owners);
             }
             if (spec.contains("mkdir") && spec["mkdir"].is_object())
                 make_dir_path(spec["mkdir"].at("path").get<std::string>(), owner_from(spec["mkdir"].value("chown", json())),
@@ -152,9 +152,11 @@ void apply_file_op(const oci::Store& store, const json& spec, const fs::path& ru
     mount_layers_overlay(layers, lowers, run_dir / "rootfs", std::make_pair(run_dir / "upper", run_dir / "work"));
 
     UniqueFd src_fd;
+    std::optional<oci::LayeredOwners> src_owners;  // what a --from source's layers recorded
     const json copy = spec.value("copy", json());
     if (copy.is_object() && copy.contains("src_layers") && copy["src_layers"].is_array()) {
         auto src_layers = copy["src_layers"].get<std::vector<std::string>>();
+        src_owners = oci::LayeredOwners::load(layers, src_layers);
         // A read-only overlay needs two lowerdirs, and the same dir twice is refused (ELOOP).
         src_layers.push_back(relative_to(run_dir / "empty2", layers));
         mount_layers_overlay(layers, src_layers, run_dir / "src", std::nullopt);
@@ -164,7 +166,7 @@ void apply_file_op(const oci::Store& store, const json& spec, const fs::path& ru
         src_fd = UniqueFd(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
         if (!src_fd) throw_errno("open build context", dir);
     }
-    run_chrooted(run_dir / "rootfs", src_fd.get(), spec);
+    run_chrooted(run_dir / "rootfs", src_fd.get(), spec, src_owners ? &*src_owners : nullptr);
     ::umount2((run_dir / "rootfs").c_str(), MNT_DETACH);
     ::umount2((run_dir / "src").c_str(), MNT_DETACH);
 }
@@ -180,17 +182,31 @@ json commit_upper(oci::Store& store, const json& spec, const fs::path& run_dir) 
     // Written by a file step when an owner could not be set on disk; outside the upper dir.
     std::optional<oci::OwnerTable> owners = oci::read_owner_table(run_dir / "owners");
     if (owners) options.owners = &*owners;
+    // What the lower layers recorded, for the entries this step only copied up.
+    auto lower_owners = oci::LayeredOwners::load(store.layers_dir(), spec.value("lower", std::vector<std::string>{}));
+    options.lower_owners = &lower_owners;
     auto layer = oci::write_layer(store, fd.get(), options);
     json result = {{"layer", nullptr}};
     if (!layer) return result;
     result["layer"] = oci::descriptor_to_json(layer->descriptor);
     result["diff_id"] = layer->diff_id.str();
-    // The upper dir is already the layer in overlay format: it becomes layers/<hex> as is.
-    fs::path target = store.layers_dir() / std::string(layer->diff_id.encoded());
+    // The upper dir is already the layer in overlay format: it becomes layers/<hex> as is, with
+    // the table of the owners its tar carries beside it (first: never a tree without its table).
+    const std::string hex(layer->diff_id.encoded());
+    fs::path target = store.layers_dir() / hex, table = oci::layer_owner_table_path(store.layers_dir(), hex);
+    bool ours = false, raced = false;
     if (!fs::exists(target)) {
+        if (!layer->owners.empty()) write_file_atomic(table, layer->owners.serialize(), 0600);
         ::syncfs(fd.get());
-        if (::rename(upper.c_str(), target.c_str()) != 0 && errno != EEXIST && errno != ENOTEMPTY)
-            throw_errno("rename", target.string());
+        ours = ::rename(upper.c_str(), target.c_str()) == 0;
+        if (!ours && errno != EEXIST && errno != ENOTEMPTY) throw_errno("rename", target.string());
+        raced = !ours;
+    }
+    // Another step made the same tree (from the same tar): the table must name its inodes.
+    if (!ours && !layer->owners.empty() && (raced || !fs::exists(table))) {
+        UniqueFd tree(::open(target.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!tree) throw_errno("open", target.string());
+        write_file_atomic(table, oci::reidentify(layer->owners, tree.get()).serialize(), 0600);
     }
     return result;
 }
