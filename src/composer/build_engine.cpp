@@ -16,6 +16,7 @@
 #include "common/file.hpp"
 #include "common/unique_fd.hpp"
 #include "composer/build_copy.hpp"
+#include "composer/build_fetch.hpp"
 #include "composer/build_mounts.hpp"
 #include "composer/build_step.hpp"
 #include "composer/dockerignore.hpp"
@@ -790,7 +791,8 @@ private:
 
     void copy_step(ImageState& s, const std::string& keyword, const std::vector<std::string>& raw_sources,
                    const std::string& raw_dest, const std::vector<Heredoc>& heredocs, const std::string& raw_from,
-                   const std::string& raw_chown, const std::string& raw_chmod, bool add) {
+                   const std::string& raw_chown, const std::string& raw_chmod, bool add,
+                   const std::string& raw_checksum = "") {
         CopyRequest req;
         req.instruction = keyword;
         req.extract_archives = add;
@@ -799,13 +801,10 @@ private:
                                                       LexOptions{.escape = df_.directives.escape, .raw_quotes = true,
                                                                  .raw_escapes = true}).word
                                             : h.content;
-        for (const auto& src : raw_sources) {
-            std::string e = src.rfind("<<", 0) == 0 ? src : expand(s, src);
-            if (add && (e.rfind("http://", 0) == 0 || e.rfind("https://", 0) == 0 || e.rfind("git@", 0) == 0))
-                throw Error("ADD from a URL (" + e + ") is not supported by this build engine yet",
-                            "download the file into the build context and ADD or COPY it");
-            req.sources.push_back(e);
-        }
+        for (const auto& src : raw_sources) req.sources.push_back(src.rfind("<<", 0) == 0 ? src : expand(s, src));
+        // ADD's http(s) sources are downloaded here and copied from there (build_fetch.hpp).
+        std::optional<UrlSources> remote =
+            add ? url_sources(req.sources, expand(s, raw_checksum), store_.tmp_dir()) : std::nullopt;
         std::string dest = expand(s, raw_dest);
         bool slash = !dest.empty() && dest.back() == '/';
         req.dest = fs::path(absolute_in_workdir(s, dest)).lexically_normal().string();
@@ -828,7 +827,9 @@ private:
         std::vector<std::string> key_parts;
         const ImageState* from_state = nullptr;
         ImageState image_state;
-        if (from.empty()) {
+        if (remote) {
+            for (auto& part : remote->key_parts()) key_parts.push_back(std::move(part));  // downloads unless --checksum
+        } else if (from.empty()) {
             UniqueFd ctx(::open(req_.context.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
             if (!ctx) throw_errno("open build context", req_.context.string());
             key_parts.push_back(source_digest(ctx.get(), req, matcher_ ? &*matcher_ : nullptr).str());
@@ -848,6 +849,11 @@ private:
         for (const auto& [k, v] : req.heredocs) key_parts.push_back("<<" + k + "\n" + v);
         layer_step(s, text, key_parts, [&]() -> std::optional<StepLayer> {
             if (from_state) copy["src_layers"] = layer_dirs(*from_state);
+            if (remote) {  // remote archives are not extracted
+                copy["sources"] = remote->copy_sources();
+                copy["src_dir"] = remote->dir().string();
+                copy["add"] = false;
+            }
             WorkDir run(store_, mapping_);
             json spec = {{"lower", layer_dirs(s)}, {"copy", copy}};
             return run_helper(run.path(), spec);
@@ -859,8 +865,7 @@ private:
     }
 
     void on(ImageState& s, const Instruction&, const AddInstr& a) {
-        if (!a.checksum.empty()) throw Error("ADD --checksum needs a URL source, which this build engine does not fetch yet");
-        copy_step(s, "ADD", a.sources, a.dest, a.heredocs, "", a.chown, a.chmod, true);
+        copy_step(s, "ADD", a.sources, a.dest, a.heredocs, "", a.chown, a.chmod, true, a.checksum);
     }
 
     // ---- the image -----------------------------------------------------------------------------
