@@ -7,6 +7,7 @@
 #include <linux/openat2.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -89,12 +90,17 @@ struct Copier {
     const CopyRequest& req;
     const IgnoreMatcher* matcher;
     OwnerRecorder* owners = nullptr;
+    const oci::LayeredOwners* source_owners = nullptr;
     std::map<std::pair<dev_t, ino_t>, std::string> links;  // hardlinks within this copy
 
-    CopyOwner owner_for(const struct stat& st) const {
+    // rel: the entry's path in the source root. A source stage's owners are what its layers
+    // recorded where the disk could not keep them (single mode), else what the disk says.
+    CopyOwner owner_for(const struct stat& st, const std::string& rel) const {
         if (req.chown) return *req.chown;
-        if (req.preserve_owner) return {st.st_uid, st.st_gid};
-        return {};
+        if (!req.preserve_owner) return {};
+        if (source_owners)
+            if (auto o = source_owners->owner_of(rel)) return {o->uid, o->gid};
+        return {st.st_uid, st.st_gid};
     }
 
     // chown clears set-id bits, so the mode comes after it. EINVAL: the id is not mapped in
@@ -144,7 +150,7 @@ struct Copier {
         }
     }
 
-    void copy_regular(int src_fd, const struct stat& st, const std::string& dst) {
+    void copy_regular(int src_fd, const struct stat& st, const std::string& rel, const std::string& dst) {
         if (st.st_nlink > 1) {
             auto it = links.find({st.st_dev, st.st_ino});
             if (it != links.end()) {
@@ -152,7 +158,7 @@ struct Copier {
                 check(::link(it->second.c_str(), dst.c_str()) == 0, "link", dst);
                 // The inode's owner was set (or recorded) with its first name; this name is
                 // recorded as well, so either one keeps it in the layer.
-                if (owners) owners->owner_attempted(dst, owner_for(st));
+                if (owners) owners->owner_attempted(dst, owner_for(st, rel));
                 return;
             }
             links[{st.st_dev, st.st_ino}] = dst;
@@ -173,7 +179,7 @@ struct Copier {
                 off += w;
             }
         }
-        set_owner_mode(dst, st, owner_for(st), false);
+        set_owner_mode(dst, st, owner_for(st, rel), false);
         set_mtime(dst, st);
     }
 
@@ -190,7 +196,7 @@ struct Copier {
         } else if (S_ISREG(st.st_mode)) {
             UniqueFd f(::openat(dirfd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
             check(static_cast<bool>(f), "open", rel);
-            copy_regular(f.get(), st, dst);
+            copy_regular(f.get(), st, rel, dst);
         } else if (S_ISLNK(st.st_mode)) {
             std::string target(PATH_MAX, '\0');
             ssize_t n = ::readlinkat(dirfd, name.c_str(), target.data(), target.size());
@@ -198,12 +204,12 @@ struct Copier {
             target.resize(static_cast<std::size_t>(n));
             clear_target(dst, false);
             check(::symlink(target.c_str(), dst.c_str()) == 0, "symlink", dst);
-            set_owner_mode(dst, st, owner_for(st), false);
+            set_owner_mode(dst, st, owner_for(st, rel), false);
             set_mtime(dst, st);
         } else {
             clear_target(dst, false);
             check(::mknod(dst.c_str(), st.st_mode, st.st_rdev) == 0, "mknod", dst);
-            set_owner_mode(dst, st, owner_for(st), false);
+            set_owner_mode(dst, st, owner_for(st, rel), false);
             set_mtime(dst, st);
         }
     }
@@ -221,7 +227,7 @@ struct Copier {
         for (const auto& name : list_dir(dir_fd, "."))
             copy_entry(dir_fd, name, join_rel(rel, name), dst + "/" + name);
         if (!exists || nested) {
-            set_owner_mode(dst, st, owner_for(st), true);
+            set_owner_mode(dst, st, owner_for(st, rel), true);
             set_mtime(dst, st);
         }
     }
@@ -381,8 +387,7 @@ void OwnerRecorder::owner_attempted(const std::string& path, CopyOwner wanted) {
     if (!rel) return;
     struct stat st {};
     if (::lstat(path.c_str(), &st) != 0) throw_errno("stat", path);
-    if (st.st_uid == wanted.uid && st.st_gid == wanted.gid) wanted_.erase(*rel);
-    else wanted_[*rel] = wanted;
+    wanted_[*rel] = Wanted{wanted, st.st_uid == wanted.uid && st.st_gid == wanted.gid};
 }
 
 void OwnerRecorder::removed(const std::string& path) {
@@ -394,12 +399,32 @@ void OwnerRecorder::removed(const std::string& path) {
     wanted_.erase(wanted_.lower_bound(*rel + "/"), wanted_.lower_bound(*rel + "0"));
 }
 
+namespace {
+
+// Whether the entry rel of the upper dir tree_fd is one overlayfs merged with or copied up
+// from the lower layers (a directory that is not opaque, a regular file with a copy-up origin):
+// the layer writer would give it the lower layers' recorded owner.
+bool from_lower_layers(int tree_fd, const std::string& rel, mode_t type) {
+    if (type != S_IFDIR && type != S_IFREG) return false;
+    UniqueFd fd(::openat(tree_fd, rel.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    if (!fd) return false;
+    auto has = [&](const char* name) { return ::fgetxattr(fd.get(), name, nullptr, 0) >= 0; };
+    if (type == S_IFREG) return has("user.overlay.origin") || has("trusted.overlay.origin");
+    char v[2] = {};
+    for (const char* name : {"user.overlay.opaque", "trusted.overlay.opaque"})
+        if (::fgetxattr(fd.get(), name, v, sizeof v) == 1 && v[0] == 'y') return false;
+    return true;
+}
+
+}  // namespace
+
 oci::OwnerTable OwnerRecorder::finish() const {
     oci::OwnerTable table;
-    for (const auto& [rel, owner] : wanted_) {
+    for (const auto& [rel, w] : wanted_) {
         auto id = oci::entry_identity_at(tree_fd_, rel);
         if (!id) continue;  // not in the layer's tree
-        table.set(rel, oci::OwnerRecord::for_entry({owner.uid, owner.gid}, *id));
+        if (w.on_disk && !from_lower_layers(tree_fd_, rel, id->type)) continue;
+        table.set(rel, oci::OwnerRecord::for_entry({w.owner.uid, w.owner.gid}, *id));
     }
     return table;
 }
@@ -449,7 +474,7 @@ mode_t parse_chmod(const std::string& text, const std::string& instruction) {
 }
 
 void copy_files(int src_root_fd, const std::string& dest_root, const CopyRequest& req, const IgnoreMatcher* matcher,
-                OwnerRecorder* owners) {
+                OwnerRecorder* owners, const oci::LayeredOwners* source_owners) {
     auto sources = resolve_sources(src_root_fd, req, matcher);
     std::string dest = dest_root == "/" ? req.dest : dest_root + req.dest;
     bool dest_dir = dest_is_dir_syntax(req.dest);
@@ -457,7 +482,7 @@ void copy_files(int src_root_fd, const std::string& dest_root, const CopyRequest
         throw Error(req.instruction + " with more than one source file: the destination " + req.dest +
                         " must be a directory and end with a /");
     while (dest.size() > 1 && dest.back() == '/') dest.pop_back();
-    Copier copier{req, matcher, owners, {}};
+    Copier copier{req, matcher, owners, source_owners, {}};
     for (const auto& src : sources) {
         if (!src.heredoc.empty()) {
             struct stat st {};
@@ -475,7 +500,7 @@ void copy_files(int src_root_fd, const std::string& dest_root, const CopyRequest
             check(static_cast<bool>(out), "create", target);
             check(::write(out.get(), content.data(), content.size()) == static_cast<ssize_t>(content.size()),
                   "write", target);
-            copier.set_owner_mode(target, st, copier.owner_for(st), false);
+            copier.set_owner_mode(target, st, copier.owner_for(st, ""), false);
             continue;
         }
         UniqueFd path_fd = open_in_root(src_root_fd, src.rel, O_PATH);
@@ -500,7 +525,7 @@ void copy_files(int src_root_fd, const std::string& dest_root, const CopyRequest
         std::string target = into_dir ? dest + "/" + base_name(src.rel) : dest;
         copier.make_parents(fs::path(target).parent_path().string());
         if (S_ISREG(st.st_mode)) {
-            copier.copy_regular(f.get(), st, target);
+            copier.copy_regular(f.get(), st, src.rel, target);
         } else {
             auto parent = fs::path(src.rel).parent_path().string();
             UniqueFd pd = open_in_root(src_root_fd, parent.empty() ? "." : parent, O_RDONLY | O_DIRECTORY);

@@ -46,6 +46,8 @@ struct CopyRequest {
 // directory is recorded under its real path -- and made relative to root. finish() takes each
 // entry's identity from tree_fd, the directory the layer is written from: the overlay's upper
 // dir, not the overlay the copy works in (whose inode numbers differ for copied-up entries).
+// An owner the disk does have is recorded too when the entry is merged with or copied up from
+// the lower layers, so that their recorded owner (layer_write's lower_owners) does not win.
 class OwnerRecorder {
 public:
     OwnerRecorder(const std::string& root, int tree_fd);
@@ -54,7 +56,7 @@ public:
     void owner_attempted(const std::string& path, CopyOwner wanted);
     // path and everything beneath it were removed (or are about to be replaced).
     void removed(const std::string& path);
-    std::size_t size() const noexcept { return wanted_.size(); }
+    std::size_t size() const noexcept { return wanted_.size(); }  // what finish() looks at
     // The table of what is still in tree_fd, with each entry's identity; throws Error when it
     // passes the table's bounds.
     oci::OwnerTable finish() const;
@@ -64,7 +66,11 @@ private:
 
     std::string root_;  // resolved
     int tree_fd_;
-    std::map<std::string, CopyOwner> wanted_;
+    struct Wanted {
+        CopyOwner owner;
+        bool on_disk = false;  // the lchown took
+    };
+    std::map<std::string, Wanted> wanted_;
     std::string cached_parent_;                      // the last parent resolved ...
     std::optional<std::string> cached_parent_rel_;  // ... relative to root (nullopt: outside)
 };
@@ -78,9 +84,11 @@ std::vector<std::string> expand_source(int root_fd, const std::string& pattern, 
                                        const std::string& instruction);
 
 // Performs the copy. dest_root is "/" in the chrooted helper (tests pass a temp dir). Owners
-// that cannot be set are reported to owners when given.
+// that cannot be set are reported to owners when given. source_owners: the intended owners of
+// a --from source's layers (what preserve_owner keeps where the disk could not).
 void copy_files(int src_root_fd, const std::string& dest_root, const CopyRequest& request,
-                const IgnoreMatcher* matcher, OwnerRecorder* owners = nullptr);
+                const IgnoreMatcher* matcher, OwnerRecorder* owners = nullptr,
+                const oci::LayeredOwners* source_owners = nullptr);
 
 // sha256 over everything the sources name (paths, types, modes, link targets, contents):
 // the part of a COPY step's cache key that the context decides. Owners and mtimes of context

@@ -165,6 +165,12 @@ bool is_opaque_marker_xattr(std::string_view name) {
     return name == "user.overlay.opaque" || name == "trusted.overlay.opaque";
 }
 
+// overlayfs stores it on a copied-up entry (Documentation/filesystems/overlayfs.rst, "Origin
+// file handle"), possibly empty (a "null" origin); a new entry in the upper dir has none.
+bool is_origin_xattr(std::string_view name) {
+    return name == "user.overlay.origin" || name == "trusted.overlay.origin";
+}
+
 // Reads the xattrs of name in dirfd without following a symlink. The /proc/self/fd path is
 // the only way to name an entry relative to a dir fd for the l*xattr calls.
 std::map<std::string, std::string> read_xattrs(int dirfd, const std::string& name) {
@@ -179,7 +185,7 @@ std::map<std::string, std::string> read_xattrs(int dirfd, const std::string& nam
     for (std::size_t start = 0; start < names.size();) {
         std::string key = names.c_str() + start;
         start += key.size() + 1;
-        if (!is_kept_xattr(key) && !is_opaque_marker_xattr(key)) continue;
+        if (!is_kept_xattr(key) && !is_opaque_marker_xattr(key) && !is_origin_xattr(key)) continue;
         ssize_t vsize = ::lgetxattr(path.c_str(), key.c_str(), nullptr, 0);
         if (vsize < 0) continue;  // vanished or refused: not part of the layer
         std::string value(static_cast<std::size_t>(vsize), '\0');
@@ -222,6 +228,7 @@ public:
     }
     std::uint64_t entries() const noexcept { return entries_; }
     std::uint64_t owners_from_table() const noexcept { return owners_from_table_; }
+    OwnerTable take_applied() { return std::move(applied_); }
 
 private:
     void write_entry(int dirfd, const std::string& name, const std::string& path) {
@@ -232,13 +239,16 @@ private:
             return;
         }
         auto xattrs = read_xattrs(dirfd, name);
-        Entry e = header(dirfd, name, path, st);
-        bool opaque = false;
+        bool opaque = false, copied_up = false;
         for (const auto& [key, value] : xattrs) {
-            if (is_opaque_marker_xattr(key)) {
-                opaque = opaque || value == "y";
-                continue;
-            }
+            if (is_opaque_marker_xattr(key)) opaque = opaque || value == "y";
+            if (is_origin_xattr(key)) copied_up = true;
+        }
+        // A directory that is not opaque is merged with the lower layers' one.
+        const bool from_lower = S_ISDIR(st.st_mode) ? !opaque : copied_up;
+        Entry e = header(dirfd, name, path, st, from_lower);
+        for (const auto& [key, value] : xattrs) {
+            if (is_opaque_marker_xattr(key) || is_origin_xattr(key)) continue;
             archive_entry_xattr_add_entry(e.get(), key.c_str(), value.data(), value.size());
         }
         if (S_ISDIR(st.st_mode)) {
@@ -275,14 +285,15 @@ private:
         put_header(e.get(), path);
     }
 
-    Entry header(int dirfd, const std::string& name, const std::string& path, const struct stat& st) {
+    Entry header(int dirfd, const std::string& name, const std::string& path, const struct stat& st,
+                 bool from_lower) {
         Entry e(archive_entry_new());
         if (!e) throw Error("out of memory");
         archive_entry_set_pathname(e.get(), path.c_str());
         archive_entry_set_mode(e.get(), st.st_mode);  // type and permission bits, setuid included
         LayerOwner owner{st.st_uid, st.st_gid};
         if (options_.map_owner) owner = options_.map_owner(path, owner);
-        if (auto intended = intended_owner(dirfd, name, path, st)) owner = *intended;
+        if (auto intended = intended_owner(dirfd, name, path, st, from_lower)) owner = *intended;
         archive_entry_set_uid(e.get(), owner.uid);
         archive_entry_set_gid(e.get(), owner.gid);
         archive_entry_set_mtime(e.get(), mtime(st.st_mtim.tv_sec), 0);
@@ -292,17 +303,26 @@ private:
         return e;
     }
 
-    // The table's owner for this entry, when it has a record of this very inode. The identity
-    // (statx: type, inode, birth time) is read only for entries the table may know.
+    // The owner a table gives this entry: the tree's own table when it has a record of this
+    // very inode, else, for an entry copied up from the lower layers, theirs. The identity
+    // (statx: type, inode, birth time) is read only for entries a table may know.
     std::optional<LayerOwner> intended_owner(int dirfd, const std::string& name, const std::string& path,
-                                             const struct stat& st) {
-        const OwnerTable* table = options_.owners;
-        if (!table || table->empty()) return std::nullopt;
-        if (!table->find(path) && (S_ISDIR(st.st_mode) || st.st_nlink < 2)) return std::nullopt;
-        auto id = entry_identity_at(dirfd, name);
-        if (!id) throw Error("layer entry '" + path + "' vanished while the layer was written");
-        auto owner = table->owner_of(path, *id);
-        if (owner) ++owners_from_table_;
+                                             const struct stat& st, bool from_lower) {
+        std::optional<EntryIdentity> id;
+        auto identity = [&]() -> const EntryIdentity& {
+            if (!id) id = entry_identity_at(dirfd, name);
+            if (!id) throw Error("layer entry '" + path + "' vanished while the layer was written");
+            return *id;
+        };
+        std::optional<LayerOwner> owner;
+        const OwnerTable* own = options_.owners;
+        if (own && !own->empty() && (own->find(path) || (!S_ISDIR(st.st_mode) && st.st_nlink > 1)))
+            owner = own->owner_of(path, identity());
+        const LayeredOwners* lower = options_.lower_owners;
+        if (!owner && from_lower && lower && lower->has_records()) owner = lower->owner_of(path);
+        if (!owner) return std::nullopt;
+        ++owners_from_table_;
+        applied_.set(path, OwnerRecord::for_entry(*owner, identity()));
         return owner;
     }
 
@@ -359,6 +379,7 @@ private:
     std::map<std::pair<dev_t, ino_t>, std::string> links_;
     std::uint64_t entries_ = 0;
     std::uint64_t owners_from_table_ = 0;
+    OwnerTable applied_;
 };
 
 }  // namespace
@@ -405,6 +426,7 @@ std::optional<LayerWriteResult> write_layer(Store& store, int dirfd, const Layer
     LayerWriteResult result;
     result.entries = writer.entries();
     result.owners_from_table = writer.owners_from_table();
+    result.owners = writer.take_applied();
     result.uncompressed_bytes = sink.diff.bytes();
     result.diff_id = sink.diff.finish();
     result.descriptor.media_type = std::string(layer_media_type(options.compression));

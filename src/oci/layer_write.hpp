@@ -42,6 +42,12 @@ struct LayerWriteOptions {
     // records match (path and identity); records of entries no longer in the tree, or replaced
     // since, are ignored. Not owned; may be null.
     const OwnerTable* owners = nullptr;
+    // The intended owners of the layers beneath the tree (a step's lowerdirs), for the entries
+    // the tree only copied up from them: a directory that is not opaque (merged with theirs),
+    // or a non-directory overlayfs marked with its copy-up origin (user.overlay.origin). Such
+    // an entry keeps the owner its lower layer recorded, unless `owners` has a record of it:
+    // a later step that creates /opt/app/bin must not turn a recorded /opt/app into 0:0.
+    const LayeredOwners* lower_owners = nullptr;
 };
 
 struct LayerWriteResult {
@@ -49,7 +55,10 @@ struct LayerWriteResult {
     Digest diff_id;         // sha256 of the uncompressed tar
     std::uint64_t entries = 0;
     std::uint64_t uncompressed_bytes = 0;
-    std::uint64_t owners_from_table = 0;  // entries (hardlink entries too) whose owner the table gave
+    std::uint64_t owners_from_table = 0;  // entries (hardlink entries too) whose owner a table gave
+    // Those entries' records, with the identities of the tree's inodes: the table of the new
+    // layer tree when the tree itself becomes one (layer_owner_table_path).
+    OwnerTable owners;
 };
 
 // Writes the tree beneath dirfd as a layer blob into store. An empty tree gives no layer

@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <charconv>
@@ -319,6 +320,99 @@ std::optional<OwnerTable> read_owner_table(const std::filesystem::path& file) {
         text.append(buf, static_cast<std::size_t>(n));
     }
     return OwnerTable::parse(text, file.string());
+}
+
+std::filesystem::path layer_owner_table_path(const std::filesystem::path& layers_dir, const std::string& name) {
+    return layers_dir / (name + ".owners");
+}
+
+namespace {
+
+enum class Lookup { Absent, Hidden, Found };
+
+bool is_opaque_dir(int fd) {
+    char value[2] = {};
+    for (const char* name : {"user.overlay.opaque", "trusted.overlay.opaque"})
+        if (::fgetxattr(fd, name, value, sizeof value) == 1 && value[0] == 'y') return true;
+    return false;
+}
+
+// Where path is in one layer tree, walked component by component without following symlinks:
+// Found (*id set); Absent (lower layers may have it); Hidden (a whiteout, an opaque ancestor
+// or a non-directory ancestor here hides it in the layers beneath).
+Lookup lookup_in_layer(int root, const std::string& path, EntryIdentity* id) {
+    UniqueFd cur(::openat(root, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!cur) throw_errno("open layer tree");
+    bool opaque_above = false;
+    std::size_t start = 0;
+    for (;;) {
+        std::size_t slash = path.find('/', start);
+        std::string comp = path.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+        auto found = entry_identity_at(cur.get(), comp);
+        if (!found) return opaque_above ? Lookup::Hidden : Lookup::Absent;
+        if (found->type == S_IFCHR) {
+            struct stat st {};
+            if (::fstatat(cur.get(), comp.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_rdev == 0)
+                return Lookup::Hidden;  // a whiteout
+        }
+        if (slash == std::string::npos) {
+            *id = *found;
+            return Lookup::Found;
+        }
+        if (found->type != S_IFDIR) return Lookup::Hidden;
+        UniqueFd next(::openat(cur.get(), comp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!next) throw_errno("open", path.substr(0, slash));
+        opaque_above = opaque_above || is_opaque_dir(next.get());
+        cur = std::move(next);
+        start = slash + 1;
+    }
+}
+
+}  // namespace
+
+LayeredOwners::LayeredOwners(std::vector<Layer> layers_top_first) : layers_(std::move(layers_top_first)) {
+    for (const auto& l : layers_) has_records_ = has_records_ || (l.table && !l.table->empty());
+}
+
+LayeredOwners LayeredOwners::load(const std::filesystem::path& layers_dir, const std::vector<std::string>& names) {
+    std::vector<Layer> layers;
+    for (const auto& name : names) {
+        Layer l;
+        l.dir = UniqueFd(::open((layers_dir / name).c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!l.dir) throw_errno("open layer tree", (layers_dir / name).string());
+        l.table = read_owner_table(layer_owner_table_path(layers_dir, name));
+        layers.push_back(std::move(l));
+    }
+    return LayeredOwners(std::move(layers));
+}
+
+std::optional<LayerOwner> LayeredOwners::owner_of(const std::string& path) const {
+    if (!has_records_ || !path_problem(path).empty()) return std::nullopt;
+    // Only the layers down to the lowest one with a record of path can matter.
+    std::size_t last = layers_.size();
+    for (std::size_t i = 0; i < layers_.size(); ++i)
+        if (layers_[i].table && layers_[i].table->find(path)) last = i;
+    if (last == layers_.size()) return std::nullopt;
+    for (std::size_t i = 0; i <= last; ++i) {
+        EntryIdentity id;
+        switch (lookup_in_layer(layers_[i].dir.get(), path, &id)) {
+            case Lookup::Absent: continue;
+            case Lookup::Hidden: return std::nullopt;
+            case Lookup::Found:
+                if (!layers_[i].table) return std::nullopt;
+                return layers_[i].table->owner_of(path, id);
+        }
+    }
+    return std::nullopt;
+}
+
+OwnerTable reidentify(const OwnerTable& table, int tree_fd) {
+    OwnerTable out;
+    for (const auto& [path, record] : table.records()) {
+        auto id = entry_identity_at(tree_fd, path);
+        if (id && id->type == record.type) out.set(path, OwnerRecord::for_entry(record.owner, *id));
+    }
+    return out;
 }
 
 void write_owner_table(int fd, const OwnerTable& table, std::string_view what) {

@@ -39,6 +39,9 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
+
+#include "common/unique_fd.hpp"
 
 namespace aishell::oci {
 
@@ -125,6 +128,39 @@ private:
 
 // One record's line, '\n' included (for append-only recorders; the header line is kHeader).
 std::string format_owner_record(const std::string& path, const OwnerRecord& record);
+
+// The table of layer tree layers_dir/NAME lives beside it, as layers_dir/NAME.owners (a layer
+// tree is an overlay lowerdir: nothing may be added inside it). It describes that tree's
+// inodes: the upper dir a step renamed into place keeps them.
+std::filesystem::path layer_owner_table_path(const std::filesystem::path& layers_dir, const std::string& name);
+
+// The intended owners of a stack of layer trees, as an overlay of them shows the entries: the
+// owner of a path is the one the topmost layer holding an entry there recorded for that very
+// entry, if it did. A whiteout, an opaque directory or a non-directory above the path in a
+// higher layer hides the layers beneath, as overlayfs does. Trees are walked without
+// following symlinks, and only for paths some table has a record of.
+class LayeredOwners {
+public:
+    struct Layer {
+        UniqueFd dir;                     // the tree (O_RDONLY | O_DIRECTORY)
+        std::optional<OwnerTable> table;  // nullopt: the tree has no table
+    };
+    LayeredOwners() = default;
+    explicit LayeredOwners(std::vector<Layer> layers_top_first);
+    // layers_dir/NAME with their tables (top first); a missing table is no error.
+    static LayeredOwners load(const std::filesystem::path& layers_dir, const std::vector<std::string>& names_top_first);
+
+    bool has_records() const noexcept { return has_records_; }
+    std::optional<LayerOwner> owner_of(const std::string& path) const;
+
+private:
+    std::vector<Layer> layers_;
+    bool has_records_ = false;
+};
+
+// The records of table for another copy of the same tree (a layer tree made from the same
+// tar): each path's identity as tree_fd has it; paths it lacks are left out.
+OwnerTable reidentify(const OwnerTable& table, int tree_fd);
 
 // Reads a table file (opened without following a symlink; at most kMaxFileBytes); nullopt
 // when it does not exist.

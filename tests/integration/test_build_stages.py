@@ -12,7 +12,7 @@ import stat
 import pytest
 
 from helpers.build import (MODES, build, module_runner, final_entries, image_id, index_digest,
-                           make_context, manifest_and_config, step_lines, tree)
+                           layer_members, make_context, manifest_and_config, step_lines, tree)
 from helpers.checks import skopeo_inspect, umoci_unpack
 from helpers.registry import start_registry
 from helpers.runtime_images import ensure_runtime_images
@@ -20,11 +20,32 @@ from helpers.store import image_names, read_blob, verify_store
 
 
 # Single mode maps only the caller: lchown to any other id fails (EINVAL) and the copy keeps
-# root. The layer can only carry the owners COPY --chown asks for once the intended owners are
-# recorded beside the tree (issue 4's side table, pending with the chown emulation).
-SINGLE_COPY_CHOWN_PENDING = pytest.mark.xfail(
-    strict=True, reason="single mode: COPY --chown owners are not recorded yet (pending: the "
-                        "intended-owner side table that the layer writer reads)")
+# root on disk, so `aishell exec` shows 0:0 there; the intended owners are recorded beside the
+# tree (src/oci/owner_table.hpp) and the layer tars carry them, as umoci sees them.
+
+
+def rootless_owner(path):
+    """(uid, gid) of an entry of a `umoci unpack --rootless` tree: umoci keeps owners it cannot
+    set in the user.rootlesscontainers xattr (rootlesscontainers.proto: uid = 1, gid = 2,
+    varints; absent means 0:0, an absent field 0, 4294967295 "unchanged"), never on symlinks."""
+    try:
+        data = os.getxattr(path, "user.rootlesscontainers", follow_symlinks=False)
+    except OSError:
+        st = os.lstat(path)
+        return (st.st_uid, st.st_gid)
+    fields, i = {}, 0
+    while i < len(data):
+        key, shift, value = data[i], 0, 0
+        i += 1
+        while True:
+            b = data[i]
+            i += 1
+            value |= (b & 0x7f) << shift
+            shift += 7
+            if not b & 0x80:
+                break
+        fields[key >> 3] = value
+    return (fields.get(1, 0), fields.get(2, 0))
 
 
 @pytest.fixture(scope="module")
@@ -119,10 +140,8 @@ def test_builder_runtime_image(runtime_image, tmp_path):
         out.stdout + out.stderr
 
 
-def test_builder_runtime_image_owners(runtime_image, request):
+def test_builder_runtime_image_owners(runtime_image, tmp_path):
     runner, mode, _ = runtime_image
-    if mode == "single":
-        request.applymarker(SINGLE_COPY_CHOWN_PENDING)
     store = runner.store
     manifest, _ = manifest_and_config(store, "app:runtime")
     # Owners as the layer tars carry them (umoci --rootless keeps owners in xattrs).
@@ -138,10 +157,29 @@ def test_builder_runtime_image_owners(runtime_image, request):
         "/opt/app/lib/plugins/p1": (1234, 2345), "/opt/app/lib/current": (1234, 2345),
         # --chown=1234:appgrp
         "/opt/app/bin": (1234, 2345), "/opt/app/bin/app": (1234, 2345)}
+    # /opt and /opt/app are in three layers: the two later COPYs copied them up and keep the
+    # owner the first one gave them.
+    for layer in manifest["layers"][-2:]:
+        members = layer_members(store, layer)
+        assert (members["opt"].uid, members["opt/app"].uid) == (1234, 1234), layer
+
+    # umoci applies the layers the same way (rootless: the owners in xattrs).
+    rootfs = umoci_unpack(store, "app:runtime", tmp_path / "bundle")
+    unpacked = {p: rootless_owner(os.path.join(rootfs, p.lstrip("/")))
+                for p in owners if not os.path.islink(os.path.join(rootfs, p.lstrip("/")))}
+    assert unpacked == {p: o for p, o in owners.items() if p != "/opt/app/lib/current"}
+
+    # What a container sees: the owners on disk, which single mode cannot give (one id mapped).
+    out = runner("exec", "--image", "app:runtime", "--user", "0:0", "--", "stat", "-c", "%n %u:%g",
+                 *(["/usr/local/bin/app"] + sorted(OPT_LISTING)), user="unpriv", env={"AISHELL_USERNS": mode})
+    seen = dict(line.split(" ") for line in out.stdout.splitlines())
+    expected = {p: "%d:%d" % o for p, o in owners.items() if p != "/opt"}
+    if mode == "single":
+        expected = {p: "0:0" for p in expected}
+    assert seen == expected, out.stdout + out.stderr
 
 
-@pytest.mark.parametrize("mode", [pytest.param("subuid"),
-                                  pytest.param("single", marks=SINGLE_COPY_CHOWN_PENDING)])
+@pytest.mark.parametrize("mode", MODES)
 def test_copy_chown_by_user_name_takes_its_primary_group(aishell, base, mode):
     """BuildKit's readUser: --chown=NAME is the user's uid and primary gid from the target's
     /etc/passwd; --chown=UID alone is UID:UID."""

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -304,14 +305,15 @@ TEST_CASE("ADD of a tar records the archive's unmapped owners and keeps its set-
     add.instruction = "ADD";
     auto table = oci::OwnerTable::parse(copy_recording(ctx, root.path, {add}), "owners");
     const std::pair<std::uint32_t, std::uint32_t> o{1000, 1001};
+    // Directories the disk has right are recorded too (they might be merged with a lower one).
     CHECK(owners_in(table) == std::map<std::string, std::pair<std::uint32_t, std::uint32_t>>{
-                                  {"x/bin/suid", o}, {"x/dir", o}, {"x/l", o}});
+                                  {"x", {0, 0}}, {"x/bin", {0, 0}}, {"x/bin/suid", o}, {"x/dir", o}, {"x/l", o}});
     CHECK((Stat(root.path / "x/bin/suid").st.st_mode & 07777) == 04755);
     CHECK(Stat(root.path / "x/bin/suid").st.st_uid == 0);
     CHECK(fs::is_symlink(root.path / "x/l"));
 }
 
-TEST_CASE("owners the namespace maps are set on disk and not recorded", "[build_copy]") {
+TEST_CASE("owners the namespace maps are set on disk; only directories keep a record", "[build_copy]") {
     REQUIRE(::geteuid() == 0);
     Context ctx;
     ctx.write("dir/f", "f");
@@ -320,8 +322,10 @@ TEST_CASE("owners the namespace maps are set on disk and not recorded", "[build_
     UniqueFd tree(::open(root.path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     OwnerRecorder owners(root.path.string(), tree.get());
     copy_files(ctx.fd.get(), root.path.string(), copy_req({"dir"}, "/app", CopyOwner{1000, 1001}), nullptr, &owners);
-    CHECK(owners.size() == 0);
-    CHECK(owners.finish().empty());
+    // A directory that is not opaque may be merged with a lower layer's, whose recorded owner
+    // must not win over the one set here; files overlayfs did not copy up need nothing.
+    CHECK(owners_in(owners.finish()) ==
+          std::map<std::string, std::pair<std::uint32_t, std::uint32_t>>{{"app", {1000, 1001}}});
     for (const char* p : {"app", "app/f", "app/l"}) {
         Stat st(root.path / p);
         CHECK((st.st.st_uid == 1000 && st.st.st_gid == 1001));
@@ -339,10 +343,11 @@ TEST_CASE("the owner recorder keeps what the disk lacks, under the layer root on
     // Files owned by root (as the test made them): 1000 is not on disk, 0 is.
     for (const char* p : {"/a", "/a/b", "/a/b/c", "/a/bc"}) owners.owner_attempted(r + p, {1000, 1000});
     CHECK(owners.size() == 4);
-    owners.owner_attempted(r + "/a/bc", {0, 0});
-    CHECK(owners.size() == 3);
+    owners.owner_attempted(r + "/a/bc", {0, 0});  // what the disk has: no record for a new file
+    CHECK(owners_in(owners.finish()) == std::map<std::string, std::pair<std::uint32_t, std::uint32_t>>{
+                                            {"a", {1000, 1000}}, {"a/b", {1000, 1000}}, {"a/b/c", {1000, 1000}}});
     owners.removed(r + "/a/b");  // the tree beneath too, not a/bc
-    CHECK(owners.size() == 1);
+    CHECK(owners.size() == 2);
     owners.owner_attempted(r + "/a/bc", {7, 7});
     // The root itself and what is outside it are no layer entries.
     owners.owner_attempted(r, {1000, 1000});
@@ -357,4 +362,24 @@ TEST_CASE("the owner recorder keeps what the disk lacks, under the layer root on
     fs::remove(root.path / "a/bc");
     CHECK(owners_in(owners.finish()) == std::map<std::string, std::pair<std::uint32_t, std::uint32_t>>{
                                             {"a", {1000, 1000}}});
+}
+
+TEST_CASE("an owner the disk has is recorded for entries overlayfs merged or copied up", "[build_copy]") {
+    REQUIRE(::geteuid() == 0);
+    Context root;
+    root.write("copied-up", "c");
+    root.write("new-file", "n");
+    fs::create_directories(root.path / "merged");
+    fs::create_directories(root.path / "replaced");
+    // As overlayfs marks them in an upper dir mounted with userxattr.
+    REQUIRE(::setxattr((root.path / "copied-up").c_str(), "user.overlay.origin", "", 0, 0) == 0);
+    REQUIRE(::setxattr((root.path / "replaced").c_str(), "user.overlay.opaque", "y", 1, 0) == 0);
+    UniqueFd tree(::open(root.path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    OwnerRecorder owners(root.path.string(), tree.get());
+    for (const char* p : {"/copied-up", "/new-file", "/merged", "/replaced"})
+        owners.owner_attempted(root.path.string() + p, {0, 0});
+    // copied-up and merged may carry another owner in a lower layer's table: 0:0 is recorded
+    // so that it does not come back; the new file and the opaque directory have no lower.
+    CHECK(owners_in(owners.finish()) == std::map<std::string, std::pair<std::uint32_t, std::uint32_t>>{
+                                            {"copied-up", {0, 0}}, {"merged", {0, 0}}});
 }

@@ -330,3 +330,65 @@ TEST_CASE("layer write: an intended-owner table sets the owners of the entries i
     REQUIRE(::lstat((out.path / "usr/bin/tool-alias").c_str(), &st) == 0);
     CHECK((st.st_uid == 4000 && st.st_gid == 4001));
 }
+
+TEST_CASE("layer write: entries copied up from the lower layers keep the owners those recorded", "[layer_write]") {
+    TempDir store_dir, layers, upper;
+    Store store = Store::open(store_dir.path / "store");
+    // The lower layer tree and its table, as a COPY --chown step in single mode left them.
+    const fs::path lower = layers.path / "lower";
+    fs::create_directories(lower / "opt" / "app");
+    fs::create_directories(lower / "home" / "app");
+    fs::create_directories(lower / "var" / "lib");
+    write_text(lower / "home" / "app" / ".profile", "p", 0644);
+    write_text(lower / "home" / "app" / "notes", "n", 0644);
+    OwnerTable lower_table;
+    for (const char* p : {"opt", "opt/app", "home/app", "home/app/.profile", "home/app/notes", "var/lib"}) {
+        UniqueFd fd(::open(lower.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        lower_table.set(p, OwnerRecord::for_entry({1234, 2345}, *entry_identity_at(fd.get(), p)));
+    }
+    write_file_atomic(layer_owner_table_path(layers.path, "lower"), lower_table.serialize());
+
+    // The step's upper dir: /opt and /opt/app merged (a file made inside), .profile copied up,
+    // notes deleted and made again (no origin), /var/lib replaced (opaque), /home/app
+    // re-owned by this step (its own table).
+    fs::create_directories(upper.path / "opt" / "app");
+    write_text(upper.path / "opt" / "app" / "new", "n", 0644);
+    fs::create_directories(upper.path / "home" / "app");
+    write_text(upper.path / "home" / "app" / ".profile", "p2", 0644);
+    REQUIRE(::setxattr((upper.path / "home/app/.profile").c_str(), "user.overlay.origin", "", 0, 0) == 0);
+    write_text(upper.path / "home" / "app" / "notes", "new notes", 0644);
+    fs::create_directories(upper.path / "var" / "lib");
+    REQUIRE(::setxattr((upper.path / "var/lib").c_str(), "user.overlay.opaque", "y", 1, 0) == 0);
+    OwnerTable own;
+    own.set("home/app", record_of(upper, "home/app", {5, 5}));
+
+    LayerWriteOptions options;
+    auto lowers = LayeredOwners::load(layers.path, {"lower"});
+    options.lower_owners = &lowers;
+    options.owners = &own;
+    auto layer = write_layer(store, upper.fd().get(), options);
+    REQUIRE(layer);
+    auto entries = read_tar(store, *layer);
+    auto owner = [&](const std::string& name) {
+        const TarEntry& e = find(entries, name);
+        return std::pair{e.uid, e.gid};
+    };
+    using Ids = std::pair<std::int64_t, std::int64_t>;
+    CHECK(owner("opt/") == Ids{1234, 2345});
+    CHECK(owner("opt/app/") == Ids{1234, 2345});
+    CHECK(owner("opt/app/new") == Ids{0, 0});
+    CHECK(owner("home/app/") == Ids{5, 5});
+    CHECK(owner("home/app/.profile") == Ids{1234, 2345});
+    CHECK(owner("home/app/notes") == Ids{0, 0});
+    CHECK(owner("var/lib/") == Ids{0, 0});
+    CHECK(owner("home/") == Ids{0, 0});  // merged, but the lower recorded nothing for it
+    // No overlay xattr reaches the layer.
+    CHECK(find(entries, "home/app/.profile").xattrs.empty());
+
+    // The new tree's own table: what decided, with the upper's inodes.
+    std::vector<std::string> decided;
+    for (const auto& [p, r] : layer->owners.records()) decided.push_back(p);
+    CHECK(decided == std::vector<std::string>{"home/app", "home/app/.profile", "opt", "opt/app"});
+    UniqueFd ufd = upper.fd();
+    CHECK(layer->owners.owner_of("opt/app", *entry_identity_at(ufd.get(), "opt/app")) == LayerOwner{1234, 2345});
+}

@@ -3,6 +3,8 @@
 // which entry a record applies to (replaced entries, hardlinks, symlinks).
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -268,4 +270,71 @@ TEST_CASE("owner table files are read without following symlinks and within the 
     CHECK_THROWS_WITH(read_owner_table(dir.path / "big"), Catch::Contains("larger than 134217728 bytes"));
     write_file_atomic(dir.path / "bad", kHead + "0 0 f 1 - /abs\n");
     CHECK_THROWS_WITH(read_owner_table(dir.path / "bad"), (dir.path / "bad").string() + ":2: absolute path");
+}
+
+namespace {
+
+void record_entry(OwnerTable& t, const fs::path& tree, const std::string& path, LayerOwner owner) {
+    UniqueFd fd(::open(tree.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    auto id = entry_identity_at(fd.get(), path);
+    REQUIRE(id);
+    t.set(path, OwnerRecord::for_entry(owner, *id));
+}
+
+}  // namespace
+
+TEST_CASE("a stack of layer trees gives the owner of the layer an overlay shows", "[owner_table]") {
+    REQUIRE(::geteuid() == 0);  // whiteouts are device nodes
+    TempDir layers;
+    const fs::path l0 = layers.path / "l0", l1 = layers.path / "l1", l2 = layers.path / "l2", l3 = layers.path / "l3";
+    for (const auto& d : {l0 / "opt", l1 / "hidden", l2 / "opt" / "app", l2 / "hidden", l2 / "etc", l2 / "through",
+                          l3 / "untabled"})
+        fs::create_directories(d);
+    write_file_atomic(l2 / "etc" / "conf", "c");
+    write_file_atomic(l2 / "etc" / "stale", "s");
+    write_file_atomic(l2 / "gone", "g");
+    write_file_atomic(l2 / "hidden" / "x", "x");
+    write_file_atomic(l1 / "hidden" / "other", "o");
+    write_file_atomic(l2 / "through" / "x", "x");
+    write_file_atomic(l3 / "untabled" / "f", "f");
+    fs::create_symlink("/", l0 / "through");  // a symlink above: never followed, it hides
+    REQUIRE(::mknod((l1 / "gone").c_str(), S_IFCHR | 0, makedev(0, 0)) == 0);
+    REQUIRE(::setxattr((l1 / "hidden").c_str(), "user.overlay.opaque", "y", 1, 0) == 0);
+    fs::create_directories(l0 / "untabled");
+    write_file_atomic(l0 / "untabled" / "f", "top");  // a layer without a table above a record
+
+    OwnerTable t2, t3;
+    for (const char* p : {"opt/app", "etc/conf", "gone", "hidden/x", "through/x"}) record_entry(t2, l2, p, {1234, 2345});
+    t2.set("etc/stale", OwnerRecord{{9, 9}, S_IFREG, 1, std::nullopt});  // not this inode
+    record_entry(t3, l3, "untabled/f", {77, 77});
+    write_file_atomic(layer_owner_table_path(layers.path, "l2"), t2.serialize());
+    write_file_atomic(layer_owner_table_path(layers.path, "l3"), t3.serialize());
+    CHECK(layer_owner_table_path(layers.path, "l2") == layers.path / "l2.owners");
+
+    auto stack = LayeredOwners::load(layers.path, {"l0", "l1", "l2", "l3"});
+    CHECK(stack.has_records());
+    CHECK(stack.owner_of("opt/app") == LayerOwner{1234, 2345});  // beneath a layer with /opt only
+    CHECK(stack.owner_of("etc/conf") == LayerOwner{1234, 2345});
+    CHECK_FALSE(stack.owner_of("etc/stale"));
+    CHECK_FALSE(stack.owner_of("gone"));        // whited out by l1
+    CHECK_FALSE(stack.owner_of("hidden/x"));    // l1's opaque directory hides l2's
+    CHECK_FALSE(stack.owner_of("through/x"));   // l0's symlink hides l2's directory
+    CHECK_FALSE(stack.owner_of("untabled/f"));  // l0 holds it and recorded nothing
+    CHECK_FALSE(stack.owner_of("opt"));
+    CHECK_FALSE(stack.owner_of("/abs"));
+    CHECK_FALSE(LayeredOwners::load(layers.path, {"l0", "l1"}).has_records());
+    CHECK_THROWS_AS(LayeredOwners::load(layers.path, {"missing"}), SystemError);
+
+    // The same records for another copy of l2 (the same tar extracted again).
+    TempDir copy;
+    fs::create_directories(copy.path / "opt" / "app");
+    fs::create_directories(copy.path / "etc");
+    write_file_atomic(copy.path / "etc" / "conf", "c");
+    fs::create_directories(copy.path / "gone");  // another type now: left out
+    auto re = reidentify(t2, copy.fd().get());
+    std::vector<std::string> paths;
+    for (const auto& [p, r] : re.records()) paths.push_back(p);
+    CHECK(paths == std::vector<std::string>{"etc/conf", "opt/app"});
+    UniqueFd cfd = copy.fd();
+    CHECK(re.owner_of("etc/conf", *entry_identity_at(cfd.get(), "etc/conf")) == LayerOwner{1234, 2345});
 }
