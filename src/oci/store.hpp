@@ -116,7 +116,8 @@ public:
     // index.json. Readers take no lock; mutators require the caller to hold lock_exclusive().
     std::vector<ImageEntry> list_images() const;
     std::optional<ImageEntry> find_image(std::string_view name) const;
-    // Adds or replaces the entry named name (atomic index rewrite).
+    // Adds or replaces the entry named name (atomic index rewrite); when index.json already has
+    // exactly one entry of that name with the same descriptor, it is left as it is (no write).
     void tag_image(std::string_view name, const Descriptor& manifest);
     bool untag_image(std::string_view name);
 

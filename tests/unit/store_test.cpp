@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -312,6 +313,38 @@ TEST_CASE("store: tag_image replaces an entry of the same name and untag removes
     CHECK(store.untag_image("aishell:base"));
     CHECK_FALSE(store.untag_image("aishell:base"));
     CHECK(store.list_images().empty());
+}
+
+TEST_CASE("store: tagging a name with the descriptor it already has does not rewrite index.json", "[store]") {
+    TempDir dir;
+    oci::Store store = oci::Store::open(dir.path);
+    oci::Descriptor a = manifest_descriptor(store, "a");
+    oci::Descriptor b = manifest_descriptor(store, "b");
+    const fs::path index = store.oci_dir() / "index.json";
+    auto inode = [&] {
+        struct stat st {};
+        REQUIRE(::stat(index.c_str(), &st) == 0);
+        return st.st_ino;
+    };
+    store.tag_image("x:1", a);
+    store.tag_image("y:1", b);
+    const auto written = inode();
+    const std::string bytes = aishell::read_file(index);
+    store.tag_image("x:1", a);  // no change: the same file, byte for byte
+    CHECK(inode() == written);
+    CHECK(aishell::read_file(index) == bytes);
+    store.tag_image("x:1", b);  // a change: replaced (atomically, so a new inode)
+    CHECK(inode() != written);
+    REQUIRE(store.find_image("x:1"));
+    CHECK(store.find_image("x:1")->descriptor.digest == b.digest);
+    // Two entries of one name (written by another tool) collapse into one even when one matches.
+    json j = json::parse(aishell::read_file(index));
+    j["manifests"].push_back(j["manifests"][1]);
+    aishell::write_file_atomic(index, j.dump());
+    store.tag_image("x:1", b);
+    std::size_t named = 0;
+    for (const auto& e : store.list_images()) named += e.name == "x:1";
+    CHECK(named == 1);
 }
 
 TEST_CASE("store: index.json keeps unknown fields and entries it does not name", "[store]") {
