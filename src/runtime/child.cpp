@@ -12,6 +12,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/statfs.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -423,6 +424,30 @@ void load_filter(const ChildContext& ctx, const sock_fprog& prog, ChildStep step
     if (prog.len > 0 && ::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0) fail(ctx, step, nullptr);
 }
 
+// The root emulation filter whose chown calls go to aishell's ChownSupervisor: loaded with a
+// listener, whose fd travels to the parent over owner_sock (SCM_RIGHTS) and is closed here.
+void load_notifying_filter(const ChildContext& ctx) noexcept {
+    int listener = static_cast<int>(
+        ::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &ctx.fakeroot));
+    if (listener < 0) fail(ctx, ChildStep::FakeRoot, nullptr);
+    char byte = 'L';
+    iovec iov{&byte, 1};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    cmsghdr* cm = CMSG_FIRSTHDR(&msg);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(cm), &listener, sizeof(int));
+    if (::sendmsg(ctx.owner_sock, &msg, MSG_NOSIGNAL) != 1) fail(ctx, ChildStep::FakeRoot, "send the listener");
+    ::close(listener);
+    ::close(ctx.owner_sock);
+}
+
 // After setresuid to a non-root uid the effective set is empty (KEEPCAPS keeps only the
 // permitted one): raise it again so that seccomp(2) may still be called without no_new_privs.
 void raise_effective(const ChildContext& ctx) noexcept {
@@ -454,7 +479,8 @@ void drop_privileges(const ChildContext& ctx) noexcept {
     if (::setresuid(p.uid, p.uid, p.uid) != 0) fail(ctx, ChildStep::SetUid, nullptr);
     if (emulate) {
         if (p.uid != 0 && !spec.no_new_privileges) raise_effective(ctx);
-        load_filter(ctx, ctx.fakeroot, ChildStep::FakeRoot);
+        if (ctx.owner_sock >= 0) load_notifying_filter(ctx);
+        else load_filter(ctx, ctx.fakeroot, ChildStep::FakeRoot);
         load_filter(ctx, ctx.seccomp, ChildStep::Seccomp);
     }
     __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
@@ -551,6 +577,7 @@ void child_main(const ChildContext& ctx) noexcept {
     if (pid == 0) command_main(ctx, apt_config);
     ::close(ctx.report_fd);
     if (ctx.tty_slave >= 0) ::close(ctx.tty_slave);
+    if (ctx.owner_sock >= 0) ::close(ctx.owner_sock);
     init_loop(pid);
 }
 

@@ -44,6 +44,7 @@ struct ChildContext {
     std::vector<const char*> envp_apt;   // envp + APT_CONFIG (emulation; empty: never)
     sock_fprog seccomp{};                // len 0: none
     sock_fprog fakeroot{};               // root emulation filter; len 0: none
+    int owner_sock = -1;                 // its chown calls notify: the listener fd goes here (SCM_RIGHTS)
     unsigned last_cap = 40;              // /proc/sys/kernel/cap_last_cap
     __user_cap_data_struct caps[2]{};    // effective = permitted = inheritable
     bool setgroups_allowed = true;

@@ -8,6 +8,8 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -20,6 +22,7 @@
 #include "common/error.hpp"
 #include "common/file.hpp"
 #include "runtime/child.hpp"
+#include "runtime/chown_supervisor.hpp"
 #include "runtime/fakeroot.hpp"
 #include "runtime/terminal.hpp"
 
@@ -78,6 +81,34 @@ private:
 struct Pipe {
     UniqueFd read, write;
 };
+
+// A socket pair for the root emulation's listener fd (child end -> ChildContext::owner_sock).
+Pipe make_socket_pair() {
+    int fds[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) != 0) throw_errno("socketpair");
+    return {UniqueFd(fds[0]), UniqueFd(fds[1])};
+}
+
+// The seccomp listener the command sent before its exec.
+UniqueFd receive_listener(int sock) {
+    char byte = 0;
+    iovec iov{&byte, 1};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    ssize_t n;
+    do n = ::recvmsg(sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    while (n < 0 && errno == EINTR);
+    cmsghdr* cm = n == 1 ? CMSG_FIRSTHDR(&msg) : nullptr;
+    if (!cm || cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS || cm->cmsg_len != CMSG_LEN(sizeof(int)))
+        throw Error("start container: the command sent no seccomp listener for the root emulation");
+    int fd = -1;
+    std::memcpy(&fd, CMSG_DATA(cm), sizeof fd);
+    return UniqueFd(fd);
+}
 
 Pipe make_pipe() {
     int fds[2];
@@ -184,12 +215,12 @@ bool relay(int from, int to) {
 }
 
 // Forwards signals and relays the pty until PID 1 exits; returns its wait status.
-int supervise(ChildGuard& child, const SignalBlock& sigs, int master, bool relay_stdin) {
-    bool stdin_open = relay_stdin, master_open = master >= 0;
+int supervise(ChildGuard& child, const SignalBlock& sigs, int master, bool relay_stdin, ChownSupervisor* chowns) {
+    bool stdin_open = relay_stdin, master_open = master >= 0, chowns_open = chowns != nullptr;
     for (;;) {
-        pollfd fds[3] = {{sigs.fd(), POLLIN, 0}, {master_open ? master : -1, POLLIN, 0},
-                         {stdin_open ? STDIN_FILENO : -1, POLLIN, 0}};
-        if (::poll(fds, 3, -1) < 0) {
+        pollfd fds[4] = {{sigs.fd(), POLLIN, 0}, {master_open ? master : -1, POLLIN, 0},
+                         {stdin_open ? STDIN_FILENO : -1, POLLIN, 0}, {chowns_open ? chowns->fd() : -1, POLLIN, 0}};
+        if (::poll(fds, 4, -1) < 0) {
             if (errno == EINTR) continue;
             throw_errno("poll");
         }
@@ -210,6 +241,9 @@ int supervise(ChildGuard& child, const SignalBlock& sigs, int master, bool relay
             master_open = relay(master, STDOUT_FILENO);
         if (stdin_open && (fds[2].revents & (POLLIN | POLLHUP | POLLERR)))
             stdin_open = relay(STDIN_FILENO, master);
+        // POLLHUP: no process uses the filter any more.
+        if (chowns_open && (fds[3].revents & POLLIN)) chowns->handle_one();
+        else if (chowns_open && (fds[3].revents & (POLLHUP | POLLERR))) chowns_open = false;
     }
 }
 
@@ -241,8 +275,14 @@ RunResult run_container(const ContainerSpec& spec) {
     ChildContext ctx;
     ctx.spec = &spec;
     prepare_paths(ctx, spec);
-    const std::vector<sock_filter> fakeroot = spec.emulate_root_ids ? compile_root_emulation() : std::vector<sock_filter>{};
+    const std::vector<sock_filter> fakeroot =
+        spec.emulate_root_ids ? compile_root_emulation(ChownEmulation::Record) : std::vector<sock_filter>{};
     prepare_process(ctx, spec, fakeroot);
+    std::optional<Pipe> owner_sock;
+    if (spec.emulate_root_ids) {
+        owner_sock = make_socket_pair();
+        ctx.owner_sock = owner_sock->write.get();
+    }
 
     std::optional<PtyPair> pty;
     if (spec.tty && ::isatty(STDIN_FILENO)) pty = open_pty(STDIN_FILENO);
@@ -274,6 +314,7 @@ RunResult run_container(const ContainerSpec& spec) {
     ChildGuard child(pid);
     sync.read.reset();
     report.write.reset();
+    if (owner_sock) owner_sock->write.reset();
     if (pty) pty->slave.reset();
     write_id_maps(pid, spec.mapping);
     if (::write(sync.write.get(), "g", 1) != 1) throw_errno("release the child");
@@ -284,9 +325,13 @@ RunResult run_container(const ContainerSpec& spec) {
         child.wait(false);
         return res;
     }
+    std::optional<ChownSupervisor> chowns;
+    if (owner_sock)
+        chowns.emplace(receive_listener(owner_sock->read.get()), spec.run_dir / "upper", spec.run_dir / kOwnerTableName,
+                       spec.mapping);
     std::optional<RawTerminal> raw;
     if (pty && spec.interactive) raw.emplace(STDIN_FILENO);
-    int st = supervise(child, sigs, pty ? pty->master.get() : -1, pty && spec.interactive);
+    int st = supervise(child, sigs, pty ? pty->master.get() : -1, pty && spec.interactive, chowns ? &*chowns : nullptr);
     raw.reset();
     return {exit_status_from_wait(st), {}};
 }

@@ -53,13 +53,19 @@ struct ContainerSpec {
     // machine. The upper is scratch space (removed, or read into a layer, right after the run),
     // so its crash consistency does not matter; a kept (--keep) upper is the same.
     bool volatile_upper = true;
-    // Root emulation (single userns mode, build RUN steps; see fakeroot.hpp): the chown family,
-    // set*id/setgroups and device mknod succeed without effect, and apt is told not to drop to
-    // _apt (APT_CONFIG, a file in the container's /dev tmpfs) when the image has apt-get and env
-    // has no APT_CONFIG. The filter is stacked under `seccomp` (which still denies what it denies),
-    // and is loaded after the runtime's own setresuid so that one really happens.
+    // Root emulation (single userns mode, build RUN steps; see fakeroot.hpp): set*id/setgroups
+    // and device mknod succeed without effect; chown-family calls are answered by aishell
+    // (chown_supervisor.hpp), which leaves the disk alone and appends the owners they asked for
+    // to <run_dir>/owners (kOwnerTableName, oci/owner_table.hpp), which a build step's commit
+    // turns into the layer's tar owners; and apt is told not to drop to _apt (APT_CONFIG, a file
+    // in the container's /dev tmpfs) when the image has apt-get and env has no APT_CONFIG. The
+    // filter is stacked under `seccomp` (which still denies what it denies), and is loaded after
+    // the runtime's own setresuid so that one really happens.
     bool emulate_root_ids = false;
 };
+
+// The owner table a run with emulate_root_ids appends to, in its run dir.
+inline constexpr const char* kOwnerTableName = "owners";
 
 struct RunResult {
     int status = 0;      // the exit status aishell should return

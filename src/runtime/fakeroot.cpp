@@ -21,12 +21,13 @@ using FilterCtx = std::unique_ptr<void, CtxDeleter>;
 
 constexpr std::uint32_t kFakeSuccess = SCMP_ACT_ERRNO(0);
 
-void add_fake(void* ctx, std::string_view name, unsigned argc = 0, const scmp_arg_cmp* args = nullptr) {
+void add_fake(void* ctx, std::string_view name, unsigned argc = 0, const scmp_arg_cmp* args = nullptr,
+              std::uint32_t action = kFakeSuccess) {
     const std::string n(name);
     int nr = seccomp_syscall_resolve_name(n.c_str());
     if (nr == __NR_SCMP_ERROR) return;  // unknown to this libseccomp
     // A name that no architecture of the filter has (chown32 without x86) is not an error.
-    int rc = seccomp_rule_add_array(ctx, kFakeSuccess, nr, argc, args);
+    int rc = seccomp_rule_add_array(ctx, action, nr, argc, args);
     if (rc != 0 && rc != -EDOM && rc != -EOPNOTSUPP) throw SystemError(-rc, "seccomp rule (root emulation)", n);
 }
 
@@ -52,7 +53,11 @@ const std::vector<std::string_view>& root_emulation_syscalls() {
     return names;
 }
 
-std::vector<sock_filter> compile_root_emulation() {
+bool is_chown_family(std::string_view name) {
+    return name.find("chown") != std::string_view::npos;
+}
+
+std::vector<sock_filter> compile_root_emulation(ChownEmulation chown) {
     FilterCtx ctx(seccomp_init(SCMP_ACT_ALLOW));
     if (!ctx) throw Error("seccomp_init failed (root emulation filter)");
     // The child loads it while privileged; libseccomp must not set no_new_privs.
@@ -60,7 +65,9 @@ std::vector<sock_filter> compile_root_emulation() {
     // An architecture this filter does not list is the profile's business, not a kill here.
     seccomp_attr_set(ctx.get(), SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_ALLOW);
     add_seccomp_architectures(ctx.get(), default_seccomp_profile());
-    for (auto name : root_emulation_syscalls()) add_fake(ctx.get(), name);
+    for (auto name : root_emulation_syscalls())
+        add_fake(ctx.get(), name, 0, nullptr,
+                 chown == ChownEmulation::Record && is_chown_family(name) ? SCMP_ACT_NOTIFY : kFakeSuccess);
     add_fake_device_nodes(ctx.get());
     return export_seccomp_bpf(ctx.get());
 }

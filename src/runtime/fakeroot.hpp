@@ -1,7 +1,8 @@
 // Root emulation for single userns mode (only the caller mapped, to container root; setgroups
-// denied): the seccomp filter that makes the chown family, the set*id calls and device mknod
-// succeed without doing anything, and the apt configuration that keeps apt from dropping to
-// _apt. As Charliecloud's `ch-image --force=seccomp`; used for build RUN steps.
+// denied): the seccomp filter that makes the set*id calls and device mknod succeed without doing
+// anything and hands the chown family to a supervisor (or fakes it too), and the apt
+// configuration that keeps apt from dropping to _apt. As Charliecloud's `ch-image
+// --force=seccomp`; used for build RUN steps.
 #pragma once
 
 #include <linux/filter.h>
@@ -23,12 +24,21 @@ const std::vector<std::string_view>& root_emulation_syscalls();
 // the default profile runs (x86 and x32 on x86-64). Unknown architectures are allowed here and
 // left to the profile.
 //
+// With chown = Record (what run_container uses), the chown family returns SECCOMP_RET_USER_NOTIF
+// instead: the filter is loaded with SECCOMP_FILTER_FLAG_NEW_LISTENER and a supervisor in aishell
+// (chown_supervisor.hpp) answers each call, recording the owner it asked for. FakeSuccess is the
+// plain Charliecloud behaviour, for a process that has no supervisor.
+//
 // Stacking (seccomp(2), kernel/seccomp.c seccomp_run_filters): every filter runs and the action
 // of highest precedence wins (KILL > TRAP > ERRNO > USER_NOTIF > TRACE > LOG > ALLOW); between
 // two ERRNO verdicts the most recently installed filter wins. So this filter is installed BEFORE
 // the profile: where the profile allows a call, ERRNO(0) wins and the caller sees 0 (the kernel
 // returns -errno, here -0); where the profile denies it (ERRNO(EPERM), KILL), the profile wins.
-std::vector<sock_filter> compile_root_emulation();
+enum class ChownEmulation { FakeSuccess, Record };
+std::vector<sock_filter> compile_root_emulation(ChownEmulation chown = ChownEmulation::FakeSuccess);
+
+// The chown-family subset of root_emulation_syscalls().
+bool is_chown_family(std::string_view syscall_name);
 
 // apt: APT_CONFIG names a file (read before /etc/apt/apt.conf.d) saying APT::Sandbox::User
 // "root", so the download methods do not setresuid to _apt and then check that getuid()

@@ -59,10 +59,12 @@ def all_layer_names(store, manifest):
 BUSYBOX_DOCKERFILE = """\
 FROM {base}
 RUN echo 'dev:x:1000:1000::/home/dev:/bin/sh' >> /etc/passwd && echo 'dev:x:1000:' >> /etc/group \\
- && mkdir -p /home/dev && chown dev:dev /home/dev && chown -R 1000:1000 /home/dev && chgrp 4242 /home/dev \\
+ && mkdir -p /home/dev && chown dev:dev /home/dev && chown -R 1000:1000 /home/dev \\
  && ln -s /home/dev /home/link && chown -h 1000:1000 /home/link
-RUN echo 'alice:x:1001:1001::/home/alice:/bin/sh' >> /etc/passwd && echo 'alice:x:1001:' >> /etc/group \
+RUN echo 'alice:x:1001:1001::/home/alice:/bin/sh' >> /etc/passwd && echo 'alice:x:1001:' >> /etc/group \\
  && mkdir /home/alice && chown alice:alice /home/alice && echo chown-ok
+RUN chgrp 4242 /etc/group && chown 0:0 /bin/sh && chown -h 77:78 /home/link && ! chown 1 /nonexistent \\
+ && echo lower-ok
 RUN mknod /tmp/null c 1 3 && mknod /tmp/fifo p && test -p /tmp/fifo && ! test -e /tmp/null && echo mknod-ok
 RUN su -s /bin/sh alice -c 'echo su-ran' && echo "apt_config=[$APT_CONFIG]" && ! test -e /{apt_conf}
 """
@@ -73,7 +75,7 @@ def test_busybox_chown_mknod_and_su(aishell, reg):
     ctx = make_context(aishell, {"Dockerfile": BUSYBOX_DOCKERFILE.format(base=base, apt_conf=APT_CONF)})
     r = build(aishell, ctx, "-t", "single:bb", mode="single")
     out = r.stdout + r.stderr
-    for word in ("chown-ok", "mknod-ok", "su-ran"):
+    for word in ("chown-ok", "lower-ok", "mknod-ok", "su-ran"):
         assert word in out, out[-3000:]
     # No apt-get in busybox: no APT_CONFIG, no file.
     assert "apt_config=[]" in out, out[-3000:]
@@ -84,6 +86,16 @@ def test_busybox_chown_mknod_and_su(aishell, reg):
     assert {"/home/dev", "/home/link", "/home/alice", "/tmp/fifo"} <= set(final), sorted(final)
     assert final["/tmp/fifo"].isfifo()
     assert "/tmp/null" not in final
+    # The owners chown asked for are in the layers' tar headers (recorded, not on disk): new
+    # entries, a symlink (-h), and entries of lower layers (copied up, as a real chown would).
+    owners = {p: (final[p].uid, final[p].gid) for p in ("/home/dev", "/home/link", "/home/alice", "/etc/group",
+                                                        "/etc/passwd", "/tmp/fifo")}
+    assert owners == {"/home/dev": (1000, 1000), "/home/link": (77, 78), "/home/alice": (1001, 1001),
+                      "/etc/group": (0, 4242), "/etc/passwd": (0, 0), "/tmp/fifo": (0, 0)}, owners
+    # chown to the owner it already has records nothing and copies nothing up.
+    lower_step = next(m for m in (layer_members(store, d) for d in manifest["layers"])
+                      if "home/link" in m and m["home/link"].uid == 77)
+    assert not any(n.startswith("bin/") for n in lower_step) and "etc/group" in lower_step and "home/link" in lower_step, sorted(lower_step)
     assert re.search(r"^alice:x:1001:1001:", layered_text(store, manifest, "etc/passwd"), re.M)
 
 
@@ -140,6 +152,11 @@ def test_debian_apt_get_install_and_useradd(aishell, debian_foundation):
     assert {"/home/dev", "/home/dev/.bashrc", "/home/dev/.profile"} <= set(final)
     passwd = layered_text(store, manifest, "etc/passwd")
     assert re.search(r"^dev:x:1000:1000::/home/dev:/bin/bash$", passwd, re.M), passwd
+    # Owners as useradd and dpkg set them (recorded by the chown supervisor): the home and the
+    # skeleton files belong to dev, the package's files to root.
+    for path in ("/home/dev", "/home/dev/.bashrc", "/home/dev/.profile"):
+        assert (final[path].uid, final[path].gid) == (1000, 1000), (path, final[path].uid, final[path].gid)
+    assert (final["/usr/bin/tree"].uid, final["/usr/bin/tree"].gid) == (0, 0)
 
     # The image runs (as root: single mode has no uid 1000 to switch to).
     r = aishell("exec", "--image", "single:debian", "--", "sh", "-c", "id -u dev; tree --version",

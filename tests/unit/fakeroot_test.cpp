@@ -24,7 +24,10 @@
 
 #include <catch2/catch.hpp>
 
+#include "oci/owner_table.hpp"
 #include "runtime/capabilities.hpp"
+#include "runtime/container.hpp"
+#include "runtime/mounts.hpp"
 #include "runtime/fakeroot.hpp"
 #include "runtime/seccomp.hpp"
 
@@ -262,4 +265,80 @@ TEST_CASE("the root emulation list covers the chown and set*id families", "[fake
         CHECK(std::find(names.begin(), names.end(), n) != names.end());
     // capset stays real: the runtime's own capset must drop the capabilities.
     CHECK(std::find(names.begin(), names.end(), "capset") == names.end());
+}
+
+// ---- the chown supervisor, end to end in a single-mode container -------------------------------
+
+namespace {
+
+// A one-layer image with a static busybox, an existing file and /home, run with root emulation
+// in single mode (the caller mapped to 0 only); returns the run's exit status.
+int run_emulated(const fs::path& base, const std::string& script) {
+    const fs::path layer = base / "layers" / "L";
+    fs::create_directories(layer / "bin");
+    fs::create_directories(layer / "etc");
+    fs::create_directories(layer / "home");
+    fs::create_directories(base / "run");
+    fs::copy_file("/bin/busybox", layer / "bin" / "busybox", fs::copy_options::overwrite_existing);
+    fs::permissions(layer / "bin" / "busybox", fs::perms(0755));
+    std::ofstream(layer / "etc" / "existing") << "from a lower layer\n";
+
+    ContainerSpec spec;
+    spec.mapping.mode = UsernsMode::Single;
+    spec.mapping.uids = {{0, ::getuid(), 1}};
+    spec.mapping.gids = {{0, ::getgid(), 1}};
+    spec.layers_dir = base / "layers";
+    spec.layers = {"L"};
+    spec.run_dir = base / "run";
+    MountPlanInput mi;
+    spec.mounts = plan_mounts(mi);
+    spec.hostname = "fakeroot-test";
+    spec.process.argv = {"/bin/busybox", "sh", "-c", script};
+    spec.process.env = {"PATH=/bin"};
+    spec.process.path_dirs = {"/bin"};
+    spec.capabilities = default_capabilities();
+    spec.seccomp = default_profile_program();
+    spec.emulate_root_ids = true;
+    return run_container(spec).status;
+}
+
+}  // namespace
+
+TEST_CASE("with root emulation, chown calls are answered and their owners recorded", "[fakeroot]") {
+    TempDir dir;
+    const std::string script =
+        "mkdir /home/dev && chown 1000:1001 /home/dev && ln -s dev /home/l && chown -h 5:6 /home/l"
+        " && chown 7:8 /etc/existing && ! chown 1 /missing 2>/dev/null && cd /home && chown 9:10 dev"
+        " && chown 0:0 /bin/busybox && touch /home/mine && chown 0:0 /home/mine"
+        " && chown 1000:1000 /dev/null && echo ok > /home/done";
+    REQUIRE(run_emulated(dir.path, script) == 0);
+    const fs::path upper = dir.path / "run" / "upper";
+    REQUIRE(fs::exists(upper / "home" / "done"));  // the whole script ran
+
+    auto table = aishell::oci::read_owner_table(dir.path / "run" / kOwnerTableName);
+    REQUIRE(table);
+    auto owner = [&](const std::string& p) -> std::pair<std::uint32_t, std::uint32_t> {
+        const auto* r = table->find(p);
+        if (!r) return {~0u, ~0u};
+        return {r->owner.uid, r->owner.gid};
+    };
+    using P = std::pair<std::uint32_t, std::uint32_t>;
+    CHECK(owner("home/dev") == P{9, 10});         // the last chown wins, relative to the cwd
+    CHECK(owner("home/l") == P{5, 6});            // -h: the symlink itself
+    CHECK(table->find("home/l")->type == S_IFLNK);
+    CHECK(owner("etc/existing") == P{7, 8});      // a lower layer's file, copied up
+    CHECK(fs::exists(upper / "etc" / "existing"));
+    // Nothing to record: the owner it has already, or not on the root overlay.
+    CHECK(table->find("bin/busybox") == nullptr);
+    CHECK_FALSE(fs::exists(upper / "bin" / "busybox"));
+    CHECK(table->find("home/mine") == nullptr);
+    CHECK(table->find("dev/null") == nullptr);
+    CHECK(table->size() == 3);
+    // The records name the upper dir's entries, and the disk owners did not change.
+    struct stat st {};
+    REQUIRE(::lstat((upper / "home" / "dev").c_str(), &st) == 0);
+    CHECK(table->find("home/dev")->ino == st.st_ino);
+    CHECK(st.st_uid == ::getuid());
+    REQUIRE(::lstat((upper / "etc" / "existing").c_str(), &st) == 0);
+    CHECK(st.st_uid == ::getuid());
 }

@@ -1,0 +1,76 @@
+// The parent side of root emulation with recorded owners (ChownEmulation::Record): the container
+// loads the emulation filter with a seccomp user-notification listener and passes its fd to
+// aishell, whose ChownSupervisor answers every chown-family call of the container:
+//
+//  - the target is found as the caller would find it: its path read from the caller's memory
+//    (/proc/PID/mem), relative paths joined to the caller's cwd or dirfd (their container paths,
+//    readlink of /proc/PID/{cwd,fd/N}), then opened beneath the caller's root (/proc/PID/root)
+//    with openat2 RESOLVE_IN_ROOT, so symlinks resolve inside the container and nothing outside
+//    it can be named; SECCOMP_IOCTL_NOTIF_ID_VALID after the opens guards against pid reuse;
+//  - a target that does not exist gets the errno chown(2) would give (ENOENT, ENOTDIR, ELOOP,
+//    EBADF, ...); any other call gets 0 and changes no owner on disk;
+//  - a target on the container's root overlay (not a bind, /dev, /proc) whose wanted owner
+//    differs from what its layer would record is copied up if it is only in a lower layer (a
+//    chown(-1, -1) through the overlay, which is what the real chown would have done too, with
+//    the same clearing of set-id bits), and its wanted uid:gid is appended to the owner table
+//    (oci/owner_table.hpp) with the upper dir entry's identity; the layer writer puts it in the
+//    tar header. -1 keeps the id recorded before, else the one on disk.
+//
+// What it writes outside the table: nothing but that chown(-1, -1) through the overlay. Its reads
+// are confined to the container's root by RESOLVE_IN_ROOT. Everything the container passes (the
+// path, ids, fds) is checked, never trusted.
+#pragma once
+
+#include <linux/seccomp.h>
+#include <sys/types.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/unique_fd.hpp"
+#include "oci/owner_table.hpp"
+#include "runtime/idmap.hpp"
+
+namespace aishell::runtime {
+
+class ChownSupervisor {
+public:
+    // listener: the seccomp notification fd; upper_dir: the run's upper dir (the layer to be);
+    // table: where records are appended (created on the first one, header first).
+    ChownSupervisor(UniqueFd listener, const std::filesystem::path& upper_dir, std::filesystem::path table,
+                    IdMapping mapping);
+
+    int fd() const noexcept { return listener_.get(); }
+    // Receives and answers one notification (poll reported POLLIN). Throws Error when the table
+    // cannot be written (the run then fails: a layer without its owners would be wrong).
+    void handle_one();
+    // Records appended so far.
+    std::size_t recorded() const noexcept { return recorded_; }
+
+private:
+    enum class Kind { Path, PathNoFollow, Fd, At };
+    struct Call {
+        Kind kind;
+        bool ids16 = false;  // i386 chown/lchown/fchown: 16-bit ids, 0xffff = unchanged
+    };
+
+    int answer(const seccomp_notif& req);  // errno for the caller, 0 for success
+    std::optional<oci::EntryIdentity> upper_identity(const std::string& rel) const;
+    void append(const std::string& line);
+
+    UniqueFd listener_;
+    UniqueFd upper_;
+    std::filesystem::path table_path_;
+    UniqueFd table_;
+    IdMapping mapping_;
+    std::map<std::pair<std::uint32_t, int>, Call> calls_;  // (audit arch, nr) -> what it is
+    std::map<std::string, oci::OwnerRecord> wanted_;     // path -> last record
+    std::vector<char> notif_buf_, resp_buf_;              // sized by SECCOMP_GET_NOTIF_SIZES
+    std::size_t recorded_ = 0;
+};
+
+}  // namespace aishell::runtime
