@@ -3,6 +3,8 @@
 #include "oci/layer_unpack.hpp"
 
 #include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -23,10 +25,28 @@ UniqueFd open_dir_fd(const fs::path& dir) {
     return UniqueFd(fd);
 }
 
+// Marks dir with the ext2/3/4 "top of directory hierarchies" hint (chattr +T): ext4's Orlov
+// allocator then places each directory made in it (a temp layer tree, whose random name picks
+// where the search starts) in a flex group with few directories, as it does for directories in
+// /, instead of in the parent's flex group; the tree's contents follow their directories. Why:
+// on ext4 without a journal, every inode allocation first skips the group's free inodes that
+// were deleted in the last 60-300 s (ialloc.c find_inode_bit -> recently_deleted), one by one.
+// The store's tmp/ sits beside everything else that is made and removed under the same parent
+// (test and build trees in /tmp): with thousands of such inodes, allocation dominated the unpack
+// (1.4 s of system time instead of 0.2 s for the Debian image). The flag is not inherited, is
+// only a placement hint, and other filesystems refuse it (ignored, as is any error).
+void hint_top_directory(int dir) noexcept {
+    int flags = 0;
+    if (::ioctl(dir, FS_IOC_GETFLAGS, &flags) != 0 || (flags & FS_TOPDIR_FL)) return;
+    flags |= FS_TOPDIR_FL;
+    (void)::ioctl(dir, FS_IOC_SETFLAGS, &flags);
+}
+
 // tmp/unpack-<random>/: removed (even when it holds 0000 dirs) unless renamed into place.
 class TempTree {
 public:
     explicit TempTree(const fs::path& tmp_dir) : parent_(open_dir_fd(tmp_dir)), tmp_dir_(tmp_dir) {
+        hint_top_directory(parent_.get());
         for (int attempt = 0;; ++attempt) {
             name_ = "unpack-" + random_hex(16);
             if (::mkdirat(parent_.get(), name_.c_str(), 0700) == 0) break;

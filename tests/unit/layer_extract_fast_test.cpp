@@ -5,6 +5,8 @@
 // where a shortcut would be wrong: other umasks, a setgid root, a default ACL, names reused by
 // later entries, directories replaced while cached, sparse and large files, odd gzip streams.
 #include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -13,6 +15,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,6 +23,8 @@
 #include "common/file.hpp"
 #include "oci/digest.hpp"
 #include "oci/layer_extract.hpp"
+#include "oci/layer_unpack.hpp"
+#include "oci/store.hpp"
 
 namespace fs = std::filesystem;
 using aishell::UniqueFd;
@@ -362,4 +367,46 @@ open("empty.gz", "wb").write(b"")
             }
         }
     }
+}
+
+namespace {
+
+// The inode flags of path (FS_IOC_GETFLAGS), or nullopt where the filesystem has none.
+std::optional<int> inode_flags(const fs::path& path) {
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    REQUIRE(fd);
+    int flags = 0;
+    if (::ioctl(fd.get(), FS_IOC_GETFLAGS, &flags) != 0) return std::nullopt;
+    return flags;
+}
+
+}  // namespace
+
+TEST_CASE("unpacking marks the store's tmp dir as a top of directory hierarchies, not the layer",
+          "[layer_extract]") {
+    WorkDir w;
+    // Where the filesystem takes the hint (ext2/3/4): probed on a dir of our own.
+    fs::create_directory(w.path() / "probe");
+    auto probe = inode_flags(w.path() / "probe");
+    bool supported = false;
+    if (probe) {
+        UniqueFd fd(::open((w.path() / "probe").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        int flags = *probe | FS_TOPDIR_FL;
+        supported = ::ioctl(fd.get(), FS_IOC_SETFLAGS, &flags) == 0;
+    }
+    if (!supported) {
+        WARN("the filesystem of " << w.path() << " has no FS_TOPDIR_FL: nothing to check");
+        return;
+    }
+    make_tars(w.path(), R"PY(write("layer.tar", [d("usr"), d("usr/bin"), f("usr/bin/x")]))PY");
+    auto store = aishell::oci::Store::open(w.path() / "store");
+    UniqueFd in(::open((w.path() / "layer.tar").c_str(), O_RDONLY | O_CLOEXEC));
+    REQUIRE(in);
+    auto diff_id = aishell::oci::sha256_of(aishell::read_file(w.path() / "layer.tar"));
+    auto r = aishell::oci::unpack_layer_stream(store, in.get(), mt::Compression::None, diff_id);
+    REQUIRE(r.unpacked);
+    CHECK((*inode_flags(store.tmp_dir()) & FS_TOPDIR_FL) != 0);
+    CHECK((*inode_flags(r.path) & FS_TOPDIR_FL) == 0);
+    CHECK((*inode_flags(r.path / "usr") & FS_TOPDIR_FL) == 0);
+    CHECK(aishell::read_file(r.path / "usr/bin/x") == "x");
 }
