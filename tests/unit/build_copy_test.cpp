@@ -93,7 +93,7 @@ TEST_CASE("a symlink source cannot leave the context", "[build_copy]") {
     CHECK_THROWS_AS(expand_source(ctx.fd.get(), "up/hostname", nullptr, "COPY"), Error);
 }
 
-TEST_CASE("--chmod takes octal modes only", "[build_copy]") {
+TEST_CASE("flag --chmod takes octal modes only", "[build_copy]") {
     CHECK(parse_chmod("755", "COPY") == 0755);
     CHECK(parse_chmod("4755", "COPY") == 04755);
     CHECK_THROWS_WITH(parse_chmod("u+x", "COPY"), Catch::Contains("COPY --chmod=u+x: not an octal mode"));
@@ -313,7 +313,7 @@ TEST_CASE("ADD of a tar records the archive's unmapped owners and keeps its set-
     CHECK(fs::is_symlink(root.path / "x/l"));
 }
 
-TEST_CASE("owners the namespace maps are set on disk; only directories keep a record", "[build_copy]") {
+TEST_CASE("owners the namespace maps are set on disk, only directories keep a record", "[build_copy]") {
     REQUIRE(::geteuid() == 0);
     Context ctx;
     ctx.write("dir/f", "f");

@@ -128,7 +128,7 @@ TEST_CASE("HTTP dates in the three formats Go's http.ParseTime reads", "[build_f
     CHECK_FALSE(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT trailing"));
 }
 
-TEST_CASE("--checksum takes sha256 digests only", "[build_fetch]") {
+TEST_CASE("flag --checksum takes sha256 digests only", "[build_fetch]") {
     CHECK(parse_add_checksum(kHelloDigest).str() == kHelloDigest);
     CHECK_THROWS_WITH(parse_add_checksum("sha256:abc"), Catch::Contains("--checksum=sha256:abc: not a sha256 digest"));
     CHECK_THROWS_WITH(parse_add_checksum("md5:0123"), Catch::Contains("not a sha256 digest"));

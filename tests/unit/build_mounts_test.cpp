@@ -82,7 +82,7 @@ BuildMount one(const RunMount& m, const std::string& workdir = "/") {
 
 }  // namespace
 
-TEST_CASE("--secret id=X,src=FILE and its spellings", "[build_mounts]") {
+TEST_CASE("flag --secret id=X,src=FILE and its spellings", "[build_mounts]") {
     auto s = parse_secret_flag("id=tok,src=/run/tok", no_env);
     CHECK(s.id == "tok");
     CHECK(s.file == "/run/tok");
@@ -92,7 +92,7 @@ TEST_CASE("--secret id=X,src=FILE and its spellings", "[build_mounts]") {
     CHECK(parse_secret_flag("\"id=a,b\",src=/f", no_env).id == "a,b");  // csv quoting
 }
 
-TEST_CASE("--secret env sources: env=VAR, type=env,src=VAR, and a bare id that is a set variable", "[build_mounts]") {
+TEST_CASE("flag --secret env sources: env=VAR, type=env,src=VAR, and a bare id that is a set variable", "[build_mounts]") {
     auto e = parse_secret_flag("id=tok,env=TOKEN", no_env);
     CHECK(e.env == "TOKEN");
     CHECK(e.file.empty());
@@ -133,7 +133,7 @@ TEST_CASE("secret sources are checked before the build: missing file, duplicate 
     CHECK_FALSE(read_secret({"a", "", "AISHELL_TEST_SURELY_UNSET_VAR"}).has_value());
 }
 
-TEST_CASE("--ssh default takes $SSH_AUTH_SOCK; ID=SOCKET names one; key files and empty sockets are refused",
+TEST_CASE("flag --ssh default takes $SSH_AUTH_SOCK, ID=SOCKET names one, key files and empty sockets are refused",
           "[build_mounts]") {
     TempDir d;
     auto sock = d.path / "agent.sock";

@@ -162,7 +162,7 @@ TEST_CASE("layer write: overlay whiteouts and opaque dirs become OCI markers, in
     CHECK(find(entries, "etc/").mtime == 1700000000);
 }
 
-TEST_CASE("layer write: the same tree gives the same digests; SOURCE_DATE_EPOCH clamps mtimes", "[layer_write]") {
+TEST_CASE("layer write: the same tree gives the same digests, SOURCE_DATE_EPOCH clamps mtimes", "[layer_write]") {
     TempDir store_dir, upper;
     Store store = Store::open(store_dir.path / "store");
     make_upper(upper.path);

@@ -78,7 +78,7 @@ TEST_CASE("auth files: keys as Docker and podman write them", "[auth]") {
     CHECK_FALSE(auth_key_matches("quay.io", "docker.io"));
 }
 
-TEST_CASE("auth files: credentials come from the auth entry; a malformed one is an error", "[auth]") {
+TEST_CASE("auth files: credentials come from the auth entry, a malformed one is an error", "[auth]") {
     std::string json = R"({"auths":{"https://index.docker.io/v1/":{"auth":")" + base64_encode("hub:secret") +
                        R"("},"127.0.0.1:5000":{"auth":")" + base64_encode("alice:p:w") + R"("}},"credsStore":"x"})";
     auto hub = credentials_from_auth_json(json, "docker.io");
