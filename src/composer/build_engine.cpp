@@ -112,12 +112,16 @@ public:
         layers_before_ = list(store.layers_dir());
     }
     void cache_entry(const std::string& path) { cache_entries_.push_back(path); }
+    // A file or (then empty) directory this build created outside the areas listed above.
+    void added_path(const fs::path& path) { added_paths_.push_back(path); }
     void commit() { committed_ = true; }
     ~Rollback() {
         if (committed_) return;
         try {
             auto lock = store_.lock_exclusive();
             for (const auto& p : cache_entries_) ::unlink(p.c_str());
+            for (const auto& p : added_paths_)
+                if (::unlink(p.c_str()) != 0 && errno == EISDIR) ::rmdir(p.c_str());
             // An image pulled during the build (FROM, COPY --from, RUN --mount from=) is in
             // index.json now: its blobs stay. Only what nothing references goes.
             oci::GcOptions dry;
@@ -152,6 +156,7 @@ private:
     std::set<std::string> blobs_before_, layers_before_;
     std::optional<std::string> meta_before_;
     std::vector<std::string> cache_entries_;
+    std::vector<fs::path> added_paths_;  // removed in this order
     bool committed_ = false;
 };
 
@@ -697,6 +702,25 @@ private:
         layer_step(s, text, key_parts, [&]() { return run_container_step(s, argv, env, r.network, mounts, mount_in); });
     }
 
+    // The default profile compiled once per build, through the store's cache (libseccomp takes
+    // 15-35 ms per compilation; a cache hit is one small read): every RUN has the same caps.
+    const std::vector<sock_filter>& seccomp_program(std::uint64_t caps) {
+        if (!seccomp_ || seccomp_caps_ != caps) {
+            const fs::path dir = store_.cache_dir() / "seccomp";
+            const std::string profile = runtime::default_seccomp_profile_text();
+            const runtime::SeccompContext ctx = runtime::host_seccomp_context(caps);
+            const fs::path entry = dir / (runtime::seccomp_cache_key(profile, ctx) + ".bpf");
+            std::error_code ec;
+            const bool had_dir = fs::exists(dir, ec), had_entry = fs::exists(entry, ec);
+            seccomp_ = runtime::compile_seccomp_cached(dir, profile, ctx);
+            seccomp_caps_ = caps;
+            // A failed build leaves the store as it was: a new entry (and dir) goes with it.
+            if (!had_entry && fs::exists(entry, ec)) rollback_.added_path(entry);
+            if (!had_dir && fs::exists(dir, ec)) rollback_.added_path(dir);
+        }
+        return *seccomp_;
+    }
+
     std::optional<StepLayer> run_container_step(const ImageState& s, const std::vector<std::string>& argv,
                                                 const std::vector<std::string>& env, const std::string& network,
                                                 const std::vector<BuildMount>& mounts, const MountInputs& mount_in) {
@@ -735,9 +759,10 @@ private:
             p.groups = u.groups;
         }
         if (mapping_.mode == runtime::UsernsMode::Single) p.groups.clear();
+        // Single mode: root emulation (set*id, device mknod faked; chown owners recorded; apt as root: runtime/fakeroot.hpp).
+        spec.emulate_root_ids = mapping_.mode == runtime::UsernsMode::Single;
         spec.capabilities = runtime::default_capabilities();
-        spec.seccomp = runtime::compile_seccomp(runtime::default_seccomp_profile(),
-                                                runtime::host_seccomp_context(spec.capabilities));
+        spec.seccomp = seccomp_program(spec.capabilities);
         runtime::MountPlanInput mi;
         mi.host_network = spec.network == runtime::Network::Host;
         mi.gid5_mapped = mapping_.gid_mapped_inside(5);
@@ -915,6 +940,8 @@ private:
     std::optional<IgnoreMatcher> matcher_;
     std::map<int, ImageState> stage_states_;
     std::map<std::string, ImageState> mount_images_;  // images named by RUN --mount from=
+    std::optional<std::vector<sock_filter>> seccomp_;  // seccomp_program()
+    std::uint64_t seccomp_caps_ = 0;
     int current_stage_index_ = 0;
     int step_ = 0;
     int total_steps_ = 0;
