@@ -214,8 +214,10 @@ bool relay(int from, int to) {
     return true;
 }
 
-// Forwards signals and relays the pty until PID 1 exits; returns its wait status.
-int supervise(ChildGuard& child, const SignalBlock& sigs, int master, bool relay_stdin, ChownSupervisor* chowns) {
+// Forwards signals and relays the pty until PID 1 exits; returns its wait status. stopped: the
+// last forwarded signal that asks aishell itself to stop (its caller may want to stop too).
+int supervise(ChildGuard& child, const SignalBlock& sigs, int master, bool relay_stdin, ChownSupervisor* chowns,
+              int& stopped) {
     bool stdin_open = relay_stdin, master_open = master >= 0, chowns_open = chowns != nullptr;
     for (;;) {
         pollfd fds[4] = {{sigs.fd(), POLLIN, 0}, {master_open ? master : -1, POLLIN, 0},
@@ -231,6 +233,7 @@ int supervise(ChildGuard& child, const SignalBlock& sigs, int master, bool relay
                 if (sig == SIGCHLD) continue;
                 if (sig == SIGWINCH && master >= 0) copy_window_size(STDIN_FILENO, master);
                 else ::kill(child.pid(), sig);
+                if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT) stopped = sig;
             }
             if (auto st = child.wait(true)) {
                 if (master_open) while (relay(master, STDOUT_FILENO)) {}  // drain what is left
@@ -331,9 +334,11 @@ RunResult run_container(const ContainerSpec& spec) {
                        spec.mapping);
     std::optional<RawTerminal> raw;
     if (pty && spec.interactive) raw.emplace(STDIN_FILENO);
-    int st = supervise(child, sigs, pty ? pty->master.get() : -1, pty && spec.interactive, chowns ? &*chowns : nullptr);
+    int stopped = 0;
+    int st = supervise(child, sigs, pty ? pty->master.get() : -1, pty && spec.interactive, chowns ? &*chowns : nullptr,
+                       stopped);
     raw.reset();
-    return {exit_status_from_wait(st), {}};
+    return {exit_status_from_wait(st), {}, stopped};
 }
 
 }  // namespace aishell::runtime

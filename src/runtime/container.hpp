@@ -70,6 +70,7 @@ inline constexpr const char* kOwnerTableName = "owners";
 struct RunResult {
     int status = 0;      // the exit status aishell should return
     std::string error;   // non-empty when the command could not be run (126/127 with a message)
+    int signal = 0;      // the last SIGINT/SIGTERM/SIGHUP/SIGQUIT aishell received and forwarded
 };
 
 // Launches the container and waits for it. Throws Error when aishell fails before the
