@@ -541,6 +541,21 @@ std::optional<std::string> port_spec_error(const std::string& spec) {
     return std::nullopt;
 }
 
+std::vector<std::string> exposed_ports(const std::string& spec) {
+    if (auto error = port_spec_error(spec))
+        throw Error("EXPOSE: " + *error, "PORT[/PROTO] or FROM-TO[/PROTO], e.g. 8080/tcp");
+    // Valid: START[-END][/PROTO], numbers of at most five digits.
+    auto slash = spec.find('/');
+    std::string range = spec.substr(0, slash);
+    std::string proto = slash == std::string::npos ? "tcp" : lower(spec.substr(slash + 1));
+    auto dash = range.find('-');
+    long start = std::stol(range.substr(0, dash));
+    long end = dash == std::string::npos ? start : std::stol(range.substr(dash + 1));
+    std::vector<std::string> out;
+    for (long p = start; p <= end; ++p) out.push_back(std::to_string(p) + "/" + proto);
+    return out;
+}
+
 std::optional<std::string> signal_error(const std::string& signal) {
     // moby's signal.ParseSignal on Linux: a non-zero number, or a name with or without "SIG".
     if (!signal.empty() && std::all_of(signal.begin(), signal.end(), [](char c) { return c >= '0' && c <= '9'; })) {

@@ -147,6 +147,10 @@ Command parse_instruction(const Node& node, const std::string& filename);
 
 // Why an EXPOSE port spec ("80", "53/udp", "8000-8010/tcp") is invalid; nullopt when valid.
 std::optional<std::string> port_spec_error(const std::string& spec);
+// The ExposedPorts keys of one (expanded) EXPOSE port spec, as BuildKit's parsePortSpecs: a
+// range is one key per port ("8000-8001" -> "8000/tcp", "8001/tcp"), the protocol lowercased
+// and tcp by default. Throws Error for a spec port_spec_error refuses.
+std::vector<std::string> exposed_ports(const std::string& spec);
 // Why a STOPSIGNAL value ("SIGTERM", "TERM", "15") is invalid; nullopt when valid.
 std::optional<std::string> signal_error(const std::string& signal);
 
