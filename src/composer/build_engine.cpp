@@ -2,6 +2,7 @@
 #include "composer/build_engine.hpp"
 
 #include <fcntl.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -54,6 +55,12 @@ std::string rfc3339(std::int64_t seconds) {
     char buf[32];
     std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
     return buf;
+}
+
+// "SIGINT", or the number when the C library has no name for it.
+std::string sigabbrev_or_number(int sig) {
+    if (const char* name = ::sigabbrev_np(sig)) return std::string("SIG") + name;
+    return "signal " + std::to_string(sig);
 }
 
 json& cfg(ImageState& s) {
@@ -373,7 +380,9 @@ private:
 
     // A metadata step: the config change is applied by the caller; the cache keeps the date.
     void metadata_step(ImageState& s, const std::string& text) {
-        oci::Digest key = step_key(s.key, {"meta", text});
+        std::vector<std::string> parts{"meta", text};
+        add_epoch_part(parts);
+        oci::Digest key = step_key(s.key, parts);
         std::optional<CacheEntry> hit = req_.no_cache ? std::nullopt : cache_.get(key);
         step_line(text, hit.has_value());
         std::string created = hit ? hit->created : now_created();
@@ -382,10 +391,17 @@ private:
         s.key = key;
     }
 
+    // SOURCE_DATE_EPOCH changes what a step makes (clamped mtimes, history dates): an entry
+    // made without it, or with another value, must not serve the build.
+    void add_epoch_part(std::vector<std::string>& parts) const {
+        if (req_.source_date_epoch) parts.push_back("source-date-epoch=" + std::to_string(*req_.source_date_epoch));
+    }
+
     // A layer step: a cache hit reuses the layer, a miss runs produce() which returns the layer.
     void layer_step(ImageState& s, const std::string& text, const std::vector<std::string>& key_parts,
                     const std::function<std::optional<StepLayer>()>& produce) {
         std::vector<std::string> parts{"layer", text, mapping_.to_string()};
+        add_epoch_part(parts);
         parts.insert(parts.end(), key_parts.begin(), key_parts.end());
         oci::Digest key = step_key(s.key, parts);
         std::optional<CacheEntry> hit = req_.no_cache ? std::nullopt : cache_.get(key);
@@ -536,11 +552,11 @@ private:
         std::string text = "EXPOSE";
         if (!cfg(s).contains("ExposedPorts") || !cfg(s)["ExposedPorts"].is_object()) cfg(s)["ExposedPorts"] = json::object();
         for (const auto& raw : e.ports)
-            for (auto port : process_words(raw, env_from_map(expansion_env(s)), df_.directives.escape)) {
-                if (port.find('/') == std::string::npos) port += "/tcp";
-                cfg(s)["ExposedPorts"][lower_ascii(port)] = json::object();
-                text += " " + lower_ascii(port);
-            }
+            for (const auto& word : process_words(raw, env_from_map(expansion_env(s)), df_.directives.escape))
+                for (const auto& port : exposed_ports(word)) {  // checked after expansion, ranges expanded
+                    cfg(s)["ExposedPorts"][port] = json::object();
+                    text += " " + port;
+                }
         metadata_step(s, text);
     }
 
@@ -785,12 +801,17 @@ private:
         spec.run_dir = run.path();
         QuietOutput quiet(req_.quiet);
         runtime::RunResult result = runtime::run_container(spec);
+        const std::string step = "[" + std::to_string(step_) + "/" + std::to_string(total_steps_) + "] " +
+                                 (argv.size() > 2 ? argv.back() : json_words(argv));
+        // The user stopped the build (the signal went to the command too): not a failed RUN.
+        // main() exits 128+N; the rollback and the work dir's removal run on the way out.
+        if (result.signal != 0)
+            throw Interrupted(step + ": interrupted by " + sigabbrev_or_number(result.signal),
+                              "the build stopped; nothing was tagged and the store is as it was", result.signal);
         if (result.status != 0) {
             quiet.show();
             std::string why = result.error.empty() ? "" : ": " + result.error;
-            throw Error("[" + std::to_string(step_) + "/" + std::to_string(total_steps_) + "] " +
-                            (argv.size() > 2 ? argv.back() : json_words(argv)) + ": the command returned exit status " +
-                            std::to_string(result.status) + why,
+            throw Error(step + ": the command returned exit status " + std::to_string(result.status) + why,
                         "the RUN step failed; its output is above");
         }
         quiet.restore();
