@@ -2,6 +2,8 @@
 #include "composer/build_fetch.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -132,12 +134,14 @@ std::optional<std::int64_t> to_epoch(int year, int month, int day, int h, int m,
     return static_cast<std::int64_t>(::timegm(&tm));
 }
 
-// Sends one request; a network failure becomes an Error with a hint that fits ADD.
+// Sends one request; a network failure becomes an Error with a hint that fits ADD (a
+// cancelled transfer stays a TransportError: UrlSources turns it into Interrupted).
 registry::Response send_one(registry::Transport& transport, const registry::Request& request,
                             const std::string& authority) {
     try {
         return transport.send(request);
     } catch (const registry::TransportError& e) {
+        if (e.kind() == registry::TransportError::Kind::Cancelled) throw;
         std::string hint;
         if (e.hint().find("ca.crt") != std::string::npos)
             hint = "put the server's CA certificate in ~/.aishell/certs.d/" + authority + "/ca.crt";
@@ -147,6 +151,54 @@ registry::Response send_one(registry::Transport& transport, const registry::Requ
             hint = e.hint();
         throw Error(e.message(), hint);
     }
+}
+
+// The stop signals a download watches for.
+constexpr int kStopSignals[] = {SIGINT, SIGTERM, SIGHUP};
+
+}  // namespace
+
+// While it lives, the stop signals that were not blocked already are blocked, so a Ctrl-C in a
+// download does not kill the process with its temp files and half-made store changes around:
+// the transfer polls for them (take()) and stops, and the build unwinds as an Interrupted
+// error. A signal someone else already blocks (a sigwait thread) is left to them.
+class StopSignalPoll {
+public:
+    StopSignalPoll() {
+        sigset_t block;
+        sigemptyset(&block);
+        for (int sig : kStopSignals) sigaddset(&block, sig);
+        ::pthread_sigmask(SIG_BLOCK, &block, &previous_);
+    }
+    StopSignalPoll(const StopSignalPoll&) = delete;
+    StopSignalPoll& operator=(const StopSignalPoll&) = delete;
+    ~StopSignalPoll() { ::pthread_sigmask(SIG_SETMASK, &previous_, nullptr); }
+
+    // A pending stop signal this guard blocked, consumed; 0 when there is none.
+    int take() const {
+        sigset_t pending;
+        if (::sigpending(&pending) != 0) return 0;
+        for (int sig : kStopSignals) {
+            if (!sigismember(&pending, sig) || sigismember(&previous_, sig)) continue;
+            sigset_t one;
+            sigemptyset(&one);
+            sigaddset(&one, sig);
+            struct timespec zero {};
+            if (::sigtimedwait(&one, nullptr, &zero) == sig) return sig;
+        }
+        return 0;
+    }
+
+private:
+    sigset_t previous_{};
+};
+
+namespace {
+
+[[noreturn]] void throw_interrupted(const std::string& what, int sig) {
+    const char* name = ::sigabbrev_np(sig);
+    throw Interrupted(what + ": interrupted by " + (name ? std::string("SIG") + name : std::to_string(sig)),
+                      "the build stopped; nothing was tagged and the store is as it was", sig);
 }
 
 }  // namespace
@@ -274,8 +326,12 @@ FetchedFile fetch_url(registry::Transport& transport, const std::string& url, co
 }
 
 UrlSources::UrlSources(std::vector<std::string> urls, std::optional<oci::Digest> checksum, fs::path dir,
-                       registry::TransportFactory transports)
-    : urls_(std::move(urls)), checksum_(std::move(checksum)), dir_(std::move(dir)), transports_(std::move(transports)) {
+                       registry::TransportFactory transports, std::shared_ptr<StopState> stop)
+    : urls_(std::move(urls)),
+      checksum_(std::move(checksum)),
+      dir_(std::move(dir)),
+      transports_(std::move(transports)),
+      stop_(stop ? std::move(stop) : std::make_shared<StopState>()) {
     make_dirs(dir_, 0700);
 }
 
@@ -284,6 +340,7 @@ UrlSources::UrlSources(UrlSources&& other) noexcept
       checksum_(std::move(other.checksum_)),
       dir_(std::exchange(other.dir_, fs::path())),
       transports_(std::move(other.transports_)),
+      stop_(std::move(other.stop_)),
       fetched_(std::move(other.fetched_)) {}
 
 UrlSources::~UrlSources() {
@@ -294,14 +351,33 @@ UrlSources::~UrlSources() {
 
 void UrlSources::fetch_all() {
     if (fetched_.size() == urls_.size()) return;
+    StopSignalPoll poll;
+    stop_->poll = &poll;
+    stop_->signal = 0;
+    struct Detach {
+        StopState& s;
+        ~Detach() { s.poll = nullptr; }
+    } detach{*stop_};
     std::unique_ptr<registry::Transport> transport = transports_();
     fetched_.clear();
     for (std::size_t i = 0; i < urls_.size(); ++i) {
         fs::path sub = dir_ / std::to_string(i);
         fs::remove_all(sub);
         make_dirs(sub, 0700);
-        fetched_.push_back(fetch_url(*transport, urls_[i], sub / url_file_name(urls_[i]), FetchOptions{checksum_}));
+        try {
+            fetched_.push_back(fetch_url(*transport, urls_[i], sub / url_file_name(urls_[i]), FetchOptions{checksum_}));
+        } catch (const registry::TransportError& e) {
+            if (e.kind() == registry::TransportError::Kind::Cancelled && stop_->signal)
+                throw_interrupted("download " + shown_url(urls_[i]), stop_->signal);
+            throw;
+        }
+        if (int sig = poll.take()) throw_interrupted("download " + shown_url(urls_[i]), sig);
     }
+}
+
+bool UrlSources::StopState::stop_requested() {
+    if (!signal && poll) signal = poll->take();
+    return signal != 0;
 }
 
 std::vector<std::string> UrlSources::key_parts() {
@@ -354,9 +430,12 @@ std::optional<UrlSources> url_sources(const std::vector<std::string>& sources, c
                     "use one ADD for the URLs and another for the local files");
     std::optional<oci::Digest> sum;
     if (!checksum.empty()) sum = parse_add_checksum(checksum);
-    return std::optional<UrlSources>(
-        std::in_place, std::move(urls), std::move(sum), tmp_dir / ("add-" + random_hex(12)),
-        registry::curl_transport_factory(registry::TlsOptions{true, registry::default_certs_dir()}, nullptr));
+    // The transfer polls for a stop signal (UrlSources::fetch_all blocks them meanwhile).
+    auto stop = std::make_shared<UrlSources::StopState>();
+    auto transports = registry::curl_transport_factory(registry::TlsOptions{true, registry::default_certs_dir()},
+                                                       [stop] { return stop->stop_requested(); });
+    return std::optional<UrlSources>(std::in_place, std::move(urls), std::move(sum),
+                                     tmp_dir / ("add-" + random_hex(12)), std::move(transports), std::move(stop));
 }
 
 }  // namespace aishell::composer

@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -66,14 +67,25 @@ struct FetchedFile {
 FetchedFile fetch_url(registry::Transport& transport, const std::string& url, const std::filesystem::path& file,
                       const FetchOptions& options = {});
 
+class StopSignalPoll;
+
 // The http(s) sources of one ADD step and their downloads, in a private dir under the store's
-// tmp/ that goes with this object.
+// tmp/ that goes with this object. While downloads run, SIGINT/SIGTERM/SIGHUP are blocked and
+// polled: one stops the transfer and becomes an Interrupted error (exit 128+N), so the dir and
+// the build's rollback are cleaned up on the way out.
 class UrlSources {
 public:
+    // What a transport's `cancelled` callback asks (shared: the factory outlives moves).
+    struct StopState {
+        StopSignalPoll* poll = nullptr;  // set while fetch_all runs
+        int signal = 0;                  // the stop signal taken, 0 = none
+        bool stop_requested();
+    };
+
     // dir: a fresh dir for the downloads (created 0700; removed with its content on
-    // destruction).
+    // destruction). stop: what transports' cancel callback polls (none: never cancelled).
     UrlSources(std::vector<std::string> urls, std::optional<oci::Digest> checksum, std::filesystem::path dir,
-               registry::TransportFactory transports);
+               registry::TransportFactory transports, std::shared_ptr<StopState> stop = nullptr);
     UrlSources(const UrlSources&) = delete;
     UrlSources& operator=(const UrlSources&) = delete;
     UrlSources(UrlSources&& other) noexcept;  // other no longer owns the dir
@@ -96,6 +108,7 @@ private:
     std::optional<oci::Digest> checksum_;
     std::filesystem::path dir_;
     registry::TransportFactory transports_;
+    std::shared_ptr<StopState> stop_;
     std::vector<FetchedFile> fetched_;  // one per URL once fetch_all() ran
 };
 

@@ -12,10 +12,13 @@ import hashlib
 import http.server
 import io
 import os
+import signal
 import socket
 import ssl
+import subprocess
 import tarfile
 import threading
+import time
 
 import pytest
 
@@ -35,6 +38,8 @@ class FileServer:
     def __init__(self, workdir, tls=False):
         self.files = {}
         self.hits = {}
+        self.release = threading.Event()  # ends the stalled responses of `stall` paths
+        self.stall = set()
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -45,6 +50,13 @@ class FileServer:
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)
+                if path in server.stall:  # announce a large file, send a little, then stall
+                    self.send_header("Content-Length", str(10 * len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    self.wfile.flush()
+                    server.release.wait(120)
+                    return
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -77,6 +89,7 @@ class FileServer:
         self.files[path] = (body, h, status)
 
     def stop(self):
+        self.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -292,3 +305,33 @@ def test_add_url_cache_downloads_each_build_unless_checksum_pins_it(aishell, ser
     # --no-cache downloads (and verifies) again.
     build(aishell, pinned, "--no-cache", "-t", "pin:3")
     assert srv.hits["/pinned.txt"] == 2
+
+
+def test_sigint_during_a_download_stops_the_build_and_cleans_up(aishell, server):
+    srv = server()
+    srv.serve("/ok.txt", b"ok\n")
+    srv.serve("/slow.bin", b"x" * 4096)
+    srv.stall.add("/slow.bin")
+    build(aishell, make_context(aishell, {"Dockerfile": f"FROM scratch\nADD {srv.url('/ok.txt')} /ok\n"},
+                                name="first"), "-t", "ok:1")
+    before = snapshot(aishell.store)
+    ctx = make_context(aishell, {"Dockerfile": f"FROM scratch\nADD {srv.url('/slow.bin')} /slow\n"})
+    proc = aishell.popen("build", "-t", "never:1", ctx, user="unpriv", env={"AISHELL_USERNS": "subuid"})
+    try:
+        deadline = time.monotonic() + 60
+        while srv.hits.get("/slow.bin", 0) == 0 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert srv.hits.get("/slow.bin") == 1, "the download did not start"
+        time.sleep(0.3)  # the body's first bytes are in the file now
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)  # the server would stall for 120 s
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, f"status {proc.returncode}\n{err}"
+    line = assert_one_error(subprocess.CompletedProcess(proc.args, proc.returncode, out, err),
+                            r"\[2/2\] ADD .*interrupted by SIGINT")
+    assert srv.url("/slow.bin") in line, line
+    assert not [n for n in os.listdir(os.path.join(aishell.store, "tmp")) if not n.startswith(".")]
+    assert_store_unchanged(aishell.store, before)

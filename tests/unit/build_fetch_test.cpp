@@ -1,6 +1,7 @@
 // ADD's remote sources against a scripted transport: source classification as BuildKit's,
 // file names, HTTP dates, redirects, statuses, the size cap, --checksum, the file's mode and
 // mtime, and the cache key parts (a download per build without --checksum, none with it).
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <deque>
@@ -270,4 +271,44 @@ TEST_CASE("url_sources refuses what BuildKit refuses or aishell does not fetch",
           "ADD --checksum=sha256:nope: not a sha256 digest");
     // Nothing is left behind by the refusals, and the accepted one cleaned up its dir.
     CHECK(fs::is_empty(tmp.path));
+}
+
+TEST_CASE("UrlSources: a stop signal during a download becomes Interrupted, the mask restored", "[build_fetch]") {
+    TempDir tmp;
+    auto stop = std::make_shared<UrlSources::StopState>();
+    // A transport that gets SIGINT mid-transfer and asks, as CurlTransport's progress callback
+    // does, whether to stop.
+    class SignalledTransport final : public registry::Transport {
+    public:
+        explicit SignalledTransport(std::shared_ptr<UrlSources::StopState> s) : stop_(std::move(s)) {}
+        Response send(const Request&) override {
+            ::raise(SIGINT);  // blocked by fetch_all: pending, not delivered
+            if (stop_->stop_requested()) throw TransportError(TransportError::Kind::Cancelled, "interrupted");
+            return Response{200, {}, ""};
+        }
+
+    private:
+        std::shared_ptr<UrlSources::StopState> stop_;
+    };
+    fs::path dir = tmp.path / "add-sig";
+    {
+        UrlSources sources({"http://h/f"}, std::nullopt, dir,
+                           [stop]() -> std::unique_ptr<registry::Transport> {
+                               return std::make_unique<SignalledTransport>(stop);
+                           },
+                           stop);
+        try {
+            sources.key_parts();
+            FAIL("no error");
+        } catch (const Interrupted& e) {
+            CHECK(e.message() == "download http://h/f: interrupted by SIGINT");
+            CHECK(e.exit_status() == 130);
+        }
+    }
+    CHECK_FALSE(fs::exists(dir));
+    sigset_t now, pending;
+    ::pthread_sigmask(SIG_BLOCK, nullptr, &now);
+    CHECK_FALSE(sigismember(&now, SIGINT));  // unblocked again ...
+    ::sigpending(&pending);
+    CHECK_FALSE(sigismember(&pending, SIGINT));  // ... and the signal was taken, not left to kill us
 }
