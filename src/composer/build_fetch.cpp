@@ -147,6 +147,8 @@ registry::Response send_one(registry::Transport& transport, const registry::Requ
             hint = "put the server's CA certificate in ~/.aishell/certs.d/" + authority + "/ca.crt";
         else if (e.kind() == registry::TransportError::Kind::Unreachable)
             hint = "check that the server is up and the URL is right";
+        else if (e.hint().find("registry") != std::string::npos)  // the transport speaks of registries
+            hint = "check the host name in the URL and your network";
         else
             hint = e.hint();
         throw Error(e.message(), hint);

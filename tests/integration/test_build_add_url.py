@@ -153,6 +153,7 @@ def test_add_url_content_name_mode_mtime_and_no_extraction(aishell, server, mode
     srv.serve("/dl/files.tar.gz", ARCHIVE, headers={"Content-Type": "application/gzip"})
     srv.serve("/dl/owned.txt", b"owned\n")
     srv.serve("/dl/", b"index\n")
+    srv.serve("/go/latest", b"", status=302, last_modified=None, headers={"Location": "/dl/tool.sh"})
     ctx = make_context(aishell, {"Dockerfile": f"""\
 FROM scratch
 ADD {srv.url('/dl/tool.sh')} /opt/bin/
@@ -162,6 +163,7 @@ ADD --chown=1000:1001 --chmod=0751 {srv.url('/dl/owned.txt')} /owned/
 ADD {srv.url('/dl/')} /idx/
 WORKDIR /w
 ADD {srv.url('/dl/tool.sh')} rel.sh
+ADD {srv.url('/go/latest')} /redirected/
 """})
     r = build(aishell, ctx, "-t", "addurl:1", mode=mode)
     store = aishell.store
@@ -181,6 +183,8 @@ ADD {srv.url('/dl/tool.sh')} rel.sh
     assert (owned.mode, owned.uid, owned.gid) == (0o751, 1000, 1001)
     assert data_of(store, "addurl:1", "/idx/dl") == b"index\n"  # path.Base("/dl/") is "dl"
     assert data_of(store, "addurl:1", "/w/rel.sh") == TOOL  # relative dest: under WORKDIR
+    # A redirect is followed; the name comes from the URL as written, not from where it led.
+    assert data_of(store, "addurl:1", "/redirected/latest") == TOOL
     assert not verify_store(store)
     _, config = manifest_and_config(store, "addurl:1")
     assert any(h["created_by"].startswith(f"ADD {srv.url('/dl/tool.sh')} /opt/bin/") for h in config["history"])
