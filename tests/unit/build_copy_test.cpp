@@ -383,3 +383,36 @@ TEST_CASE("an owner the disk has is recorded for entries overlayfs merged or cop
     CHECK(owners_in(owners.finish()) == std::map<std::string, std::pair<std::uint32_t, std::uint32_t>>{
                                             {"copied-up", {0, 0}}, {"merged", {0, 0}}});
 }
+
+TEST_CASE("COPY --from keeps the owners the source stage's layers recorded", "[build_copy]") {
+    // The source stage: one layer tree (its root is the source root) whose table says what
+    // the disk could not keep.
+    Context layers;
+    layers.write("src/out/app", "app");
+    layers.write("src/out/lib/data", "d");
+    fs::create_symlink("data", layers.path / "src/out/lib/current");
+    oci::OwnerTable recorded;
+    for (const char* p : {"out/lib", "out/lib/data", "out/lib/current"}) {
+        UniqueFd fd(::open((layers.path / "src").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        recorded.set(p, oci::OwnerRecord::for_entry({1234, 2345}, *oci::entry_identity_at(fd.get(), p)));
+    }
+    write_file_atomic(oci::layer_owner_table_path(layers.path, "src"), recorded.serialize());
+    auto source_owners = oci::LayeredOwners::load(layers.path, {"src"});
+    UniqueFd src(::open((layers.path / "src").c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+
+    Context root;
+    CopyRequest from = copy_req({"out"}, "/opt/");
+    from.preserve_owner = true;
+    std::string text = in_single_userns([&] {
+        UniqueFd tree(::open(root.path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        OwnerRecorder owners(root.path.string(), tree.get());
+        copy_files(src.get(), root.path.string(), from, nullptr, &owners, &source_owners);
+        return owners.finish().serialize();
+    });
+    const std::pair<std::uint32_t, std::uint32_t> o{1234, 2345}, root_owner{0, 0};
+    // /opt (the dest dir, the source's "out": root's) and its parents are directories the disk
+    // has right; app was root's in the source.
+    CHECK(owners_in(oci::OwnerTable::parse(text, "owners")) ==
+          std::map<std::string, std::pair<std::uint32_t, std::uint32_t>>{
+              {"opt", root_owner}, {"opt/lib", o}, {"opt/lib/current", o}, {"opt/lib/data", o}});
+}
