@@ -529,7 +529,7 @@ void drop_privileges(const ChildContext& ctx) noexcept {
 
 // Reaps every child; forwards the signals aishell forwards to it; exits with the command's
 // status (128+N when it was killed by N: PID 1 cannot die of a signal sent from inside).
-[[noreturn]] void init_loop(pid_t command) noexcept {
+[[noreturn]] void init_loop(pid_t command, int status_fd) noexcept {
     sigset_t set;
     sigemptyset(&set);
     for (int sig : {SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH}) sigaddset(&set, sig);
@@ -545,7 +545,10 @@ void drop_privileges(const ChildContext& ctx) noexcept {
         pid_t pid;
         while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
             if (pid != command) continue;
-            ::_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+            int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+            // Before _exit: the namespaces' teardown (unmounting everything) comes after.
+            if (status_fd >= 0) (void)!::write(status_fd, &code, sizeof code);
+            ::_exit(code);
         }
     }
 }
@@ -575,10 +578,13 @@ void child_main(const ChildContext& ctx) noexcept {
     pid_t pid = static_cast<pid_t>(::syscall(SYS_clone, SIGCHLD, nullptr, nullptr, nullptr, nullptr));
     if (pid < 0) fail(ctx, ChildStep::Fork, nullptr);
     if (pid == 0) command_main(ctx, apt_config);
+    // PID 1 needs no stdio: a reader of aishell's output sees EOF when the command and aishell
+    // are done, not only after the namespaces' teardown.
+    for (int fd = 0; fd <= 2; ++fd) ::close(fd);
     ::close(ctx.report_fd);
     if (ctx.tty_slave >= 0) ::close(ctx.tty_slave);
     if (ctx.owner_sock >= 0) ::close(ctx.owner_sock);
-    init_loop(pid);
+    init_loop(pid, ctx.status_fd);
 }
 
 }  // namespace aishell::runtime

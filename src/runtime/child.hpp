@@ -33,6 +33,7 @@ struct ChildContext {
     const ContainerSpec* spec = nullptr;
     int sync_fd = -1;       // read end: one byte once the id maps are written
     int report_fd = -1;     // write end, O_CLOEXEC: closes on a successful exec
+    int status_fd = -1;     // early_status: PID 1 writes the command's exit status here (int)
     int tty_slave = -1;     // -t: the pty slave for the command's stdio
     int stdin_null = -1;    // without -i: /dev/null as stdin
     std::string rootfs;     // <run> itself: the overlay is mounted over it

@@ -63,6 +63,8 @@ public:
         while (::waitpid(pid_, &st, 0) < 0 && errno == EINTR) {}
     }
     pid_t pid() const { return pid_; }
+    // Gives the child up without waiting: it is exiting on its own (early status).
+    pid_t release() { return std::exchange(pid_, -1); }
     // Waits (non-blocking when nohang); returns the wait status once the child is gone.
     std::optional<int> wait(bool nohang) {
         int st = 0;
@@ -214,15 +216,23 @@ bool relay(int from, int to) {
     return true;
 }
 
-// Forwards signals and relays the pty until PID 1 exits; returns its wait status. stopped: the
-// last forwarded signal that asks aishell itself to stop (its caller may want to stop too).
-int supervise(ChildGuard& child, const SignalBlock& sigs, int master, bool relay_stdin, ChownSupervisor* chowns,
-              int& stopped) {
+// Forwards signals and relays the pty until PID 1 exits. stopped: the last forwarded signal that
+// asks aishell itself to stop (its caller may want to stop too).
+// What ended the supervision: PID 1's wait status, or (early_status) the command's exit code
+// that PID 1 reported just before exiting.
+struct Supervised {
+    int wait_status = 0;
+    std::optional<int> early_code;
+};
+
+Supervised supervise(ChildGuard& child, const SignalBlock& sigs, int master, bool relay_stdin, ChownSupervisor* chowns,
+                     int status_fd, int& stopped) {
     bool stdin_open = relay_stdin, master_open = master >= 0, chowns_open = chowns != nullptr;
     for (;;) {
-        pollfd fds[4] = {{sigs.fd(), POLLIN, 0}, {master_open ? master : -1, POLLIN, 0},
-                         {stdin_open ? STDIN_FILENO : -1, POLLIN, 0}, {chowns_open ? chowns->fd() : -1, POLLIN, 0}};
-        if (::poll(fds, 4, -1) < 0) {
+        pollfd fds[5] = {{sigs.fd(), POLLIN, 0}, {master_open ? master : -1, POLLIN, 0},
+                         {stdin_open ? STDIN_FILENO : -1, POLLIN, 0}, {chowns_open ? chowns->fd() : -1, POLLIN, 0},
+                         {status_fd, POLLIN, 0}};
+        if (::poll(fds, 5, -1) < 0) {
             if (errno == EINTR) continue;
             throw_errno("poll");
         }
@@ -237,8 +247,18 @@ int supervise(ChildGuard& child, const SignalBlock& sigs, int master, bool relay
             }
             if (auto st = child.wait(true)) {
                 if (master_open) while (relay(master, STDOUT_FILENO)) {}  // drain what is left
-                return *st;
+                return {*st, std::nullopt};
             }
+        }
+        if (status_fd >= 0 && (fds[4].revents & (POLLIN | POLLHUP))) {
+            int code = 0;
+            ssize_t n;
+            do n = ::read(status_fd, &code, sizeof code); while (n < 0 && errno == EINTR);
+            if (n == static_cast<ssize_t>(sizeof code)) {
+                if (master_open) while (relay(master, STDOUT_FILENO)) {}
+                return {0, code};
+            }
+            status_fd = -1;  // EOF without a status: PID 1 died otherwise; SIGCHLD tells
         }
         if (master_open && (fds[1].revents & (POLLIN | POLLHUP | POLLERR)))
             master_open = relay(master, STDOUT_FILENO);
@@ -301,6 +321,11 @@ RunResult run_container(const ContainerSpec& spec) {
     Pipe sync = make_pipe(), report = make_pipe();
     ctx.sync_fd = sync.read.get();
     ctx.report_fd = report.write.get();
+    std::optional<Pipe> status;
+    if (spec.early_status) {
+        status = make_pipe();
+        ctx.status_fd = status->write.get();
+    }
     SignalBlock sigs;
 
     unsigned long flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | SIGCHLD;
@@ -318,6 +343,7 @@ RunResult run_container(const ContainerSpec& spec) {
     sync.read.reset();
     report.write.reset();
     if (owner_sock) owner_sock->write.reset();
+    if (status) status->write.reset();
     if (pty) pty->slave.reset();
     write_id_maps(pid, spec.mapping);
     if (::write(sync.write.get(), "g", 1) != 1) throw_errno("release the child");
@@ -335,10 +361,19 @@ RunResult run_container(const ContainerSpec& spec) {
     std::optional<RawTerminal> raw;
     if (pty && spec.interactive) raw.emplace(STDIN_FILENO);
     int stopped = 0;
-    int st = supervise(child, sigs, pty ? pty->master.get() : -1, pty && spec.interactive, chowns ? &*chowns : nullptr,
-                       stopped);
+    Supervised done = supervise(child, sigs, pty ? pty->master.get() : -1, pty && spec.interactive,
+                                chowns ? &*chowns : nullptr, status ? status->read.get() : -1, stopped);
     raw.reset();
-    return {exit_status_from_wait(st), {}, stopped};
+    if (!done.early_code) return {exit_status_from_wait(done.wait_status), {}, stopped, {}};
+    // PID 1 is exiting (its namespaces' teardown can take tens of milliseconds): hand back a
+    // pidfd to know when it is gone, and leave the zombie to whoever inherits it.
+    UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, child.pid(), 0)));
+    if (!pidfd) {
+        child.wait(false);  // no pidfd (ENOSYS): wait here as before
+        return {*done.early_code, {}, stopped, {}};
+    }
+    child.release();
+    return {*done.early_code, {}, stopped, std::move(pidfd)};
 }
 
 }  // namespace aishell::runtime

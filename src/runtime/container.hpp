@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "common/unique_fd.hpp"
 #include "runtime/idmap.hpp"
 #include "runtime/mounts.hpp"
 
@@ -53,6 +54,12 @@ struct ContainerSpec {
     // machine. The upper is scratch space (removed, or read into a layer, right after the run),
     // so its crash consistency does not matter; a kept (--keep) upper is the same.
     bool volatile_upper = true;
+    // exec: PID 1 reports the command's status through a pipe the moment it exits, and
+    // run_container returns then, without waiting for the container's namespaces to be torn
+    // down; RunResult::lingering is a pidfd of PID 1 (see exec_image: the run dir is removed
+    // once it is gone, after aishell has returned the status). Off for build steps, whose upper
+    // dir is read right after the run.
+    bool early_status = false;
     // Root emulation (single userns mode, build RUN steps; see fakeroot.hpp): set*id/setgroups
     // and device mknod succeed without effect; chown-family calls are answered by aishell
     // (chown_supervisor.hpp), which leaves the disk alone and appends the owners they asked for
@@ -71,6 +78,7 @@ struct RunResult {
     int status = 0;      // the exit status aishell should return
     std::string error;   // non-empty when the command could not be run (126/127 with a message)
     int signal = 0;      // the last SIGINT/SIGTERM/SIGHUP/SIGQUIT aishell received and forwarded
+    UniqueFd lingering;  // early_status: pidfd of PID 1, still tearing its namespaces down
 };
 
 // Launches the container and waits for it. Throws Error when aishell fails before the

@@ -1,9 +1,12 @@
 // exec_image and its steps (see launch.hpp).
 #include "runtime/launch.hpp"
 
+#include <fcntl.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <iostream>
 
 #include "common/error.hpp"
@@ -72,6 +75,34 @@ public:
         }
     }
     const fs::path& path() const { return path_; }
+    bool kept() const { return keep_; }
+    // Removes the run dir in a detached process once `pid_fd` (PID 1 of the run) has exited,
+    // instead of here: aishell returns the command's status without waiting for the
+    // container's namespaces to be torn down and its upper dir to be deleted (together tens
+    // of milliseconds on a busy disk). A reaper that dies early leaves a stale tmp/ entry that
+    // garbage collection sweeps. The caller is single-threaded here (no pull is running).
+    void remove_when_gone(int pid_fd) {
+        if (keep_) return;
+        pid_t reaper = ::fork();
+        if (reaper < 0) return;  // the destructor removes it synchronously
+        if (reaper == 0) {
+            ::setsid();
+            int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+            if (null >= 0) {
+                ::dup2(null, STDIN_FILENO);
+                ::dup2(null, STDOUT_FILENO);
+                ::dup2(null, STDERR_FILENO);
+            }
+            pollfd p{pid_fd, POLLIN, 0};
+            while (::poll(&p, 1, -1) < 0 && errno == EINTR) {}
+            try {
+                remove_tree(mapping_, path_.string());
+            } catch (...) {
+            }
+            ::_exit(0);
+        }
+        keep_ = true;  // the reaper owns it now
+    }
 
 private:
     fs::path path_;
@@ -102,27 +133,44 @@ std::vector<std::string> ensure_image_layers(oci::Store& store, const oci::Image
     if (diff_ids.size() != layers.size())
         throw Error("image " + image.name + ": " + std::to_string(layers.size()) + " layers but " +
                     std::to_string(diff_ids.size()) + " diff_ids");
-    std::vector<std::string> names, args{"__unpack", store.root().string()};
+    // The helper reports a failure in this file (message, then hint), so that the user sees
+    // one error line, the helper's, and not a second one from here.
+    const fs::path error_file = store.tmp_dir() / ("unpack-" + random_hex(8) + ".error");
+    std::vector<std::string> names, args{"__unpack", store.root().string(), error_file.string()};
     for (std::size_t i = 0; i < layers.size(); ++i) {
         std::string hex(diff_ids[i].encoded());
         names.push_back(hex);
         if (fs::exists(store.layers_dir() / hex)) continue;
         args.insert(args.end(), {layers[i].media_type, layers[i].digest.str(), std::to_string(layers[i].size), diff_ids[i].str()});
     }
-    if (args.size() > 2) {
+    if (args.size() > 3) {
         int status = run_in_userns(mapping, args);
-        if (status != 0)
-            throw Error("unpack layers of " + image.name + " failed (status " + std::to_string(status) + ")");
+        if (status != 0) {
+            std::optional<std::string> report;
+            try {
+                report = read_file_if_exists(error_file, 1 << 16);
+            } catch (const Error&) {
+            }
+            std::error_code ec;
+            fs::remove(error_file, ec);
+            if (!report || report->empty())
+                throw Error("unpack layers of " + image.name + " failed (status " + std::to_string(status) + ")");
+            auto nl = report->find('\n');
+            throw Error(report->substr(0, nl), nl == std::string::npos ? "" : report->substr(nl + 1));
+        }
     }
     std::reverse(names.begin(), names.end());  // overlay wants the top layer first
     return names;
 }
 
 int unpack_layers_here(const std::vector<std::string>& args) {
+    if (args.size() < 2 || (args.size() - 2) % 4 != 0) {
+        std::cerr << "aishell: error: __unpack: bad arguments\n";
+        return 2;
+    }
     try {
-        if (args.empty() || (args.size() - 1) % 4 != 0) throw Error("__unpack: bad arguments");
         auto store = oci::Store::open(args[0]);
-        for (std::size_t i = 1; i < args.size(); i += 4) {
+        for (std::size_t i = 2; i < args.size(); i += 4) {
             oci::Descriptor d;
             d.media_type = args[i];
             d.digest = oci::Digest::parse(args[i + 1]);
@@ -132,7 +180,12 @@ int unpack_layers_here(const std::vector<std::string>& args) {
         }
         return 0;
     } catch (const Error& e) {
-        std::cerr << "aishell: error: " << e.message() << (e.hint().empty() ? "" : " (hint: " + e.hint() + ")") << "\n";
+        // For the parent, which turns it into the one error line (see ensure_image_layers).
+        try {
+            write_file_atomic(args[1], e.message() + "\n" + e.hint(), 0600);
+        } catch (const Error&) {
+            std::cerr << "aishell: error: " << e.message() << (e.hint().empty() ? "" : " (hint: " + e.hint() + ")") << "\n";
+        }
         return 1;
     }
 }
@@ -179,9 +232,13 @@ RunResult exec_image(oci::Store& store, const oci::Image& image, const RunOption
     spec.tty = options.process.tty;
     spec.interactive = options.interactive;
 
+    spec.early_status = true;
+
     RunDir run(store, layers_mapping, options.keep_run_dir);
     spec.run_dir = run.path();
-    return run_container(spec);
+    RunResult result = run_container(spec);
+    if (result.lingering) run.remove_when_gone(result.lingering.get());
+    return result;
 }
 
 }  // namespace aishell::runtime
