@@ -31,10 +31,10 @@ std::optional<std::int64_t> source_date_epoch(const BuildEngineFlags& flags) {
 }
 
 // A base image missing from the store is pulled (quietly: the build prints its own steps).
-std::string pull_for_build(oci::Store& store, const std::string& ref_text) {
+std::string pull_for_build(oci::Store& store, const std::string& ref_text, bool quiet) {
     if (auto local = find_local_image(store, ref_text)) return local->name;
     auto ref = registry::Reference::parse(ref_text);
-    std::cerr << "pulling " << ref.str() << std::endl;
+    if (!quiet) std::cerr << "pulling " << ref.str() << std::endl;
     registry::PullOptions options;
     return registry::pull_image(store, ref, options).name;
 }
@@ -96,7 +96,7 @@ int run_engine_build(const BuildEngineFlags& flags, const std::string& context, 
     req.quiet = flags.quiet;
     req.compression = flags.compression;
     req.source_date_epoch = source_date_epoch(flags);
-    req.pull = pull_for_build;
+    req.pull = [quiet = flags.quiet](oci::Store& s, const std::string& ref) { return pull_for_build(s, ref, quiet); };
     req.secrets = std::move(secrets);
     req.ssh = std::move(ssh);
     composer::BuildResult result = composer::build_image(store, req);

@@ -288,8 +288,6 @@ def test_quiet_prints_only_the_image_id(aishell, base_ref):
     assert r.stderr == "", r.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="pending in src/cli: pull_for_build (cmd_build_helpers.cpp) prints "
-                                      "'pulling REF' on stderr even with --quiet")
 def test_quiet_build_that_pulls_its_base_prints_only_the_id(aishell, base_ref):
     ctx = make_context(aishell, {"Dockerfile": f"FROM {base_ref}\nLABEL q=2\n"})
     r = build(aishell, ctx, "-q")
