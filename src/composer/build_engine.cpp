@@ -448,7 +448,7 @@ private:
         spec["compression"] = req_.compression;
         if (req_.source_date_epoch) spec["clamp"] = *req_.source_date_epoch;
         spec["result"] = (run_dir / "result.json").string();
-        write_file_atomic(run_dir / "spec.json", spec.dump());
+        write_scratch_file(run_dir / "spec.json", spec.dump());
         int status = runtime::run_in_userns(mapping_, {"__build-step", (run_dir / "spec.json").string()});
         if (status != 0) {
             auto msg = read_file_if_exists(run_dir / "spec.json.error", 1 << 16);

@@ -229,17 +229,23 @@ int run_build_step_here(const std::string& spec_path) {
             remove_mount_stubs(store, spec.value("lower", std::vector<std::string>{}),
                                spec["stubs"].get<std::vector<std::string>>(), run_dir);
         json result = commit_upper(store, spec, run_dir);
-        write_file_atomic(spec.at("result").get<std::string>(), result.dump());
+        write_scratch_file(spec.at("result").get<std::string>(), result.dump());
         return 0;
     } catch (const std::exception& e) {
         // The parent reads the message and reports it as its one error line.
         try {
-            write_file_atomic(spec_path + ".error", e.what());
+            write_scratch_file(spec_path + ".error", e.what());
         } catch (const std::exception&) {
             std::cerr << "aishell: build step: " << e.what() << "\n";
         }
         return 1;
     }
+}
+
+void write_scratch_file(const fs::path& path, std::string_view data) {
+    UniqueFd fd = open_file(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    write_all(fd.get(), data, path.string());
+    if (::close(fd.release()) != 0) throw_errno("close", path.string());
 }
 
 std::optional<StepLayer> read_step_result(const std::string& result_path) {

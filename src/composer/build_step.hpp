@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -31,6 +32,11 @@ struct StepLayer {
 
 // Body of `aishell __build-step SPEC_FILE`; returns the exit status (1 with one error line).
 int run_build_step_here(const std::string& spec_path);
+
+// Writes a scratch file of the step protocol (spec, result, error): no fsync, no rename. They
+// live in the step's work dir, which is removed right after the step; a crash leaves only
+// that dir, which nothing reads again (durability would cost two fsyncs, 6-11 ms, per file).
+void write_scratch_file(const std::filesystem::path& path, std::string_view data);
 
 // Reads the helper's result file: the layer, or nullopt when the step changed nothing.
 std::optional<StepLayer> read_step_result(const std::string& result_path);
