@@ -22,12 +22,13 @@ namespace aishell::runtime {
 namespace {
 
 // The child: wait for the maps, become root of the namespace, exec. C-like (after clone).
-[[noreturn]] void helper_child(int sync_fd, bool root_mapped, char* const* argv) noexcept {
+[[noreturn]] void helper_child(int sync_fd, bool root_mapped, int keep_fd, char* const* argv) noexcept {
     char go = 0;
     ssize_t n;
     do n = ::read(sync_fd, &go, 1); while (n < 0 && errno == EINTR);
     if (n != 1) ::_exit(125);
     if (root_mapped && (::setresgid(0, 0, 0) != 0 || ::setresuid(0, 0, 0) != 0)) ::_exit(125);
+    if (keep_fd >= 0 && ::fcntl(keep_fd, F_SETFD, 0) != 0) ::_exit(125);
     ::execve("/proc/self/exe", argv, environ);
     ::_exit(125);
 }
@@ -43,7 +44,26 @@ void make_removable(const std::filesystem::path& dir) {
 
 }  // namespace
 
+UsernsHelper::~UsernsHelper() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGKILL);
+    int st = 0;
+    while (::waitpid(pid_, &st, 0) < 0 && errno == EINTR) {}
+}
+
+int UsernsHelper::wait() {
+    int st = 0;
+    while (::waitpid(pid_, &st, 0) < 0)
+        if (errno != EINTR) throw_errno("waitpid");
+    pid_ = -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
 int run_in_userns(const IdMapping& mapping, const std::vector<std::string>& args) {
+    return spawn_in_userns(mapping, args).wait();
+}
+
+UsernsHelper spawn_in_userns(const IdMapping& mapping, const std::vector<std::string>& args, int keep_fd) {
     std::vector<std::string> full{"aishell"};
     full.insert(full.end(), args.begin(), args.end());
     std::vector<char*> argv;
@@ -55,25 +75,18 @@ int run_in_userns(const IdMapping& mapping, const std::vector<std::string>& args
     bool root_mapped = mapping.uid_mapped_inside(0) && mapping.gid_mapped_inside(0);
     pid_t pid = static_cast<pid_t>(::syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, nullptr, nullptr, nullptr, nullptr));
     if (pid < 0) throw_errno("clone", "user namespace");
-    if (pid == 0) helper_child(rd.get(), root_mapped, argv.data());
+    if (pid == 0) helper_child(rd.get(), root_mapped, keep_fd, argv.data());
     rd.reset();
-    auto reap = [&] {
-        int st = 0;
-        while (::waitpid(pid, &st, 0) < 0)
-            if (errno != EINTR) throw_errno("waitpid");
-        return st;
-    };
+    UsernsHelper helper(pid);
     try {
         write_id_maps(pid, mapping);
     } catch (...) {
-        wr.reset();
-        reap();
+        wr.reset();  // the child sees EOF and exits 125
+        helper.wait();
         throw;
     }
     if (::write(wr.get(), "g", 1) != 1) throw_errno("release helper");
-    wr.reset();
-    int st = reap();
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    return helper;
 }
 
 int remove_tree_here(const std::string& dir) noexcept {

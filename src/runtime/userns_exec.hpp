@@ -4,7 +4,10 @@
 // re-executed from /proc/self/exe with a hidden subcommand; it never runs container code.
 #pragma once
 
+#include <sys/types.h>
+
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "runtime/idmap.hpp"
@@ -14,6 +17,27 @@ namespace aishell::runtime {
 // clone(CLONE_NEWUSER), maps written by the parent, then execve(/proc/self/exe, args) as root of
 // the namespace. Returns the helper's exit status; throws Error when it cannot be started.
 int run_in_userns(const IdMapping& mapping, const std::vector<std::string>& args);
+
+// A helper started by spawn_in_userns and still running: killed (SIGKILL) and reaped on
+// destruction unless wait() reaped it.
+class UsernsHelper {
+public:
+    explicit UsernsHelper(pid_t pid) noexcept : pid_(pid) {}
+    UsernsHelper(UsernsHelper&& other) noexcept : pid_(std::exchange(other.pid_, -1)) {}
+    UsernsHelper& operator=(UsernsHelper&&) = delete;
+    UsernsHelper(const UsernsHelper&) = delete;
+    ~UsernsHelper();
+    pid_t pid() const noexcept { return pid_; }
+    int wait();  // its exit status (128+N when killed by signal N)
+
+private:
+    pid_t pid_;
+};
+
+// As run_in_userns, but returns once the maps are written, with the helper running. keep_fd
+// (-1: none) is the one descriptor the helper keeps across its exec (its CLOEXEC flag is
+// cleared in the child): a channel to a long-lived helper (the build engine's step helper).
+UsernsHelper spawn_in_userns(const IdMapping& mapping, const std::vector<std::string>& args, int keep_fd = -1);
 
 // Removes dir; files the caller cannot remove on the host are removed inside the namespace by
 // `aishell __rm DIR` (its body: remove_tree_here()).
