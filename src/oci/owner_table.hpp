@@ -12,8 +12,11 @@
 // number and, where the filesystem has it, birth time (statx STX_BTIME), all as the tree
 // itself (the upper dir, not an overlay mounted on it) reports them. A path that is deleted or
 // replaced after the record (a new inode, even one reusing the number: its birth time differs)
-// no longer matches and keeps its on-disk owner. Hardlinks: every path of a recorded inode
-// gets the owner, recorded under any of its names.
+// no longer matches and keeps its on-disk owner. Limit: file timestamps come from the kernel's
+// coarse clock (a few milliseconds), so an inode number freed and reused within one tick of
+// the same record looks like the same entry (the inode generation would tell them apart but
+// statx does not report it). Hardlinks: every path of a recorded inode gets the owner,
+// recorded under any of its names.
 //
 // The file format (UTF-8 agnostic text, one record per line, '\n' ends every line):
 //   aishell-owner-table 1
