@@ -1,7 +1,8 @@
 // `aishell build` without --check: the build engine's own options (-t, --no-cache, --quiet,
 // --compression, --source-date-epoch, --progress, --secret, --ssh) and the call into composer::build_image, plus
-// the hidden `__build-step SPEC` that the engine re-executes inside the user namespace
-// (composer/build_step.hpp).
+// the hidden helpers the engine re-executes inside the user namespace (composer/build_step.hpp):
+// `__build-helper FD`, the build's step helper, and `__build-step SPEC` for RUN --mount's
+// prepare ops.
 #include <iostream>
 
 #include "cli/command.hpp"
@@ -108,9 +109,13 @@ int run_engine_build(const BuildEngineFlags& flags, const std::string& context, 
 
 void add_build_helper_command(CLI::App& app, CommandContext& ctx) {
     auto spec = std::make_shared<std::string>();
-    auto* step = app.add_subcommand("__build-step", "")->group("");  // hidden: build engine helper
+    auto* step = app.add_subcommand("__build-step", "")->group("");  // hidden: RUN --mount prepare ops
     step->add_option("spec", *spec)->required();
     step->callback([&ctx, spec] { ctx.run = [spec] { return composer::run_build_step_here(*spec); }; });
+    auto fd = std::make_shared<int>(-1);
+    auto* helper = app.add_subcommand("__build-helper", "")->group("");  // hidden: the build's step helper
+    helper->add_option("fd", *fd)->required()->check(CLI::NonNegativeNumber);
+    helper->callback([&ctx, fd] { ctx.run = [fd] { return composer::serve_build_steps(*fd); }; });
 }
 
 }  // namespace aishell::cli

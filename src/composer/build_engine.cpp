@@ -167,18 +167,20 @@ private:
     bool committed_ = false;
 };
 
-// A work dir under tmp/ removed (inside the namespace when needed) on destruction.
+// A step's work dir under tmp/, removed on destruction: by the step helper when it runs (inside
+// the namespace, where a RUN's sub-id owned leftovers are removable, and after the engine has
+// moved on), else here.
 class WorkDir {
 public:
-    WorkDir(const oci::Store& store, const runtime::IdMapping& mapping)
-        : path_(store.tmp_dir() / ("build-" + random_hex(12))), mapping_(mapping) {
+    WorkDir(const oci::Store& store, StepHelper& helper)
+        : path_(store.tmp_dir() / ("build-" + random_hex(12))), helper_(helper) {
         make_dirs(path_, 0700);
     }
     WorkDir(const WorkDir&) = delete;
     WorkDir& operator=(const WorkDir&) = delete;
     ~WorkDir() {
         try {
-            runtime::remove_tree(mapping_, path_.string());
+            helper_.remove(path_);
         } catch (const std::exception& e) {
             std::cerr << "aishell: warning: " << e.what() << "\n";
         }
@@ -187,7 +189,7 @@ public:
 
 private:
     fs::path path_;
-    runtime::IdMapping mapping_;
+    StepHelper& helper_;
 };
 
 // Redirects stdout and stderr into a file while a quiet build runs a step; shows it on failure.
@@ -235,7 +237,8 @@ public:
           cache_(store),
           meta_before_(read_file_if_exists(store.root() / "meta.json", 1 << 20)),
           mapping_(runtime::store_mapping(store)),
-          rollback_(store, mapping_, meta_before_) {}
+          rollback_(store, mapping_, meta_before_),
+          helper_(store, mapping_) {}
 
     BuildResult run() {
         df_ = load_dockerfile(req_.dockerfile.string());
@@ -442,19 +445,13 @@ private:
         return runtime::ensure_image_layers(store_, image, mapping_);
     }
 
+    // The in-namespace half of a step, in the build's step helper (build_step.hpp).
     std::optional<StepLayer> run_helper(const fs::path& run_dir, json spec) {
         spec["store"] = store_.root().string();
         spec["run_dir"] = run_dir.string();
         spec["compression"] = req_.compression;
         if (req_.source_date_epoch) spec["clamp"] = *req_.source_date_epoch;
-        spec["result"] = (run_dir / "result.json").string();
-        write_scratch_file(run_dir / "spec.json", spec.dump());
-        int status = runtime::run_in_userns(mapping_, {"__build-step", (run_dir / "spec.json").string()});
-        if (status != 0) {
-            auto msg = read_file_if_exists(run_dir / "spec.json.error", 1 << 16);
-            throw Error(msg ? *msg : "the build step helper failed (status " + std::to_string(status) + ")");
-        }
-        return read_step_result((run_dir / "result.json").string());
+        return helper_.run(spec);
     }
 
     // ---- instructions ------------------------------------------------------------------------
@@ -641,7 +638,7 @@ private:
             key_parts.push_back("owner=" + std::to_string(owner->uid) + ":" + std::to_string(owner->gid));
         }
         layer_step(s, text, key_parts, [&]() -> std::optional<StepLayer> {
-            WorkDir run(store_, mapping_);
+            WorkDir run(store_, helper_);
             json spec = {{"lower", layer_dirs(s)}, {"mkdir", mkdir}};
             return run_helper(run.path(), spec);
         });
@@ -797,7 +794,10 @@ private:
         }
         spec.mounts = runtime::plan_mounts(mi);
 
-        WorkDir run(store_, mapping_);
+        // The helper commits the layer: it execs while the container runs (and before a quiet
+        // build redirects stderr, which the helper keeps).
+        helper_.start();
+        WorkDir run(store_, helper_);
         spec.run_dir = run.path();
         QuietOutput quiet(req_.quiet);
         runtime::RunResult result = runtime::run_container(spec);
@@ -900,7 +900,7 @@ private:
                 copy["src_dir"] = remote->dir().string();
                 copy["add"] = false;
             }
-            WorkDir run(store_, mapping_);
+            WorkDir run(store_, helper_);
             json spec = {{"lower", layer_dirs(s)}, {"copy", copy}};
             return run_helper(run.path(), spec);
         });
@@ -954,6 +954,7 @@ private:
     std::optional<std::string> meta_before_;
     runtime::IdMapping mapping_;
     Rollback rollback_;
+    StepHelper helper_;  // after rollback_: gone (its removals done) before the rollback runs
     Dockerfile df_;
     std::map<std::string, std::string> global_scope_;
     std::map<std::string, std::string> args_;  // the stage's ARGs in scope

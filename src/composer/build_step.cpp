@@ -4,6 +4,8 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/mount.h>
+#include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -20,6 +22,7 @@
 #include "oci/layer_write.hpp"
 #include "oci/store.hpp"
 #include "runtime/container.hpp"
+#include "runtime/userns_exec.hpp"
 
 namespace aishell::composer {
 
@@ -211,26 +214,197 @@ json commit_upper(oci::Store& store, const json& spec, const fs::path& run_dir) 
     return result;
 }
 
+// One step, in the namespace: the file operation or the RUN's stub removal, then the commit.
+json run_step(const json& spec) {
+    auto store = oci::Store::open(spec.at("store").get<std::string>());
+    fs::path run_dir = spec.at("run_dir").get<std::string>();
+    bool file_op = (spec.contains("copy") && spec["copy"].is_object()) ||
+                   (spec.contains("mkdir") && spec["mkdir"].is_object());
+    if (file_op) apply_file_op(store, spec, run_dir);
+    else if (spec.contains("stubs") && spec["stubs"].is_array())
+        remove_mount_stubs(store, spec.value("lower", std::vector<std::string>{}),
+                           spec["stubs"].get<std::vector<std::string>>(), run_dir);
+    return commit_upper(store, spec, run_dir);
+}
+
+// ---- the channel: messages are an 8-byte length (host order: both ends are this binary) and
+// that many bytes of JSON. A request {"op":"step","spec":{..}} gets {"result":{..}} or
+// {"error":"..","hint":".."}; {"op":"rm","path":".."} gets no answer.
+constexpr std::uint64_t kMaxMessage = 64u << 20;
+
+bool send_message(int fd, const std::string& body) {
+    std::uint64_t n = body.size();
+    std::string frame(reinterpret_cast<const char*>(&n), sizeof n);
+    frame += body;
+    for (std::size_t off = 0; off < frame.size();) {
+        // MSG_NOSIGNAL: a peer that is gone is an error here, not a SIGPIPE.
+        ssize_t w = ::send(fd, frame.data() + off, frame.size() - off, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return false;
+        off += static_cast<std::size_t>(w);
+    }
+    return true;
+}
+
+// false at EOF (or any read error) before a whole message.
+bool read_exact(int fd, char* buf, std::size_t size) {
+    for (std::size_t got = 0; got < size;) {
+        ssize_t n = ::read(fd, buf + got, size - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return false;
+        got += static_cast<std::size_t>(n);
+    }
+    return true;
+}
+
+std::optional<std::string> read_message(int fd) {
+    std::uint64_t n = 0;
+    if (!read_exact(fd, reinterpret_cast<char*>(&n), sizeof n) || n > kMaxMessage) return std::nullopt;
+    std::string body(n, '\0');
+    if (!read_exact(fd, body.data(), body.size())) return std::nullopt;
+    return body;
+}
+
+json error_reply(const std::exception& e) {
+    if (auto* err = dynamic_cast<const Error*>(&e)) return {{"error", err->message()}, {"hint", err->hint()}};
+    return {{"error", e.what()}, {"hint", ""}};
+}
+
+// Runs one step in a forked child (its own mount namespace, cwd and heap: nothing of a step
+// stays in the helper) and returns its reply. The helper is single-threaded, so the child may
+// run ordinary code.
+json run_step_in_child(const json& spec) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) throw_errno("pipe2");
+    UniqueFd rd(fds[0]), wr(fds[1]);
+    pid_t pid = ::fork();
+    if (pid < 0) throw_errno("fork", "build step");
+    if (pid == 0) {
+        rd.reset();
+        json reply;
+        try {
+            reply = {{"result", run_step(spec)}};
+        } catch (const std::exception& e) {
+            reply = error_reply(e);
+        }
+        std::string text = reply.dump();
+        bool ok = true;
+        try {
+            write_all(wr.get(), text, "build step reply");
+        } catch (const std::exception&) {
+            ok = false;
+        }
+        ::_exit(ok ? 0 : 1);
+    }
+    wr.reset();
+    std::string text;
+    char buf[4096];
+    for (;;) {
+        ssize_t n = ::read(rd.get(), buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        text.append(buf, static_cast<std::size_t>(n));
+    }
+    int st = 0;
+    while (::waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR) throw_errno("waitpid", "build step");
+    json reply = json::parse(text, nullptr, false);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0 && reply.is_object()) return reply;
+    std::string how = WIFSIGNALED(st) ? "was killed by signal " + std::to_string(WTERMSIG(st))
+                                      : "exited with status " + std::to_string(WEXITSTATUS(st));
+    return {{"error", "the build step process " + how + " before it reported"}, {"hint", ""}};
+}
+
+std::optional<StepLayer> layer_from_result(const json& j) {
+    if (!j.is_object() || !j.contains("layer") || j["layer"].is_null()) return std::nullopt;
+    return StepLayer{oci::parse_descriptor(j["layer"]), oci::Digest::parse(j.at("diff_id").get<std::string>())};
+}
+
 }  // namespace
+
+int serve_build_steps(int fd) {
+    UniqueFd channel(fd);
+    // The engine decides when the build stops (a terminal's ^C reaches the whole process group):
+    // this helper ends when the channel closes, after removing what it was given, never halfway
+    // through a step's commit.
+    for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE}) ::signal(sig, SIG_IGN);
+    for (;;) {
+        std::optional<std::string> message = read_message(channel.get());
+        if (!message) return 0;  // the engine closed the channel (or is gone)
+        json request = json::parse(*message, nullptr, false);
+        const std::string op = request.is_object() ? request.value("op", std::string()) : std::string();
+        if (op == "rm") {
+            const std::string dir = request.value("path", std::string());
+            if (dir.empty() || runtime::remove_tree_here(dir) != 0)
+                std::cerr << "aishell: warning: build step helper: could not remove " << dir << "\n";
+            continue;
+        }
+        json reply;
+        try {
+            if (op != "step" || !request.contains("spec")) throw Error("build step helper: malformed request");
+            reply = run_step_in_child(request["spec"]);
+        } catch (const std::exception& e) {
+            reply = error_reply(e);
+        }
+        if (!send_message(channel.get(), reply.dump())) return 1;
+    }
+}
+
+StepHelper::StepHelper(const oci::Store& store, const runtime::IdMapping& mapping) : store_(store), mapping_(mapping) {}
+
+StepHelper::~StepHelper() {
+    if (!helper_) return;
+    channel_.reset();
+    try {
+        if (int status = helper_->wait(); status != 0)
+            std::cerr << "aishell: warning: the build step helper exited with status " << status << "\n";
+    } catch (const std::exception& e) {
+        std::cerr << "aishell: warning: " << e.what() << "\n";
+    }
+}
+
+void StepHelper::start() {
+    if (helper_) return;
+    int fds[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) throw_errno("socketpair", "build step helper");
+    UniqueFd mine(fds[0]), theirs(fds[1]);
+    helper_.emplace(runtime::spawn_in_userns(mapping_, {"__build-helper", std::to_string(theirs.get())}, theirs.get()));
+    channel_ = std::move(mine);  // theirs closes here: the helper's copy is the only one left
+}
+
+void StepHelper::lost(const std::string& what) {
+    channel_.reset();
+    int status = helper_->wait();
+    helper_.reset();
+    throw Error("build step helper: " + what + " (it exited with status " + std::to_string(status) + ")",
+                "run the build again; if it persists, report it with the output above");
+}
+
+std::optional<StepLayer> StepHelper::run(const json& spec) {
+    start();
+    if (!send_message(channel_.get(), json{{"op", "step"}, {"spec", spec}}.dump())) lost("the request could not be sent");
+    std::optional<std::string> text = read_message(channel_.get());
+    if (!text) lost("no reply");
+    json reply = json::parse(*text, nullptr, false);
+    if (!reply.is_object()) lost("a malformed reply");
+    if (reply.contains("error")) throw Error(reply["error"].get<std::string>(), reply.value("hint", std::string()));
+    return layer_from_result(reply.value("result", json()));
+}
+
+void StepHelper::remove(const fs::path& dir) {
+    if (channel_ && send_message(channel_.get(), json{{"op", "rm"}, {"path", dir.string()}}.dump())) return;
+    runtime::remove_tree(mapping_, dir.string());
+}
 
 int run_build_step_here(const std::string& spec_path) {
     try {
         json spec = json::parse(read_file(spec_path, 16 * 1024 * 1024));
-        auto store = oci::Store::open(spec.at("store").get<std::string>());
         if (spec.contains("prepare")) {
+            auto store = oci::Store::open(spec.at("store").get<std::string>());
             run_prepare_ops(store, spec["prepare"], spec.at("work").get<std::string>());
             return 0;
         }
-        fs::path run_dir = spec.at("run_dir").get<std::string>();
-        bool file_op = (spec.contains("copy") && spec["copy"].is_object()) ||
-                       (spec.contains("mkdir") && spec["mkdir"].is_object());
-        if (file_op) apply_file_op(store, spec, run_dir);
-        else if (spec.contains("stubs") && spec["stubs"].is_array())
-            remove_mount_stubs(store, spec.value("lower", std::vector<std::string>{}),
-                               spec["stubs"].get<std::vector<std::string>>(), run_dir);
-        json result = commit_upper(store, spec, run_dir);
-        write_scratch_file(spec.at("result").get<std::string>(), result.dump());
-        return 0;
+        throw Error("build step spec " + spec_path + " has no prepare ops", "steps run in the build's step helper");
     } catch (const std::exception& e) {
         // The parent reads the message and reports it as its one error line.
         try {
@@ -246,12 +420,6 @@ void write_scratch_file(const fs::path& path, std::string_view data) {
     UniqueFd fd = open_file(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
     write_all(fd.get(), data, path.string());
     if (::close(fd.release()) != 0) throw_errno("close", path.string());
-}
-
-std::optional<StepLayer> read_step_result(const std::string& result_path) {
-    json j = json::parse(read_file(result_path, 1 << 20));
-    if (!j.contains("layer") || j["layer"].is_null()) return std::nullopt;
-    return StepLayer{oci::parse_descriptor(j["layer"]), oci::Digest::parse(j.at("diff_id").get<std::string>())};
 }
 
 }  // namespace aishell::composer
