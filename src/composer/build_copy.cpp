@@ -12,14 +12,18 @@
 
 #include <algorithm>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <set>
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <nlohmann/json.hpp>
 
 #include "common/error.hpp"
+#include "common/file.hpp"
 #include "common/unique_fd.hpp"
 
 namespace aishell::composer {
@@ -543,15 +547,30 @@ void hash_str(oci::Sha256& h, std::string_view s) {
     h.update(s);
 }
 
-void hash_fd(oci::Sha256& h, int fd, const std::string& rel) {
+oci::Digest content_digest(int fd, const std::string& rel) {
+    oci::Sha256 h;
     char buf[1 << 16];
     ssize_t n;
     while ((n = ::read(fd, buf, sizeof buf)) > 0) h.update(buf, static_cast<std::size_t>(n));
     if (n < 0) throw_errno("read", rel);
+    return h.finish();
 }
 
+// A file's content enters the key as its own sha256, so a memo hit and a fresh read agree.
+void hash_file(oci::Sha256& h, const struct stat& st, const std::string& rel, ContextDigestMemo* memo,
+               const std::function<UniqueFd()>& open_for_read) {
+    if (memo) {
+        hash_str(h, memo->file_digest(st, rel, open_for_read).str());
+        return;
+    }
+    UniqueFd f = open_for_read();
+    hash_str(h, content_digest(f.get(), rel).str());
+}
+
+std::int64_t ns_of(const struct timespec& t) { return static_cast<std::int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec; }
+
 void hash_entry(oci::Sha256& h, int dirfd, const std::string& name, const std::string& rel,
-                const IgnoreMatcher* matcher, bool follow) {
+                const IgnoreMatcher* matcher, bool follow, ContextDigestMemo* memo) {
     struct stat st {};
     if (::fstatat(dirfd, name.c_str(), &st, follow ? 0 : AT_SYMLINK_NOFOLLOW) != 0) throw_errno("stat", rel);
     bool skip = excluded(matcher, rel);
@@ -560,9 +579,11 @@ void hash_entry(oci::Sha256& h, int dirfd, const std::string& name, const std::s
     std::uint32_t mode = st.st_mode;
     h.update(&mode, sizeof mode);
     if (S_ISREG(st.st_mode)) {
-        UniqueFd f(::openat(dirfd, name.c_str(), O_RDONLY | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW)));
-        if (!f) throw_errno("open", rel);
-        hash_fd(h, f.get(), rel);
+        hash_file(h, st, rel, memo, [&] {
+            UniqueFd f(::openat(dirfd, name.c_str(), O_RDONLY | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW)));
+            if (!f) throw_errno("open", rel);
+            return f;
+        });
     } else if (S_ISLNK(st.st_mode)) {
         std::string target(PATH_MAX, '\0');
         ssize_t n = ::readlinkat(dirfd, name.c_str(), target.data(), target.size());
@@ -573,13 +594,90 @@ void hash_entry(oci::Sha256& h, int dirfd, const std::string& name, const std::s
         UniqueFd d(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW)));
         if (!d) throw_errno("open", rel);
         for (const auto& child : list_dir(d.get(), "."))
-            hash_entry(h, d.get(), child, join_rel(rel, child), matcher, false);
+            hash_entry(h, d.get(), child, join_rel(rel, child), matcher, false, memo);
     }
 }
 
 }  // namespace
 
-oci::Digest source_digest(int src_root_fd, const CopyRequest& req, const IgnoreMatcher* matcher) {
+ContextDigestMemo::ContextDigestMemo(fs::path store_cache_dir, std::string context, std::chrono::nanoseconds settle)
+    : file_(store_cache_dir / "context" / "digests.json"), context_(std::move(context)) {
+    struct timespec now {};
+    ::clock_gettime(CLOCK_REALTIME, &now);
+    settled_before_ns_ = ns_of(now) - static_cast<std::int64_t>(settle.count());
+    auto text = read_file_if_exists(file_, 256u << 20);
+    if (!text) return;
+    nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
+    if (!j.is_object() || j.value("version", 0) != 1 || !j.contains("entries") || !j["entries"].is_object()) return;
+    for (const auto& [key, v] : j["entries"].items()) {
+        if (!v.is_array() || v.size() != 6 || !v[5].is_string()) continue;
+        try {
+            entries_[key] = Entry{v[0].get<std::uint64_t>(), v[1].get<std::uint64_t>(), v[2].get<std::uint64_t>(),
+                                  v[3].get<std::int64_t>(), v[4].get<std::int64_t>(), v[5].get<std::string>(), false};
+        } catch (const nlohmann::json::exception&) {
+            // a malformed entry is a miss
+        }
+    }
+}
+
+oci::Digest ContextDigestMemo::file_digest(const struct stat& st, const std::string& rel,
+                                           const std::function<UniqueFd()>& open_for_read) {
+    const std::string key = context_ + "/" + rel;
+    const Entry now{static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino),
+                    static_cast<std::uint64_t>(st.st_size), ns_of(st.st_mtim), ns_of(st.st_ctim), {}, true};
+    auto it = entries_.find(key);
+    if (it != entries_.end() && it->second.dev == now.dev && it->second.ino == now.ino && it->second.size == now.size &&
+        it->second.mtime_ns == now.mtime_ns && it->second.ctime_ns == now.ctime_ns) {
+        if (auto d = oci::Digest::try_parse("sha256:" + it->second.digest)) {
+            it->second.used = true;
+            ++reused_;
+            return *d;
+        }
+    }
+    UniqueFd f = open_for_read();
+    oci::Digest d = content_digest(f.get(), rel);
+    ++hashed_;
+    // Remembered only when the content read is the content of that identity: nothing changed
+    // the file while it was read (fstat again) and its ctime had settled before hashing began.
+    struct stat after {};
+    if (::fstat(f.get(), &after) == 0 && after.st_ino == st.st_ino && after.st_size == st.st_size &&
+        ns_of(after.st_mtim) == now.mtime_ns && ns_of(after.st_ctim) == now.ctime_ns &&
+        now.ctime_ns < settled_before_ns_) {
+        Entry e = now;
+        e.digest = std::string(d.encoded());
+        entries_[key] = std::move(e);
+        changed_ = true;
+    } else if (it != entries_.end()) {
+        entries_.erase(it);
+        changed_ = true;
+    }
+    return d;
+}
+
+void ContextDigestMemo::save() const {
+    if (!changed_) return;
+    // Bounded: past the limit only what this build used is kept.
+    constexpr std::size_t kMaxEntries = 200000;
+    nlohmann::json entries = nlohmann::json::object();
+    for (const auto& [key, e] : entries_)
+        if (entries_.size() <= kMaxEntries || e.used)
+            entries[key] = {e.dev, e.ino, e.size, e.mtime_ns, e.ctime_ns, e.digest};
+    try {
+        make_dirs(file_.parent_path(), 0700);
+        fs::path tmp = file_.parent_path() / (".digests-" + random_hex(8) + ".tmp");
+        {
+            UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+            if (!fd) return;
+            write_all(fd.get(), nlohmann::json{{"version", 1}, {"entries", entries}}.dump(), tmp.string());
+        }
+        if (::rename(tmp.c_str(), file_.c_str()) != 0) ::unlink(tmp.c_str());
+    } catch (const std::exception&) {
+        // a cache: the next build hashes again
+    }
+}
+
+oci::Digest source_digest(int src_root_fd, const CopyRequest& req, const IgnoreMatcher* matcher,
+                          ContextDigestMemo* memo) {
     oci::Sha256 h;
     for (const auto& src : resolve_sources(src_root_fd, req, matcher)) {
         if (!src.heredoc.empty()) {
@@ -598,11 +696,13 @@ oci::Digest source_digest(int src_root_fd, const CopyRequest& req, const IgnoreM
             UniqueFd d = open_in_root(src_root_fd, src.rel, O_RDONLY | O_DIRECTORY);
             if (!d) throw_errno("open", src.rel);
             for (const auto& child : list_dir(d.get(), "."))
-                hash_entry(h, d.get(), child, join_rel(src.rel, child), matcher, false);
+                hash_entry(h, d.get(), child, join_rel(src.rel, child), matcher, false, memo);
         } else if (S_ISREG(st.st_mode)) {
-            UniqueFd f = open_in_root(src_root_fd, src.rel, O_RDONLY);
-            if (!f) throw_errno("open", src.rel);
-            hash_fd(h, f.get(), src.rel);
+            hash_file(h, st, src.rel, memo, [&] {
+                UniqueFd f = open_in_root(src_root_fd, src.rel, O_RDONLY);
+                if (!f) throw_errno("open", src.rel);
+                return f;
+            });
         }
     }
     return h.finish();

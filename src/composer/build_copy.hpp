@@ -12,12 +12,18 @@
 
 #include <sys/types.h>
 
+#include <sys/stat.h>
+
+#include <chrono>
 #include <cstdint>
+#include <filesystem>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "common/unique_fd.hpp"
 #include "composer/dockerignore.hpp"
 #include "oci/digest.hpp"
 #include "oci/owner_table.hpp"
@@ -90,10 +96,51 @@ void copy_files(int src_root_fd, const std::string& dest_root, const CopyRequest
                 const IgnoreMatcher* matcher, OwnerRecorder* owners = nullptr,
                 const oci::LayeredOwners* source_owners = nullptr);
 
-// sha256 over everything the sources name (paths, types, modes, link targets, contents):
-// the part of a COPY step's cache key that the context decides. Owners and mtimes of context
-// files do not count (COPY does not keep them).
-oci::Digest source_digest(int src_root_fd, const CopyRequest& request, const IgnoreMatcher* matcher);
+// A memo of context file content digests, one per store (<store>/cache/context/digests.json),
+// as BuildKit's contenthash keeps one: a file's path (context dir + relative path) -> its stat
+// identity (device, inode, size, mtime and ctime in ns) and the sha256 of its content. The stat
+// data only decides whether the content must be read again, never what it is: a file whose
+// identity is unchanged has the content it had when hashed, because any write changes its
+// ctime, which no user can set back. A file changed in the same clock tick as it was hashed
+// could keep its ctime, so entries are only remembered for files whose ctime was over two
+// seconds old when hashing started (younger ones are hashed every time until they settle).
+// The file is a cache: written by rename without fsync, read back as empty when unreadable.
+class ContextDigestMemo {
+public:
+    // Loads the memo of store_cache_dir for the context dir context (an absolute path). settle:
+    // how old a file's ctime must be to be remembered (tests shorten it).
+    ContextDigestMemo(std::filesystem::path store_cache_dir, std::string context,
+                      std::chrono::nanoseconds settle = std::chrono::seconds(2));
+    // sha256 of the content of the regular file rel (its path in the context; st: its stat):
+    // remembered when st matches, else read through open_for_read (and remembered when settled).
+    oci::Digest file_digest(const struct stat& st, const std::string& rel, const std::function<UniqueFd()>& open_for_read);
+    // Writes the memo back when it changed (a failed build does not call it: the store stays
+    // as it was). Errors are ignored: the next build hashes again.
+    void save() const;
+    std::size_t hashed() const noexcept { return hashed_; }        // files read in this build
+    std::size_t remembered() const noexcept { return reused_; }    // files not read
+
+private:
+    struct Entry {
+        std::uint64_t dev = 0, ino = 0, size = 0;
+        std::int64_t mtime_ns = 0, ctime_ns = 0;
+        std::string digest;  // hex
+        bool used = false;   // looked up in this build (kept first when the memo is trimmed)
+    };
+    std::filesystem::path file_;
+    std::string context_;
+    std::int64_t settled_before_ns_;  // ctime older than this: remembered
+    std::map<std::string, Entry> entries_;
+    bool changed_ = false;
+    std::size_t hashed_ = 0, reused_ = 0;
+};
+
+// sha256 over everything the sources name (paths, types, modes, link targets, the sha256 of
+// each file's content): the part of a COPY step's cache key that the context decides. Owners
+// and mtimes of context files do not count (COPY does not keep them). With memo, unchanged
+// files are not read again.
+oci::Digest source_digest(int src_root_fd, const CopyRequest& request, const IgnoreMatcher* matcher,
+                          ContextDigestMemo* memo = nullptr);
 
 // Parses --chmod (octal only, as BuildKit before 1.14's symbolic modes); throws Error.
 mode_t parse_chmod(const std::string& text, const std::string& instruction);

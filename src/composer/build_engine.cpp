@@ -254,6 +254,7 @@ public:
         }
         BuildResult result = write_image(stage_states_.at(target.index));
         rollback_.commit();
+        if (digest_memo_) digest_memo_->save();  // only a build that succeeded adds to the store
         return result;
     }
 
@@ -878,7 +879,9 @@ private:
         } else if (from.empty()) {
             UniqueFd ctx(::open(req_.context.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
             if (!ctx) throw_errno("open build context", req_.context.string());
-            key_parts.push_back(source_digest(ctx.get(), req, matcher_ ? &*matcher_ : nullptr).str());
+            if (!digest_memo_)
+                digest_memo_.emplace(store_.cache_dir(), fs::weakly_canonical(fs::absolute(req_.context)).string());
+            key_parts.push_back(source_digest(ctx.get(), req, matcher_ ? &*matcher_ : nullptr, &*digest_memo_).str());
             copy["src_dir"] = fs::absolute(req_.context).string();
             if (matcher_) copy["ignore"] = ignore_patterns_;
         } else {
@@ -963,6 +966,7 @@ private:
     std::map<int, ImageState> stage_states_;
     std::map<std::string, ImageState> mount_images_;  // images named by RUN --mount from=
     std::optional<std::vector<sock_filter>> seccomp_;  // seccomp_program()
+    std::optional<ContextDigestMemo> digest_memo_;     // the context files' digests (build_copy.hpp)
     std::uint64_t seccomp_caps_ = 0;
     int current_stage_index_ = 0;
     int step_ = 0;
