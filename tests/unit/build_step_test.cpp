@@ -116,7 +116,7 @@ TEST_CASE("step helper: a step it cannot run gets one error reply, and it serves
     CHECK(helper.finish() == 0);
 }
 
-TEST_CASE("step helper: rm removes a work dir (unreadable subdirs too) without a reply; EOF ends it", "[build_step]") {
+TEST_CASE("step helper: rm removes a work dir (unreadable subdirs too) without a reply, and EOF ends it", "[build_step]") {
     TempDir dir;
     const fs::path work = dir.path / "build-1";
     fs::create_directories(work / "work" / "work");
