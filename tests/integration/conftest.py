@@ -284,3 +284,15 @@ def fake_registry():
     yield factory
     for fake in started:
         fake.stop()
+
+
+# A loopback HTTP registry holding the runtime tests' busybox image as busybox:latest, one per
+# test module (the build tests' base image). A module may define its own `reg` instead.
+@pytest.fixture(scope="module")
+def reg(session_dir):
+    from helpers.runtime_images import ensure_runtime_images
+    rt = ensure_runtime_images()
+    r = start_registry("http", base_dir=session_dir)
+    rt.push(rt.busybox, r, "busybox:latest")
+    yield r
+    r.stop()

@@ -19,18 +19,7 @@ import pytest
 from helpers.build import (MODES, build, image_id, index_digest, make_context, step_lines,
                            write_context_file)
 from helpers.checks import assert_one_error, assert_store_unchanged, wait_for
-from helpers.registry import start_registry
-from helpers.runtime_images import ensure_runtime_images
 from helpers.store import image_names, snapshot
-
-
-@pytest.fixture(scope="module")
-def reg(session_dir):
-    rt = ensure_runtime_images()
-    r = start_registry("http", base_dir=session_dir)
-    rt.push(rt.busybox, r, "busybox:latest")
-    yield r
-    r.stop()
 
 
 @pytest.fixture

@@ -18,8 +18,6 @@ import pytest
 from helpers.build import (build, final_entries, image_id, layer_members, make_context,
                            manifest_and_config, step_lines, tree)
 from helpers.checks import skopeo_inspect, umoci_unpack
-from helpers.registry import start_registry
-from helpers.runtime_images import ensure_runtime_images
 from helpers.store import verify_store
 from helpers.util import run
 from test_unpack_debian import _layer_paths, debian_layout
@@ -36,15 +34,6 @@ SINGLE_NEEDS_EMULATION = pytest.mark.xfail(
 def mode_params(single_mark=None):
     return [pytest.param("subuid", id="subuid"),
             pytest.param("single", id="single", marks=[single_mark] if single_mark else [])]
-
-
-@pytest.fixture(scope="module")
-def reg(session_dir):
-    rt = ensure_runtime_images()
-    r = start_registry("http", base_dir=session_dir)
-    rt.push(rt.busybox, r, "busybox:latest")
-    yield r
-    r.stop()
 
 
 # --- a CI base image ---------------------------------------------------------------------------

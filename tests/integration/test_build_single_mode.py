@@ -17,22 +17,11 @@ import pytest
 
 from helpers.build import (build, final_entries, layer_members, make_context, manifest_and_config,
                            step_lines)
-from helpers.registry import start_registry
-from helpers.runtime_images import ensure_runtime_images
 from helpers.store import read_blob, verify_store
 from helpers.util import run
 from test_unpack_debian import debian_layout
 
 APT_CONF = "dev/.aishell-apt.conf"
-
-
-@pytest.fixture(scope="module")
-def reg(session_dir):
-    rt = ensure_runtime_images()
-    r = start_registry("http", base_dir=session_dir)
-    rt.push(rt.busybox, r, "busybox:latest")
-    yield r
-    r.stop()
 
 
 def layered_text(store, manifest, name):
