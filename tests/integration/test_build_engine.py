@@ -2,9 +2,7 @@
 fixture image pushed to a local registry (the build pulls it). Every built image is read back by
 independent tools: skopeo inspect, umoci unpack (its tree against the expected listing) and
 Python's tarfile over the layer blobs (whiteouts, opaque markers, owners, modes)."""
-import gzip
 import io
-import json
 import os
 import re
 import stat
@@ -12,9 +10,11 @@ import tarfile
 
 import pytest
 
+from helpers.build import (build, image_id, index_digest, layer_members, make_context, manifest_and_config,
+                           tree)
 from helpers.checks import assert_one_error, assert_store_unchanged, skopeo_inspect, umoci_unpack
 from helpers.runtime_images import ensure_runtime_images
-from helpers.store import read_blob, snapshot, verify_store
+from helpers.store import snapshot, verify_store
 
 
 @pytest.fixture(scope="session")
@@ -28,68 +28,6 @@ def base(aishell, registry, rt_images):
     reg = registry("http")
     rt_images.push(rt_images.busybox, reg, "busybox:latest")
     return f"{reg.host}/busybox:latest"
-
-
-def make_context(aishell, files):
-    """A build context owned by the unprivileged user: {relpath: str|bytes|("link", target)}."""
-    ctx = aishell.make_dir(os.path.join(aishell.workdir, "ctx"))
-    uid, gid = aishell.entry.pw_uid, aishell.entry.pw_gid
-    for rel, content in files.items():
-        path = os.path.join(ctx, rel)
-        d = os.path.dirname(path)
-        os.makedirs(d, exist_ok=True)
-        while d != ctx:
-            os.chown(d, uid, gid)
-            d = os.path.dirname(d)
-        if isinstance(content, tuple):
-            os.symlink(content[1], path)
-            os.lchown(path, uid, gid)
-            continue
-        with open(path, "wb") as f:
-            f.write(content if isinstance(content, bytes) else content.encode())
-        os.chown(path, uid, gid)
-    return ctx
-
-
-def build(aishell, ctx, *args, mode="subuid", check=True):
-    return aishell("build", *args, ctx, user="unpriv", env={"AISHELL_USERNS": mode}, check=check, timeout=180)
-
-
-def image_id(proc):
-    return proc.stdout.strip().splitlines()[-1]
-
-
-def manifest_and_config(store, name):
-    index = json.loads(read_blob(store, _index_digest(store, name)))
-    config = json.loads(read_blob(store, index["config"]["digest"]))
-    return index, config
-
-
-def _index_digest(store, name):
-    with open(os.path.join(store, "oci", "index.json")) as f:
-        for m in json.load(f)["manifests"]:
-            if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == name:
-                return m["digest"]
-    raise AssertionError(f"{name} not in index.json")
-
-
-def layer_members(store, desc):
-    data = read_blob(store, desc["digest"])
-    if desc["mediaType"].endswith("gzip"):
-        data = gzip.decompress(data)
-    with tarfile.open(fileobj=io.BytesIO(data)) as t:
-        return {m.name.rstrip("/"): m for m in t.getmembers()}
-
-
-def tree(rootfs):
-    """{path: kind} of an unpacked rootfs."""
-    out = {}
-    for root, dirs, files in os.walk(rootfs):
-        for name in dirs + files:
-            p = os.path.join(root, name)
-            rel = "/" + os.path.relpath(p, rootfs)
-            out[rel] = "link" if os.path.islink(p) else "dir" if os.path.isdir(p) else "file"
-    return out
 
 
 def files_tar():
@@ -135,7 +73,7 @@ def test_build_layers_config_and_independent_tools(aishell, base, tmp_path):
     store = aishell.store
     manifest, config = manifest_and_config(store, "built:1")
     assert image_id(r) == manifest["config"]["digest"]
-    assert _index_digest(store, "built:alias") == _index_digest(store, "built:1")
+    assert index_digest(store, "built:alias") == index_digest(store, "built:1")
     assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
     assert not verify_store(store)
 
@@ -153,7 +91,7 @@ def test_build_layers_config_and_independent_tools(aishell, base, tmp_path):
     assert any(h["created_by"].startswith("ENV APP=/app") and h["empty_layer"] for h in hist)
 
     info = skopeo_inspect(store, "built:1")
-    assert info["Digest"] == _index_digest(store, "built:1") and info["Labels"]["org.example.k"] == "v /app"
+    assert info["Digest"] == index_digest(store, "built:1") and info["Labels"]["org.example.k"] == "v /app"
 
     rootfs = umoci_unpack(store, "built:1", tmp_path / "bundle")
     t = tree(rootfs)
@@ -193,7 +131,7 @@ def test_rebuild_is_cached_and_a_context_change_reruns_only_later_steps(aishell,
     first = build(aishell, ctx, "-t", "c:1")
     second = build(aishell, ctx, "-t", "c:2")
     assert image_id(first) == image_id(second)
-    assert _index_digest(aishell.store, "c:1") == _index_digest(aishell.store, "c:2")
+    assert index_digest(aishell.store, "c:1") == index_digest(aishell.store, "c:2")
     for n in range(2, 7):
         assert re.search(rf"^CACHED \[{n}/6\]", second.stderr, re.M), second.stderr
 
@@ -248,7 +186,7 @@ def test_failing_run_names_the_step_and_leaves_the_store(aishell, base):
                                                "RUN echo after\n", "f": "x"})
     r = build(aishell, ctx, "-t", "bad:1", check=False)
     assert r.returncode == 1
-    line = assert_one_error(r, r"\[3/4\].*status 3")
+    assert_one_error(r, r"\[3/4\].*status 3")
     assert "visible-output" in r.stdout + r.stderr and "after" not in r.stdout
     assert_store_unchanged(aishell.store, before)
 

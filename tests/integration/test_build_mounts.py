@@ -4,21 +4,20 @@ Every check reads the result independently: the layer tars (Python's tarfile), t
 history JSON, umoci's unpacked tree, and the raw bytes of every file in the store."""
 import gzip
 import hashlib
-import io
 import json
 import os
 import re
 import shutil
 import subprocess
-import tarfile
 import time
 
 import pytest
 
 from helpers import users
+from helpers.build import build, layer_members, manifest_and_config
 from helpers.checks import assert_one_error, assert_store_unchanged, umoci_unpack
 from helpers.runtime_images import ensure_runtime_images
-from helpers.store import read_blob, snapshot, verify_store
+from helpers.store import snapshot, verify_store
 
 MODES = ["subuid", "single"]
 
@@ -54,33 +53,6 @@ def make_context(aishell, files, name="ctx"):
         os.chmod(path, 0o755 if rel.startswith("root/") else 0o644)
         chown_up(aishell, path, ctx)
     return ctx
-
-
-def build(aishell, ctx, *args, mode="subuid", check=True, env=None):
-    e = {"AISHELL_USERNS": mode}
-    e.update(env or {})
-    return aishell("build", *args, ctx, user="unpriv", env=e, check=check, timeout=180)
-
-
-def index_digest(store, name):
-    with open(os.path.join(store, "oci", "index.json")) as f:
-        for m in json.load(f)["manifests"]:
-            if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == name:
-                return m["digest"]
-    raise AssertionError(f"{name} not in index.json")
-
-
-def manifest_and_config(store, name):
-    manifest = json.loads(read_blob(store, index_digest(store, name)))
-    return manifest, json.loads(read_blob(store, manifest["config"]["digest"]))
-
-
-def layer_members(store, desc):
-    data = read_blob(store, desc["digest"])
-    if desc["mediaType"].endswith("gzip"):
-        data = gzip.decompress(data)
-    with tarfile.open(fileobj=io.BytesIO(data)) as t:
-        return {m.name.rstrip("/"): m for m in t.getmembers()}
 
 
 def new_layers(store, name, base):

@@ -60,10 +60,11 @@ def write_context_file(runner, ctx, rel, content):
     os.chown(path, runner.entry.pw_uid, runner.entry.pw_gid)
 
 
-def build(runner, ctx, *args, mode="subuid", check=True, timeout=180):
-    """`aishell build ARGS CTX` as the unprivileged user in the given userns mode."""
-    return runner("build", *args, ctx, user="unpriv", env={"AISHELL_USERNS": mode}, check=check,
-                  timeout=timeout)
+def build(runner, ctx, *args, mode="subuid", check=True, timeout=180, env=None):
+    """`aishell build ARGS CTX` as the unprivileged user in the given userns mode (env: more
+    variables for aishell)."""
+    return runner("build", *args, ctx, user="unpriv", env={"AISHELL_USERNS": mode, **(env or {})},
+                  check=check, timeout=timeout)
 
 
 def image_id(proc):
