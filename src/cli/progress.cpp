@@ -20,6 +20,13 @@ std::string rate_text(double bytes_per_second) {
     return human_size(static_cast<std::int64_t>(bytes_per_second)) + "/s";
 }
 
+// The average rate of `bytes` moved between start and end; "" for no time or no bytes.
+std::string average_rate_text(std::uint64_t bytes, std::chrono::steady_clock::time_point start,
+                              std::chrono::steady_clock::time_point end) {
+    double seconds = std::chrono::duration<double>(end - start).count();
+    return seconds > 0 ? rate_text(static_cast<double>(bytes) / seconds) : "";
+}
+
 }  // namespace
 
 registry::DebugLog make_debug_log(const GlobalOptions& global) {
@@ -111,8 +118,7 @@ void PullProgress::on_blob_done(const oci::Descriptor& d) {
     r.bytes = r.total;
     r.end = std::chrono::steady_clock::now();
     if (mode_ == Mode::Plain) {
-        double seconds = std::chrono::duration<double>(r.end - r.start).count();
-        std::string rate = seconds > 0 ? rate_text(static_cast<double>(r.total - r.start_bytes) / seconds) : "";
+        std::string rate = average_rate_text(r.total - r.start_bytes, r.start, r.end);
         write("Copied blob " + d.digest.short_form() + " (" + human_size(d.size) + (rate.empty() ? "" : ", " + rate) + ")\n");
     } else {
         redraw(true);
@@ -151,9 +157,9 @@ std::string PullProgress::render(const Row& r) const {
         case Row::Done: {
             // The average rate stays on the finished row (a small blob is done before any
             // redraw could show a running rate).
-            double seconds = std::chrono::duration<double>(r.end - r.start).count();
             status = "done " + human_size(static_cast<std::int64_t>(r.total));
-            if (seconds > 0) status += "  " + rate_text(static_cast<double>(r.total - r.start_bytes) / seconds);
+            if (auto rate = average_rate_text(r.total - r.start_bytes, r.start, r.end); !rate.empty())
+                status += "  " + rate;
             break;
         }
         case Row::Running: {
