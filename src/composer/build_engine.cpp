@@ -723,7 +723,7 @@ private:
             const fs::path dir = store_.cache_dir() / "seccomp";
             const std::string profile = runtime::default_seccomp_profile_text();
             const runtime::SeccompContext ctx = runtime::host_seccomp_context(caps);
-            const fs::path entry = dir / (runtime::seccomp_cache_key(profile, ctx) + ".bpf");
+            const fs::path entry = runtime::seccomp_cache_entry(dir, profile, ctx);
             std::error_code ec;
             const bool had_dir = fs::exists(dir, ec), had_entry = fs::exists(entry, ec);
             seccomp_ = runtime::compile_seccomp_cached(dir, profile, ctx);

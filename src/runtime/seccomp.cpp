@@ -270,6 +270,7 @@ std::vector<sock_filter> compile_seccomp(const SeccompProfile& p, const SeccompC
 
 namespace {
 
+constexpr const char* kCacheEntrySuffix = ".bpf";
 constexpr std::string_view kCacheMagic = "aishell-seccomp-bpf 1 ";
 
 std::string program_sha256(const std::vector<sock_filter>& prog) {
@@ -351,7 +352,7 @@ void prune_stale_entries(const fs::path& dir) {
     std::error_code ec;
     for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
         std::error_code e2;
-        if (it->path().extension() == ".bpf" && it->is_regular_file(e2) && it->last_write_time(e2) < cutoff && !e2)
+        if (it->path().extension() == kCacheEntrySuffix && it->is_regular_file(e2) && it->last_write_time(e2) < cutoff && !e2)
             fs::remove(it->path(), e2);
     }
 }
@@ -406,12 +407,16 @@ std::optional<std::vector<sock_filter>> decode_seccomp_cache_entry(std::string_v
     return prog;
 }
 
+fs::path seccomp_cache_entry(const fs::path& cache_dir, std::string_view profile_json, const SeccompContext& ctx) {
+    return cache_dir / (seccomp_cache_key(profile_json, ctx) + kCacheEntrySuffix);
+}
+
 std::vector<sock_filter> compile_seccomp_cached(const fs::path& cache_dir, std::string_view profile_json,
                                                 const SeccompContext& ctx) {
     // Without a build-id the key cannot tell this aishell's compiler from another's: no cache.
     if (executable_build_id().empty()) return compile_seccomp(parse_seccomp_profile(profile_json), ctx);
     const std::string key = seccomp_cache_key(profile_json, ctx);
-    const fs::path entry = cache_dir / (key + ".bpf");
+    const fs::path entry = cache_dir / (key + kCacheEntrySuffix);
     if (auto data = read_trusted_entry(cache_dir, entry))
         if (auto prog = decode_seccomp_cache_entry(*data, key)) return *prog;
     auto prog = compile_seccomp(parse_seccomp_profile(profile_json), ctx);

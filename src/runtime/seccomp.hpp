@@ -82,6 +82,10 @@ std::string executable_build_id();
 // profile's JSON text. The program is a pure function of these.
 std::string seccomp_cache_key(std::string_view profile_json, const SeccompContext& ctx);
 
+// Where compile_seccomp_cached keeps the program for this profile and ctx: cache_dir/<key>.bpf.
+std::filesystem::path seccomp_cache_entry(const std::filesystem::path& cache_dir, std::string_view profile_json,
+                                          const SeccompContext& ctx);
+
 // parse_seccomp_profile + compile_seccomp, memoized in cache_dir/<key>.bpf (libseccomp takes
 // 10-30 ms per compilation; a cached load is one small read). Entries are written atomically
 // (temp file + rename, mode 0600 in a 0700 dir) and verified on load (owner = euid, not group or
