@@ -17,6 +17,7 @@
 #include "common/error.hpp"
 #include "common/file.hpp"
 #include "common/unique_fd.hpp"
+#include "child_process.hpp"
 #include "composer/build_copy.hpp"
 #include "oci/layer_write.hpp"
 #include "oci/store.hpp"
@@ -139,35 +140,10 @@ struct Stat {
 template <typename Fn>
 std::string in_single_userns(Fn fn) {
     REQUIRE(::geteuid() == 0);
-    int fds[2];
-    REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
-    pid_t pid = ::fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-        ::close(fds[0]);
-        std::string out;
-        auto write_proc = [](const char* path, std::string_view s) {
-            UniqueFd fd(::open(path, O_WRONLY | O_CLOEXEC));
-            return fd && ::write(fd.get(), s.data(), s.size()) == static_cast<ssize_t>(s.size());
-        };
-        bool mapped = ::unshare(CLONE_NEWUSER) == 0 && write_proc("/proc/self/uid_map", "0 0 1") &&
-                      write_proc("/proc/self/setgroups", "deny") && write_proc("/proc/self/gid_map", "0 0 1");
-        try {
-            out = mapped ? fn() : "error: cannot make the user namespace";
-        } catch (const std::exception& e) {
-            out = std::string("error: ") + e.what();
-        }
-        (void)!::write(fds[1], out.data(), out.size());
-        ::_exit(0);
-    }
-    ::close(fds[1]);
-    std::string out;
-    char buf[4096];
-    ssize_t n;
-    while ((n = ::read(fds[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<std::size_t>(n));
-    ::close(fds[0]);
     int status = 0;
-    ::waitpid(pid, &status, 0);
+    std::string out = test::output_of_child(
+        [&]() -> std::string { return test::enter_single_id_userns() ? fn() : "error: cannot make the user namespace"; },
+        status);
     CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 0));
     return out;
 }

@@ -30,6 +30,7 @@
 #include "runtime/mounts.hpp"
 #include "runtime/fakeroot.hpp"
 #include "runtime/seccomp.hpp"
+#include "child_process.hpp"
 
 using namespace aishell::runtime;
 namespace fs = std::filesystem;
@@ -57,28 +58,16 @@ bool load(const std::vector<sock_filter>& prog) {
 // Runs body in a forked child after loading filters (in order); returns what body returned, or
 // a description of how the child failed. body reports problems as text ("" = all well).
 std::string in_child(const std::vector<std::vector<sock_filter>>& filters, const std::function<std::string()>& body) {
-    int fds[2];
-    REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
-    pid_t pid = ::fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-        ::close(fds[0]);
-        std::string out;
-        if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) out = "no_new_privs failed";
-        for (const auto& f : filters)
-            if (out.empty() && !load(f)) out = std::string("seccomp load failed: ") + std::strerror(errno);
-        if (out.empty()) out = body();
-        (void)!::write(fds[1], out.data(), out.size());
-        ::_exit(0);
-    }
-    ::close(fds[1]);
-    std::string got;
-    char buf[512];
-    ssize_t n;
-    while ((n = ::read(fds[0], buf, sizeof buf)) > 0) got.append(buf, static_cast<std::size_t>(n));
-    ::close(fds[0]);
     int status = 0;
-    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    std::string got = aishell::test::output_of_child(
+        [&]() -> std::string {
+            if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return "no_new_privs failed";
+            for (const auto& f : filters)
+                if (!load(f)) return std::string("seccomp load failed: ") + std::strerror(errno);
+            return body();
+        },
+        status);
+    REQUIRE(status != -1);
     if (!WIFEXITED(status)) return "child died with signal " + std::to_string(WTERMSIG(status));
     return got;
 }

@@ -26,6 +26,7 @@
 #include "oci/layer_extract.hpp"
 #include "oci/layer_unpack.hpp"
 #include "oci/store.hpp"
+#include "child_process.hpp"
 
 namespace fs = std::filesystem;
 using aishell::UniqueFd;
@@ -473,40 +474,22 @@ TEST_CASE("single-mapping user namespace: unmapped owners are counted, whiteouts
     Corpus c;
     fs::path dest = c.dir.path() / "dest";
     fs::create_directory(dest);
-    int fds[2];
-    REQUIRE(::pipe(fds) == 0);
-    pid_t pid = ::fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-        // Map only one uid/gid (host root, as the caller)
-        // to 0, as single mode does: no capabilities on the host.
-        ::close(fds[0]);
-        std::string out;
-        // /proc files take one plain write() (no temp file and rename); setgroups must be
-        // denied before an unprivileged-style gid_map is accepted.
-        auto write_proc = [](const char* path, std::string_view s) {
-            UniqueFd fd(::open(path, O_WRONLY | O_CLOEXEC));
-            return fd && ::write(fd.get(), s.data(), s.size()) == static_cast<ssize_t>(s.size());
-        };
-        bool mapped = ::unshare(CLONE_NEWUSER) == 0 && write_proc("/proc/self/uid_map", "0 0 1") &&
-                      write_proc("/proc/self/setgroups", "deny") && write_proc("/proc/self/gid_map", "0 0 1");
-        try {
-            ExtractOptions opts;
-            auto s = extract_file(c.out / "features.tar", mt::Compression::None, dest, opts);
-            out = std::to_string(mapped) + " " + std::to_string(s.unmapped_owners) + " " +
-                  std::to_string(s.skipped_devices) + " " + std::to_string(s.whiteouts);
-        } catch (const std::exception& e) {
-            out = std::string("error ") + e.what();
-        }
-        (void)!::write(fds[1], out.data(), out.size());
-        ::_exit(0);
-    }
-    ::close(fds[1]);
-    char buf[512];
-    ssize_t n = ::read(fds[0], buf, sizeof buf);
-    ::close(fds[0]);
-    ::waitpid(pid, nullptr, 0);
-    std::string out(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
+    // Map only one uid/gid (host root, as the caller) to 0, as single mode does: no
+    // capabilities on the host.
+    int status = 0;
+    std::string out = aishell::test::output_of_child(
+        [&]() -> std::string {
+            bool mapped = aishell::test::enter_single_id_userns();
+            try {
+                ExtractOptions opts;
+                auto s = extract_file(c.out / "features.tar", mt::Compression::None, dest, opts);
+                return std::to_string(mapped) + " " + std::to_string(s.unmapped_owners) + " " +
+                       std::to_string(s.skipped_devices) + " " + std::to_string(s.whiteouts);
+            } catch (const std::exception& e) {
+                return std::string("error ") + e.what();
+            }
+        },
+        status);
     // owned (1000:1000) and bin/sg (gid 42) are unmapped; /dev/null needs CAP_MKNOD on the host.
     CHECK(out == "1 2 1 1");
     CHECK(is_whiteout(dest / "gone"));
