@@ -54,7 +54,7 @@ int run_exec(const CommandContext& ctx, ExecArgs& a, CLI::App& sub) {
     try {
         auto store = open_store(ctx.global);
         auto entry = find_or_pull(ctx, store, a.image.empty() ? kDefaultImage : a.image);
-        auto image = oci::load_image(store, entry);
+        auto image = oci::load_image(store, entry, std::nullopt, oci::BlobCheck::TrustStore);
         if (a.network == "none") a.run.network = runtime::Network::None;
         else if (a.network != "host") throw Error("--network " + a.network + " is not supported", "use host or none");
         if (!a.userns.empty() && a.userns != "keep-id") throw Error("--userns=" + a.userns + " is not supported", "use keep-id");

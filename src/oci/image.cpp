@@ -12,8 +12,8 @@ std::int64_t Image::size() const {
 
 namespace {
 
-Descriptor pick_from_index(const Store& store, const Descriptor& index_desc, const Platform& wanted) {
-    std::string bytes = read_manifest_blob(store, index_desc);
+Descriptor pick_from_index(const Store& store, const Descriptor& index_desc, const Platform& wanted, BlobCheck check) {
+    std::string bytes = read_manifest_blob(store, index_desc, check);
     Index index = parse_index(bytes, detect_manifest_kind(index_desc.media_type, bytes));
     for (const auto& entry : index.manifests) {
         if (!entry.platform || !platform_matches(wanted, *entry.platform)) continue;
@@ -25,21 +25,23 @@ Descriptor pick_from_index(const Store& store, const Descriptor& index_desc, con
 
 }  // namespace
 
-Image load_image(const Store& store, const ImageEntry& entry, const std::optional<Platform>& platform) {
+Image load_image(const Store& store, const ImageEntry& entry, const std::optional<Platform>& platform, BlobCheck check) {
     return with_context("image " + entry.name, [&] {
         Image image;
         image.name = entry.name;
         image.manifest_descriptor = entry.descriptor;
-        std::string bytes = read_manifest_blob(store, entry.descriptor);
+        std::string bytes = read_manifest_blob(store, entry.descriptor, check);
         ManifestKind kind = detect_manifest_kind(entry.descriptor.media_type, bytes);
         if (is_index_kind(kind)) {
-            image.manifest_descriptor = pick_from_index(store, entry.descriptor, platform.value_or(Platform::host()));
-            bytes = read_manifest_blob(store, image.manifest_descriptor);
+            image.manifest_descriptor = pick_from_index(store, entry.descriptor, platform.value_or(Platform::host()), check);
+            bytes = read_manifest_blob(store, image.manifest_descriptor, check);
             kind = detect_manifest_kind(image.manifest_descriptor.media_type, bytes);
         }
         image.manifest = parse_manifest(bytes, kind);
         image.config_digest = image.manifest.config.digest;
-        image.config = ImageConfig::parse(store.read_blob(image.config_digest, kMaxConfigSize));
+        std::string config = store.read_blob(image.config_digest, kMaxConfigSize, check);
+        check_blob_length(image.manifest.config, config.size());
+        image.config = ImageConfig::parse(config);
         if (image.config.diff_ids().size() != image.manifest.layers.size())
             throw Error("config has " + std::to_string(image.config.diff_ids().size()) +
                         " diff_ids but the manifest has " + std::to_string(image.manifest.layers.size()) +

@@ -22,9 +22,10 @@ struct Image {
 };
 
 // Loads the image an index.json entry names. For an index entry, picks the manifest for
-// platform (default: the host) among the ones present in the store.
-Image load_image(const Store& store, const ImageEntry& entry,
-                 const std::optional<Platform>& platform = std::nullopt);
+// platform (default: the host) among the ones present in the store. check: how its manifest(s)
+// and config are checked (store.hpp's BlobCheck; exec trusts the store).
+Image load_image(const Store& store, const ImageEntry& entry, const std::optional<Platform>& platform = std::nullopt,
+                 BlobCheck check = BlobCheck::Rehash);
 
 // Splits "host:5000/repo/name:tag" into ("host:5000/repo/name", "tag"); a digest name
 // ("repo@sha256:...") yields ("repo", "<none>") as podman shows it.

@@ -83,6 +83,15 @@ private:
     std::unique_ptr<State> state_;
 };
 
+// How a read checks a blob. Every blob was verified against its digest when it was written
+// (BlobWriter::commit: temp file, hash of what was written, rename). Rehash verifies it again on
+// every read (pull, build, inspect, GC). TrustStore checks only what is cheap (size limits, the
+// length the descriptor gives): for what `exec` reads on every run, the image's manifest and
+// config, where a rehash would load and initialise libcrypto (about 1 ms, a third of a whole
+// ch-run) to guard against nothing that the layer trees beside them, which no run re-hashes,
+// are not equally open to. The store is trusted as far as its owner (runtime README).
+enum class BlobCheck { Rehash, TrustStore };
+
 class Store {
 public:
     // $AISHELL_STORE, else ${XDG_DATA_HOME:-~/.local/share}/aishell.
@@ -103,8 +112,9 @@ public:
     fs::path blob_path(const Digest& d) const;
     bool has_blob(const Digest& d) const;
     std::optional<std::uint64_t> blob_size(const Digest& d) const;
-    // Reads a blob, refusing one larger than max_size and verifying its digest.
-    std::string read_blob(const Digest& d, std::uint64_t max_size) const;
+    // Reads a blob, refusing one larger than max_size and (with BlobCheck::Rehash) verifying its
+    // digest.
+    std::string read_blob(const Digest& d, std::uint64_t max_size, BlobCheck check = BlobCheck::Rehash) const;
     // Writes data as a blob (verified, durable) and returns its digest.
     Digest put_blob(std::string_view data);
     // A writer for a blob. With resume_key (e.g. the expected digest), an existing partial in
@@ -131,8 +141,11 @@ private:
     fs::path root_;
 };
 
-// Reads a manifest (or index) blob: size-limited and digest-verified.
-std::string read_manifest_blob(const Store& store, const Descriptor& d);
+// Reads a manifest (or index) blob: size-limited, its length checked against d.size and (with
+// BlobCheck::Rehash) its digest verified.
+std::string read_manifest_blob(const Store& store, const Descriptor& d, BlobCheck check = BlobCheck::Rehash);
+// Throws Error (the store is corrupt) when a blob read for d is not d.size bytes long.
+void check_blob_length(const Descriptor& d, std::size_t actual);
 
 // Garbage collection: mark from index.json (following indexes into manifests, manifests into
 // config and layers) and from extra_roots (the build cache's entries), then sweep unmarked blobs

@@ -24,7 +24,6 @@
 #include "common/error.hpp"
 #include "common/file.hpp"
 #include "common/unique_fd.hpp"
-#include "oci/digest.hpp"
 #include "runtime/capabilities.hpp"
 
 namespace aishell::runtime {
@@ -271,10 +270,27 @@ std::vector<sock_filter> compile_seccomp(const SeccompProfile& p, const SeccompC
 namespace {
 
 constexpr const char* kCacheEntrySuffix = ".bpf";
-constexpr std::string_view kCacheMagic = "aishell-seccomp-bpf 1 ";
+constexpr std::string_view kCacheMagic = "aishell-seccomp-bpf 2 ";
 
-std::string program_sha256(const std::vector<sock_filter>& prog) {
-    return std::string(oci::sha256_of({reinterpret_cast<const char*>(prog.data()), prog.size() * sizeof(sock_filter)}).encoded());
+// FNV-1a (64 bit). It names a cache entry and checks its program for truncation and bit rot; it
+// need not be cryptographic: an entry carries its whole key text, which a hit compares byte for
+// byte (two keys with the same name only replace each other's entry), and the cache is trusted
+// exactly as far as the store is (see read_trusted_entry). SHA-256 here would load and
+// initialise libcrypto on every exec: about a millisecond, a third of a whole ch-run.
+std::uint64_t fnv1a64(std::string_view data) {
+    std::uint64_t h = 0xcbf29ce484222325ull;
+    for (unsigned char c : data) h = (h ^ c) * 0x100000001b3ull;
+    return h;
+}
+
+std::string hex64(std::uint64_t v) {
+    char buf[17];
+    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+    return buf;
+}
+
+std::string_view program_bytes(const std::vector<sock_filter>& prog) {
+    return {reinterpret_cast<const char*>(prog.data()), prog.size() * sizeof(sock_filter)};
 }
 
 // The GNU build-id note of the running executable (hex), "" when it has none. The compiled
@@ -317,7 +333,7 @@ std::string read_build_id() {
 
 // Trust in a cache entry.
 //
-// An entry is checked against its own SHA-256 only, which catches truncation and bit rot, not
+// An entry is checked against its own checksum only, which catches truncation and bit rot, not
 // tampering: a keyed MAC would need a secret that whoever can write the store cannot read, and
 // every place aishell could keep one (the store, $HOME, the keyring of the same uid) is open to
 // the same writers. So the cache is trusted exactly as far as the store is, the same model as
@@ -367,48 +383,58 @@ std::string executable_build_id() {
 std::string seccomp_cache_key(std::string_view profile_json, const SeccompContext& ctx) {
     const scmp_version* v = seccomp_version();
     char head[256];
-    std::snprintf(head, sizeof head, "aishell seccomp cache 1\nlibseccomp %u.%u.%u\nnative %u\ncaps %llx\n",
+    std::snprintf(head, sizeof head, "aishell seccomp cache 2\nlibseccomp %u.%u.%u\nnative %u\ncaps %llx\n",
                   v ? v->major : 0, v ? v->minor : 0, v ? v->micro : 0, seccomp_arch_native(),
                   static_cast<unsigned long long>(ctx.capabilities));
-    oci::Sha256 h;
-    h.update(std::string_view(head));
-    h.update("aishell build " + executable_build_id() + "\n");
-    h.update("kernel " + ctx.kernel_release + "\narch " + ctx.go_arch + "\nprofile\n");
-    h.update(profile_json);
-    return std::string(h.finish().encoded());
+    std::string key = head;
+    key += "aishell build " + executable_build_id() + "\n";
+    key += "kernel " + ctx.kernel_release + "\narch " + ctx.go_arch + "\nprofile\n";
+    key += profile_json;
+    return key;
 }
 
 std::string encode_seccomp_cache_entry(const std::string& key, const std::vector<sock_filter>& prog) {
     std::string out(kCacheMagic);
-    out += key + " " + std::to_string(prog.size()) + " " + program_sha256(prog) + "\n";
-    out.append(reinterpret_cast<const char*>(prog.data()), prog.size() * sizeof(sock_filter));
+    out += std::to_string(key.size()) + " " + std::to_string(prog.size()) + " " + hex64(fnv1a64(program_bytes(prog))) + "\n";
+    out += key;
+    out += program_bytes(prog);
     return out;
 }
+
+namespace {
+
+// A decimal field of at most max_digits digits, nullopt otherwise.
+std::optional<std::size_t> decimal_field(std::string_view text, std::size_t max_digits) {
+    if (text.empty() || text.size() > max_digits ||
+        !std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; }))
+        return std::nullopt;
+    return std::stoul(std::string(text));
+}
+
+}  // namespace
 
 std::optional<std::vector<sock_filter>> decode_seccomp_cache_entry(std::string_view data, const std::string& key) {
     if (data.substr(0, kCacheMagic.size()) != kCacheMagic) return std::nullopt;
     auto nl = data.find('\n');
     if (nl == std::string_view::npos) return std::nullopt;
-    std::string_view head = data.substr(kCacheMagic.size(), nl - kCacheMagic.size()), body = data.substr(nl + 1);
-    // "<key> <count> <sha256>"
+    std::string_view head = data.substr(kCacheMagic.size(), nl - kCacheMagic.size()), rest = data.substr(nl + 1);
+    // "<key length> <count> <checksum>"
     auto sp1 = head.find(' '), sp2 = head.rfind(' ');
     if (sp1 == std::string_view::npos || sp2 == sp1) return std::nullopt;
-    if (head.substr(0, sp1) != key) return std::nullopt;
-    std::string_view count_text = head.substr(sp1 + 1, sp2 - sp1 - 1), sum = head.substr(sp2 + 1);
-    if (count_text.empty() || count_text.size() > 5 ||
-        !std::all_of(count_text.begin(), count_text.end(), [](char c) { return c >= '0' && c <= '9'; }))
-        return std::nullopt;
-    std::size_t count = std::stoul(std::string(count_text));
+    auto key_size = decimal_field(head.substr(0, sp1), 7);
+    auto count = decimal_field(head.substr(sp1 + 1, sp2 - sp1 - 1), 5);
+    if (!key_size || *key_size != key.size() || rest.substr(0, key.size()) != key) return std::nullopt;
+    std::string_view body = rest.substr(key.size());
     // A classic BPF program has at most BPF_MAXINSNS (4096) instructions; seccomp(2) says the same.
-    if (count == 0 || count > BPF_MAXINSNS || body.size() != count * sizeof(sock_filter)) return std::nullopt;
-    std::vector<sock_filter> prog(count);
+    if (!count || *count == 0 || *count > BPF_MAXINSNS || body.size() != *count * sizeof(sock_filter)) return std::nullopt;
+    if (hex64(fnv1a64(body)) != head.substr(sp2 + 1)) return std::nullopt;
+    std::vector<sock_filter> prog(*count);
     std::memcpy(prog.data(), body.data(), body.size());
-    if (program_sha256(prog) != sum) return std::nullopt;
     return prog;
 }
 
 fs::path seccomp_cache_entry(const fs::path& cache_dir, std::string_view profile_json, const SeccompContext& ctx) {
-    return cache_dir / (seccomp_cache_key(profile_json, ctx) + kCacheEntrySuffix);
+    return cache_dir / (hex64(fnv1a64(seccomp_cache_key(profile_json, ctx))) + kCacheEntrySuffix);
 }
 
 std::vector<sock_filter> compile_seccomp_cached(const fs::path& cache_dir, std::string_view profile_json,
@@ -416,7 +442,7 @@ std::vector<sock_filter> compile_seccomp_cached(const fs::path& cache_dir, std::
     // Without a build-id the key cannot tell this aishell's compiler from another's: no cache.
     if (executable_build_id().empty()) return compile_seccomp(parse_seccomp_profile(profile_json), ctx);
     const std::string key = seccomp_cache_key(profile_json, ctx);
-    const fs::path entry = cache_dir / (key + kCacheEntrySuffix);
+    const fs::path entry = cache_dir / (hex64(fnv1a64(key)) + kCacheEntrySuffix);
     if (auto data = read_trusted_entry(cache_dir, entry))
         if (auto prog = decode_seccomp_cache_entry(*data, key)) return *prog;
     auto prog = compile_seccomp(parse_seccomp_profile(profile_json), ctx);

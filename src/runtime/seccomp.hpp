@@ -77,27 +77,30 @@ std::vector<sock_filter> export_seccomp_bpf(void* libseccomp_ctx);
 // The running executable's GNU build-id note as hex ("" without one).
 std::string executable_build_id();
 
-// The cache key of a compilation: SHA-256 (hex) over a format tag, libseccomp's version, the
-// native arch, the running executable's GNU build-id, ctx (caps, kernel release, arch) and the
-// profile's JSON text. The program is a pure function of these.
+// The cache key of a compilation: the text of a format tag, libseccomp's version, the native
+// arch, the running executable's GNU build-id, ctx (caps, kernel release, arch) and the profile's
+// JSON. The program is a pure function of these. An entry holds its whole key and a hit compares
+// it byte for byte, so the entry's name needs no cryptographic hash (and exec no libcrypto).
 std::string seccomp_cache_key(std::string_view profile_json, const SeccompContext& ctx);
 
-// Where compile_seccomp_cached keeps the program for this profile and ctx: cache_dir/<key>.bpf.
+// Where compile_seccomp_cached keeps the program for this profile and ctx:
+// cache_dir/<FNV-1a-64 of the key, hex>.bpf.
 std::filesystem::path seccomp_cache_entry(const std::filesystem::path& cache_dir, std::string_view profile_json,
                                           const SeccompContext& ctx);
 
-// parse_seccomp_profile + compile_seccomp, memoized in cache_dir/<key>.bpf (libseccomp takes
+// parse_seccomp_profile + compile_seccomp, memoized in seccomp_cache_entry() (libseccomp takes
 // 10-30 ms per compilation; a cached load is one small read). Entries are written atomically
 // (temp file + rename, mode 0600 in a 0700 dir) and verified on load (owner = euid, not group or
-// other writable, header, key, length, SHA-256 of the program); a bad or untrusted entry is
+// other writable, header, the whole key, length, checksum of the program); a bad or untrusted entry is
 // recompiled and replaced, and a cache that cannot be written only costs the compilation. An
 // executable without a build-id compiles every time. Trust model: see read_trusted_entry in
 // seccomp.cpp (the cache is trusted as far as the store is).
 std::vector<sock_filter> compile_seccomp_cached(const std::filesystem::path& cache_dir,
                                                 std::string_view profile_json, const SeccompContext& ctx);
 
-// The cache entry format (exposed for tests): "aishell-seccomp-bpf 1 <key> <count> <sha256>\n"
-// followed by count raw sock_filter records. decode returns nullopt for anything malformed.
+// The cache entry format (exposed for tests): "aishell-seccomp-bpf 2 <key size> <count>
+// <FNV-1a-64 of the program, hex>\n", the key, then count raw sock_filter records. decode returns
+// nullopt for anything malformed or for another key.
 std::string encode_seccomp_cache_entry(const std::string& key, const std::vector<sock_filter>& prog);
 std::optional<std::vector<sock_filter>> decode_seccomp_cache_entry(std::string_view data, const std::string& key);
 

@@ -137,6 +137,28 @@ TEST_CASE("store: read_blob refuses a corrupted blob", "[store]") {
     }
 }
 
+TEST_CASE("store: BlobCheck::TrustStore skips the rehash but still checks the descriptor's length", "[store]") {
+    TempDir dir;
+    oci::Store store = oci::Store::open(dir.path);
+    oci::Descriptor d = manifest_descriptor(store, "a");
+    const std::string original = store.read_blob(d.digest, 1024);
+    CHECK(oci::read_manifest_blob(store, d, oci::BlobCheck::TrustStore) == original);
+    SECTION("same length, other bytes: only a rehash notices") {
+        std::string other = original;
+        other.back() = other.back() == ' ' ? '\n' : ' ';
+        aishell::write_file_atomic(store.blob_path(d.digest), other);
+        CHECK(oci::read_manifest_blob(store, d, oci::BlobCheck::TrustStore) == other);
+        CHECK_THROWS_WITH(oci::read_manifest_blob(store, d), Catch::Contains("blob is corrupt: content hashes to"));
+    }
+    SECTION("truncated: both notice") {
+        aishell::write_file_atomic(store.blob_path(d.digest), original.substr(0, original.size() - 1));
+        CHECK_THROWS_WITH(oci::read_manifest_blob(store, d, oci::BlobCheck::TrustStore),
+                          Catch::Contains("is corrupt: " + std::to_string(original.size() - 1) + " bytes, its descriptor says " +
+                                          std::to_string(original.size())));
+        CHECK_THROWS(oci::read_manifest_blob(store, d));
+    }
+}
+
 TEST_CASE("store: only sha256 digests are stored", "[store]") {
     TempDir dir;
     oci::Store store = oci::Store::open(dir.path);
