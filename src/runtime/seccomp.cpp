@@ -256,6 +256,7 @@ std::vector<sock_filter> compile_seccomp(const SeccompProfile& p, const SeccompC
     if (!ctx) throw Error("seccomp_init failed");
     // The child loads the program itself; libseccomp must not set no_new_privs.
     seccomp_attr_set(ctx.get(), SCMP_FLTATR_CTL_NNP, 0);
+    seccomp_attr_set(ctx.get(), SCMP_FLTATR_CTL_OPTIMIZE, 2);
     add_seccomp_architectures(ctx.get(), p);
     for (const auto& r : p.syscalls) {
         if (!rule_applies(r, c)) continue;
