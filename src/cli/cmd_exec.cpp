@@ -1,8 +1,9 @@
 // `aishell exec`: run a command in an image of the store (pulled first when missing, as
 // `docker run` does), plus the hidden helpers the runtime re-executes inside the user
 // namespace: `__unpack` (unpack layers so owners land as mapped ids), `__reown` (layer copies
-// re-owned for --userns=keep-id in subuid mode) and `__rm` (remove a run's upper layer, whose
-// files may belong to sub ids).
+// re-owned for --userns=keep-id in subuid mode), `__rm` (remove a run's upper layer, whose
+// files may belong to sub ids) and `__userns-hold` (the user namespace holder that subuid-mode
+// runs join, runtime/userns_holder.hpp).
 #include <unistd.h>
 
 #include <memory>
@@ -18,6 +19,7 @@
 #include "runtime/launch.hpp"
 #include "runtime/reown.hpp"
 #include "runtime/userns_exec.hpp"
+#include "runtime/userns_holder.hpp"
 
 namespace aishell::cli {
 
@@ -127,6 +129,11 @@ void add_exec_command(CLI::App& app, CommandContext& ctx) {
     auto* rm = app.add_subcommand("__rm", "")->group("");
     rm->add_option("dir", *rm_dir)->required();
     rm->callback([&ctx, rm_dir] { ctx.run = [rm_dir] { return runtime::remove_tree_here(*rm_dir); }; });
+
+    auto hold_args = std::make_shared<std::vector<std::string>>();
+    auto* hold = app.add_subcommand("__userns-hold", "")->group("");
+    hold->add_option("args", *hold_args)->take_all();
+    hold->callback([&ctx, hold_args] { ctx.run = [hold_args] { return runtime::hold_userns_here(*hold_args); }; });
 }
 
 }  // namespace aishell::cli

@@ -328,7 +328,8 @@ RunResult run_container(const ContainerSpec& spec) {
     }
     SignalBlock sigs;
 
-    unsigned long flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | SIGCHLD;
+    unsigned long flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | SIGCHLD;
+    if (!spec.in_joined_userns) flags |= CLONE_NEWUSER;
     if (spec.network == Network::None) flags |= CLONE_NEWNET;
     // The raw syscall behaves as fork() (no new stack) and skips glibc's atfork handlers.
     pid_t pid = static_cast<pid_t>(::syscall(SYS_clone, flags, nullptr, nullptr, nullptr, nullptr));
@@ -345,7 +346,7 @@ RunResult run_container(const ContainerSpec& spec) {
     if (owner_sock) owner_sock->write.reset();
     if (status) status->write.reset();
     if (pty) pty->slave.reset();
-    write_id_maps(pid, spec.mapping);
+    if (!spec.in_joined_userns) write_id_maps(pid, spec.mapping);
     if (::write(sync.write.get(), "g", 1) != 1) throw_errno("release the child");
     sync.write.reset();
 

@@ -36,6 +36,9 @@ struct ProcessSpec {
 
 struct ContainerSpec {
     IdMapping mapping;
+    // The caller already belongs to a user namespace with `mapping` (it joined the holder,
+    // userns_holder.hpp): the container gets no user namespace of its own and no maps written.
+    bool in_joined_userns = false;
     fs::path layers_dir;                 // <store>/layers
     std::vector<std::string> layers;     // layer dir names under layers_dir, top first
     fs::path run_dir;                    // <store>/tmp/run-<id>: upper/, work/ (the rootfs is mounted over it)

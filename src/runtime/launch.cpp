@@ -17,6 +17,7 @@
 #include "runtime/reown.hpp"
 #include "runtime/seccomp.hpp"
 #include "runtime/userns_exec.hpp"
+#include "runtime/userns_holder.hpp"
 
 namespace aishell::runtime {
 
@@ -236,6 +237,9 @@ RunResult exec_image(oci::Store& store, const oci::Image& image, const RunOption
 
     RunDir run(store, layers_mapping, options.keep_run_dir);
     spec.run_dir = run.path();
+    // Last, with every host fact gathered: from here on this process is root of the holder's
+    // namespace (and so is the run dir's reaper, which then needs no helper of its own).
+    spec.in_joined_userns = join_userns_holder(store.tmp_dir(), spec.mapping);
     RunResult result = run_container(spec);
     if (result.lingering) run.remove_when_gone(result.lingering.get());
     return result;

@@ -22,14 +22,14 @@ namespace aishell::runtime {
 namespace {
 
 // The child: wait for the maps, become root of the namespace, exec. C-like (after clone).
-[[noreturn]] void helper_child(int sync_fd, bool root_mapped, int keep_fd, char* const* argv) noexcept {
+[[noreturn]] void helper_child(int sync_fd, bool root_mapped, int keep_fd, char* const* argv, char* const* envp) noexcept {
     char go = 0;
     ssize_t n;
     do n = ::read(sync_fd, &go, 1); while (n < 0 && errno == EINTR);
     if (n != 1) ::_exit(125);
     if (root_mapped && (::setresgid(0, 0, 0) != 0 || ::setresuid(0, 0, 0) != 0)) ::_exit(125);
     if (keep_fd >= 0 && ::fcntl(keep_fd, F_SETFD, 0) != 0) ::_exit(125);
-    ::execve("/proc/self/exe", argv, environ);
+    ::execve("/proc/self/exe", argv, envp);
     ::_exit(125);
 }
 
@@ -63,7 +63,7 @@ int run_in_userns(const IdMapping& mapping, const std::vector<std::string>& args
     return spawn_in_userns(mapping, args).wait();
 }
 
-UsernsHelper spawn_in_userns(const IdMapping& mapping, const std::vector<std::string>& args, int keep_fd) {
+UsernsHelper spawn_in_userns(const IdMapping& mapping, const std::vector<std::string>& args, const HelperOptions& options) {
     std::vector<std::string> full{"aishell"};
     full.insert(full.end(), args.begin(), args.end());
     std::vector<char*> argv;
@@ -72,10 +72,12 @@ UsernsHelper spawn_in_userns(const IdMapping& mapping, const std::vector<std::st
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0) throw_errno("pipe2");
     UniqueFd rd(fds[0]), wr(fds[1]);
-    bool root_mapped = mapping.uid_mapped_inside(0) && mapping.gid_mapped_inside(0);
+    bool root_mapped = options.become_root && mapping.uid_mapped_inside(0) && mapping.gid_mapped_inside(0);
+    char* no_environment[] = {nullptr};
+    char* const* envp = options.inherit_environment ? environ : no_environment;
     pid_t pid = static_cast<pid_t>(::syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, nullptr, nullptr, nullptr, nullptr));
     if (pid < 0) throw_errno("clone", "user namespace");
-    if (pid == 0) helper_child(rd.get(), root_mapped, keep_fd, argv.data());
+    if (pid == 0) helper_child(rd.get(), root_mapped, options.keep_fd, argv.data(), envp);
     rd.reset();
     UsernsHelper helper(pid);
     try {

@@ -29,15 +29,29 @@ public:
     ~UsernsHelper();
     pid_t pid() const noexcept { return pid_; }
     int wait();  // its exit status (128+N when killed by signal N)
+    // Lets it run on unwaited (a helper meant to outlive this process: userns_holder.hpp).
+    void release() noexcept { pid_ = -1; }
 
 private:
     pid_t pid_;
 };
 
-// As run_in_userns, but returns once the maps are written, with the helper running. keep_fd
-// (-1: none) is the one descriptor the helper keeps across its exec (its CLOEXEC flag is
-// cleared in the child): a channel to a long-lived helper (the build engine's step helper).
-UsernsHelper spawn_in_userns(const IdMapping& mapping, const std::vector<std::string>& args, int keep_fd = -1);
+// How spawn_in_userns starts a helper.
+struct HelperOptions {
+    // The one descriptor the helper keeps across its exec (its CLOEXEC flag is cleared in the
+    // child), -1 for none: a channel to a long-lived helper (the build engine's step helper).
+    int keep_fd = -1;
+    // false leaves the helper with the caller's own ids (the user namespace holder, whose files
+    // and /proc entries must stay the caller's whatever the mapping makes of root).
+    bool become_root = true;
+    // false starts it with an empty environment (the holder: it outlives the caller and must
+    // not carry the caller's variables, AISHELL_STORE and credentials included, for its life).
+    bool inherit_environment = true;
+};
+
+// As run_in_userns, but returns once the maps are written, with the helper running.
+UsernsHelper spawn_in_userns(const IdMapping& mapping, const std::vector<std::string>& args,
+                             const HelperOptions& options = {});
 
 // Removes dir; files the caller cannot remove on the host are removed inside the namespace by
 // `aishell __rm DIR` (its body: remove_tree_here()).
