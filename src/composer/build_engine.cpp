@@ -772,9 +772,20 @@ private:
             p.gid = u.gid;
             p.groups = u.groups;
         }
-        if (mapping_.mode == runtime::UsernsMode::Single) p.groups.clear();
-        // Single mode: root emulation (set*id, device mknod faked; chown owners recorded; apt as root: runtime/fakeroot.hpp).
-        spec.emulate_root_ids = mapping_.mode == runtime::UsernsMode::Single;
+        // Single mode: root emulation (set*id, device mknod faked; chown owners recorded; apt as
+        // root: runtime/fakeroot.hpp). Only container root is mapped there, so a non-root USER
+        // runs as root that the get*id family reports as USER, and what the step makes is
+        // USER's in its layer (commit: "owner").
+        std::optional<oci::LayerOwner> made_by;
+        if (mapping_.mode == runtime::UsernsMode::Single) {
+            spec.emulate_root_ids = true;
+            if (p.uid != 0 || p.gid != 0) {
+                spec.emulated_identity = runtime::EmulatedIdentity{p.uid, p.gid, {p.groups.begin(), p.groups.end()}};
+                made_by = oci::LayerOwner{p.uid, p.gid};
+                p.uid = p.gid = 0;
+            }
+            p.groups.clear();  // setgroups is denied
+        }
         spec.capabilities = runtime::default_capabilities();
         spec.seccomp = seccomp_program(spec.capabilities);
         runtime::MountPlanInput mi;
@@ -817,7 +828,9 @@ private:
         }
         quiet.restore();
         session.reset();
-        return run_helper(run.path(), json{{"lower", spec.layers}, {"stubs", stubs}});
+        json commit{{"lower", spec.layers}, {"stubs", stubs}};
+        if (made_by) commit["owner"] = {made_by->uid, made_by->gid};
+        return run_helper(run.path(), commit);
     }
 
     // ---- COPY / ADD ----------------------------------------------------------------------------

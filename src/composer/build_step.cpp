@@ -188,6 +188,8 @@ json commit_upper(oci::Store& store, const json& spec, const fs::path& run_dir) 
     // What the lower layers recorded, for the entries this step only copied up.
     auto lower_owners = oci::LayeredOwners::load(store.layers_dir(), spec.value("lower", std::vector<std::string>{}));
     options.lower_owners = &lower_owners;
+    // A RUN under an emulated USER (single mode): what it made is USER's.
+    if (auto o = owner_from(spec.value("owner", json())); o) options.new_entry_owner = oci::LayerOwner{o->uid, o->gid};
     auto layer = oci::write_layer(store, fd.get(), options);
     json result = {{"layer", nullptr}};
     if (!layer) return result;

@@ -320,6 +320,8 @@ private:
             owner = own->owner_of(path, identity());
         const LayeredOwners* lower = options_.lower_owners;
         if (!owner && from_lower && lower && lower->has_records()) owner = lower->owner_of(path);
+        if (!owner && options_.new_entry_owner && !(from_lower && lower && lower->shows(path)))
+            owner = *options_.new_entry_owner;
         if (!owner) return std::nullopt;
         ++owners_from_table_;
         applied_.set(path, OwnerRecord::for_entry(*owner, identity()));

@@ -48,6 +48,12 @@ struct LayerWriteOptions {
     // an entry keeps the owner its lower layer recorded, unless `owners` has a record of it:
     // a later step that creates /opt/app/bin must not turn a recorded /opt/app into 0:0.
     const LayeredOwners* lower_owners = nullptr;
+    // The owner of the entries the step itself made (single userns mode, a RUN under a non-root
+    // USER: the process ran as the caller, who owns everything on disk, while it saw itself as
+    // USER): every entry that has no record in `owners` and that the lower layers (see
+    // lower_owners, which must then be set) do not show at its path. Copied-up entries keep
+    // their owners, as they would under Docker. Unset: the on-disk owner, mapped.
+    std::optional<LayerOwner> new_entry_owner;
 };
 
 struct LayerWriteResult {

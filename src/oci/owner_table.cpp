@@ -406,6 +406,19 @@ std::optional<LayerOwner> LayeredOwners::owner_of(const std::string& path) const
     return std::nullopt;
 }
 
+bool LayeredOwners::shows(const std::string& path) const {
+    if (!path_problem(path).empty()) return false;
+    for (const auto& layer : layers_) {
+        EntryIdentity id;
+        switch (lookup_in_layer(layer.dir.get(), path, &id)) {
+            case Lookup::Absent: continue;
+            case Lookup::Hidden: return false;
+            case Lookup::Found: return true;
+        }
+    }
+    return false;
+}
+
 OwnerTable reidentify(const OwnerTable& table, int tree_fd) {
     OwnerTable out;
     for (const auto& [path, record] : table.records()) {

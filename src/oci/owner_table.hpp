@@ -155,6 +155,9 @@ public:
 
     bool has_records() const noexcept { return has_records_; }
     std::optional<LayerOwner> owner_of(const std::string& path) const;
+    // Whether an overlay of the layers shows an entry at path (walked as owner_of walks them,
+    // whatever the tables hold).
+    bool shows(const std::string& path) const;
 
 private:
     std::vector<Layer> layers_;

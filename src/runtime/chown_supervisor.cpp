@@ -88,8 +88,9 @@ std::optional<std::uint32_t> id_arg(std::uint64_t v, bool ids16) {
 
 }  // namespace
 
-ChownSupervisor::ChownSupervisor(UniqueFd listener, const fs::path& upper_dir, fs::path table, IdMapping mapping)
-    : listener_(std::move(listener)), table_path_(std::move(table)), mapping_(std::move(mapping)) {
+ChownSupervisor::ChownSupervisor(UniqueFd listener, const fs::path& upper_dir, fs::path table, IdMapping mapping,
+                                 std::optional<EmulatedIdentity> identity)
+    : listener_(std::move(listener)), table_path_(std::move(table)), mapping_(std::move(mapping)), identity_(std::move(identity)) {
     upper_ = open_path(upper_dir.string(), O_PATH | O_DIRECTORY);
     if (!upper_) throw_errno("open", upper_dir.string());
     seccomp_notif_sizes sizes{};
@@ -103,8 +104,13 @@ ChownSupervisor::ChownSupervisor(UniqueFd listener, const fs::path& upper_dir, f
     if (arches[0] == SCMP_ARCH_X86_64) arches.insert(arches.end(), {SCMP_ARCH_X86, SCMP_ARCH_X32});
     if (arches[0] == SCMP_ARCH_AARCH64) arches.push_back(SCMP_ARCH_ARM);
     const std::pair<const char*, Kind> names[] = {
-        {"chown", Kind::Path},    {"chown32", Kind::Path}, {"lchown", Kind::PathNoFollow}, {"lchown32", Kind::PathNoFollow},
-        {"fchown", Kind::Fd},     {"fchown32", Kind::Fd},  {"fchownat", Kind::At},
+        {"chown", Kind::Path},        {"chown32", Kind::Path},         {"lchown", Kind::PathNoFollow},
+        {"lchown32", Kind::PathNoFollow}, {"fchown", Kind::Fd},        {"fchown32", Kind::Fd},
+        {"fchownat", Kind::At},       {"getuid", Kind::GetUid},        {"getuid32", Kind::GetUid},
+        {"geteuid", Kind::GetUid},    {"geteuid32", Kind::GetUid},     {"getgid", Kind::GetGid},
+        {"getgid32", Kind::GetGid},   {"getegid", Kind::GetGid},       {"getegid32", Kind::GetGid},
+        {"getresuid", Kind::GetResUid}, {"getresuid32", Kind::GetResUid}, {"getresgid", Kind::GetResGid},
+        {"getresgid32", Kind::GetResGid}, {"getgroups", Kind::GetGroups}, {"getgroups32", Kind::GetGroups},
     };
     for (std::uint32_t arch : arches) {
         const std::uint32_t key_arch = arch == SCMP_ARCH_X32 ? SCMP_ARCH_X86_64 : arch;
@@ -114,6 +120,7 @@ ChownSupervisor::ChownSupervisor(UniqueFd listener, const fs::path& upper_dir, f
             if (nr < 0) continue;  // not on this arch
             std::string_view n(name);
             Call c{kind, old_32bit && n != "fchownat" && n.substr(n.size() - 2) != "32"};
+            if (kind >= Kind::GetUid && !identity_) continue;  // not trapped without an identity
             calls_.emplace(std::make_pair(key_arch, nr), c);
         }
     }
@@ -126,20 +133,64 @@ void ChownSupervisor::handle_one() {
         if (errno == EINTR || errno == ENOENT) return;  // the caller went away meanwhile
         throw_errno("seccomp SECCOMP_IOCTL_NOTIF_RECV");
     }
-    const int err = answer(*req);
+    const Answer a = answer(*req);
     std::fill(resp_buf_.begin(), resp_buf_.end(), 0);
     auto* resp = reinterpret_cast<seccomp_notif_resp*>(resp_buf_.data());
     resp->id = req->id;
-    resp->error = -err;
-    resp->val = 0;
+    resp->error = -a.error;
+    resp->val = a.error == 0 ? a.value : 0;
     if (::ioctl(listener_.get(), SECCOMP_IOCTL_NOTIF_SEND, resp) != 0 && errno != ENOENT)
         throw_errno("seccomp SECCOMP_IOCTL_NOTIF_SEND");
 }
 
-int ChownSupervisor::answer(const seccomp_notif& req) {
+ChownSupervisor::Answer ChownSupervisor::answer(const seccomp_notif& req) {
     auto it = calls_.find({req.data.arch, req.data.nr});
-    if (it == calls_.end()) return 0;
-    const Call call = it->second;
+    if (it == calls_.end()) return {};
+    if (it->second.kind >= Kind::GetUid) return answer_identity(req, it->second);
+    return {answer_chown(req, it->second), 0};
+}
+
+ChownSupervisor::Answer ChownSupervisor::answer_identity(const seccomp_notif& req, Call call) {
+    const EmulatedIdentity& who = *identity_;
+    // The old 16-bit calls report an id above 65535 as the overflow id, as the kernel does.
+    auto shown = [&](std::uint32_t id) -> std::uint32_t { return call.ids16 && id > 0xffff ? 65534 : id; };
+    const auto* a = req.data.args;
+    switch (call.kind) {
+        case Kind::GetUid: return {0, shown(who.uid)};
+        case Kind::GetGid: return {0, shown(who.gid)};
+        case Kind::GetGroups:
+            if (a[0] == 0) return {0, static_cast<std::int64_t>(who.groups.size())};  // just the count
+            if (static_cast<std::int32_t>(a[0]) < 0 || a[0] < who.groups.size()) return {EINVAL, 0};
+            break;
+        default: break;
+    }
+    // getresuid/getresgid (three pointers) and getgroups (a list): written into its memory.
+    std::vector<std::uint32_t> ids;
+    std::vector<std::uint64_t> addrs;
+    if (call.kind == Kind::GetGroups) {
+        for (std::size_t i = 0; i < who.groups.size(); ++i) {
+            ids.push_back(shown(who.groups[i]));
+            addrs.push_back(a[1] + i * (call.ids16 ? 2 : 4));
+        }
+    } else {
+        const std::uint32_t id = shown(call.kind == Kind::GetResUid ? who.uid : who.gid);
+        ids = {id, id, id};
+        addrs = {a[0], a[1], a[2]};
+    }
+    UniqueFd mem = open_path("/proc/" + std::to_string(req.pid) + "/mem", O_RDWR);
+    if (!mem) return {};  // gone; the answer will not be delivered
+    // The memory opened is the caller's, not a reused pid's, before anything is written to it.
+    if (::ioctl(listener_.get(), SECCOMP_IOCTL_NOTIF_ID_VALID, &req.id) != 0) return {};
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+        const std::uint16_t id16 = static_cast<std::uint16_t>(ids[i]);
+        const void* src = call.ids16 ? static_cast<const void*>(&id16) : static_cast<const void*>(&ids[i]);
+        const std::size_t n = call.ids16 ? 2 : 4;
+        if (::pwrite(mem.get(), src, n, static_cast<off_t>(addrs[i])) != static_cast<ssize_t>(n)) return {EFAULT, 0};
+    }
+    return {0, call.kind == Kind::GetGroups ? static_cast<std::int64_t>(ids.size()) : 0};
+}
+
+int ChownSupervisor::answer_chown(const seccomp_notif& req, Call call) {
     const auto* a = req.data.args;
     const std::string proc = "/proc/" + std::to_string(req.pid);
     const bool at = call.kind == Kind::At;

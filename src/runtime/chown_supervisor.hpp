@@ -16,6 +16,11 @@
 //    (oci/owner_table.hpp) with the upper dir entry's identity; the layer writer puts it in the
 //    tar header. -1 keeps the id recorded before, else the one on disk.
 //
+// With an EmulatedIdentity (a RUN under a non-root USER in single mode), it also answers the
+// get*id family: getuid/geteuid with USER's uid, getgid/getegid with its gid, getresuid and
+// getresgid by writing the three ids into the caller's memory (/proc/PID/mem, opened and then
+// checked with SECCOMP_IOCTL_NOTIF_ID_VALID), getgroups with USER's supplementary groups.
+//
 // What it writes outside the table: nothing but that chown(-1, -1) through the overlay. Its reads
 // are confined to the container's root by RESOLVE_IN_ROOT. Everything the container passes (the
 // path, ids, fds) is checked, never trusted.
@@ -33,6 +38,7 @@
 
 #include "common/unique_fd.hpp"
 #include "oci/owner_table.hpp"
+#include "runtime/fakeroot.hpp"
 #include "runtime/idmap.hpp"
 
 namespace aishell::runtime {
@@ -41,8 +47,9 @@ class ChownSupervisor {
 public:
     // listener: the seccomp notification fd; upper_dir: the run's upper dir (the layer to be);
     // table: where records are appended (created on the first one, header first).
+    // identity: also answer the get*id family with these ids (fakeroot.hpp, emulate_identity).
     ChownSupervisor(UniqueFd listener, const std::filesystem::path& upper_dir, std::filesystem::path table,
-                    IdMapping mapping);
+                    IdMapping mapping, std::optional<EmulatedIdentity> identity = std::nullopt);
 
     int fd() const noexcept { return listener_.get(); }
     // Receives and answers one notification (poll reported POLLIN). Throws Error when the table
@@ -52,13 +59,19 @@ public:
     std::size_t recorded() const noexcept { return recorded_; }
 
 private:
-    enum class Kind { Path, PathNoFollow, Fd, At };
+    enum class Kind { Path, PathNoFollow, Fd, At, GetUid, GetGid, GetResUid, GetResGid, GetGroups };
     struct Call {
         Kind kind;
-        bool ids16 = false;  // i386 chown/lchown/fchown: 16-bit ids, 0xffff = unchanged
+        bool ids16 = false;  // i386's old calls: 16-bit ids (0xffff = unchanged for chown)
+    };
+    struct Answer {
+        int error = 0;          // errno for the caller, 0 for success
+        std::int64_t value = 0;  // the return value on success
     };
 
-    int answer(const seccomp_notif& req);  // errno for the caller, 0 for success
+    Answer answer(const seccomp_notif& req);
+    int answer_chown(const seccomp_notif& req, Call call);  // errno, 0 for success
+    Answer answer_identity(const seccomp_notif& req, Call call);
     std::optional<oci::EntryIdentity> upper_identity(const std::string& rel) const;
     void append(const std::string& line);
 
@@ -67,6 +80,7 @@ private:
     std::filesystem::path table_path_;
     UniqueFd table_;
     IdMapping mapping_;
+    std::optional<EmulatedIdentity> identity_;
     std::map<std::pair<std::uint32_t, int>, Call> calls_;  // (audit arch, nr) -> what it is
     std::map<std::string, oci::OwnerRecord> wanted_;     // path -> last record
     std::vector<char> notif_buf_, resp_buf_;              // sized by SECCOMP_GET_NOTIF_SIZES

@@ -299,7 +299,8 @@ RunResult run_container(const ContainerSpec& spec) {
     ctx.spec = &spec;
     prepare_paths(ctx, spec);
     const std::vector<sock_filter> fakeroot =
-        spec.emulate_root_ids ? compile_root_emulation(ChownEmulation::Record) : std::vector<sock_filter>{};
+        spec.emulate_root_ids ? compile_root_emulation(ChownEmulation::Record, spec.emulated_identity.has_value())
+                              : std::vector<sock_filter>{};
     prepare_process(ctx, spec, fakeroot);
     std::optional<Pipe> owner_sock;
     if (spec.emulate_root_ids) {
@@ -358,7 +359,7 @@ RunResult run_container(const ContainerSpec& spec) {
     std::optional<ChownSupervisor> chowns;
     if (owner_sock)
         chowns.emplace(receive_listener(owner_sock->read.get()), spec.run_dir / "upper", spec.run_dir / kOwnerTableName,
-                       spec.mapping);
+                       spec.mapping, spec.emulated_identity);
     std::optional<RawTerminal> raw;
     if (pty && spec.interactive) raw.emplace(STDIN_FILENO);
     int stopped = 0;

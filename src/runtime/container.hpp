@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/unique_fd.hpp"
+#include "runtime/fakeroot.hpp"
 #include "runtime/idmap.hpp"
 #include "runtime/mounts.hpp"
 
@@ -72,6 +73,9 @@ struct ContainerSpec {
     // filter is stacked under `seccomp` (which still denies what it denies), and is loaded after
     // the runtime's own setresuid so that one really happens.
     bool emulate_root_ids = false;
+    // With emulate_root_ids: the ids the command sees itself as (a RUN under a non-root USER in
+    // single mode runs as container root, the one mapped id; fakeroot.hpp's emulate_identity).
+    std::optional<EmulatedIdentity> emulated_identity;
 };
 
 // The owner table a run with emulate_root_ids appends to, in its run dir.

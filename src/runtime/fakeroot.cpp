@@ -53,11 +53,21 @@ const std::vector<std::string_view>& root_emulation_syscalls() {
     return names;
 }
 
+const std::vector<std::string_view>& identity_syscalls() {
+    static const std::vector<std::string_view> names{
+        "getuid",   "geteuid",   "getgid",   "getegid",   "getresuid",   "getresgid",   "getgroups",
+        "getuid32", "geteuid32", "getgid32", "getegid32", "getresuid32", "getresgid32", "getgroups32",
+    };
+    return names;
+}
+
 bool is_chown_family(std::string_view name) {
     return name.find("chown") != std::string_view::npos;
 }
 
-std::vector<sock_filter> compile_root_emulation(ChownEmulation chown) {
+std::vector<sock_filter> compile_root_emulation(ChownEmulation chown, bool emulate_identity) {
+    if (emulate_identity && chown != ChownEmulation::Record)
+        throw Error("identity emulation needs the chown supervisor (ChownEmulation::Record)");
     FilterCtx ctx(seccomp_init(SCMP_ACT_ALLOW));
     if (!ctx) throw Error("seccomp_init failed (root emulation filter)");
     // The child loads it while privileged; libseccomp must not set no_new_privs.
@@ -69,6 +79,8 @@ std::vector<sock_filter> compile_root_emulation(ChownEmulation chown) {
         add_fake(ctx.get(), name, 0, nullptr,
                  chown == ChownEmulation::Record && is_chown_family(name) ? SCMP_ACT_NOTIFY : kFakeSuccess);
     add_fake_device_nodes(ctx.get());
+    if (emulate_identity)
+        for (auto name : identity_syscalls()) add_fake(ctx.get(), name, 0, nullptr, SCMP_ACT_NOTIFY);
     return export_seccomp_bpf(ctx.get());
 }
 

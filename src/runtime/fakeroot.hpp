@@ -7,6 +7,7 @@
 
 #include <linux/filter.h>
 
+#include <cstdint>
 #include <string_view>
 #include <vector>
 
@@ -34,8 +35,25 @@ const std::vector<std::string_view>& root_emulation_syscalls();
 // two ERRNO verdicts the most recently installed filter wins. So this filter is installed BEFORE
 // the profile: where the profile allows a call, ERRNO(0) wins and the caller sees 0 (the kernel
 // returns -errno, here -0); where the profile denies it (ERRNO(EPERM), KILL), the profile wins.
+//
+// With emulate_identity (a RUN under a non-root USER in single mode, which runs as the one
+// mapped id, container root), the get*id family (getuid, geteuid, getgid, getegid, getresuid,
+// getresgid, getgroups and their 32-bit variants) returns SECCOMP_RET_USER_NOTIF too: the
+// supervisor answers with USER's ids (EmulatedIdentity), so the step's processes see
+// themselves as USER. Needs ChownEmulation::Record (the supervisor).
 enum class ChownEmulation { FakeSuccess, Record };
-std::vector<sock_filter> compile_root_emulation(ChownEmulation chown = ChownEmulation::FakeSuccess);
+std::vector<sock_filter> compile_root_emulation(ChownEmulation chown = ChownEmulation::FakeSuccess,
+                                                bool emulate_identity = false);
+
+// The identity the get*id family reports under emulate_identity.
+struct EmulatedIdentity {
+    std::uint32_t uid = 0;
+    std::uint32_t gid = 0;
+    std::vector<std::uint32_t> groups;  // supplementary groups, as getgroups reports them
+};
+
+// The get*id family, by libseccomp name (x86's 16-bit calls and their 32-bit variants included).
+const std::vector<std::string_view>& identity_syscalls();
 
 // The chown-family subset of root_emulation_syscalls().
 bool is_chown_family(std::string_view syscall_name);

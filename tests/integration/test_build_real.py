@@ -23,17 +23,11 @@ from helpers.util import run
 from test_unpack_debian import _layer_paths, debian_layout
 
 # Single mode maps only the caller (container root). Root emulation (src/runtime/fakeroot.*:
-# chown recorded into the layer, set*id faked, apt kept root) makes apt-get and useradd work;
-# a RUN under a non-root USER still cannot start there: that uid does not exist in the user
-# namespace (setgid fails with EINVAL). Known gap, kept visible with a strict xfail.
-SINGLE_NEEDS_EMULATION = pytest.mark.xfail(
-    strict=True, reason="single mode: a RUN as a non-root USER needs that uid mapped "
-                        "(setgid: Invalid argument); only container root exists there")
-
-
-def mode_params(single_mark=None):
-    return [pytest.param("subuid", id="subuid"),
-            pytest.param("single", id="single", marks=[single_mark] if single_mark else [])]
+# chown recorded into the layer, set*id faked, apt kept root) makes apt-get and useradd work,
+# and a RUN under a non-root USER runs as root that the get*id family reports as USER, its new
+# files USER's in the layer.
+def mode_params():
+    return [pytest.param("subuid", id="subuid"), pytest.param("single", id="single")]
 
 
 # --- a CI base image ---------------------------------------------------------------------------
@@ -53,7 +47,7 @@ CMD ["sh"]
 """
 
 
-@pytest.mark.parametrize("mode", mode_params(SINGLE_NEEDS_EMULATION))
+@pytest.mark.parametrize("mode", mode_params())
 def test_ci_base_image_with_non_root_user_and_cleaned_cache(aishell, reg, mode, tmp_path):
     base = f"{reg.host}/busybox:latest"
     ctx = make_context(aishell, {"Dockerfile": CI_DOCKERFILE.format(base=base)})
@@ -102,7 +96,7 @@ def test_ci_base_image_with_non_root_user_and_cleaned_cache(aishell, reg, mode, 
     assert r.stdout.split("\n") == ["ci", "/home/ci/workspace", "true", "0", "ci-tool ok", ""], r.stdout
 
 
-@pytest.mark.parametrize("mode", mode_params(SINGLE_NEEDS_EMULATION))
+@pytest.mark.parametrize("mode", mode_params())
 def test_workdir_after_user_is_made_for_that_user(aishell, reg, mode):
     """BuildKit's WORKDIR makes a missing directory with the image's USER as owner (llb.Mkdir
     WithUser), so `USER ci` + `WORKDIR /work` + `RUN touch x` works as in Docker."""

@@ -5,11 +5,14 @@ without effect, and apt gets APT::Sandbox::User "root" through an APT_CONFIG fil
 container's /dev tmpfs, which never lands in a layer.
 
 Busybox (Debian's busybox-static: no adduser applet): chown to ids that do not exist in the
-namespace, mknod of a device, setgroups/setgid/setuid via su; chown fails under `aishell exec` in single mode (no emulation there). Debian
+namespace, mknod of a device, setgroups/setgid/setuid via su; a RUN under a non-root USER (seen
+as that user by the get*id family, its files that user's); chown fails under `aishell exec` as
+root in single mode (no emulation there). Debian
 (debootstrap minbase bookworm, cached as test_unpack_debian caches it, fetched from Debian's
 mirror): `apt-get update && apt-get install` and `useradd -m`."""
 import gzip
 import io
+import os
 import re
 import tarfile
 
@@ -86,6 +89,67 @@ def test_busybox_chown_mknod_and_su(aishell, reg):
                       if "home/link" in m and m["home/link"].uid == 77)
     assert not any(n.startswith("bin/") for n in lower_step) and "etc/group" in lower_step and "home/link" in lower_step, sorted(lower_step)
     assert re.search(r"^alice:x:1001:1001:", layered_text(store, manifest, "etc/passwd"), re.M)
+
+
+# A static probe of the get*id family (busybox `id` uses only getuid/geteuid/getgid/getegid and
+# getgroups): the emulation answers getresuid/getresgid and getgroups by writing the ids into
+# the caller's memory.
+IDPROBE_C = r"""
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <unistd.h>
+int main(void) {
+    uid_t r, e, s; gid_t rg, eg, sg, groups[64];
+    if (getresuid(&r, &e, &s) != 0 || getresgid(&rg, &eg, &sg) != 0) return 1;
+    int n = getgroups(0, NULL), m = getgroups(64, groups);
+    printf("%u %u %u %u res %u %u %u resg %u %u %u groups %d", getuid(), geteuid(), getgid(), getegid(),
+           r, e, s, rg, eg, sg, n);
+    for (int i = 0; i < m; ++i) printf(" %u", groups[i]);
+    printf("\n");
+    return n == m ? 0 : 2;
+}
+"""
+
+USER_DOCKERFILE = """\
+FROM {base}
+COPY idprobe /usr/local/bin/idprobe
+RUN echo 'dev:x:1000:1000::/home/dev:/bin/sh' >> /etc/passwd && echo 'dev:x:1000:' >> /etc/group \\
+ && echo 'tools:x:2000:dev' >> /etc/group && mkdir -p /home/dev && chown dev:dev /home/dev
+USER dev
+RUN idprobe > /home/dev/ids && id -un > /home/dev/name && mkdir /home/dev/made && touch /home/dev/made/f \\
+ && cat /home/dev/ids
+"""
+
+
+@pytest.mark.parametrize("mode", ["single", "subuid"])
+def test_a_run_under_a_non_root_user_sees_that_user_and_its_files_are_its(aishell, reg, mode, tmp_path):
+    """Single mode has no uid 1000: the RUN runs as container root, which the get*id family
+    reports as dev, and what it made is dev's in the layer. Subuid mode really is dev: the same
+    results, which is the point."""
+    probe = tmp_path / "idprobe"
+    run(["gcc", "-static", "-O2", "-x", "c", "-", "-o", str(probe)], input=IDPROBE_C)
+    base = f"{reg.host}/busybox:latest"
+    ctx = make_context(aishell, {"Dockerfile": USER_DOCKERFILE.format(base=base), "idprobe": probe.read_bytes()})
+    os.chmod(os.path.join(ctx, "idprobe"), 0o755)
+    r = build(aishell, ctx, "-t", "user:1", mode=mode)
+    assert "1000 1000 1000 1000 res 1000 1000 1000 resg 1000 1000 1000 groups 1 2000" in r.stdout + r.stderr, \
+        (r.stdout + r.stderr)[-3000:]
+    store = aishell.store
+    assert not verify_store(store)
+    manifest, config = manifest_and_config(store, "user:1")
+    assert config["config"]["User"] == "dev"
+    assert layered_text(store, manifest, "home/dev/name") == "dev\n"
+    last = layer_members(store, manifest["layers"][-1])
+    owners = {n: (m.uid, m.gid) for n, m in last.items()}
+    # Made by the step: dev's. Copied up from the layer below: the owner that layer recorded.
+    assert owners == {"home": (0, 0), "home/dev": (1000, 1000), "home/dev/ids": (1000, 1000),
+                      "home/dev/name": (1000, 1000), "home/dev/made": (1000, 1000),
+                      "home/dev/made/f": (1000, 1000)}, owners
+    # `aishell exec` runs the image's USER the same way.
+    r = aishell("exec", "--image", "user:1", "--", "sh", "-c", "idprobe; id -un",
+                user="unpriv", env={"AISHELL_USERNS": mode})
+    assert r.stdout.splitlines() == ["1000 1000 1000 1000 res 1000 1000 1000 resg 1000 1000 1000 groups 1 2000", "dev"], \
+        r.stdout
 
 
 def test_exec_in_single_mode_has_no_emulation(aishell, reg):

@@ -99,9 +99,26 @@ def test_no_new_privileges_stops_sudo(aishell, pulled):
     assert r.stdout.strip() == "NoNewPrivs:\t0", r.stderr
 
 
-def test_user_outside_single_mapping_is_a_runtime_error(aishell, pulled):
+def test_a_user_outside_the_single_mapping_runs_seen_as_that_user(aishell, pulled, unpriv_user):
+    """Single mode maps only container root: --user dev (or a bare id) runs as root that the
+    get*id family reports as that user (root emulation, as a build RUN under USER); what it makes
+    in a bound dir is the caller's, as every file of a single-mode run."""
     image = pulled("sudo")
-    r = run(aishell, image, "id", mode="single", opts=("--user", "dev"))
+    me = caller(unpriv_user)
+    d = aishell.make_dir(os.path.join(aishell.workdir, "proj"))
+    r = run(aishell, image, "sh", "-c", "id; touch /proj/made", mode="single", opts=("--user", "dev", "-v", f"{d}:/proj"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("uid=1000(dev) gid=1000(dev) groups="), r.stdout
+    assert "27(sudo)" in r.stdout, r.stdout
+    st = os.stat(os.path.join(d, "made"))
+    assert (st.st_uid, st.st_gid) == (me.pw_uid, me.pw_gid)
+    r = run(aishell, image, "id", "-u", mode="single", opts=("--user", "4242:4343"))
+    assert r.returncode == 0 and r.stdout == "4242\n", (r.stdout, r.stderr)
+
+
+def test_a_user_outside_the_subuid_range_is_a_runtime_error(aishell, pulled):
+    image = pulled("sudo")
+    r = run(aishell, image, "id", mode="subuid", opts=("--user", "4000000000"))
     assert r.returncode == 125
     assert r.stderr.count("aishell: error:") == 1
-    assert "is not mapped in single mode" in r.stderr
+    assert "is not mapped in subuid mode" in r.stderr

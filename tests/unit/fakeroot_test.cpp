@@ -24,6 +24,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "common/error.hpp"
+
 #include "oci/owner_table.hpp"
 #include "runtime/capabilities.hpp"
 #include "runtime/container.hpp"
@@ -262,7 +264,8 @@ namespace {
 
 // A one-layer image with a static busybox, an existing file and /home, run with root emulation
 // in single mode (the caller mapped to 0 only); returns the run's exit status.
-int run_emulated(const fs::path& base, const std::string& script) {
+int run_emulated(const fs::path& base, const std::string& script,
+                 std::optional<EmulatedIdentity> identity = std::nullopt) {
     const fs::path layer = base / "layers" / "L";
     fs::create_directories(layer / "bin");
     fs::create_directories(layer / "etc");
@@ -288,6 +291,7 @@ int run_emulated(const fs::path& base, const std::string& script) {
     spec.capabilities = default_capabilities();
     spec.seccomp = default_profile_program();
     spec.emulate_root_ids = true;
+    spec.emulated_identity = std::move(identity);
     return run_container(spec).status;
 }
 
@@ -330,4 +334,27 @@ TEST_CASE("with root emulation, chown calls are answered and their owners record
     CHECK(st.st_uid == ::getuid());
     REQUIRE(::lstat((upper / "etc" / "existing").c_str(), &st) == 0);
     CHECK(st.st_uid == ::getuid());
+}
+
+TEST_CASE("with an emulated identity, the get*id family reports it and the run is still root", "[fakeroot]") {
+    TempDir dir;
+    // busybox id: getuid, geteuid, getgid, getegid and getgroups (both the count and the list).
+    const std::string script =
+        "{ id -u; id -g; id -G; id -ru; id -rg; } > /out && touch /root-can-write-here && chown 5:5 /out";
+    REQUIRE(run_emulated(dir.path, script, EmulatedIdentity{1000, 1001, {1001, 27, 4000}}) == 0);
+    const fs::path upper = dir.path / "run" / "upper";
+    std::ifstream in(upper / "out");
+    std::stringstream text;
+    text << in.rdbuf();
+    CHECK(text.str() == "1000\n1001\n1001 27 4000\n1000\n1001\n");  // id -G: the gid, then the others
+    CHECK(fs::exists(upper / "root-can-write-here"));  // really container root underneath
+    auto table = aishell::oci::read_owner_table(dir.path / "run" / kOwnerTableName);
+    REQUIRE(table);  // chown is still answered and recorded alongside
+    CHECK(table->find("out")->owner == aishell::oci::LayerOwner{5, 5});
+}
+
+TEST_CASE("identity emulation needs the chown supervisor", "[fakeroot]") {
+    CHECK_THROWS_AS(compile_root_emulation(ChownEmulation::FakeSuccess, true), aishell::Error);
+    auto with = compile_root_emulation(ChownEmulation::Record, true), without = compile_root_emulation(ChownEmulation::Record);
+    CHECK(with.size() > without.size());
 }

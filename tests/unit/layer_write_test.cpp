@@ -334,7 +334,7 @@ TEST_CASE("layer write: an intended-owner table sets the owners of the entries i
     CHECK((st.st_uid == 4000 && st.st_gid == 4001));
 }
 
-TEST_CASE("layer write: entries copied up from the lower layers keep the owners those recorded", "[layer_write]") {
+TEST_CASE("layer write: entries copied up from the lower layers keep the owners those recorded, the step's own get new_entry_owner", "[layer_write]") {
     TempDir store_dir, layers, upper;
     Store store = Store::open(store_dir.path / "store");
     // The lower layer tree and its table, as a COPY --chown step in single mode left them.
@@ -362,6 +362,7 @@ TEST_CASE("layer write: entries copied up from the lower layers keep the owners 
     write_text(upper.path / "home" / "app" / "notes", "new notes", 0644);
     fs::create_directories(upper.path / "var" / "lib");
     REQUIRE(::setxattr((upper.path / "var/lib").c_str(), "user.overlay.opaque", "y", 1, 0) == 0);
+    fs::create_directories(upper.path / "srv" / "data");  // new dirs, not in the lower layer
     OwnerTable own;
     own.set("home/app", record_of(upper, "home/app", {5, 5}));
 
@@ -369,6 +370,10 @@ TEST_CASE("layer write: entries copied up from the lower layers keep the owners 
     auto lowers = LayeredOwners::load(layers.path, {"lower"});
     options.lower_owners = &lowers;
     options.owners = &own;
+    std::optional<LayerOwner> user;
+    SECTION("the step's own entries keep their on-disk owners") {}
+    SECTION("a RUN under an emulated USER: the step's own entries are USER's") { user = LayerOwner{1000, 1001}; }
+    options.new_entry_owner = user;
     auto layer = write_layer(store, upper.fd().get(), options);
     REQUIRE(layer);
     auto entries = read_tar(store, *layer);
@@ -377,13 +382,16 @@ TEST_CASE("layer write: entries copied up from the lower layers keep the owners 
         return std::pair{e.uid, e.gid};
     };
     using Ids = std::pair<std::int64_t, std::int64_t>;
+    const Ids made = user ? Ids{1000, 1001} : Ids{0, 0};
     CHECK(owner("opt/") == Ids{1234, 2345});
     CHECK(owner("opt/app/") == Ids{1234, 2345});
-    CHECK(owner("opt/app/new") == Ids{0, 0});
+    CHECK(owner("opt/app/new") == made);
     CHECK(owner("home/app/") == Ids{5, 5});
     CHECK(owner("home/app/.profile") == Ids{1234, 2345});
-    CHECK(owner("home/app/notes") == Ids{0, 0});
-    CHECK(owner("var/lib/") == Ids{0, 0});
+    CHECK(owner("home/app/notes") == made);  // made again by the step
+    CHECK(owner("var/lib/") == made);        // replaced by the step (opaque)
+    CHECK(owner("srv/") == made);
+    CHECK(owner("srv/data/") == made);
     CHECK(owner("home/") == Ids{0, 0});  // merged, but the lower recorded nothing for it
     // No overlay xattr reaches the layer.
     CHECK(find(entries, "home/app/.profile").xattrs.empty());
@@ -391,7 +399,11 @@ TEST_CASE("layer write: entries copied up from the lower layers keep the owners 
     // The new tree's own table: what decided, with the upper's inodes.
     std::vector<std::string> decided;
     for (const auto& [p, r] : layer->owners.records()) decided.push_back(p);
-    CHECK(decided == std::vector<std::string>{"home/app", "home/app/.profile", "opt", "opt/app"});
+    if (user)
+        CHECK(decided == std::vector<std::string>{"home/app", "home/app/.profile", "home/app/notes", "opt", "opt/app",
+                                                  "opt/app/new", "srv", "srv/data", "var/lib"});
+    else
+        CHECK(decided == std::vector<std::string>{"home/app", "home/app/.profile", "opt", "opt/app"});
     UniqueFd ufd = upper.fd();
     CHECK(layer->owners.owner_of("opt/app", *entry_identity_at(ufd.get(), "opt/app")) == LayerOwner{1234, 2345});
 }
