@@ -8,7 +8,9 @@
 #include <linux/openat2.h>
 #include <net/if.h>
 #include <signal.h>
+#include <sched.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -525,6 +527,34 @@ void drop_privileges(const ChildContext& ctx) noexcept {
     exec_command(ctx, apt_config);
 }
 
+// The command's process, started as posix_spawn starts one: clone(CLONE_VM | CLONE_VFORK) on a
+// stack of its own, PID 1 suspended until the exec (or the failure report and _exit). Nothing
+// of PID 1's address space (a copy of aishell's) is duplicated for a process about to exec,
+// which a plain fork did page table by page table: a tenth of a millisecond per start. The
+// child writes nothing PID 1 reads: its own stack, the report pipe; errno is PID 1's TLS, which
+// PID 1 does not read across the call. Its signal dispositions are its own copy (no
+// CLONE_SIGHAND), so command_main's reset does not touch PID 1's.
+struct CommandStart {
+    const ChildContext* ctx;
+    bool apt_config;
+};
+
+int command_entry(void* arg) noexcept {
+    const auto* start = static_cast<const CommandStart*>(arg);
+    command_main(*start->ctx, start->apt_config);
+}
+
+pid_t spawn_command(const ChildContext& ctx, bool apt_config) noexcept {
+    constexpr std::size_t kStack = 256 * 1024;
+    void* stack = ::mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) fail(ctx, ChildStep::Fork, "stack");
+    CommandStart start{&ctx, apt_config};
+    pid_t pid = ::clone(command_entry, static_cast<char*>(stack) + kStack, CLONE_VM | CLONE_VFORK | SIGCHLD, &start);
+    if (pid < 0) fail(ctx, ChildStep::Fork, nullptr);
+    ::munmap(stack, kStack);  // the child has exec'd or exited: its stack is free
+    return pid;
+}
+
 // ---- PID 1 -----------------------------------------------------------------------------------
 
 // Reaps every child; forwards the signals aishell forwards to it; exits with the command's
@@ -575,9 +605,7 @@ void child_main(const ChildContext& ctx) noexcept {
     const bool apt_config = write_apt_config(ctx);
     // Not dumpable: the container cannot open /proc/1/exe, which is aishell (runc CVE-2019-5736).
     ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-    pid_t pid = static_cast<pid_t>(::syscall(SYS_clone, SIGCHLD, nullptr, nullptr, nullptr, nullptr));
-    if (pid < 0) fail(ctx, ChildStep::Fork, nullptr);
-    if (pid == 0) command_main(ctx, apt_config);
+    const pid_t pid = spawn_command(ctx, apt_config);
     // PID 1 needs no stdio: a reader of aishell's output sees EOF when the command and aishell
     // are done, not only after the namespaces' teardown.
     for (int fd = 0; fd <= 2; ++fd) ::close(fd);

@@ -113,8 +113,10 @@ private:
 
 }  // namespace
 
-IdMapping store_mapping(oci::Store& store) {
-    IdMapping wanted = choose_mapping(probe_host(), false);
+IdMapping store_mapping(oci::Store& store) { return store_mapping(store, probe_host()); }
+
+IdMapping store_mapping(oci::Store& store, const HostIds& host) {
+    IdMapping wanted = choose_mapping(host, false);
     auto recorded = store.get_meta("idmap");
     if (!recorded) {
         auto lock = store.lock_exclusive();
@@ -193,7 +195,7 @@ int unpack_layers_here(const std::vector<std::string>& args) {
 
 RunResult exec_image(oci::Store& store, const oci::Image& image, const RunOptions& options) {
     const HostIds host = probe_host();
-    const IdMapping layers_mapping = store_mapping(store);
+    const IdMapping layers_mapping = store_mapping(store, host);
     const bool keep_id = options.process.keep_id;
 
     ContainerSpec spec;

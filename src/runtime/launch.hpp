@@ -31,6 +31,7 @@ RunResult exec_image(oci::Store& store, const oci::Image& image, const RunOption
 // The store's id mapping for this caller, recorded in meta.json on first use; refuses a store
 // whose layers were unpacked for another mapping.
 IdMapping store_mapping(oci::Store& store);
+IdMapping store_mapping(oci::Store& store, const HostIds& host);  // with the host already probed
 
 // Layer dirs (top first) of image, unpacked inside the user namespace when missing.
 std::vector<std::string> ensure_image_layers(oci::Store& store, const oci::Image& image, const IdMapping& mapping);
