@@ -350,6 +350,9 @@ RunResult run_container(const ContainerSpec& spec) {
     if (!spec.in_joined_userns) write_id_maps(pid, spec.mapping);
     if (::write(sync.write.get(), "g", 1) != 1) throw_errno("release the child");
     sync.write.reset();
+    // A pidfd now, while PID 1 is certainly ours (not yet reaped, so its pid cannot be reused).
+    UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+    if (spec.on_started) spec.on_started(pidfd.get());
 
     if (auto r = read_report(report.read.get())) {
         RunResult res = report_to_result(*r);  // throws for setup failures
@@ -369,7 +372,6 @@ RunResult run_container(const ContainerSpec& spec) {
     if (!done.early_code) return {exit_status_from_wait(done.wait_status), {}, stopped, {}};
     // PID 1 is exiting (its namespaces' teardown can take tens of milliseconds): hand back a
     // pidfd to know when it is gone, and leave the zombie to whoever inherits it.
-    UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, child.pid(), 0)));
     if (!pidfd) {
         child.wait(false);  // no pidfd (ENOSYS): wait here as before
         return {*done.early_code, {}, stopped, {}};

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -64,6 +65,10 @@ struct ContainerSpec {
     // once it is gone, after aishell has returned the status). Off for build steps, whose upper
     // dir is read right after the run.
     bool early_status = false;
+    // Called once PID 1 runs (its maps written, released), with a pidfd of it (-1 without
+    // pidfd_open): exec forks the run dir's reaper here, while the child sets the container up,
+    // rather than at the end where the fork would delay aishell's exit.
+    std::function<void(int pid_fd)> on_started;
     // Root emulation (single userns mode, build RUN steps; see fakeroot.hpp): set*id/setgroups
     // and device mknod succeed without effect; chown-family calls are answered by aishell
     // (chown_supervisor.hpp), which leaves the disk alone and appends the owners they asked for

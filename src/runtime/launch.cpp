@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "common/unique_fd.hpp"
 #include "oci/layer_unpack.hpp"
 #include "runtime/capabilities.hpp"
 #include "runtime/mounts.hpp"
@@ -58,7 +60,15 @@ std::vector<sock_filter> seccomp_program(const oci::Store& store, const Security
 }
 
 // tmp/run-<id>: upper/ and work/ (the container's rootfs is mounted over the dir itself);
-// removed on destruction unless kept.
+// removed on destruction unless kept or handed to the reaper.
+//
+// The reaper removes the run dir once PID 1 (pid_fd) is gone, after aishell has returned the
+// command's status: aishell does not wait for the container's namespaces to be torn down nor for
+// its upper dir to be deleted (together tens of milliseconds on a busy disk). It is forked early
+// (start_reaper, while the child sets the container up) and acts only on remove_when_gone's
+// word: if aishell fails or dies first, the pipe closes unsaid and the reaper leaves the dir to
+// the destructor (or, after a kill, to garbage collection's stale tmp/ sweep). Forking is safe:
+// the caller is single-threaded here (no pull is running).
 class RunDir {
 public:
     RunDir(const oci::Store& store, const IdMapping& mapping, bool keep)
@@ -68,6 +78,7 @@ public:
     RunDir(const RunDir&) = delete;
     RunDir& operator=(const RunDir&) = delete;
     ~RunDir() {
+        word_.reset();  // an unsaid word: the reaper exits and leaves the dir alone
         if (keep_) return;
         try {
             remove_tree(mapping_, path_.string());
@@ -76,39 +87,51 @@ public:
         }
     }
     const fs::path& path() const { return path_; }
-    bool kept() const { return keep_; }
-    // Removes the run dir in a detached process once `pid_fd` (PID 1 of the run) has exited,
-    // instead of here: aishell returns the command's status without waiting for the
-    // container's namespaces to be torn down and its upper dir to be deleted (together tens
-    // of milliseconds on a busy disk). A reaper that dies early leaves a stale tmp/ entry that
-    // garbage collection sweeps. The caller is single-threaded here (no pull is running).
-    void remove_when_gone(int pid_fd) {
-        if (keep_) return;
+
+    void start_reaper(int pid_fd) {
+        if (keep_ || pid_fd < 0 || word_) return;
+        int fds[2];
+        if (::pipe2(fds, O_CLOEXEC) != 0) return;  // no reaper: the destructor removes it
+        UniqueFd word_read(fds[0]), word_write(fds[1]);
         pid_t reaper = ::fork();
-        if (reaper < 0) return;  // the destructor removes it synchronously
-        if (reaper == 0) {
-            ::setsid();
-            int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
-            if (null >= 0) {
-                ::dup2(null, STDIN_FILENO);
-                ::dup2(null, STDOUT_FILENO);
-                ::dup2(null, STDERR_FILENO);
-            }
-            pollfd p{pid_fd, POLLIN, 0};
-            while (::poll(&p, 1, -1) < 0 && errno == EINTR) {}
-            try {
-                remove_tree(mapping_, path_.string());
-            } catch (...) {
-            }
-            ::_exit(0);
-        }
+        if (reaper < 0) return;
+        if (reaper == 0) reap(pid_fd, word_read.get());
+        word_ = std::move(word_write);
+    }
+
+    void remove_when_gone() {
+        if (keep_ || !word_) return;
+        if (::write(word_.get(), "r", 1) != 1) return;  // the destructor removes it
+        word_.reset();
         keep_ = true;  // the reaper owns it now
     }
 
 private:
+    // The reaper: detached, nothing of aishell's open but its pidfd and the word pipe.
+    [[noreturn]] void reap(int pid_fd, int word_fd) noexcept {
+        ::setsid();
+        int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (null < 0 || ::dup2(null, STDIN_FILENO) < 0 || ::dup2(null, STDOUT_FILENO) < 0 || ::dup2(null, STDERR_FILENO) < 0)
+            ::_exit(1);
+        if (::dup2(pid_fd, 3) < 0 || ::dup2(word_fd, 4) < 0) ::_exit(1);
+        ::syscall(SYS_close_range, 5u, ~0u, 0u);
+        char word = 0;
+        ssize_t n;
+        do n = ::read(4, &word, 1); while (n < 0 && errno == EINTR);
+        if (n != 1 || word != 'r') ::_exit(0);
+        pollfd p{3, POLLIN, 0};
+        while (::poll(&p, 1, -1) < 0 && errno == EINTR) {}
+        try {
+            remove_tree(mapping_, path_.string());
+        } catch (...) {
+        }
+        ::_exit(0);
+    }
+
     fs::path path_;
     IdMapping mapping_;
     bool keep_;
+    UniqueFd word_;  // write end of the reaper's word pipe
 };
 
 }  // namespace
@@ -251,8 +274,9 @@ RunResult exec_image(oci::Store& store, const oci::Image& image, const RunOption
     // Last, with every host fact gathered: from here on this process is root of the holder's
     // namespace (and so is the run dir's reaper, which then needs no helper of its own).
     spec.in_joined_userns = join_userns_holder(store.tmp_dir(), spec.mapping);
+    spec.on_started = [&run](int pid_fd) { run.start_reaper(pid_fd); };
     RunResult result = run_container(spec);
-    if (result.lingering) run.remove_when_gone(result.lingering.get());
+    if (result.lingering) run.remove_when_gone();
     return result;
 }
 

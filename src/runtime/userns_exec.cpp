@@ -22,7 +22,11 @@ namespace aishell::runtime {
 namespace {
 
 // The child: wait for the maps, become root of the namespace, exec. C-like (after clone).
-[[noreturn]] void helper_child(int sync_fd, bool root_mapped, int keep_fd, char* const* argv, char* const* envp) noexcept {
+[[noreturn]] void helper_child(int sync_fd, int parent_end, bool root_mapped, int keep_fd, char* const* argv,
+                               char* const* envp) noexcept {
+    // Our copy of the parent's end: with it open, a parent that gives up would never be seen
+    // (no EOF) and this child would wait forever.
+    ::close(parent_end);
     char go = 0;
     ssize_t n;
     do n = ::read(sync_fd, &go, 1); while (n < 0 && errno == EINTR);
@@ -77,7 +81,7 @@ UsernsHelper spawn_in_userns(const IdMapping& mapping, const std::vector<std::st
     char* const* envp = options.inherit_environment ? environ : no_environment;
     pid_t pid = static_cast<pid_t>(::syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, nullptr, nullptr, nullptr, nullptr));
     if (pid < 0) throw_errno("clone", "user namespace");
-    if (pid == 0) helper_child(rd.get(), root_mapped, options.keep_fd, argv.data(), envp);
+    if (pid == 0) helper_child(rd.get(), wr.get(), root_mapped, options.keep_fd, argv.data(), envp);
     rd.reset();
     UsernsHelper helper(pid);
     try {
@@ -96,7 +100,8 @@ int remove_tree_here(const std::string& dir) noexcept {
         make_removable(dir);
         std::error_code ec;
         std::filesystem::remove_all(dir, ec);
-        return ec ? 1 : 0;
+        // Gone is gone, whoever removed it (the whole store may have been deleted meanwhile).
+        return ec && std::filesystem::symlink_status(dir, ec).type() != std::filesystem::file_type::not_found ? 1 : 0;
     } catch (...) {
         return 1;
     }
