@@ -299,6 +299,10 @@ void extract_tar(int fd, const std::string& dest, const std::string& what, Owner
             std::string target = dest + "/" + hl;
             archive_entry_set_hardlink(entry, target.c_str());
         }
+        // Device nodes cannot be made inside a user namespace (every build step runs in one):
+        // skipped, as containers/storage skips them when it unpacks in a user namespace.
+        const auto type = archive_entry_filetype(entry);
+        if (type == AE_IFCHR || type == AE_IFBLK) continue;
         r = archive_write_header(out.get(), entry);
         if (r < ARCHIVE_WARN) throw Error("ADD " + what + ": " + path + ": " + archive_error_string(out.get()));
         if (archive_entry_size(entry) > 0 && r >= ARCHIVE_WARN) {

@@ -5,10 +5,12 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -287,6 +289,29 @@ TEST_CASE("ADD of a tar records the archive's unmapped owners and keeps its set-
     CHECK((Stat(root.path / "x/bin/suid").st.st_mode & 07777) == 04755);
     CHECK(Stat(root.path / "x/bin/suid").st.st_uid == 0);
     CHECK(fs::is_symlink(root.path / "x/l"));
+}
+
+TEST_CASE("ADD of a tar with device nodes skips them, as an unpack in a user namespace must", "[build_copy]") {
+    REQUIRE(::geteuid() == 0);  // to make the nodes the tar is made from
+    Context tree, ctx;
+    tree.write("etc/hostname", "h\n");
+    fs::create_directories(tree.path / "dev");
+    REQUIRE(::mknod((tree.path / "dev/console").c_str(), S_IFCHR | 0600, makedev(5, 1)) == 0);
+    REQUIRE(::mknod((tree.path / "dev/loop0").c_str(), S_IFBLK | 0660, makedev(7, 0)) == 0);
+    REQUIRE(::mkfifo((tree.path / "dev/fifo").c_str(), 0644) == 0);
+    const std::string cmd = "tar -C '" + tree.path.string() + "' -cf '" + (ctx.path / "rootfs.tar").string() + "' .";
+    REQUIRE(std::system(cmd.c_str()) == 0);
+
+    Context root;
+    CopyRequest add = copy_req({"rootfs.tar"}, "/");
+    add.extract_archives = true;
+    add.instruction = "ADD";
+    copy_recording(ctx, root.path, {add});
+    CHECK(fs::is_regular_file(root.path / "etc/hostname"));
+    CHECK(fs::is_directory(root.path / "dev"));
+    CHECK(fs::is_fifo(root.path / "dev/fifo"));
+    CHECK_FALSE(fs::exists(fs::symlink_status(root.path / "dev/console")));
+    CHECK_FALSE(fs::exists(fs::symlink_status(root.path / "dev/loop0")));
 }
 
 TEST_CASE("owners the namespace maps are set on disk, only directories keep a record", "[build_copy]") {
