@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.hpp"
+#include "common/held_signals.hpp"
 #include "common/file.hpp"
 #include "common/unique_fd.hpp"
 #include "composer/build_copy.hpp"
@@ -232,7 +233,8 @@ private:
 class Builder {
 public:
     Builder(oci::Store& store, const BuildRequest& req)
-        : store_(store),
+        : signals_(),
+          store_(store),
           req_(req),
           cache_(store),
           meta_before_(read_file_if_exists(store.root() / "meta.json", 1 << 20)),
@@ -252,7 +254,9 @@ public:
             current_stage_index_ = i;
             stage_states_[i] = build_stage(df_.stages[i]);
         }
+        stop_if_signalled("writing the image");
         BuildResult result = write_image(stage_states_.at(target.index));
+        stop_if_signalled("writing the image");
         rollback_.commit();
         if (digest_memo_) digest_memo_->save();  // only a build that succeeded adds to the store
         return result;
@@ -456,12 +460,28 @@ private:
     }
 
     // ---- instructions ------------------------------------------------------------------------
+    // Stops the build at a checkpoint when SIGINT, SIGTERM or SIGHUP arrived (held pending
+    // meanwhile: common/held_signals.hpp); the rollback then undoes what it wrote.
+    void stop_if_signalled(const std::string& where) {
+        if (int sig = signals_.take())
+            throw Interrupted(where + ": interrupted by " + sigabbrev_or_number(sig),
+                              "the build stopped; nothing was tagged and the store is as it was", sig);
+    }
+
     void dispatch(ImageState& s, const Instruction& ins) {
         const std::string where = df_.filename + ":" + std::to_string(ins.line());
         const int announced_before = step_;
         try {
+            stop_if_signalled("[" + std::to_string(step_ + 1) + "/" + std::to_string(total_steps_) + "] " +
+                              ins.node.original.substr(0, 80));
             std::visit([&](const auto& c) { on(s, ins, c); }, ins.command);
+        } catch (const Interrupted&) {
+            throw;
         } catch (Error& e) {
+            // A step that failed because the same signal stopped one of its helpers (they
+            // share the terminal's process group) was interrupted, not broken.
+            stop_if_signalled("[" + std::to_string(step_) + "/" + std::to_string(total_steps_) + "] " +
+                              ins.node.original.substr(0, 80));
             // An instruction that fails before its step line (COPY sources, expansion) is still
             // its own step, not the one before it. FROM's line is printed by the stage setup.
             const bool own_line_printed = step_ != announced_before || std::holds_alternative<FromInstr>(ins.command);
@@ -964,6 +984,8 @@ private:
         return {m.config.digest, md};
     }
 
+    // First: held for the build's whole life, released only after the rollback has run.
+    HeldSignals signals_;
     oci::Store& store_;
     const BuildRequest& req_;
     StepCache cache_;

@@ -2,7 +2,8 @@
 modes: syntax errors name FILE:LINE; a failing RUN (also after a whole stage was built) exits 1
 naming the step and the status, shows the output, tags nothing (an existing tag keeps its
 image) and leaves the store exactly as it was; a missing COPY source or --from image names
-what is missing; SIGINT during a RUN stops the build at once with status 130, leaving no
+what is missing; SIGINT during a RUN stops the build at once with status 130 (during another
+step: at the next step, with the same clean-up), leaving no
 process, mount, run dir or store change behind; the step cache follows content, not mtimes.
 
 test_build_engine.py already covers a plain failing RUN, an unchanged rebuild and one context
@@ -226,6 +227,50 @@ RUN echo never-reached
     assert status == 130, f"exit status {status} after {elapsed:.1f}s\n{out}"
     errors = [line for line in out.splitlines() if line.startswith("aishell: error:")]
     assert len(errors) == 1 and re.search(r"interrupted", errors[0]) and "[3/4]" in errors[0], out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sigint_outside_a_run_stops_at_the_next_step_and_rolls_back(aishell, base, mode):
+    """Ctrl-C (the whole process group, as a terminal sends it) during a COPY: the build holds
+    the signal until the step is done, then stops before the next one and undoes what it wrote
+    (the COPY's layer blob, cache entry, work dirs), with status 130 and one error line."""
+    before = pulled_store(aishell, base, mode)
+    ctx = make_context(aishell, {"Dockerfile": f"""\
+FROM {base}
+COPY big /big
+COPY small /small
+LABEL never=reached
+""", "small": "s\n"})
+    big = os.path.join(ctx, "big")
+    with open(big, "wb") as f:
+        f.truncate(300 << 20)  # 300 MB to read, hash, tar and compress: the COPY takes a while
+    os.chown(big, aishell.entry.pw_uid, aishell.entry.pw_gid)
+    proc = aishell.popen("build", "--progress=plain", "-t", "never:2", ctx, user="unpriv",
+                         env={"AISHELL_USERNS": mode}, stderr=subprocess.STDOUT, start_new_session=True)
+    reader = OutputReader(proc.stdout)
+    try:
+        reader.wait_for("COPY big /big", 120)
+        os.killpg(proc.pid, signal.SIGINT)
+        status = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = reader.finish()
+    assert status == 130, f"exit status {status}\n{out}"
+    errors = [line for line in out.splitlines() if line.startswith("aishell: error:")]
+    assert len(errors) == 1 and "interrupted by SIGINT" in errors[0], out
+    assert "[3/4] COPY small" in errors[0], out  # it stopped before the next step ...
+    assert not any(line.startswith("[3/4]") for line in out.splitlines()), out  # ... which never started
+
+    store = aishell.store
+    marker = f"AISHELL_STORE={store}\0".encode()
+    wait_for(lambda: not _processes_with(lambda pid: marker in _read(f"/proc/{pid}/environ")),
+             timeout=10, what="aishell's processes to end")
+    tmp = os.path.join(store, "tmp")
+    assert not [n for n in os.listdir(tmp) if not n.startswith(".") and not n.startswith("userns-")], os.listdir(tmp)
+    assert "never:2" not in image_names(store)
+    assert_store_unchanged(store, before)
 
 
 # --- the step cache follows content ------------------------------------------------------------

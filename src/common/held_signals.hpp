@@ -1,0 +1,33 @@
+// HeldSignals: the signals that stop an operation (SIGINT, SIGTERM, SIGHUP) held pending while
+// it runs, so that it stops where it can undo what it did, not wherever the signal lands.
+//
+// A build writes blobs, cache entries and work dirs in steps; killed mid-step by the default
+// action it would leave them behind. With the signals blocked, the build asks take() at its
+// checkpoints (before each step, and when a step fails: a helper that died of the same
+// Ctrl-C) and unwinds through its rollback, then main() exits 128+N. Code that waits on
+// children reads the same pending signals with a signalfd (the runtime forwards them to a
+// RUN's command). Processes started meanwhile inherit the block until they reset it: the
+// runtime resets it for container commands, helpers of aishell keep it (they stop when the
+// operation stops them).
+#pragma once
+
+#include <signal.h>
+
+namespace aishell {
+
+class HeldSignals {
+public:
+    HeldSignals();   // blocks SIGINT, SIGTERM and SIGHUP in the calling thread
+    ~HeldSignals();  // drops what is still pending, then the previous mask again
+    HeldSignals(const HeldSignals&) = delete;
+    HeldSignals& operator=(const HeldSignals&) = delete;
+
+    // One held signal that has arrived, consumed (0: none).
+    int take() noexcept;
+
+private:
+    sigset_t set_{};
+    sigset_t previous_{};
+};
+
+}  // namespace aishell
