@@ -16,10 +16,16 @@ HeldSignals::HeldSignals() {
 }
 
 HeldSignals::~HeldSignals() {
-    // Signals still pending arrived after the operation's last checkpoint: it has finished (or is
-    // already stopping for an earlier one), so they are dropped rather than delivered on unblock,
-    // where their default action would kill aishell before it reports.
-    while (take() != 0) {}
+    // A signal this guard blocked that is still pending arrived after the operation's last
+    // checkpoint: it has finished (or is already stopping for an earlier one), so it is dropped
+    // rather than delivered on unblock, where its default action would kill aishell before it
+    // reports. One an outer guard holds too stays pending for that guard's checkpoints.
+    sigset_t mine;
+    sigemptyset(&mine);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP})
+        if (!sigismember(&previous_, sig)) sigaddset(&mine, sig);
+    const timespec now{0, 0};
+    while (!sigisemptyset(&mine) && (sigtimedwait(&mine, nullptr, &now) > 0 || errno == EINTR)) {}
     pthread_sigmask(SIG_SETMASK, &previous_, nullptr);
 }
 

@@ -18,11 +18,14 @@ namespace aishell {
 class HeldSignals {
 public:
     HeldSignals();   // blocks SIGINT, SIGTERM and SIGHUP in the calling thread
-    ~HeldSignals();  // drops what is still pending, then the previous mask again
+    // Drops what is still pending of the signals it blocked (not those an outer guard holds),
+    // then the previous mask again.
+    ~HeldSignals();
     HeldSignals(const HeldSignals&) = delete;
     HeldSignals& operator=(const HeldSignals&) = delete;
 
-    // One held signal that has arrived, consumed (0: none).
+    // One held signal that has arrived, consumed (0: none); an outer guard's too (guards nest:
+    // a build holds them, and so does a download within it).
     int take() noexcept;
 
 private:

@@ -475,20 +475,17 @@ private:
             stop_if_signalled("[" + std::to_string(step_ + 1) + "/" + std::to_string(total_steps_) + "] " +
                               ins.node.original.substr(0, 80));
             std::visit([&](const auto& c) { on(s, ins, c); }, ins.command);
-        } catch (const Interrupted&) {
-            throw;
         } catch (Error& e) {
-            // A step that failed because the same signal stopped one of its helpers (they
-            // share the terminal's process group) was interrupted, not broken.
-            stop_if_signalled("[" + std::to_string(step_) + "/" + std::to_string(total_steps_) + "] " +
-                              ins.node.original.substr(0, 80));
             // An instruction that fails before its step line (COPY sources, expansion) is still
             // its own step, not the one before it. FROM's line is printed by the stage setup.
             const bool own_line_printed = step_ != announced_before || std::holds_alternative<FromInstr>(ins.command);
             const int step = own_line_printed ? step_ : announced_before + 1;
-            if (e.message().rfind("[", 0) != 0)
-                e.add_context("[" + std::to_string(step) + "/" + std::to_string(total_steps_) + "] " +
-                              ins.node.original.substr(0, 80) + " (" + where + ")");
+            const std::string label =
+                "[" + std::to_string(step) + "/" + std::to_string(total_steps_) + "] " + ins.node.original.substr(0, 80);
+            // A step that failed because the same signal stopped one of its helpers (they share
+            // the terminal's process group) was interrupted, not broken.
+            if (!dynamic_cast<const Interrupted*>(&e)) stop_if_signalled(label);
+            if (e.message().rfind("[", 0) != 0) e.add_context(label + " (" + where + ")");
             throw;
         }
     }

@@ -155,48 +155,6 @@ registry::Response send_one(registry::Transport& transport, const registry::Requ
     }
 }
 
-// The stop signals a download watches for.
-constexpr int kStopSignals[] = {SIGINT, SIGTERM, SIGHUP};
-
-}  // namespace
-
-// While it lives, the stop signals that were not blocked already are blocked, so a Ctrl-C in a
-// download does not kill the process with its temp files and half-made store changes around:
-// the transfer polls for them (take()) and stops, and the build unwinds as an Interrupted
-// error. A signal someone else already blocks (a sigwait thread) is left to them.
-class StopSignalPoll {
-public:
-    StopSignalPoll() {
-        sigset_t block;
-        sigemptyset(&block);
-        for (int sig : kStopSignals) sigaddset(&block, sig);
-        ::pthread_sigmask(SIG_BLOCK, &block, &previous_);
-    }
-    StopSignalPoll(const StopSignalPoll&) = delete;
-    StopSignalPoll& operator=(const StopSignalPoll&) = delete;
-    ~StopSignalPoll() { ::pthread_sigmask(SIG_SETMASK, &previous_, nullptr); }
-
-    // A pending stop signal this guard blocked, consumed; 0 when there is none.
-    int take() const {
-        sigset_t pending;
-        if (::sigpending(&pending) != 0) return 0;
-        for (int sig : kStopSignals) {
-            if (!sigismember(&pending, sig) || sigismember(&previous_, sig)) continue;
-            sigset_t one;
-            sigemptyset(&one);
-            sigaddset(&one, sig);
-            struct timespec zero {};
-            if (::sigtimedwait(&one, nullptr, &zero) == sig) return sig;
-        }
-        return 0;
-    }
-
-private:
-    sigset_t previous_{};
-};
-
-namespace {
-
 [[noreturn]] void throw_interrupted(const std::string& what, int sig) {
     const char* name = ::sigabbrev_np(sig);
     throw Interrupted(what + ": interrupted by " + (name ? std::string("SIG") + name : std::to_string(sig)),
@@ -353,7 +311,9 @@ UrlSources::~UrlSources() {
 
 void UrlSources::fetch_all() {
     if (fetched_.size() == urls_.size()) return;
-    StopSignalPoll poll;
+    // Ctrl-C must not kill the process with its temp files and half-made store changes around:
+    // the transfer polls for the stop signals and stops, and the build unwinds as Interrupted.
+    HeldSignals poll;
     stop_->poll = &poll;
     stop_->signal = 0;
     struct Detach {

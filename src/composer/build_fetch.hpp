@@ -21,6 +21,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/held_signals.hpp"
 #include "oci/digest.hpp"
 #include "registry/http.hpp"
 
@@ -67,8 +68,6 @@ struct FetchedFile {
 FetchedFile fetch_url(registry::Transport& transport, const std::string& url, const std::filesystem::path& file,
                       const FetchOptions& options = {});
 
-class StopSignalPoll;
-
 // The http(s) sources of one ADD step and their downloads, in a private dir under the store's
 // tmp/ that goes with this object. While downloads run, SIGINT/SIGTERM/SIGHUP are blocked and
 // polled: one stops the transfer and becomes an Interrupted error (exit 128+N), so the dir and
@@ -77,7 +76,7 @@ class UrlSources {
 public:
     // What a transport's `cancelled` callback asks (shared: the factory outlives moves).
     struct StopState {
-        StopSignalPoll* poll = nullptr;  // set while fetch_all runs
+        HeldSignals* poll = nullptr;     // set while fetch_all runs
         int signal = 0;                  // the stop signal taken, 0 = none
         bool stop_requested();
     };

@@ -7,6 +7,7 @@
   registry       factory: registry(mode="http"|"tls"|"htpasswd"|"token", tls=None, acl=None)
                  -> a running docker-registry (.host, .url, .ca_path, .username, .password,
                  .storage_dir, .stop(), ...); stopped at teardown
+  rt_images      the runtime test images of helpers/runtime_images.py (session-wide, cached)
   images         fixture images built by umoci/skopeo (session-wide, cached on disk);
                  images.push(ref, registry, "repo:tag")
   push           the same push as a plain function
@@ -245,6 +246,13 @@ def registry(session_dir):
     yield factory
     for reg in started:
         reg.stop()
+
+
+@pytest.fixture(scope="session")
+def rt_images():
+    """The runtime test images (helpers/runtime_images.py: busybox, sudo, many layers), built once."""
+    from helpers.runtime_images import ensure_runtime_images
+    return ensure_runtime_images()
 
 
 @pytest.fixture(scope="session")

@@ -203,7 +203,7 @@ def test_add_url_over_https_with_the_ca_in_certs_d(aishell, server):
 
     # Without the CA: TLS verification fails, one error line naming the step and the URL.
     r = build(aishell, ctx, "-t", "tls:1", check=False)
-    line = assert_one_error(r, r"\[2/2\] ADD .*download " + srv.url("/secure.txt").replace(".", r"\."))
+    assert_one_error(r, r"\[2/2\] ADD .*download " + srv.url("/secure.txt").replace(".", r"\."))
     assert "certs.d/" + srv.host + "/ca.crt" in r.stderr, r.stderr  # the hint says where the CA goes
     assert_store_unchanged(aishell.store, before)
 

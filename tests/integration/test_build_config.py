@@ -31,7 +31,7 @@ from helpers.build import (MODES, final_entries, image_id, index_digest, layer_m
 from helpers.checks import assert_one_error
 from helpers.registry import start_registry
 from helpers.runtime_images import ensure_runtime_images
-from helpers.store import read_blob, verify_store
+from helpers.store import verify_store
 
 EPOCH = 1234567890  # 2009-02-13T23:31:30Z
 EPOCH_RFC3339 = "2009-02-13T23:31:30Z"

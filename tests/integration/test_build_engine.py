@@ -13,13 +13,7 @@ import pytest
 from helpers.build import (build, image_id, index_digest, layer_members, make_context, manifest_and_config,
                            tree)
 from helpers.checks import assert_one_error, assert_store_unchanged, skopeo_inspect, umoci_unpack
-from helpers.runtime_images import ensure_runtime_images
 from helpers.store import snapshot, verify_store
-
-
-@pytest.fixture(scope="session")
-def rt_images():
-    return ensure_runtime_images()
 
 
 @pytest.fixture

@@ -16,15 +16,9 @@ import pytest
 from helpers import users
 from helpers.build import build, layer_members, manifest_and_config
 from helpers.checks import assert_one_error, assert_store_unchanged, umoci_unpack
-from helpers.runtime_images import ensure_runtime_images
 from helpers.store import snapshot, verify_store
 
 MODES = ["subuid", "single"]
-
-
-@pytest.fixture(scope="session")
-def rt_images():
-    return ensure_runtime_images()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from helpers.runtime_images import MANY_LAYERS, ensure_runtime_images
+from helpers.runtime_images import MANY_LAYERS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -21,11 +21,6 @@ def enosys(session_dir):
     subprocess.run(["cc", "-O2", "-o", path, os.path.join(HERE, "helpers", "enosys.c")], check=True)
     os.chmod(path, 0o755)
     return path
-
-
-@pytest.fixture(scope="session")
-def rt_images():
-    return ensure_runtime_images()
 
 
 @pytest.fixture
@@ -70,7 +65,7 @@ def test_everything_missing_still_runs(aishell, enosys, pulled, mode):
 
 def test_overlay_without_lowerdir_plus_uses_relative_paths(aishell, enosys, pulled):
     image = pulled("many")
-    script = f"cat /proc/self/mountinfo; echo layers: $(ls /layers | wc -l)"
+    script = "cat /proc/self/mountinfo; echo layers: $(ls /layers | wc -l)"
     new = run_without(aishell, enosys, [], image, "sh", "-c", script)
     assert new.returncode == 0, new.stderr
     opts = overlay_options(new.stdout)

@@ -7,12 +7,6 @@ import pwd
 
 import pytest
 
-from helpers.runtime_images import ensure_runtime_images
-
-
-@pytest.fixture(scope="session")
-def rt_images():
-    return ensure_runtime_images()
 
 
 @pytest.fixture

@@ -1,23 +1,16 @@
 """aishell exec: the runtime end to end, as the unprivileged user in both userns modes (and as
 root where it matters). The busybox fixture image is pushed to a local registry and pulled."""
 import os
-import re
 import signal
 import subprocess
 import time
 
 import pytest
 
-from helpers.runtime_images import ensure_runtime_images
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROBE_SRC = os.path.join(HERE, "..", "fixtures", "exec_probe.c")
 DEFAULT_CAPS = "00000000a80425fb"
-
-
-@pytest.fixture(scope="session")
-def rt_images():
-    return ensure_runtime_images()
 
 
 @pytest.fixture

@@ -12,12 +12,6 @@ import time
 
 import pytest
 
-from helpers.runtime_images import ensure_runtime_images
-
-
-@pytest.fixture(scope="session")
-def rt_images():
-    return ensure_runtime_images()
 
 
 @pytest.fixture

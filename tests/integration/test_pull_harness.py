@@ -2,7 +2,6 @@
 behave as the pull tests assume (so a pull test cannot pass against a harness that lets
 everything through). No aishell binary is involved."""
 import json
-import socket
 import subprocess
 import urllib.request
 

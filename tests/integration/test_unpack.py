@@ -371,7 +371,7 @@ def test_crafted_tars_leave_the_canaries_alone(aishell, registry, layout, fixtur
             assert r.returncode == 125, (name, r.stderr)
             # The first error line names the entry; test_unpack_error_is_one_line checks that
             # it is the only one.
-            assert errors and f"layer entry '" in errors[0] and case["error"] in errors[0], \
+            assert errors and "layer entry '" in errors[0] and case["error"] in errors[0], \
                 (name, r.stderr)
         else:
             assert r.returncode == 0, (name, r.stderr)
