@@ -8,6 +8,7 @@
                  -> a running docker-registry (.host, .url, .ca_path, .username, .password,
                  .storage_dir, .stop(), ...); stopped at teardown
   rt_images      the runtime test images of helpers/runtime_images.py (session-wide, cached)
+  busybox        rt-busybox pulled into the test's store (by the unprivileged user); its name
   images         fixture images built by umoci/skopeo (session-wide, cached on disk);
                  images.push(ref, registry, "repo:tag")
   push           the same push as a plain function
@@ -253,6 +254,17 @@ def rt_images():
     """The runtime test images (helpers/runtime_images.py: busybox, sudo, many layers), built once."""
     from helpers.runtime_images import ensure_runtime_images
     return ensure_runtime_images()
+
+
+@pytest.fixture
+def busybox(aishell, registry, rt_images):
+    """rt-busybox pushed to a fresh registry and pulled into the test's store as the unprivileged
+    user (subuid mode); returns its name."""
+    reg = registry("http")
+    rt_images.push(rt_images.busybox, reg, "busybox:latest")
+    name = f"{reg.host}/busybox:latest"
+    aishell("pull", name, user="unpriv")
+    return name
 
 
 @pytest.fixture(scope="session")

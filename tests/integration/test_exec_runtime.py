@@ -13,16 +13,6 @@ PROBE_SRC = os.path.join(HERE, "..", "fixtures", "exec_probe.c")
 DEFAULT_CAPS = "00000000a80425fb"
 
 
-@pytest.fixture
-def busybox(aishell, registry, rt_images):
-    """Pulls the rt-busybox image into the test's store; returns its name."""
-    reg = registry("http")
-    rt_images.push(rt_images.busybox, reg, "busybox:latest")
-    name = f"{reg.host}/busybox:latest"
-    aishell("pull", name, user="unpriv")
-    return name
-
-
 def run(aishell, image, *cmd, user="unpriv", mode="subuid", opts=(), check=False, **kw):
     env = {"AISHELL_USERNS": mode} if user == "unpriv" else {}
     env.update(kw.pop("env", {}))

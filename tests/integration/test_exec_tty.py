@@ -14,15 +14,6 @@ import pytest
 
 
 
-@pytest.fixture
-def busybox(aishell, registry, rt_images):
-    reg = registry("http")
-    rt_images.push(rt_images.busybox, reg, "busybox:latest")
-    ref = f"{reg.host}/busybox:latest"
-    aishell("pull", ref, user="unpriv")
-    return ref
-
-
 def set_size(fd, rows, cols):
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 

@@ -10,21 +10,11 @@ import signal
 import subprocess
 import time
 
-import pytest
 
 
 
-@pytest.fixture
-def image(aishell, registry, rt_images):
-    reg = registry("http")
-    rt_images.push(rt_images.busybox, reg, "busybox:latest")
-    ref = f"{reg.host}/busybox:latest"
-    aishell("pull", ref, user="unpriv")
-    return ref
-
-
-def run(aishell, image, *cmd, opts=()):
-    r = aishell("exec", "--image", image, *opts, "--", *cmd, user="unpriv",
+def run(aishell, busybox, *cmd, opts=()):
+    r = aishell("exec", "--image", busybox, *opts, "--", *cmd, user="unpriv",
                 env={"AISHELL_USERNS": "subuid"}, check=False)
     assert r.returncode == 0, r.stderr
     return r.stdout
@@ -75,9 +65,9 @@ def subuid_map(unpriv_user):
     return [[0, pw.pw_uid, 1], [1, int(start), int(count)]]
 
 
-def test_runs_share_one_namespace_with_the_subuid_mapping(aishell, image, unpriv_user):
-    first = run(aishell, image, "sh", "-c", "readlink /proc/self/ns/user; cat /proc/self/uid_map")
-    second = run(aishell, image, "readlink", "/proc/self/ns/user")
+def test_runs_share_one_namespace_with_the_subuid_mapping(aishell, busybox, unpriv_user):
+    first = run(aishell, busybox, "sh", "-c", "readlink /proc/self/ns/user; cat /proc/self/uid_map")
+    second = run(aishell, busybox, "readlink", "/proc/self/ns/user")
     ns, *maps = first.splitlines()
     assert second.strip() == ns
     assert [[int(x) for x in line.split()] for line in maps] == subuid_map(unpriv_user)
@@ -99,20 +89,20 @@ def test_runs_share_one_namespace_with_the_subuid_mapping(aishell, image, unpriv
         assert f.read() == b""
 
 
-def test_a_killed_holder_is_replaced(aishell, image):
-    before = run(aishell, image, "readlink", "/proc/self/ns/user")
+def test_a_killed_holder_is_replaced(aishell, busybox):
+    before = run(aishell, busybox, "readlink", "/proc/self/ns/user")
     [record] = records(aishell)
     old = holder_pid(record)
     os.kill(old, signal.SIGKILL)
     assert gone(old)
-    after = run(aishell, image, "readlink", "/proc/self/ns/user")
+    after = run(aishell, busybox, "readlink", "/proc/self/ns/user")
     assert after != before
     new = holder_pid(record)
     assert new != old and comm(new) == "aishell-userns"
 
 
-def test_a_record_naming_another_process_is_not_joined(aishell, image, unpriv_user):
-    run(aishell, image, "true")
+def test_a_record_naming_another_process_is_not_joined(aishell, busybox, unpriv_user):
+    run(aishell, busybox, "true")
     [record] = records(aishell)
     holder = holder_pid(record)
     os.kill(holder, signal.SIGKILL)
@@ -130,7 +120,7 @@ def test_a_record_naming_another_process_is_not_joined(aishell, image, unpriv_us
             start = f.read().rsplit(")", 1)[1].split()[19]
         with open(record, "w") as f:
             f.write(f"{sleeper} {start}\n")
-        out = run(aishell, image, "sh", "-c", "readlink /proc/self/ns/user; cat /proc/self/uid_map")
+        out = run(aishell, busybox, "sh", "-c", "readlink /proc/self/ns/user; cat /proc/self/uid_map")
         ns, *maps = out.splitlines()
         assert ns != os.readlink(f"/proc/{sleeper}/ns/user")
         assert [[int(x) for x in line.split()] for line in maps] == subuid_map(unpriv_user)
@@ -142,16 +132,16 @@ def test_a_record_naming_another_process_is_not_joined(aishell, image, unpriv_us
         impostor.wait()
 
 
-def test_removing_the_store_ends_the_holder(aishell, image):
-    run(aishell, image, "true")
+def test_removing_the_store_ends_the_holder(aishell, busybox):
+    run(aishell, busybox, "true")
     [record] = records(aishell)
     pid = holder_pid(record)
     os.unlink(record)
     assert gone(pid)
-    run(aishell, image, "true")  # a new one comes up
+    run(aishell, busybox, "true")  # a new one comes up
     [record] = records(aishell)
     pid = holder_pid(record)
-    run(aishell, image, "true")  # its run dir's reaper may still be at work below
+    run(aishell, busybox, "true")  # its run dir's reaper may still be at work below
     subprocess.run(["rm", "-rf", aishell.store], check=True)
     assert gone(pid)
     # Nothing of those runs stays behind, stuck on a store that is no more (a reaper whose
@@ -163,12 +153,12 @@ def test_removing_the_store_ends_the_holder(aishell, image):
     assert not processes_with_environ(marker)
 
 
-def test_keep_id_has_a_holder_of_its_own(aishell, image, unpriv_user):
-    default_ns = run(aishell, image, "readlink", "/proc/self/ns/user")
-    out = run(aishell, image, "sh", "-c", "id -u; readlink /proc/self/ns/user", opts=("--userns=keep-id",))
+def test_keep_id_has_a_holder_of_its_own(aishell, busybox, unpriv_user):
+    default_ns = run(aishell, busybox, "readlink", "/proc/self/ns/user")
+    out = run(aishell, busybox, "sh", "-c", "id -u; readlink /proc/self/ns/user", opts=("--userns=keep-id",))
     uid, keep_ns = out.split()
     assert int(uid) == pwd.getpwnam(unpriv_user).pw_uid
     assert keep_ns != default_ns.strip()
     assert len(records(aishell)) == 2
-    again = run(aishell, image, "sh", "-c", "readlink /proc/self/ns/user", opts=("--userns=keep-id",))
+    again = run(aishell, busybox, "sh", "-c", "readlink /proc/self/ns/user", opts=("--userns=keep-id",))
     assert again.strip() == keep_ns
