@@ -11,7 +11,13 @@ namespace aishell {
 
 HeldSignals::HeldSignals() {
     sigemptyset(&set_);
-    for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&set_, sig);
+    // A signal whose disposition is SIG_IGN (SIGHUP under nohup, SIGINT of a background job) is
+    // left alone: blocked, it would be queued and stop the operation it was meant to spare.
+    for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
+        struct sigaction current {};
+        if (sigaction(sig, nullptr, &current) == 0 && current.sa_handler == SIG_IGN) continue;
+        sigaddset(&set_, sig);
+    }
     pthread_sigmask(SIG_BLOCK, &set_, &previous_);
 }
 
@@ -23,7 +29,7 @@ HeldSignals::~HeldSignals() {
     sigset_t mine;
     sigemptyset(&mine);
     for (int sig : {SIGINT, SIGTERM, SIGHUP})
-        if (!sigismember(&previous_, sig)) sigaddset(&mine, sig);
+        if (sigismember(&set_, sig) && !sigismember(&previous_, sig)) sigaddset(&mine, sig);
     const timespec now{0, 0};
     while (!sigisemptyset(&mine) && (sigtimedwait(&mine, nullptr, &now) > 0 || errno == EINTR)) {}
     pthread_sigmask(SIG_SETMASK, &previous_, nullptr);

@@ -17,7 +17,8 @@ namespace aishell {
 
 class HeldSignals {
 public:
-    HeldSignals();   // blocks SIGINT, SIGTERM and SIGHUP in the calling thread
+    // Blocks SIGINT, SIGTERM and SIGHUP in the calling thread, except those set to SIG_IGN.
+    HeldSignals();
     // Drops what is still pending of the signals it blocked (not those an outer guard holds),
     // then the previous mask again.
     ~HeldSignals();
