@@ -239,14 +239,13 @@ RunResult exec_image(oci::Store& store, const oci::Image& image, const RunOption
     std::optional<HostUser> keep_user;
     if (keep_id) keep_user = current_host_user();
     spec.process = build_process(image.config, popts, db, keep_user);
-    // Single mode maps only container root: a non-root user runs as root that the get*id family
-    // reports as that user (root emulation, as a build RUN under USER; fakeroot.hpp).
-    if (spec.mapping.mode == UsernsMode::Single && !keep_id &&
-        (!spec.mapping.uid_mapped_inside(spec.process.uid) || !spec.mapping.gid_mapped_inside(spec.process.gid))) {
-        spec.emulate_root_ids = true;
-        const auto& p = spec.process;
-        spec.emulated_identity = EmulatedIdentity{p.uid, p.gid, {p.groups.begin(), p.groups.end()}};
-        spec.process.uid = spec.process.gid = 0;
+    // Single mode maps one id, the caller, to whom the command runs as: root by default, the
+    // image's (or --user's) non-root user otherwise, as keep-id maps the caller to itself. The
+    // command then really is that user, and what the caller owns (the project, the layer
+    // trees) is that user's inside: `git` finds its repository owned by the user running it.
+    if (spec.mapping.mode == UsernsMode::Single && !keep_id) {
+        spec.mapping.uids = {{spec.process.uid, host.uid, 1}};
+        spec.mapping.gids = {{spec.process.gid, host.gid, 1}};
     }
     if (!spec.mapping.uid_mapped_inside(spec.process.uid) || !spec.mapping.gid_mapped_inside(spec.process.gid))
         throw Error("user " + std::to_string(spec.process.uid) + ":" + std::to_string(spec.process.gid) +
