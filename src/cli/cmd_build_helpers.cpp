@@ -7,6 +7,7 @@
 
 #include "cli/command.hpp"
 #include "cli/image_lookup.hpp"
+#include "cli/progress.hpp"
 #include "common/error.hpp"
 #include "common/file.hpp"
 #include "composer/build_engine.hpp"
@@ -37,7 +38,18 @@ std::string pull_for_build(oci::Store& store, const std::string& ref_text, bool 
     auto ref = registry::Reference::parse(ref_text);
     if (!quiet) std::cerr << "pulling " << ref.str() << std::endl;
     registry::PullOptions options;
-    return registry::pull_image(store, ref, options).name;
+    // The build holds SIGINT/SIGTERM pending (common/held_signals.hpp); this watcher takes them
+    // during the pull, which then stops at once, and the build unwinds through its rollback.
+    InterruptWatcher interrupt;
+    options.cancel = interrupt.flag();
+    try {
+        return registry::pull_image(store, ref, options).name;
+    } catch (const Error&) {
+        if (interrupt.cancelled())
+            throw Interrupted("pull " + ref.str() + ": interrupted",
+                              "the build stopped; nothing was tagged and the store is as it was", interrupt.signal_number());
+        throw;
+    }
 }
 
 }  // namespace

@@ -158,10 +158,12 @@ ChownSupervisor::Answer ChownSupervisor::answer_identity(const seccomp_notif& re
     switch (call.kind) {
         case Kind::GetUid: return {0, shown(who.uid)};
         case Kind::GetGid: return {0, shown(who.gid)};
-        case Kind::GetGroups:
-            if (a[0] == 0) return {0, static_cast<std::int64_t>(who.groups.size())};  // just the count
-            if (static_cast<std::int32_t>(a[0]) < 0 || a[0] < who.groups.size()) return {EINVAL, 0};
+        case Kind::GetGroups: {
+            const auto size = static_cast<std::int32_t>(a[0]);  // the kernel reads an int
+            if (size == 0) return {0, static_cast<std::int64_t>(who.groups.size())};  // just the count
+            if (size < 0 || static_cast<std::size_t>(size) < who.groups.size()) return {EINVAL, 0};
             break;
+        }
         default: break;
     }
     // getresuid/getresgid (three pointers) and getgroups (a list): written into its memory.
@@ -177,8 +179,10 @@ ChownSupervisor::Answer ChownSupervisor::answer_identity(const seccomp_notif& re
         ids = {id, id, id};
         addrs = {a[0], a[1], a[2]};
     }
+    // A failed open is answered with its errno: if the caller is gone nobody reads the answer,
+    // and if it is not (EACCES, EMFILE), it must not take uninitialised ids for success.
     UniqueFd mem = open_path("/proc/" + std::to_string(req.pid) + "/mem", O_RDWR);
-    if (!mem) return {};  // gone; the answer will not be delivered
+    if (!mem) return {errno == ENOENT || errno == ESRCH ? EFAULT : errno, 0};
     // The memory opened is the caller's, not a reused pid's, before anything is written to it.
     if (::ioctl(listener_.get(), SECCOMP_IOCTL_NOTIF_ID_VALID, &req.id) != 0) return {};
     for (std::size_t i = 0; i < ids.size(); ++i) {

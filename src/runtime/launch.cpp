@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -90,31 +91,38 @@ public:
 
     void start_reaper(int pid_fd) {
         if (keep_ || pid_fd < 0 || word_) return;
+        // A socket pair, not a pipe: the word is sent with MSG_NOSIGNAL, so a reaper that is
+        // already gone costs no SIGPIPE (aishell would die of it with the command's status lost).
         int fds[2];
-        if (::pipe2(fds, O_CLOEXEC) != 0) return;  // no reaper: the destructor removes it
+        if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) return;  // no reaper: the destructor removes it
         UniqueFd word_read(fds[0]), word_write(fds[1]);
         pid_t reaper = ::fork();
         if (reaper < 0) return;
-        if (reaper == 0) reap(pid_fd, word_read.get());
+        if (reaper == 0) reap(pid_fd, word_read.get(), word_write.get());
         word_ = std::move(word_write);
     }
 
     void remove_when_gone() {
         if (keep_ || !word_) return;
-        if (::write(word_.get(), "r", 1) != 1) return;  // the destructor removes it
+        if (::send(word_.get(), "r", 1, MSG_NOSIGNAL) != 1) return;  // the destructor removes it
         word_.reset();
         keep_ = true;  // the reaper owns it now
     }
 
 private:
     // The reaper: detached, nothing of aishell's open but its pidfd and the word pipe.
-    [[noreturn]] void reap(int pid_fd, int word_fd) noexcept {
+    [[noreturn]] void reap(int pid_fd, int word_fd, int aishells_end) noexcept {
+        // aishell's end first: with a copy of it open here, aishell going away unsaid would
+        // never be seen (no EOF) and this process would wait forever.
+        ::close(aishells_end);
         ::setsid();
         int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
         if (null < 0 || ::dup2(null, STDIN_FILENO) < 0 || ::dup2(null, STDOUT_FILENO) < 0 || ::dup2(null, STDERR_FILENO) < 0)
             ::_exit(1);
         if (::dup2(pid_fd, 3) < 0 || ::dup2(word_fd, 4) < 0) ::_exit(1);
-        ::syscall(SYS_close_range, 5u, ~0u, 0u);
+        // Nothing else of aishell's (the pty master, the container's pipes) stays open here.
+        if (::syscall(SYS_close_range, 5u, ~0u, 0u) != 0)
+            for (int fd = 5; fd < 4096; ++fd) ::close(fd);
         char word = 0;
         ssize_t n;
         do n = ::read(4, &word, 1); while (n < 0 && errno == EINTR);

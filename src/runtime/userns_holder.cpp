@@ -177,6 +177,16 @@ int hold_userns_here(const std::vector<std::string>& args) {
         ::dup2(null, STDERR_FILENO);
         ::close(null);
     }
+    // Nothing inherited lives on with it: no descriptor but READY_FD (a pipe someone waits on
+    // for EOF would never get it), no blocked signal (SIGTERM must end it).
+    const bool closed = (ready == 3 || ::syscall(SYS_close_range, 3u, static_cast<unsigned>(ready) - 1, 0u) == 0) &&
+                        ::syscall(SYS_close_range, static_cast<unsigned>(ready) + 1, ~0u, 0u) == 0;
+    if (!closed)
+        for (int fd = 3; fd < 4096; ++fd)
+            if (fd != ready) ::close(fd);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
     if (::chdir("/") != 0) return 1;
     ::prctl(PR_SET_NAME, kHolderName, 0, 0, 0);
     ::signal(SIGHUP, SIG_IGN);
