@@ -350,8 +350,10 @@ RunResult run_container(const ContainerSpec& spec) {
     if (!spec.in_joined_userns) write_id_maps(pid, spec.mapping);
     if (::write(sync.write.get(), "g", 1) != 1) throw_errno("release the child");
     sync.write.reset();
-    // A pidfd now, while PID 1 is certainly ours (not yet reaped, so its pid cannot be reused).
-    UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+    // A pidfd now, while PID 1 is certainly ours (not yet reaped, so its pid cannot be reused),
+    // when anyone is to wait on it after run_container returns (early status: exec's reaper).
+    UniqueFd pidfd;
+    if (spec.early_status) pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
     if (spec.on_started) spec.on_started(pidfd.get());
 
     if (auto r = read_report(report.read.get())) {

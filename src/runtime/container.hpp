@@ -66,7 +66,7 @@ struct ContainerSpec {
     // dir is read right after the run.
     bool early_status = false;
     // Called once PID 1 runs (its maps written, released), with a pidfd of it (-1 without
-    // pidfd_open): exec forks the run dir's reaper here, while the child sets the container up,
+    // early_status or pidfd_open): exec forks the run dir's reaper here, while the child sets the container up,
     // rather than at the end where the fork would delay aishell's exit.
     std::function<void(int pid_fd)> on_started;
     // Root emulation (single userns mode, build RUN steps; see fakeroot.hpp): set*id/setgroups

@@ -23,6 +23,7 @@
 
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "common/stable_hash.hpp"
 #include "common/unique_fd.hpp"
 #include "runtime/capabilities.hpp"
 
@@ -278,23 +279,10 @@ namespace {
 constexpr const char* kCacheEntrySuffix = ".bpf";
 constexpr std::string_view kCacheMagic = "aishell-seccomp-bpf 2 ";
 
-// FNV-1a (64 bit). It names a cache entry and checks its program for truncation and bit rot; it
-// need not be cryptographic: an entry carries its whole key text, which a hit compares byte for
-// byte (two keys with the same name only replace each other's entry), and the cache is trusted
-// exactly as far as the store is (see read_trusted_entry). SHA-256 here would load and
-// initialise libcrypto on every exec: about a millisecond, a third of a whole ch-run.
-std::uint64_t fnv1a64(std::string_view data) {
-    std::uint64_t h = 0xcbf29ce484222325ull;
-    for (unsigned char c : data) h = (h ^ c) * 0x100000001b3ull;
-    return h;
-}
-
-std::string hex64(std::uint64_t v) {
-    char buf[17];
-    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
-    return buf;
-}
-
+// Entries are named, and their programs checked for truncation and bit rot, with
+// stable_hash_hex (FNV-1a): no cryptographic hash is needed, since an entry carries its whole key
+// text, which a hit compares byte for byte, and the cache is trusted exactly as far as the store
+// is (see read_trusted_entry); SHA-256 would load and initialise libcrypto on every exec.
 std::string_view program_bytes(const std::vector<sock_filter>& prog) {
     return {reinterpret_cast<const char*>(prog.data()), prog.size() * sizeof(sock_filter)};
 }
@@ -401,7 +389,7 @@ std::string seccomp_cache_key(std::string_view profile_json, const SeccompContex
 
 std::string encode_seccomp_cache_entry(const std::string& key, const std::vector<sock_filter>& prog) {
     std::string out(kCacheMagic);
-    out += std::to_string(key.size()) + " " + std::to_string(prog.size()) + " " + hex64(fnv1a64(program_bytes(prog))) + "\n";
+    out += std::to_string(key.size()) + " " + std::to_string(prog.size()) + " " + stable_hash_hex(program_bytes(prog)) + "\n";
     out += key;
     out += program_bytes(prog);
     return out;
@@ -433,14 +421,14 @@ std::optional<std::vector<sock_filter>> decode_seccomp_cache_entry(std::string_v
     std::string_view body = rest.substr(key.size());
     // A classic BPF program has at most BPF_MAXINSNS (4096) instructions; seccomp(2) says the same.
     if (!count || *count == 0 || *count > BPF_MAXINSNS || body.size() != *count * sizeof(sock_filter)) return std::nullopt;
-    if (hex64(fnv1a64(body)) != head.substr(sp2 + 1)) return std::nullopt;
+    if (stable_hash_hex(body) != head.substr(sp2 + 1)) return std::nullopt;
     std::vector<sock_filter> prog(*count);
     std::memcpy(prog.data(), body.data(), body.size());
     return prog;
 }
 
 fs::path seccomp_cache_entry(const fs::path& cache_dir, std::string_view profile_json, const SeccompContext& ctx) {
-    return cache_dir / (hex64(fnv1a64(seccomp_cache_key(profile_json, ctx))) + kCacheEntrySuffix);
+    return cache_dir / (stable_hash_hex(seccomp_cache_key(profile_json, ctx)) + kCacheEntrySuffix);
 }
 
 std::vector<sock_filter> compile_seccomp_cached(const fs::path& cache_dir, std::string_view profile_json,
@@ -448,7 +436,7 @@ std::vector<sock_filter> compile_seccomp_cached(const fs::path& cache_dir, std::
     // Without a build-id the key cannot tell this aishell's compiler from another's: no cache.
     if (executable_build_id().empty()) return compile_seccomp(parse_seccomp_profile(profile_json), ctx);
     const std::string key = seccomp_cache_key(profile_json, ctx);
-    const fs::path entry = cache_dir / (hex64(fnv1a64(key)) + kCacheEntrySuffix);
+    const fs::path entry = cache_dir / (stable_hash_hex(key) + kCacheEntrySuffix);
     if (auto data = read_trusted_entry(cache_dir, entry))
         if (auto prog = decode_seccomp_cache_entry(*data, key)) return *prog;
     auto prog = compile_seccomp(parse_seccomp_profile(profile_json), ctx);

@@ -84,7 +84,7 @@ std::string executable_build_id();
 std::string seccomp_cache_key(std::string_view profile_json, const SeccompContext& ctx);
 
 // Where compile_seccomp_cached keeps the program for this profile and ctx:
-// cache_dir/<FNV-1a-64 of the key, hex>.bpf.
+// cache_dir/<stable_hash_hex of the key>.bpf.
 std::filesystem::path seccomp_cache_entry(const std::filesystem::path& cache_dir, std::string_view profile_json,
                                           const SeccompContext& ctx);
 
@@ -99,7 +99,7 @@ std::vector<sock_filter> compile_seccomp_cached(const std::filesystem::path& cac
                                                 std::string_view profile_json, const SeccompContext& ctx);
 
 // The cache entry format (exposed for tests): "aishell-seccomp-bpf 2 <key size> <count>
-// <FNV-1a-64 of the program, hex>\n", the key, then count raw sock_filter records. decode returns
+// <stable_hash_hex of the program>\n", the key, then count raw sock_filter records. decode returns
 // nullopt for anything malformed or for another key.
 std::string encode_seccomp_cache_entry(const std::string& key, const std::vector<sock_filter>& prog);
 std::optional<std::vector<sock_filter>> decode_seccomp_cache_entry(std::string_view data, const std::string& key);

@@ -14,13 +14,12 @@
 
 #include <cerrno>
 #include <charconv>
-#include <cstdio>
-#include <functional>
 #include <optional>
 #include <sstream>
 
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "common/stable_hash.hpp"
 #include "common/unique_fd.hpp"
 #include "runtime/userns_exec.hpp"
 
@@ -139,9 +138,7 @@ bool start_holder(const fs::path& record, const IdMapping& mapping) {
 }  // namespace
 
 fs::path userns_holder_record(const fs::path& state_dir, const IdMapping& mapping) {
-    char name[64];
-    std::snprintf(name, sizeof name, "userns-%016zx.holder", std::hash<std::string>{}(mapping.to_string()));
-    return state_dir / name;
+    return state_dir / ("userns-" + stable_hash_hex(mapping.to_string()) + ".holder");
 }
 
 bool join_userns_holder(const fs::path& state_dir, const IdMapping& mapping) {
