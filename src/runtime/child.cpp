@@ -432,20 +432,13 @@ void load_notifying_filter(const ChildContext& ctx) noexcept {
     int listener = static_cast<int>(
         ::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &ctx.fakeroot));
     if (listener < 0) fail(ctx, ChildStep::FakeRoot, nullptr);
-    char byte = 'L';
-    iovec iov{&byte, 1};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    cmsghdr* cm = CMSG_FIRSTHDR(&msg);
+    ListenerMessage m;
+    cmsghdr* cm = CMSG_FIRSTHDR(&m.msg);
     cm->cmsg_level = SOL_SOCKET;
     cm->cmsg_type = SCM_RIGHTS;
     cm->cmsg_len = CMSG_LEN(sizeof(int));
     std::memcpy(CMSG_DATA(cm), &listener, sizeof(int));
-    if (::sendmsg(ctx.owner_sock, &msg, MSG_NOSIGNAL) != 1) fail(ctx, ChildStep::FakeRoot, "send the listener");
+    if (::sendmsg(ctx.owner_sock, &m.msg, MSG_NOSIGNAL) != 1) fail(ctx, ChildStep::FakeRoot, "send the listener");
     ::close(listener);
     ::close(ctx.owner_sock);
 }

@@ -6,6 +6,8 @@
 
 #include <linux/capability.h>
 #include <linux/filter.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <cstdint>
 #include <string>
@@ -14,6 +16,24 @@
 #include "runtime/container.hpp"
 
 namespace aishell::runtime {
+
+// The message that carries the seccomp listener from the command to aishell over owner_sock:
+// one byte and room for one descriptor (SCM_RIGHTS). Only struct set-up (no allocation, no
+// call), so the command's side may use it between clone and exec.
+struct ListenerMessage {
+    char byte = 'L';
+    iovec iov{&byte, 1};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    msghdr msg{};
+    ListenerMessage() noexcept {
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control;
+        msg.msg_controllen = sizeof control;
+    }
+    ListenerMessage(const ListenerMessage&) = delete;  // points into itself
+    ListenerMessage& operator=(const ListenerMessage&) = delete;
+};
 
 enum class ChildStep : std::int32_t {
     Sync = 1, SetIds, Hostname, MakePrivate, Overlay, OpenRoot, Mount, Loopback, Pivot, Passwd, Home,

@@ -93,18 +93,11 @@ Pipe make_socket_pair() {
 
 // The seccomp listener the command sent before its exec.
 UniqueFd receive_listener(int sock) {
-    char byte = 0;
-    iovec iov{&byte, 1};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
+    ListenerMessage m;
     ssize_t n;
-    do n = ::recvmsg(sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    do n = ::recvmsg(sock, &m.msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
     while (n < 0 && errno == EINTR);
-    cmsghdr* cm = n == 1 ? CMSG_FIRSTHDR(&msg) : nullptr;
+    cmsghdr* cm = n == 1 ? CMSG_FIRSTHDR(&m.msg) : nullptr;
     if (!cm || cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS || cm->cmsg_len != CMSG_LEN(sizeof(int)))
         throw Error("start container: the command sent no seccomp listener for the root emulation");
     int fd = -1;
