@@ -13,6 +13,7 @@
 #include "common/error.hpp"
 #include "common/file.hpp"
 #include "composer/build_fetch.hpp"
+#include "temp_dir.hpp"
 
 using namespace aishell;
 using namespace aishell::composer;
@@ -57,19 +58,6 @@ private:
     int* sent_;
     std::map<std::string, std::deque<Response>> script_;
     std::map<std::string, std::pair<TransportError::Kind, std::string>> failures_;
-};
-
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        char tmpl[] = "/tmp/aishell-fetch-test-XXXXXX";
-        REQUIRE(::mkdtemp(tmpl) != nullptr);
-        path = tmpl;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
 };
 
 Response ok(std::string body, registry::Headers headers = {}) { return Response{200, std::move(headers), std::move(body)}; }

@@ -17,6 +17,7 @@
 #include "common/unique_fd.hpp"
 #include "composer/build_mounts.hpp"
 #include "runtime/mounts.hpp"
+#include "temp_dir.hpp"
 
 using namespace aishell;
 using namespace aishell::composer;
@@ -34,19 +35,6 @@ std::string error_of(const std::function<void()>& f) {
 }
 
 bool no_env(const std::string&) { return false; }
-
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        std::string tmpl = (fs::temp_directory_path() / "aishell-mounts-XXXXXX").string();
-        REQUIRE(::mkdtemp(tmpl.data()));
-        path = tmpl;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-};
 
 void write(const fs::path& p, const std::string& data) {
     fs::create_directories(p.parent_path());

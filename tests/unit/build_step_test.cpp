@@ -19,27 +19,13 @@
 
 #include "common/unique_fd.hpp"
 #include "composer/build_step.hpp"
+#include "temp_dir.hpp"
 
 namespace fs = std::filesystem;
 using aishell::UniqueFd;
 using nlohmann::json;
 
 namespace {
-
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        std::string tmpl = (fs::temp_directory_path() / "aishell-step-test.XXXXXX").string();
-        REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-        path = tmpl;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        for (auto& e : fs::recursive_directory_iterator(path, ec))
-            if (e.is_directory(ec)) ::chmod(e.path().c_str(), 0700);
-        fs::remove_all(path, ec);
-    }
-};
 
 // The helper in a child process, on one end of a socketpair.
 struct Served {

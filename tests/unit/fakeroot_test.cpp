@@ -17,7 +17,6 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -33,24 +32,12 @@
 #include "runtime/fakeroot.hpp"
 #include "runtime/seccomp.hpp"
 #include "child_process.hpp"
+#include "temp_dir.hpp"
 
 using namespace aishell::runtime;
 namespace fs = std::filesystem;
 
 namespace {
-
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        std::random_device rd;
-        path = fs::temp_directory_path() / ("aishell-fakeroot-" + std::to_string(::getpid()) + "-" + std::to_string(rd()));
-        fs::create_directories(path);
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-};
 
 bool load(const std::vector<sock_filter>& prog) {
     sock_fprog p{static_cast<unsigned short>(prog.size()), const_cast<sock_filter*>(prog.data())};

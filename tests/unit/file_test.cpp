@@ -12,25 +12,13 @@
 
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "temp_dir.hpp"
 
 namespace fs = std::filesystem;
 using aishell::Error;
 using aishell::TempFile;
 
 namespace {
-
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        std::string tmpl = (fs::temp_directory_path() / "aishell-file-test.XXXXXX").string();
-        REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-        path = tmpl;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-};
 
 std::size_t count_entries(const fs::path& dir) {
     std::size_t n = 0;

@@ -13,25 +13,13 @@
 
 #include "common/file.hpp"
 #include "oci/store.hpp"
+#include "temp_dir.hpp"
 
 namespace fs = std::filesystem;
 namespace oci = aishell::oci;
 namespace mt = aishell::oci::media_type;
 
 namespace {
-
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        std::string tmpl = (fs::temp_directory_path() / "aishell-gc-test.XXXXXX").string();
-        REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-        path = tmpl;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-};
 
 oci::Descriptor describe(oci::Store& store, std::string_view media_type, const std::string& bytes) {
     oci::Digest d = store.put_blob(bytes);

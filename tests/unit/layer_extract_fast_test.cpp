@@ -25,6 +25,7 @@
 #include "oci/layer_extract.hpp"
 #include "oci/layer_unpack.hpp"
 #include "oci/store.hpp"
+#include "temp_dir.hpp"
 
 namespace fs = std::filesystem;
 using aishell::UniqueFd;
@@ -33,26 +34,6 @@ using aishell::oci::ExtractStats;
 namespace mt = aishell::oci::media_type;
 
 namespace {
-
-class WorkDir {
-public:
-    WorkDir() {
-        std::string tmpl = (fs::temp_directory_path() / "aishell-fast-XXXXXX").string();
-        REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-        path_ = tmpl;
-    }
-    ~WorkDir() {
-        UniqueFd parent(::open(path_.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-        try {
-            aishell::oci::remove_tree_at(parent.get(), path_.filename());
-        } catch (...) {
-        }
-    }
-    const fs::path& path() const { return path_; }
-
-private:
-    fs::path path_;
-};
 
 // umask is process-wide; the unit tests run on one thread.
 class UmaskGuard {
@@ -175,31 +156,31 @@ void check_modes(const fs::path& dest, gid_t implicit_gid = 0) {
 TEST_CASE("modes and owners are the tar's whatever the umask, a setgid root or a default ACL",
           "[layer_extract]") {
     REQUIRE(::geteuid() == 0);  // owners 0 and 1000 on a root dir of gid 4242
-    WorkDir w;
-    make_tars(w.path(), kModesScript);
-    const fs::path tar = w.path() / "modes.tar";
+    TempDir w;
+    make_tars(w.path, kModesScript);
+    const fs::path tar = w.path / "modes.tar";
 
     SECTION("umask 022") {
         UmaskGuard u(022);
-        fs::create_directory(w.path() / "dest");
-        extract(tar, mt::Compression::None, w.path() / "dest");
-        check_modes(w.path() / "dest");
+        fs::create_directory(w.path / "dest");
+        extract(tar, mt::Compression::None, w.path / "dest");
+        check_modes(w.path / "dest");
     }
     SECTION("umask 077") {
         UmaskGuard u(077);
-        fs::create_directory(w.path() / "dest");
-        extract(tar, mt::Compression::None, w.path() / "dest");
-        check_modes(w.path() / "dest");
+        fs::create_directory(w.path / "dest");
+        extract(tar, mt::Compression::None, w.path / "dest");
+        check_modes(w.path / "dest");
     }
     SECTION("umask 0") {
         UmaskGuard u(0);
-        fs::create_directory(w.path() / "dest");
-        extract(tar, mt::Compression::None, w.path() / "dest");
-        check_modes(w.path() / "dest");
+        fs::create_directory(w.path / "dest");
+        extract(tar, mt::Compression::None, w.path / "dest");
+        check_modes(w.path / "dest");
     }
     SECTION("a setgid root of another group: entries made beneath inherit its group and setgid") {
         UmaskGuard u(022);
-        fs::path dest = w.path() / "dest";
+        fs::path dest = w.path / "dest";
         fs::create_directory(dest);
         REQUIRE(::chown(dest.c_str(), 0, 4242) == 0);
         REQUIRE(::chmod(dest.c_str(), 02755) == 0);
@@ -208,7 +189,7 @@ TEST_CASE("modes and owners are the tar's whatever the umask, a setgid root or a
     }
     SECTION("a default ACL on the root replaces the umask") {
         UmaskGuard u(022);
-        fs::path dest = w.path() / "dest";
+        fs::path dest = w.path / "dest";
         fs::create_directory(dest);
         set_default_acl(dest);
         // What the ACL does to a plain creation: no "other" bits although the umask allows them.
@@ -226,8 +207,8 @@ TEST_CASE("modes and owners are the tar's whatever the umask, a setgid root or a
 
 TEST_CASE("later entries replace earlier ones of the same name, also cached directories", "[layer_extract]") {
     REQUIRE(::geteuid() == 0);
-    WorkDir w;
-    make_tars(w.path(), R"PY(
+    TempDir w;
+    make_tars(w.path, R"PY(
 write("replace.tar", [
     f("file", b"first\n", mode=0o600, uid=1, gid=1), f("file", b"second\n", mode=0o755),
     f("to_dir", b"was a file\n"), d("to_dir", mode=0o750), f("to_dir/in"),
@@ -241,9 +222,9 @@ write("replace.tar", [
     d("same", mode=0o755, mtime=5), f("same/a"), d("same", mode=0o500, mtime=7), f("same/b"),
 ])
 )PY");
-    fs::path dest = w.path() / "dest";
+    fs::path dest = w.path / "dest";
     fs::create_directory(dest);
-    auto stats = extract(w.path() / "replace.tar", mt::Compression::None, dest);
+    auto stats = extract(w.path / "replace.tar", mt::Compression::None, dest);
 
     CHECK(aishell::read_file(dest / "file") == "second\n");
     CHECK(mode_of(dest / "file") == 0755);
@@ -273,8 +254,8 @@ write("replace.tar", [
 }
 
 TEST_CASE("file data: large, empty and sparse files come out byte for byte", "[layer_extract]") {
-    WorkDir w;
-    make_tars(w.path(), R"PY(
+    TempDir w;
+    make_tars(w.path, R"PY(
 import random
 rnd = random.Random(7)
 big = bytes(rnd.getrandbits(8) for _ in range(3 * 1024 * 1024 + 12345))
@@ -289,34 +270,34 @@ with open("hole_end", "wb") as fh: fh.write(b"head"); fh.truncate(5 * 1024 * 102
 with open("hole_start", "wb") as fh: fh.seek(3 * 1024 * 1024); fh.write(b"tail")
 os.system("tar --sparse --format=posix -cf sparse.tar hole_end hole_start")
 )PY");
-    fs::path dest = w.path() / "dest";
+    fs::path dest = w.path / "dest";
     fs::create_directory(dest);
-    auto stats = extract(w.path() / "data.tar", mt::Compression::None, dest, ExtractOptions::Owners::Ignore);
+    auto stats = extract(w.path / "data.tar", mt::Compression::None, dest, ExtractOptions::Owners::Ignore);
     CHECK(stats.files == 63);
     for (const char* name : {"big", "mib"}) {
         INFO(name);
-        CHECK(aishell::read_file(dest / name) == aishell::read_file(w.path() / name));
+        CHECK(aishell::read_file(dest / name) == aishell::read_file(w.path / name));
     }
     CHECK(fs::file_size(dest / "empty") == 0);
     for (int i = 0; i < 60; ++i) {
         std::string name = (i < 10 ? "small0" : "small") + std::to_string(i);
         INFO(name);
-        CHECK(aishell::read_file(dest / name) == aishell::read_file(w.path() / name));
+        CHECK(aishell::read_file(dest / name) == aishell::read_file(w.path / name));
     }
 
-    fs::path sparse = w.path() / "sparse";
+    fs::path sparse = w.path / "sparse";
     fs::create_directory(sparse);
-    REQUIRE(fs::file_size(w.path() / "sparse.tar") < 1024 * 1024);  // really stored sparse
-    extract(w.path() / "sparse.tar", mt::Compression::None, sparse, ExtractOptions::Owners::Ignore);
+    REQUIRE(fs::file_size(w.path / "sparse.tar") < 1024 * 1024);  // really stored sparse
+    extract(w.path / "sparse.tar", mt::Compression::None, sparse, ExtractOptions::Owners::Ignore);
     CHECK(fs::file_size(sparse / "hole_end") == 5 * 1024 * 1024);
-    CHECK(aishell::read_file(sparse / "hole_end") == aishell::read_file(w.path() / "hole_end"));
+    CHECK(aishell::read_file(sparse / "hole_end") == aishell::read_file(w.path / "hole_end"));
     CHECK(fs::file_size(sparse / "hole_start") == 3 * 1024 * 1024 + 4);
-    CHECK(aishell::read_file(sparse / "hole_start") == aishell::read_file(w.path() / "hole_start"));
+    CHECK(aishell::read_file(sparse / "hole_start") == aishell::read_file(w.path / "hole_start"));
 }
 
 TEST_CASE("gzip layers: concatenated members, bad checksums, trailing bytes, a plain tar", "[layer_extract]") {
-    WorkDir w;
-    make_tars(w.path(), R"PY(
+    TempDir w;
+    make_tars(w.path, R"PY(
 write("layer.tar", [d("etc"), f("etc/passwd", b"root:x:0:0::/root:/bin/sh\n")] +
       [f("f%03d" % i, os.urandom(i * 37)) for i in range(200)])
 raw = open("layer.tar", "rb").read()
@@ -330,17 +311,17 @@ bad_len = bytearray(one); bad_len[-1] ^= 0x01
 open("badlen.tar.gz", "wb").write(bytes(bad_len))
 open("empty.gz", "wb").write(b"")
 )PY");
-    const fs::path tar = w.path() / "layer.tar";
+    const fs::path tar = w.path / "layer.tar";
     const auto diff_id = aishell::oci::sha256_of(aishell::read_file(tar));
     auto fresh = [&](const std::string& name) {
-        fs::path p = w.path() / name;
+        fs::path p = w.path / name;
         fs::create_directory(p);
         return p;
     };
 
     SECTION("concatenated members are one stream") {
         fs::path dest = fresh("members");
-        auto stats = extract(w.path() / "members.tar.gz", mt::Compression::Gzip, dest, ExtractOptions::Owners::Ignore);
+        auto stats = extract(w.path / "members.tar.gz", mt::Compression::Gzip, dest, ExtractOptions::Owners::Ignore);
         CHECK(stats.diff_id == diff_id);
         CHECK(stats.uncompressed_bytes == fs::file_size(tar));
         CHECK(stats.files == 201);
@@ -351,7 +332,7 @@ open("empty.gz", "wb").write(b"")
         CHECK(stats.diff_id == diff_id);
     }
     SECTION("an empty stream is an empty layer") {
-        auto stats = extract(w.path() / "empty.gz", mt::Compression::Gzip, fresh("empty"), ExtractOptions::Owners::Ignore);
+        auto stats = extract(w.path / "empty.gz", mt::Compression::Gzip, fresh("empty"), ExtractOptions::Owners::Ignore);
         CHECK(stats.uncompressed_bytes == 0);
         CHECK(stats.diff_id == aishell::oci::sha256_of(""));
     }
@@ -360,7 +341,7 @@ open("empty.gz", "wb").write(b"")
                                  {"trailing.tar.gz", "not gzip data (bad header)"}}) {
         DYNAMIC_SECTION(file << " is an error") {
             try {
-                extract(w.path() / file, mt::Compression::Gzip, fresh("bad"), ExtractOptions::Owners::Ignore);
+                extract(w.path / file, mt::Compression::Gzip, fresh("bad"), ExtractOptions::Owners::Ignore);
                 FAIL("no error");
             } catch (const aishell::Error& e) {
                 CHECK_THAT(e.message(), Catch::Contains(message));
@@ -384,25 +365,25 @@ std::optional<int> inode_flags(const fs::path& path) {
 
 TEST_CASE("unpacking marks the store's tmp dir as a top of directory hierarchies, not the layer",
           "[layer_extract]") {
-    WorkDir w;
+    TempDir w;
     // Where the filesystem takes the hint (ext2/3/4): probed on a dir of our own.
-    fs::create_directory(w.path() / "probe");
-    auto probe = inode_flags(w.path() / "probe");
+    fs::create_directory(w.path / "probe");
+    auto probe = inode_flags(w.path / "probe");
     bool supported = false;
     if (probe) {
-        UniqueFd fd(::open((w.path() / "probe").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        UniqueFd fd(::open((w.path / "probe").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
         int flags = *probe | FS_TOPDIR_FL;
         supported = ::ioctl(fd.get(), FS_IOC_SETFLAGS, &flags) == 0;
     }
     if (!supported) {
-        WARN("the filesystem of " << w.path() << " has no FS_TOPDIR_FL: nothing to check");
+        WARN("the filesystem of " << w.path << " has no FS_TOPDIR_FL: nothing to check");
         return;
     }
-    make_tars(w.path(), R"PY(write("layer.tar", [d("usr"), d("usr/bin"), f("usr/bin/x")]))PY");
-    auto store = aishell::oci::Store::open(w.path() / "store");
-    UniqueFd in(::open((w.path() / "layer.tar").c_str(), O_RDONLY | O_CLOEXEC));
+    make_tars(w.path, R"PY(write("layer.tar", [d("usr"), d("usr/bin"), f("usr/bin/x")]))PY");
+    auto store = aishell::oci::Store::open(w.path / "store");
+    UniqueFd in(::open((w.path / "layer.tar").c_str(), O_RDONLY | O_CLOEXEC));
     REQUIRE(in);
-    auto diff_id = aishell::oci::sha256_of(aishell::read_file(w.path() / "layer.tar"));
+    auto diff_id = aishell::oci::sha256_of(aishell::read_file(w.path / "layer.tar"));
     auto r = aishell::oci::unpack_layer_stream(store, in.get(), mt::Compression::None, diff_id);
     REQUIRE(r.unpacked);
     CHECK((*inode_flags(store.tmp_dir()) & FS_TOPDIR_FL) != 0);

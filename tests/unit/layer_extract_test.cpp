@@ -27,6 +27,7 @@
 #include "oci/layer_unpack.hpp"
 #include "oci/store.hpp"
 #include "child_process.hpp"
+#include "temp_dir.hpp"
 
 namespace fs = std::filesystem;
 using aishell::UniqueFd;
@@ -38,26 +39,6 @@ namespace {
 
 const fs::path kSourceDir = fs::path(AISHELL_TESTS_DIR).lexically_normal();  // tests/
 const fs::path kCorpusScript = kSourceDir / "fixtures" / "crafted" / "make_corpus.py";
-
-class TempDir {
-public:
-    TempDir() {
-        std::string tmpl = (fs::temp_directory_path() / "aishell-extract-XXXXXX").string();
-        REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-        path_ = tmpl;
-    }
-    ~TempDir() {
-        UniqueFd parent(::open(path_.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-        try {
-            aishell::oci::remove_tree_at(parent.get(), path_.filename());
-        } catch (...) {
-        }
-    }
-    const fs::path& path() const { return path_; }
-
-private:
-    fs::path path_;
-};
 
 UniqueFd open_dir(const fs::path& p) {
     UniqueFd fd(::open(p.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -75,9 +56,9 @@ struct Corpus {
     fs::path canary_file, canary_dir, out;
     nlohmann::json cases;
     Corpus() {
-        canary_file = dir.path() / "canary";
-        canary_dir = dir.path() / "canary_dir";
-        out = dir.path() / "corpus";
+        canary_file = dir.path / "canary";
+        canary_dir = dir.path / "canary_dir";
+        out = dir.path / "corpus";
         aishell::write_file_atomic(canary_file, "canary\n", 0640);
         fs::create_directory(canary_dir);
         aishell::write_file_atomic(canary_dir / "inner", "inner\n", 0600);
@@ -101,7 +82,7 @@ std::string snapshot(const Corpus& c) {
     }
     for (const auto& e : fs::directory_iterator(c.canary_dir)) s += e.path().string() + "\n";
     // The work dir's listing, without the extraction's own dest (made after the first snapshot).
-    for (const auto& e : fs::directory_iterator(c.dir.path()))
+    for (const auto& e : fs::directory_iterator(c.dir.path))
         if (e.path().filename() != "dest") s += e.path().string() + "\n";
     return s;
 }
@@ -163,9 +144,9 @@ void run_corpus(bool force_walk) {
         std::string name = tc["name"];
         DYNAMIC_SECTION(name << (force_walk ? " (O_NOFOLLOW walk)" : " (openat2)")) {
             INFO(tc["what"].get<std::string>());
-            fs::path dest = c.dir.path() / "dest";
+            fs::path dest = c.dir.path / "dest";
             {
-                UniqueFd parent = open_dir(c.dir.path());
+                UniqueFd parent = open_dir(c.dir.path);
                 aishell::oci::remove_tree_at(parent.get(), "dest");  // a failed section's leftover
             }
             fs::create_directory(dest);
@@ -188,7 +169,7 @@ void run_corpus(bool force_walk) {
                 check_present(dest, tc["present"]);
             }
             CHECK(snapshot(c) == before);
-            UniqueFd parent = open_dir(c.dir.path());
+            UniqueFd parent = open_dir(c.dir.path);
             aishell::oci::remove_tree_at(parent.get(), "dest");
         }
     }
@@ -214,7 +195,7 @@ TEST_CASE("features layer: overlay whiteouts, opaque dirs, hardlinks, modes, own
           "[layer_extract]") {
     REQUIRE(::geteuid() == 0);  // owners 1000 and /dev/null need root (run the unit tests as root)
     Corpus c;
-    fs::path dest = c.dir.path() / "dest";
+    fs::path dest = c.dir.path / "dest";
     fs::create_directory(dest);
     ExtractOptions opts;
     opts.owners = ExtractOptions::Owners::Preserve;
@@ -286,7 +267,7 @@ TEST_CASE("features layer: overlay whiteouts, opaque dirs, hardlinks, modes, own
 
 TEST_CASE("rootless option skips device nodes and counts them for one note", "[layer_extract]") {
     Corpus c;
-    fs::path dest = c.dir.path() / "dest";
+    fs::path dest = c.dir.path / "dest";
     fs::create_directory(dest);
     ExtractOptions opts;
     opts.rootless = true;
@@ -304,7 +285,7 @@ TEST_CASE("gzip, zstd and plain layers give the same tree and the uncompressed d
     fs::path tar = c.out / "features.tar";
     auto expected = aishell::oci::sha256_of(aishell::read_file(tar));
     for (auto comp : {mt::Compression::None, mt::Compression::Gzip, mt::Compression::Zstd}) {
-        fs::path dest = c.dir.path() / ("dest" + std::to_string(static_cast<int>(comp)));
+        fs::path dest = c.dir.path / ("dest" + std::to_string(static_cast<int>(comp)));
         fs::create_directory(dest);
         auto stats = extract_file(compress(tar, comp), comp, dest);
         CHECK(stats.diff_id == expected);
@@ -318,12 +299,12 @@ TEST_CASE("a truncated or corrupt stream is an error", "[layer_extract]") {
     Corpus c;
     fs::path tar = c.out / "features.tar";
     std::string gz = aishell::read_file(compress(tar, mt::Compression::Gzip));
-    aishell::write_file_atomic(c.dir.path() / "cut.gz", gz.substr(0, gz.size() / 2));
-    fs::create_directory(c.dir.path() / "dest");
-    CHECK_THROWS_AS(extract_file(c.dir.path() / "cut.gz", mt::Compression::Gzip, c.dir.path() / "dest"),
+    aishell::write_file_atomic(c.dir.path / "cut.gz", gz.substr(0, gz.size() / 2));
+    fs::create_directory(c.dir.path / "dest");
+    CHECK_THROWS_AS(extract_file(c.dir.path / "cut.gz", mt::Compression::Gzip, c.dir.path / "dest"),
                     aishell::Error);
-    aishell::write_file_atomic(c.dir.path() / "junk", std::string(4096, 'x'));
-    CHECK_THROWS_AS(extract_file(c.dir.path() / "junk", mt::Compression::None, c.dir.path() / "dest"),
+    aishell::write_file_atomic(c.dir.path / "junk", std::string(4096, 'x'));
+    CHECK_THROWS_AS(extract_file(c.dir.path / "junk", mt::Compression::None, c.dir.path / "dest"),
                     aishell::Error);
 }
 
@@ -331,7 +312,7 @@ namespace {
 
 struct StoreFixture {
     TempDir dir;
-    aishell::oci::Store store = aishell::oci::Store::open(dir.path() / "store");
+    aishell::oci::Store store = aishell::oci::Store::open(dir.path / "store");
     Corpus corpus;
 
     aishell::oci::Descriptor put_layer(mt::Compression comp, std::string_view media_type) {
@@ -431,22 +412,22 @@ TEST_CASE("an interrupted unpack leaves nothing a later run would trust", "[laye
 TEST_CASE("later layers write beneath 000 and read-only dirs of earlier ones (umoci#310)", "[layer_extract]") {
     REQUIRE(::geteuid() == 0);  // the overlay mount needs root
     Corpus c;
-    fs::path lower = c.dir.path() / "l1", upper_layer = c.dir.path() / "l2";
+    fs::path lower = c.dir.path / "l1", upper_layer = c.dir.path / "l2";
     fs::create_directory(lower);
     fs::create_directory(upper_layer);
     extract_file(c.out / "features.tar", mt::Compression::None, lower);
-    run("cd " + c.dir.path().string() + " && /usr/bin/python3 -c \"import tarfile,io\n"
+    run("cd " + c.dir.path.string() + " && /usr/bin/python3 -c \"import tarfile,io\n"
         "t=tarfile.open('second.tar','w')\n"
         "for n,data in (('locked/new',b'new'),('ro/new',b'ro-new')):\n"
         "  i=tarfile.TarInfo(n); i.size=len(data); t.addfile(i,io.BytesIO(data))\n"
         "t.close()\"");
-    auto stats = extract_file(c.dir.path() / "second.tar", mt::Compression::None, upper_layer);
+    auto stats = extract_file(c.dir.path / "second.tar", mt::Compression::None, upper_layer);
     CHECK(stats.files == 2);
     CHECK((lstat_of(lower / "locked").st_mode & 07777) == 0);  // the first layer is unaffected
     CHECK((lstat_of(upper_layer / "locked").st_mode & 07777) == 0755);
 
     // The overlay view (in a private mount namespace of a child, so nothing leaks on failure).
-    fs::path merged = c.dir.path() / "merged", work = c.dir.path() / "work", up = c.dir.path() / "up";
+    fs::path merged = c.dir.path / "merged", work = c.dir.path / "work", up = c.dir.path / "up";
     for (const auto& p : {merged, work, up}) fs::create_directory(p);
     pid_t pid = ::fork();
     REQUIRE(pid >= 0);
@@ -472,7 +453,7 @@ TEST_CASE("later layers write beneath 000 and read-only dirs of earlier ones (um
 TEST_CASE("single-mapping user namespace: unmapped owners are counted, whiteouts still work", "[layer_extract]") {
     REQUIRE(::geteuid() == 0);
     Corpus c;
-    fs::path dest = c.dir.path() / "dest";
+    fs::path dest = c.dir.path / "dest";
     fs::create_directory(dest);
     // Map only one uid/gid (host root, as the caller) to 0, as single mode does: no
     // capabilities on the host.

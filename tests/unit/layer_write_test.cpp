@@ -18,6 +18,7 @@
 #include "common/unique_fd.hpp"
 #include "oci/layer_extract.hpp"
 #include "oci/layer_write.hpp"
+#include "temp_dir.hpp"
 
 namespace fs = std::filesystem;
 using namespace aishell;
@@ -25,16 +26,6 @@ using namespace aishell::oci;
 using media_type::Compression;
 
 namespace {
-
-struct TempDir {
-    fs::path path = fs::temp_directory_path() / ("aishell-lw-" + random_hex(6));
-    TempDir() { fs::create_directories(path); }
-    ~TempDir() {
-        UniqueFd parent(::open(path.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-        remove_tree_at(parent.get(), path.filename());
-    }
-    UniqueFd fd() const { return UniqueFd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)); }
-};
 
 void write_text(const fs::path& p, const std::string& text, mode_t mode) {
     write_file_atomic(p, text);

@@ -16,26 +16,13 @@
 #include "common/file.hpp"
 #include "common/unique_fd.hpp"
 #include "oci/owner_table.hpp"
+#include "temp_dir.hpp"
 
 namespace fs = std::filesystem;
 using namespace aishell;
 using namespace aishell::oci;
 
 namespace {
-
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        std::string tmpl = (fs::temp_directory_path() / "aishell-owners-test.XXXXXX").string();
-        REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-        path = tmpl;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    UniqueFd fd() const { return UniqueFd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)); }
-};
 
 OwnerRecord rec(std::uint32_t uid, std::uint32_t gid, mode_t type, std::uint64_t ino,
                 std::optional<BirthTime> btime = std::nullopt) {

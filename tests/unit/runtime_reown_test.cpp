@@ -15,22 +15,12 @@
 #include "common/file.hpp"
 #include "runtime/idmap.hpp"
 #include "runtime/reown.hpp"
+#include "temp_dir.hpp"
 
 using namespace aishell::runtime;
 namespace fs = std::filesystem;
 
 namespace {
-
-struct TempDir {
-    fs::path path = fs::temp_directory_path() / ("aishell-reown-" + aishell::random_hex(8));
-    TempDir() { fs::create_directories(path); }
-    ~TempDir() {
-        std::error_code ec;
-        for (auto it = fs::recursive_directory_iterator(path, ec); !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
-            if (it->is_directory(ec) && !it->is_symlink(ec)) ::chmod(it->path().c_str(), 0700);
-        fs::remove_all(path, ec);
-    }
-};
 
 struct stat lstat_of(const fs::path& p) {
     struct stat st {};

@@ -11,25 +11,13 @@
 #include "common/file.hpp"
 #include "composer/step_cache.hpp"
 #include "oci/media_types.hpp"
+#include "temp_dir.hpp"
 
 namespace fs = std::filesystem;
 using namespace aishell;
 using namespace aishell::composer;
 
 namespace {
-
-struct CacheDir {
-    fs::path path;
-    CacheDir() {
-        std::string tmpl = (fs::temp_directory_path() / "aishell-cache-test.XXXXXX").string();
-        REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-        path = tmpl;
-    }
-    ~CacheDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-};
 
 StepLayer layer_of(oci::Store& store, const std::string& bytes) {
     StepLayer l;
@@ -54,7 +42,7 @@ TEST_CASE("step keys chain the parent and every part, length-prefixed", "[step_c
 }
 
 TEST_CASE("a cache entry survives a new cache object and names its layer", "[step_cache]") {
-    CacheDir dir;
+    TempDir dir;
     auto store = oci::Store::open(dir.path / "store");
     auto key = step_key(oci::sha256_of("p"), {"COPY a /a"});
     StepLayer layer = layer_of(store, "layer bytes");
@@ -74,7 +62,7 @@ TEST_CASE("a cache entry survives a new cache object and names its layer", "[ste
 }
 
 TEST_CASE("an entry without a layer is a hit with no layer", "[step_cache]") {
-    CacheDir dir;
+    TempDir dir;
     auto store = oci::Store::open(dir.path / "store");
     StepCache cache(store);
     auto key = step_key(oci::sha256_of("p"), {"ENV A=b"});
@@ -85,7 +73,7 @@ TEST_CASE("an entry without a layer is a hit with no layer", "[step_cache]") {
 }
 
 TEST_CASE("an entry whose layer blob is gone is a miss", "[step_cache]") {
-    CacheDir dir;
+    TempDir dir;
     auto store = oci::Store::open(dir.path / "store");
     StepCache cache(store);
     auto key = step_key(oci::sha256_of("p"), {"RUN x"});
@@ -97,7 +85,7 @@ TEST_CASE("an entry whose layer blob is gone is a miss", "[step_cache]") {
 }
 
 TEST_CASE("a corrupt or foreign-version entry is a miss, never an error", "[step_cache]") {
-    CacheDir dir;
+    TempDir dir;
     auto store = oci::Store::open(dir.path / "store");
     StepCache cache(store);
     auto key = step_key(oci::sha256_of("p"), {"RUN y"});
@@ -109,7 +97,7 @@ TEST_CASE("a corrupt or foreign-version entry is a miss, never an error", "[step
 }
 
 TEST_CASE("an empty or cut-off entry, what a crash can leave of an unsynced write, is a miss", "[step_cache]") {
-    CacheDir dir;
+    TempDir dir;
     auto store = oci::Store::open(dir.path / "store");
     StepCache cache(store);
     auto key = step_key(oci::sha256_of("p"), {"RUN z"});
@@ -129,7 +117,7 @@ TEST_CASE("an empty or cut-off entry, what a crash can leave of an unsynced writ
 }
 
 TEST_CASE("put replaces an entry in place and leaves no temp file behind", "[step_cache]") {
-    CacheDir dir;
+    TempDir dir;
     auto store = oci::Store::open(dir.path / "store");
     StepCache cache(store);
     auto key = step_key(oci::sha256_of("p"), {"RUN w"});
@@ -143,7 +131,7 @@ TEST_CASE("put replaces an entry in place and leaves no temp file behind", "[ste
 }
 
 TEST_CASE("the cache's layer blobs are GC roots", "[step_cache]") {
-    CacheDir dir;
+    TempDir dir;
     auto store = oci::Store::open(dir.path / "store");
     StepCache cache(store);
     StepLayer a = layer_of(store, "a"), b = layer_of(store, "b");

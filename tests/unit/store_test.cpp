@@ -16,6 +16,7 @@
 #include "common/error.hpp"
 #include "common/file.hpp"
 #include "oci/store.hpp"
+#include "temp_dir.hpp"
 
 using aishell::Error;
 using nlohmann::json;
@@ -24,19 +25,6 @@ namespace oci = aishell::oci;
 namespace mt = aishell::oci::media_type;
 
 namespace {
-
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        std::string tmpl = (fs::temp_directory_path() / "aishell-store-test.XXXXXX").string();
-        REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-        path = tmpl;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-};
 
 std::size_t count_entries(const fs::path& dir) {
     std::size_t n = 0;
