@@ -127,10 +127,13 @@ private:
 };
 
 // Removes a trailing escape character (plus spaces/tabs after it); true when the line ends here.
+// An escaped escape character ends the line: `ENV C a\\` then `ENV D x` are two instructions
+// (BuildKit's lineContinuationRegex `([^\\])\\[ \t]*$|^\\[ \t]*$`, testfile
+// trailing-backslash). Like BuildKit, "foo \\\" (an escaped escape, then one) ends the line too.
 bool trim_continuation(std::string& line, char escape) {
     std::size_t end = line.size();
     while (end > 0 && (line[end - 1] == ' ' || line[end - 1] == '\t')) --end;
-    if (end > 0 && line[end - 1] == escape) {
+    if (end > 0 && line[end - 1] == escape && (end == 1 || line[end - 2] != escape)) {
         line.erase(end - 1);
         return false;
     }

@@ -58,6 +58,26 @@ TEST_CASE("parser: lines, continuations and comments", "[dockerfile][parser]") {
     CHECK(lower.stages[0].instructions[0].node.original == "workdir /x");
 }
 
+TEST_CASE("parser: an escaped escape character at the end of a line ends the instruction", "[dockerfile][parser]") {
+    auto args = [](const Dockerfile& df) {
+        std::vector<std::vector<std::string>> out;
+        for (const auto& i : df.stages.at(0).instructions) out.push_back(i.node.args);
+        return out;
+    };
+    using Args = std::vector<std::vector<std::string>>;
+    // BuildKit's testfile trailing-backslash: C and D are two instructions.
+    CHECK(args(parse("FROM a\nENV C x\\\\\nENV D y\n")) == Args{{"C", "x\\\\", ""}, {"D", "y", ""}});
+    // Spaces after the pair change nothing; three in a row end the line too (BuildKit's regexp).
+    CHECK(args(parse("FROM a\nRUN x \\\\ \t\nRUN y\n")) == Args{{"x \\\\"}, {"y"}});
+    CHECK(args(parse("FROM a\nRUN x\\\\\\\nRUN y\n")) == Args{{"x\\\\\\"}, {"y"}});
+    // One escape continues, after any other character or alone on a line.
+    CHECK(args(parse("FROM a\nRUN x \\\n\\\ny\n")) == Args{{"x y"}});
+    CHECK(args(parse("FROM a\nRUN \\\\x\\\ny\n")) == Args{{"\\\\xy"}});
+    // With the backtick as escape character, a doubled backtick ends the line and a trailing
+    // backslash is an ordinary character.
+    CHECK(args(parse("# escape=`\nFROM a\nRUN x``\nRUN y\\\nRUN z `\n w\n")) == Args{{"x``"}, {"y\\"}, {"z  w"}});
+}
+
 TEST_CASE("parser: flags end at the first word without --", "[dockerfile][parser]") {
     auto df = parse("FROM a\nRUN --mount=\"type=bind,target=/a b\" --network=none echo --not-a-flag\n"
                     "COPY --chown=1:1 -- --weird /dst\n");
