@@ -15,7 +15,7 @@ AISHELL_BUILD_PACKAGES=(
 AISHELL_TEST_PACKAGES=(
   docker-registry skopeo umoci oci-image-tool busybox-static apache2-utils uidmap util-linux
   python3 python3-pytest python3-jwt python3-cryptography sudo tmux openssl
-  golang-github-docker-docker-dev debootstrap
+  golang-github-docker-docker-dev debootstrap docker.io
 )
 # What scripts/demo needs beyond the build: a registry and the tools that make its image.
 AISHELL_DEMO_PACKAGES=(docker-registry skopeo umoci busybox-static python3)

@@ -1,0 +1,2 @@
+chmod 4755 s
+chmod 2755 g
