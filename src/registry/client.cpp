@@ -24,10 +24,6 @@ bool is_retryable_status(int status) {
     return status == 429 || status == 500 || status == 502 || status == 503 || status == 504;
 }
 
-std::string authority_of(std::string_view url) {
-    auto parts = split_url(url);
-    return parts ? parts->authority : std::string();
-}
 
 std::string status_text(int status) {
     switch (status) {
@@ -169,7 +165,7 @@ Response RegistryClient::send_once(Transport& transport, Request& request) {
 
 Response RegistryClient::send_with_retries(Transport& transport, Request request, bool with_auth,
                                            const std::function<void(Request&)>& prepare) {
-    const std::string origin = authority_of(request.url);
+    const std::string origin = url_origin(request.url);
     std::string url = request.url;
     int failures = 0;
     int redirects = 0;
@@ -179,11 +175,14 @@ Response RegistryClient::send_with_retries(Transport& transport, Request request
         Request attempt = request;
         attempt.url = url;
         if (prepare) prepare(attempt);
-        const bool same_host = authority_of(url) == origin;
-        // Credentials go only to the host they were meant for, never across a redirect.
-        if (!same_host) remove_header(attempt.headers, "authorization");
+        // Credentials go only to the origin they were meant for (scheme, host and port), never
+        // across a redirect: not to another host, and not to http://reg after https://reg, where
+        // the host (and, with default ports, the authority) is the same but the header would
+        // travel in clear text.
+        const bool same_origin = !origin.empty() && url_origin(url) == origin;
+        if (!same_origin) remove_header(attempt.headers, "authorization");
         std::string used;
-        if (with_auth && same_host && authority_of(url) == endpoint_.authority) {
+        if (with_auth && same_origin && origin == url_origin(base_url())) {
             used = current_auth();
             if (!used.empty()) attempt.headers.emplace_back("Authorization", used);
         }
@@ -211,10 +210,12 @@ Response RegistryClient::send_with_retries(Transport& transport, Request request
             auto location = response.header("location");
             if (!location) return response;
             if (++redirects > kMaxRedirects) throw Error("too many redirects from " + redact_url(request.url));
-            url = resolve_url(url, *location);
+            std::string next = resolve_url(url, *location);
+            check_redirect(url, next);
+            url = std::move(next);
             continue;
         }
-        if (response.status == 401 && with_auth && same_host) {
+        if (response.status == 401 && with_auth && same_origin) {
             if (!reauthorized && reauthorize(transport, response, used)) {
                 reauthorized = true;
                 continue;
@@ -239,6 +240,20 @@ Response RegistryClient::send_with_retries(Transport& transport, Request request
         }
         return response;
     }
+}
+
+// A redirect from HTTPS to plain HTTP would hand what follows to the network unprotected: the
+// request (a presigned URL is itself a credential) and the answer, which for a manifest by tag
+// no digest checks. Refused, as ping refuses plain HTTP, unless the target is a loopback
+// address (the bytes never leave the machine), the registry is one (plain HTTP is accepted
+// from it too: it is the user's own), or the user turned TLS verification off.
+void RegistryClient::check_redirect(std::string_view from, std::string_view to) const {
+    auto source = split_url(from);
+    auto target = split_url(to);
+    if (!source || source->scheme != "https" || !target || target->scheme != "http") return;
+    if (is_loopback_host(target->authority) || is_loopback_host(endpoint_.authority) || !options_.tls_verify) return;
+    throw Error("refusing a redirect from " + redact_url(from) + " to plain HTTP " + redact_url(to),
+                "the registry sends clients to an unencrypted URL; use --tls-verify=false only if you trust the network");
 }
 
 Response RegistryClient::send(Transport& transport, Request request, const std::function<void(Request&)>& prepare) {

@@ -1,7 +1,8 @@
 // RegistryClient: one registry endpoint as the distribution API sees it. It finds the scheme
 // (HTTPS; plain HTTP only for loopback registries or with --tls-verify=false), runs the auth
 // flow (anonymous, Basic, Bearer tokens from WWW-Authenticate challenges), follows redirects
-// itself so credentials never go to another host, and retries transient failures with
+// itself so credentials never go to another origin (scheme, host, port) and HTTPS is never
+// downgraded to plain HTTP towards a remote host, and retries transient failures with
 // exponential backoff, honouring Retry-After on 429/503. Methods take the Transport to use so
 // each worker thread sends over its own reused connection; the auth state is shared.
 #pragma once
@@ -81,6 +82,8 @@ public:
 
 private:
     Response send_once(Transport& transport, Request& request);
+    // Throws when a redirect from `from` to `to` goes from HTTPS to plain HTTP (see client.cpp).
+    void check_redirect(std::string_view from, std::string_view to) const;
     Response send_with_retries(Transport& transport, Request request, bool with_auth,
                                const std::function<void(Request&)>& prepare);
     // Handles a 401: returns true when new credentials were obtained and the request should be

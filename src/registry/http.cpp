@@ -273,6 +273,30 @@ std::string resolve_url(std::string_view base, std::string_view location) {
     return b->scheme + "://" + b->authority + dir + std::string(location);
 }
 
+std::string url_origin(std::string_view url) {
+    auto parts = split_url(url);
+    if (!parts) return {};
+    std::string_view authority = parts->authority;
+    std::string_view host = authority;
+    std::string_view port;
+    if (authority.starts_with('[')) {  // [v6]:port
+        auto close = authority.find(']');
+        if (close == std::string_view::npos) return {};
+        host = authority.substr(0, close + 1);
+        std::string_view rest = authority.substr(close + 1);
+        if (!rest.empty() && rest.front() != ':') return {};
+        if (!rest.empty()) port = rest.substr(1);
+    } else if (auto colon = authority.rfind(':'); colon != std::string_view::npos) {
+        host = authority.substr(0, colon);
+        port = authority.substr(colon + 1);
+    }
+    if (!std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) return {};
+    while (port.size() > 1 && port.front() == '0') port.remove_prefix(1);  // "0443" is 443
+    std::string number(port);
+    if (number.empty()) number = parts->scheme == "https" ? "443" : parts->scheme == "http" ? "80" : "";
+    return parts->scheme + "://" + lower(host) + ":" + number;
+}
+
 std::string url_encode(std::string_view s) {
     static constexpr char kHex[] = "0123456789ABCDEF";
     std::string out;

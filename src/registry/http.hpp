@@ -102,6 +102,10 @@ std::optional<UrlParts> split_url(std::string_view url);
 // Resolves a Location header against the URL it came from (absolute, //authority, /path,
 // relative path).
 std::string resolve_url(std::string_view base, std::string_view location);
+// The origin of a URL (RFC 6454: scheme, host, port), normalized for comparison: lowercase
+// scheme and host, the scheme's default port made explicit ("https://reg:443" for
+// "HTTPS://Reg/v2/"). Empty when the URL cannot be split or its port is not a number.
+std::string url_origin(std::string_view url);
 std::string url_encode(std::string_view s);
 
 // A header value as --debug may print it: credentials and tokens replaced by "<redacted>".

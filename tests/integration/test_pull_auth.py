@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from helpers.checks import assert_one_error, assert_pulled
+from helpers.downgrade_front import DowngradeFront
 
 USERS = ["root", "unpriv"]
 
@@ -100,6 +101,31 @@ def test_htpasswd_over_tls_with_login(aishell, registry, images):
             user="unpriv")
     aishell("pull", ref, user="unpriv")
     assert_pulled(aishell.store, ref, images.manifest_digest(images.busybox))
+
+
+def test_basic_credentials_do_not_follow_a_redirect_from_https_to_http(aishell, registry, images,
+                                                                      session_dir):
+    # https://127.0.0.1:P sends blob downloads to http://127.0.0.1:P: the same host and port
+    # (so the same authority), another scheme. Loopback, so the downgrade itself is allowed;
+    # the credentials must not travel over it in clear text.
+    reg = registry("htpasswd", tls=True)
+    ref = images.push(images.busybox, reg, "lib/busybox:1")
+    front = DowngradeFront(reg, workdir=session_dir)
+    try:
+        aishell.write_home_file(f".aishell/certs.d/{front.host}/ca.crt", open(front.ca_path, "rb").read())
+        aishell.write_home_file(".docker/config.json", auth_file(reg.username, reg.password, front.host),
+                                mode=0o600)
+        name = f"{front.host}/lib/busybox:1"
+        proc = aishell("pull", name, user="unpriv")
+        assert_pulled(aishell.store, name, images.manifest_digest(images.busybox))
+        # The credentials were in use over TLS, and the blobs came over plain HTTP without them.
+        assert any("authorization" in h for _, path, h in front.tls_requests if "/manifests/" in path)
+        assert front.plain_requests, front.tls_requests
+        for method, path, headers in front.plain_requests:
+            assert "authorization" not in headers, f"{method} {path} over plain HTTP: {headers}"
+        assert_no_secret(proc, reg.password)
+    finally:
+        front.stop()
 
 
 @pytest.mark.parametrize("user", USERS)

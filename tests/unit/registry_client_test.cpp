@@ -172,6 +172,138 @@ TEST_CASE("client: Basic credentials go to the registry but not across a redirec
     CHECK_FALSE(header_of(t.sent[2], "authorization"));
 }
 
+namespace {
+
+// A Basic-auth registry at `endpoint` whose blob aa answers 307 to `location`, where the blob is.
+struct RedirectingRegistry {
+    FakeTransport t;
+    Recorder rec;
+    RegistryClient client;
+    RedirectingRegistry(const std::string& endpoint, const std::string& location, bool tls_verify = true)
+        : client(Endpoint::parse(endpoint), endpoint, "lib/app", Credentials{"bob", "secret"}, options(tls_verify)) {
+        const std::string base = "https://" + Endpoint::parse(endpoint).authority;
+        t.on("GET " + base + "/v2/", reply(401, "", {{"www-authenticate", R"(Basic realm="r")"}}));
+        t.on("GET " + base + "/v2/lib/app/blobs/sha256:aa", reply(307, "", {{"location", location}}));
+        t.on("GET " + location, reply(200, "blob"));
+        client.ping(t);
+    }
+    ClientOptions options(bool tls_verify) {
+        ClientOptions o = rec.options();
+        o.tls_verify = tls_verify;
+        return o;
+    }
+    Response get_blob() {
+        Request req;
+        req.url = "/v2/lib/app/blobs/sha256:aa";
+        return client.send(t, req);
+    }
+};
+
+}  // namespace
+
+TEST_CASE("client: a URL's origin is its scheme, host and port, default ports made explicit", "[client]") {
+    CHECK(url_origin("https://reg/v2/") == "https://reg:443");
+    CHECK(url_origin("HTTPS://Reg.Example:443") == "https://reg.example:443");
+    CHECK(url_origin("http://reg/v2/x?y=1") == "http://reg:80");
+    CHECK(url_origin("http://reg:0080/") == "http://reg:80");
+    CHECK(url_origin("https://user:pw@reg:5000/v2/") == "https://reg:5000");
+    CHECK(url_origin("https://[::1]/v2/") == "https://[::1]:443");
+    CHECK(url_origin("http://[::1]:5000") == "http://[::1]:5000");
+    // https://reg and http://reg share their authority ("reg") but not their origin.
+    CHECK(url_origin("https://reg/v2/") != url_origin("http://reg/v2/"));
+    CHECK(url_origin("reg/v2/").empty());
+    CHECK(url_origin("https://reg:x/").empty());
+    CHECK(url_origin("https://[::1/").empty());
+}
+
+TEST_CASE("client: credentials do not follow a redirect from https to http on the same host", "[client]") {
+    // Loopback: the downgrade itself is allowed (the bytes stay on the machine), the
+    // credentials are not sent. Same authority "127.0.0.1" on both sides (default ports).
+    RedirectingRegistry reg("https://127.0.0.1", "http://127.0.0.1/v2/lib/app/blobs/sha256:aa?cdn=1");
+    Response r = reg.get_blob();
+    CHECK(r.status == 200);
+    REQUIRE(reg.t.sent.size() == 3);
+    CHECK(header_of(reg.t.sent[1], "authorization") == "Basic " + base64_encode("bob:secret"));
+    CHECK(reg.t.sent[2].url == "http://127.0.0.1/v2/lib/app/blobs/sha256:aa?cdn=1");
+    CHECK_FALSE(header_of(reg.t.sent[2], "authorization"));
+}
+
+TEST_CASE("client: credentials do not follow a redirect to another port or scheme of the same host", "[client]") {
+    for (const std::string location : {"https://127.0.0.1:8443/blob", "http://127.0.0.1:443/blob"}) {
+        RedirectingRegistry reg("https://127.0.0.1", location);
+        CHECK(reg.get_blob().status == 200);
+        REQUIRE(reg.t.sent.size() == 3);
+        CHECK_FALSE(header_of(reg.t.sent[2], "authorization"));
+    }
+}
+
+TEST_CASE("client: credentials follow a redirect within the same origin", "[client]") {
+    RedirectingRegistry reg("https://127.0.0.1", "https://127.0.0.1:443/v2/lib/app/blobs/sha256:aa?moved=1");
+    CHECK(reg.get_blob().status == 200);
+    REQUIRE(reg.t.sent.size() == 3);
+    CHECK(header_of(reg.t.sent[2], "authorization") == "Basic " + base64_encode("bob:secret"));
+}
+
+TEST_CASE("client: a redirect from https to plain http on a remote host is refused", "[client]") {
+    RedirectingRegistry reg("https://registry.example", "http://registry.example/v2/lib/app/blobs/sha256:aa?sig=s3cr3t");
+    try {
+        reg.get_blob();
+        FAIL("no error");
+    } catch (const aishell::Error& e) {
+        CHECK(e.message() ==
+              "refusing a redirect from https://registry.example/v2/lib/app/blobs/sha256:aa to plain HTTP "
+              "http://registry.example/v2/lib/app/blobs/sha256:aa?sig=<redacted>");
+        CHECK_THAT(e.hint(), Catch::Contains("--tls-verify=false"));
+    }
+    CHECK(reg.t.sent.size() == 2);  // the ping and the request: nothing went to the http URL
+}
+
+TEST_CASE("client: a loopback registry may redirect to plain http elsewhere, without credentials", "[client]") {
+    RedirectingRegistry reg("https://127.0.0.1:5000", "http://cache.example/aa");
+    CHECK(reg.get_blob().status == 200);
+    REQUIRE(reg.t.sent.size() == 3);
+    CHECK(header_of(reg.t.sent[1], "authorization") == "Basic " + base64_encode("bob:secret"));
+    CHECK_FALSE(header_of(reg.t.sent[2], "authorization"));
+}
+
+TEST_CASE("client: with --tls-verify=false a redirect to http is followed, without credentials", "[client]") {
+    RedirectingRegistry reg("https://registry.example", "http://registry.example/storage/aa", false);
+    CHECK(reg.get_blob().status == 200);
+    REQUIRE(reg.t.sent.size() == 3);
+    CHECK(header_of(reg.t.sent[1], "authorization") == "Basic " + base64_encode("bob:secret"));
+    CHECK_FALSE(header_of(reg.t.sent[2], "authorization"));
+}
+
+TEST_CASE("client: the token realm's credentials do not follow a redirect to plain http", "[client]") {
+    const std::string token_query = "?service=svc&scope=repository%3Alib%2Fapp%3Apull&account=alice";
+    auto run = [&](bool tls_verify, FakeTransport& t) {
+        t.on("GET https://registry.example/v2/",
+             reply(401, "", {{"www-authenticate", R"(Bearer realm="https://auth.example/token",service="svc")"}}));
+        t.on("GET https://auth.example/token" + token_query,
+             reply(302, "", {{"location", "http://auth.example/token" + token_query}}));
+        t.on("GET http://auth.example/token" + token_query, reply(200, R"({"token":"T"})"));
+        Recorder rec;
+        ClientOptions options = rec.options();
+        options.tls_verify = tls_verify;
+        RegistryClient client(Endpoint::parse("https://registry.example"), "registry.example", "lib/app",
+                              Credentials{"alice", "pw"}, options);
+        client.ping(t);
+    };
+    {
+        FakeTransport t;
+        CHECK_THROWS_WITH(run(true, t), Catch::StartsWith("refusing a redirect from https://auth.example/token"));
+        REQUIRE(t.sent.size() == 2);  // /v2/, the realm over https: nothing over http
+    }
+    {
+        FakeTransport t;
+        run(false, t);
+        REQUIRE(t.sent.size() == 3);
+        CHECK(header_of(t.sent[1], "authorization") == "Basic " + base64_encode("alice:pw"));
+        CHECK(t.sent[2].url == "http://auth.example/token" + token_query);
+        CHECK_FALSE(header_of(t.sent[2], "authorization"));
+    }
+}
+
 TEST_CASE("client: a redirect loop ends in an error", "[client]") {
     FakeTransport t;
     t.on("GET " + kBase + "/v2/", reply(200, "{}"));
