@@ -67,7 +67,7 @@ struct ChildContext {
     sock_fprog fakeroot{};               // root emulation filter; len 0: none
     int owner_sock = -1;                 // its chown calls notify: the listener fd goes here (SCM_RIGHTS)
     unsigned last_cap = 40;              // /proc/sys/kernel/cap_last_cap
-    __user_cap_data_struct caps[2]{};    // effective = permitted = inheritable
+    __user_cap_data_struct caps[2]{};    // effective = permitted; inheritable empty
     bool setgroups_allowed = true;
     bool root_mapped = true;             // container uid 0 exists (not keep-id single)
 };

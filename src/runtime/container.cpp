@@ -159,9 +159,15 @@ void prepare_process(ChildContext& ctx, const ContainerSpec& spec, const std::ve
         }
     }
     ctx.last_cap = read_last_cap();
+    // The inheritable set stays empty (and the child clears the ambient one): with the caps
+    // inheritable, a non-root user gains any of them by running a file whose inheritable file
+    // capabilities name it, capabilities(7) "P'(permitted) = (P(inheritable) & F(inheritable)) | ...",
+    // e.g. CAP_DAC_OVERRIDE to read /etc/shadow. CVE-2022-24769; runc >= 1.1.2 and moby >= 20.10.14
+    // stopped setting it. Root's execs still get the bounding set through F(permitted).
     for (int i = 0; i < 2; ++i) {
         auto word = static_cast<std::uint32_t>(spec.capabilities >> (32 * i));
-        ctx.caps[i].effective = ctx.caps[i].permitted = ctx.caps[i].inheritable = word;
+        ctx.caps[i].effective = ctx.caps[i].permitted = word;
+        ctx.caps[i].inheritable = 0;
     }
     ctx.setgroups_allowed = spec.mapping.mode != UsernsMode::Single;
     ctx.root_mapped = spec.mapping.uid_mapped_inside(0) && spec.mapping.gid_mapped_inside(0);

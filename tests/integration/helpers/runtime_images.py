@@ -8,6 +8,9 @@ padding and end-of-archive blocks, which a strict extractor rightly refuses).
               the shared libraries they need, pam_unix), a merged-/usr layout (/lib -> usr/lib),
               and a user `dev` (1000:1000) with a NOPASSWD sudoers entry
   rt-many     rt-busybox plus 55 one-file layers (overlay options beyond a page with absolute paths)
+  rt-filecaps rt-busybox plus /opt/caps/cat (busybox) with inheritable file capability
+              CAP_DAC_OVERRIDE (security.capability v2, effective bit set, permitted empty) and
+              an /etc/shadow of mode 0600 (CVE-2022-24769's pattern)
 
 Built once per content key under $AISHELL_FIXTURES_CACHE (default /var/tmp/aishell-fixtures);
 takes about a second.
@@ -18,6 +21,7 @@ import io
 import json
 import os
 import shutil
+import struct
 import subprocess
 import tarfile
 import tempfile
@@ -62,7 +66,7 @@ class Layer:
         self.names.add(name)
         self.tar.addfile(self._info(name, tarfile.DIRTYPE, mode, uid, gid))
 
-    def file(self, name, data, mode=0o644, uid=0, gid=0):
+    def file(self, name, data, mode=0o644, uid=0, gid=0, xattrs=None):
         if isinstance(data, str):
             data = data.encode()
         parent = os.path.dirname(name)
@@ -70,13 +74,16 @@ class Layer:
             self.dir(parent)
         info = self._info(name, tarfile.REGTYPE, mode, uid, gid)
         info.size = len(data)
+        # Extended attributes as GNU tar and Docker write them (values here are ASCII bytes).
+        info.pax_headers = {f"SCHILY.xattr.{k}": v.decode("latin-1") for k, v in (xattrs or {}).items()}
         self.names.add(name)
         self.tar.addfile(info, io.BytesIO(data))
 
-    def host_file(self, name, host_path, mode=None):
+    def host_file(self, name, host_path, mode=None, xattrs=None):
         with open(host_path, "rb") as f:
             data = f.read()
-        self.file(name, data, mode if mode is not None else os.stat(host_path).st_mode & 0o7777)
+        self.file(name, data, mode if mode is not None else os.stat(host_path).st_mode & 0o7777,
+                  xattrs=xattrs)
 
     def symlink(self, name, target):
         if name in self.names:
@@ -215,6 +222,20 @@ def _sudo_layer():
     return layer.finish()
 
 
+# struct vfs_cap_data, revision 2 (linux/capability.h): magic_etc (VFS_CAP_REVISION_2 |
+# VFS_CAP_FLAGS_EFFECTIVE), then {permitted, inheritable} for caps 0-31 and 32-63, little endian.
+CAP_DAC_OVERRIDE = 1
+INHERITABLE_DAC_OVERRIDE = struct.pack("<IIIII", 0x02000001, 0, 1 << CAP_DAC_OVERRIDE, 0, 0)
+
+
+def _filecaps_layer():
+    layer = Layer()
+    layer.host_file("opt/caps/cat", BUSYBOX, 0o755,
+                    xattrs={"security.capability": INHERITABLE_DAC_OVERRIDE})
+    layer.file("etc/shadow", "root:$6$not-for-nobody:19000:0:99999:7:::\n", 0o600)
+    return layer.finish()
+
+
 def _many_layers():
     layers = []
     for i in range(MANY_LAYERS):
@@ -242,6 +263,7 @@ class RuntimeImages:
         self.busybox = f"oci:{layout}:rt-busybox"
         self.sudo = f"oci:{layout}:rt-sudo"
         self.many = f"oci:{layout}:rt-many"
+        self.filecaps = f"oci:{layout}:rt-filecaps"
 
     def push(self, layout_ref, registry, repo_tag):
         return push_image(layout_ref, registry, repo_tag)
@@ -266,6 +288,7 @@ def ensure_runtime_images(cache_root=None):
         _add_image(lay, "rt-busybox", busybox, ["sh"])
         _add_image(lay, "rt-sudo", busybox + [_sudo_layer()], ["sh"])
         _add_image(lay, "rt-many", busybox + _many_layers(), ["sh"])
+        _add_image(lay, "rt-filecaps", busybox + [_filecaps_layer()], ["sh"])
         make_world_readable(work)
         try:
             os.rename(work, final)

@@ -1,0 +1,49 @@
+"""What the container must not get from the host or gain on its own: capabilities through
+inheritable file capabilities (CVE-2022-24769's pattern)."""
+import os
+
+import pytest
+
+CAP_DAC_OVERRIDE = 1
+
+
+# ---- inheritable capabilities -----------------------------------------------------------------
+
+def filecaps_image(aishell, registry, rt_images, user, store):
+    reg = registry("http")
+    rt_images.push(rt_images.filecaps, reg, "filecaps:1")
+    name = f"{reg.host}/filecaps:1"
+    aishell("pull", name, user=user, env={"AISHELL_STORE": store})
+    return name
+
+
+def assert_layer_has_file_caps(store):
+    """The unpacked layer really carries the file capability (v3 in a user namespace: the same
+    bytes plus the namespace's root id), so what a run does with it is the runtime's doing."""
+    found = []
+    for root, _, files in os.walk(os.path.join(store, "layers")):
+        if root.endswith("/opt/caps") and "cat" in files:
+            found.append(os.getxattr(os.path.join(root, "cat"), "security.capability"))
+    assert found, "no layer tree holds /opt/caps/cat"
+    inheritable = int.from_bytes(found[0][8:12], "little")
+    assert inheritable == 1 << CAP_DAC_OVERRIDE, found[0]
+
+
+@pytest.mark.parametrize("user", ["unpriv", "root"])
+def test_inheritable_file_caps_give_a_non_root_user_nothing(aishell, registry, rt_images, user):
+    store = os.path.join(aishell.workdir, f"store-{user}")
+    image = filecaps_image(aishell, registry, rt_images, user, store)
+    env = {"AISHELL_STORE": store}
+    if user == "unpriv":
+        env["AISHELL_USERNS"] = "subuid"
+    r = aishell("exec", "--image", image, "--user", "65534:65534", "--",
+                "sh", "-c", "grep -E '^Cap(Inh|Amb)' /proc/self/status; /opt/caps/cat /etc/shadow",
+                user=user, env=env, check=False)
+    assert_layer_has_file_caps(store)
+    assert "not-for-nobody" not in r.stdout, "a non-root user read /etc/shadow through file caps"
+    assert r.returncode == 1 and "Permission denied" in r.stderr, r.stdout + r.stderr
+    status = dict(line.split(":\t") for line in r.stdout.splitlines())
+    assert status == {"CapInh": "0000000000000000", "CapAmb": "0000000000000000"}, r.stdout
+    # Root's own set is untouched: it reads the file with or without the caps.
+    r = aishell("exec", "--image", image, "--", "/opt/caps/cat", "/etc/shadow", user=user, env=env)
+    assert "not-for-nobody" in r.stdout
