@@ -119,12 +119,21 @@ def test_seccomp_denies_with_eperm(aishell, busybox, mode, tmp_path):
     r = run(aishell, busybox, "/probe/probe", mode=mode, opts=("-v", f"{bindir}:/probe:ro"))
     verdicts = dict(l.split() for l in r.stdout.splitlines())
     for name in ["mount", "umount", "keyctl", "add_key", "reboot", "kexec_load", "open_by_handle_at",
-                 "unshare_user", "vsock"]:
+                 "unshare_user", "vsock", "io_uring_setup"]:
         assert verdicts[name] == "EPERM", (name, r.stdout)
     assert verdicts["clone3"] == "ENOSYS"
     r = run(aishell, busybox, "/probe/probe", mode=mode, opts=("-v", f"{bindir}:/probe:ro",
                                                                   "--security-opt", "seccomp=unconfined"))
-    assert dict(l.split() for l in r.stdout.splitlines())["unshare_user"] != "EPERM"
+    unconfined = dict(l.split() for l in r.stdout.splitlines())
+    assert unconfined["unshare_user"] != "EPERM"
+    # Unconfined, io_uring is the kernel's to allow (kernel.io_uring_disabled, Linux >= 6.6).
+    try:
+        with open("/proc/sys/kernel/io_uring_disabled") as f:
+            io_uring_enabled = f.read().strip() == "0"
+    except FileNotFoundError:
+        io_uring_enabled = True
+    if io_uring_enabled:
+        assert unconfined["io_uring_setup"] == "OK", r.stdout
 
 
 def test_root_runs_too(aishell, busybox):

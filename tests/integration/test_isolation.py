@@ -1,9 +1,15 @@
 """What the container must not get from the host or gain on its own: capabilities through
-inheritable file capabilities (CVE-2022-24769's pattern)."""
+inheritable file capabilities (CVE-2022-24769's pattern), and io_uring, which the default seccomp
+profile denies as Docker >= 25 does."""
 import os
+import subprocess
 
 import pytest
 
+from helpers.build import build, make_context
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PROBE_SRC = os.path.join(HERE, "..", "fixtures", "exec_probe.c")
 CAP_DAC_OVERRIDE = 1
 
 
@@ -47,3 +53,30 @@ def test_inheritable_file_caps_give_a_non_root_user_nothing(aishell, registry, r
     # Root's own set is untouched: it reads the file with or without the caps.
     r = aishell("exec", "--image", image, "--", "/opt/caps/cat", "/etc/shadow", user=user, env=env)
     assert "not-for-nobody" in r.stdout
+
+
+# ---- io_uring ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def probe(aishell):
+    bindir = aishell.make_dir(os.path.join(aishell.workdir, "probe"))
+    path = os.path.join(bindir, "probe")
+    subprocess.run(["cc", "-static", "-o", path, PROBE_SRC], check=True)
+    os.chmod(path, 0o755)
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def verdicts(stdout):
+    return dict(line.split() for line in stdout.splitlines())
+
+
+def test_build_run_gets_eperm_from_io_uring(aishell, reg, probe):
+    ctx = make_context(aishell, {"Dockerfile": f"FROM {reg.host}/busybox:latest\n"
+                                               "COPY --chmod=0755 probe /probe\n"
+                                               "RUN /probe > /verdicts\n",
+                                 "probe": probe})
+    build(aishell, ctx, "-t", "uring")
+    r = aishell("exec", "--image", "uring", "--", "cat", "/verdicts", user="unpriv",
+                env={"AISHELL_USERNS": "subuid"})
+    assert verdicts(r.stdout)["io_uring_setup"] == "EPERM", r.stdout
