@@ -23,7 +23,9 @@
 #include <linux/magic.h>
 #include <linux/seccomp.h>
 
+#include <algorithm>
 #include <cstring>
+#include <iterator>
 
 #include "runtime/fakeroot.hpp"
 
@@ -60,6 +62,7 @@ const char* step_name(ChildStep step) noexcept {
         case ChildStep::Exec: return "exec";
         case ChildStep::AptConfig: return "write the apt configuration";
         case ChildStep::FakeRoot: return "load the root emulation filter";
+        case ChildStep::CommandLine: return "replace the host command line of PID 1";
     }
     return "?";
 }
@@ -556,6 +559,80 @@ pid_t spawn_command(const ChildContext& ctx, bool apt_config) noexcept {
     return pid;
 }
 
+// ---- PID 1's command line ----------------------------------------------------------------------
+
+// The fields of /proc/self/stat PID 1 needs (proc(5), numbered from 1), in prctl_mm_map order.
+constexpr int kStatFields[] = {26, 27, 45, 46, 47, 28, 48, 49, 50, 51};  // code, data, brk, stack, arg, env
+
+// Parses the numbers `kStatFields` names out of /proc/self/stat into out (in that order).
+// The name (field 2) may hold spaces and parentheses: fields are counted after its last ')'.
+bool read_memory_layout(std::uint64_t (&out)[std::size(kStatFields)]) noexcept {
+    char buf[2048];
+    int fd = ::open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    ssize_t n = ::read(fd, buf, sizeof buf - 1);
+    ::close(fd);
+    if (n <= 0) return false;
+    buf[n] = '\0';
+    const char* p = std::strrchr(buf, ')');
+    if (!p) return false;
+    ++p;
+    std::uint64_t fields[64] = {};
+    int field = 2;  // p is just past field 2
+    while (*p && field < 63) {
+        while (*p == ' ') ++p;
+        if (!*p || *p == '\n') break;
+        ++field;
+        std::uint64_t v = 0;
+        for (; *p >= '0' && *p <= '9'; ++p) v = v * 10 + static_cast<std::uint64_t>(*p - '0');
+        while (*p && *p != ' ') ++p;  // the state letter, negative numbers: not needed
+        fields[field] = v;
+    }
+    for (std::size_t i = 0; i < std::size(kStatFields); ++i) {
+        if (kStatFields[i] > field) return false;  // a kernel without the field (< 3.5)
+        out[i] = fields[kStatFields[i]];
+    }
+    return true;
+}
+
+// PID 1 is a fork of aishell, so /proc/1/cmdline, which anyone in the container may read (unlike
+// environ and mem, which PID 1's non-dumpable flag guards), would show aishell's own command
+// line: -e and --build-arg values, host paths. PID 1 overwrites its argument area in place with a
+// fixed name (its own memory: no privilege needed), then PR_SET_MM_MAP (unprivileged, Linux 3.18
+// with CONFIG_CHECKPOINT_RESTORE, as Debian builds it) shrinks the area to the name and empties
+// the environment's, so the kernel reports exactly "aishell-init" and no environment. Where that
+// call is refused the name is followed by NULs, which hide as much. Nothing in PID 1 reads its
+// argv or environment afterwards: the command's argv and envp were copied out by the parent.
+void hide_host_command_line(const ChildContext& ctx) noexcept {
+    static constexpr char kName[] = "aishell-init";
+    std::uint64_t m[std::size(kStatFields)];
+    if (!read_memory_layout(m)) fail(ctx, ChildStep::CommandLine, "/proc/self/stat");
+    enum { kStartCode, kEndCode, kStartData, kEndData, kStartBrk, kStartStack, kArgStart, kArgEnd, kEnvStart, kEnvEnd };
+    if (m[kArgStart] == 0 || m[kArgEnd] <= m[kArgStart]) fail(ctx, ChildStep::CommandLine, "/proc/self/stat");
+    char* area = reinterpret_cast<char*>(m[kArgStart]);
+    const std::size_t size = m[kArgEnd] - m[kArgStart];
+    std::memset(area, 0, size);
+    std::memcpy(area, kName, std::min(size - 1, sizeof kName - 1));
+    // The host environment too: nothing in PID 1 reads it (the command's envp is ctx.envp), and
+    // then it is gone from PID 1's memory whatever the prctl below does.
+    if (m[kEnvStart] != 0 && m[kEnvEnd] > m[kEnvStart])
+        std::memset(reinterpret_cast<char*>(m[kEnvStart]), 0, m[kEnvEnd] - m[kEnvStart]);
+
+    prctl_mm_map map{};
+    map.start_code = m[kStartCode];
+    map.end_code = m[kEndCode];
+    map.start_data = m[kStartData];
+    map.end_data = m[kEndData];
+    map.start_brk = m[kStartBrk];
+    map.brk = static_cast<std::uint64_t>(::syscall(SYS_brk, 0));
+    map.start_stack = m[kStartStack];
+    map.arg_start = m[kArgStart];
+    map.arg_end = m[kArgStart] + std::min(size, sizeof kName);
+    map.env_start = map.env_end = m[kEnvEnd];
+    map.exe_fd = static_cast<std::uint32_t>(-1);  // unchanged (changing it would need CAP_SYS_ADMIN)
+    (void)::prctl(PR_SET_MM, PR_SET_MM_MAP, &map, sizeof map, 0);
+}
+
 // ---- PID 1 -----------------------------------------------------------------------------------
 
 // Reaps every child; forwards the signals aishell forwards to it; exits with the command's
@@ -593,6 +670,7 @@ void child_main(const ChildContext& ctx) noexcept {
     do n = ::read(ctx.sync_fd, &go, 1); while (n < 0 && errno == EINTR);
     if (n != 1) ::_exit(125);  // the parent failed and reports it itself
     ::close(ctx.sync_fd);
+    hide_host_command_line(ctx);
     if (ctx.root_mapped) {
         if (::setresgid(0, 0, 0) != 0 || ::setresuid(0, 0, 0) != 0) fail(ctx, ChildStep::SetIds, nullptr);
         if (ctx.setgroups_allowed && ::setgroups(0, nullptr) != 0) fail(ctx, ChildStep::SetIds, "setgroups");

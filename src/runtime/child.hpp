@@ -38,7 +38,7 @@ struct ListenerMessage {
 enum class ChildStep : std::int32_t {
     Sync = 1, SetIds, Hostname, MakePrivate, Overlay, OpenRoot, Mount, Loopback, Pivot, Passwd, Home,
     Chdir, Fork, Terminal, Stdio, CapBounding, NoNewPrivs, Seccomp, Groups, SetGid, SetUid, Capabilities,
-    Exec, AptConfig, FakeRoot,
+    Exec, AptConfig, FakeRoot, CommandLine,
 };
 
 const char* step_name(ChildStep step) noexcept;

@@ -1,6 +1,6 @@
 """What the container must not get from the host or gain on its own: capabilities through
-inheritable file capabilities (CVE-2022-24769's pattern), and io_uring, which the default seccomp
-profile denies as Docker >= 25 does."""
+inheritable file capabilities (CVE-2022-24769's pattern), io_uring, which the default seccomp
+profile denies as Docker >= 25 does, and aishell's own command line as PID 1's."""
 import os
 import subprocess
 
@@ -80,3 +80,50 @@ def test_build_run_gets_eperm_from_io_uring(aishell, reg, probe):
     r = aishell("exec", "--image", "uring", "--", "cat", "/verdicts", user="unpriv",
                 env={"AISHELL_USERNS": "subuid"})
     assert verdicts(r.stdout)["io_uring_setup"] == "EPERM", r.stdout
+
+
+# ---- PID 1's command line ---------------------------------------------------------------------
+
+def pid1_report():
+    """A shell command printing PID 1's cmdline, environ (or its error) and comm, separated."""
+    return ("cat /proc/1/cmdline; echo; echo ---; cat /proc/1/environ 2>&1; echo; echo ---; "
+            "cat /proc/1/comm")
+
+
+def parse_pid1_report(stdout):
+    cmdline, environ, comm = stdout.split("\n---\n")
+    return cmdline.rstrip("\n"), environ, comm.strip()
+
+
+def assert_pid1_hides(report, *secrets):
+    cmdline, environ, comm = report
+    # Exactly the fixed name (trailing NULs only where PR_SET_MM_MAP is unavailable).
+    assert cmdline.rstrip("\0") == "aishell-init", repr(cmdline)
+    assert comm == "aishell", comm
+    for secret in secrets:
+        assert secret not in environ, environ
+    assert "=" not in environ.replace("Permission denied", ""), repr(environ)
+
+
+def test_pid1_shows_a_fixed_name_not_the_host_command_line(aishell, busybox):
+    secret = "env-s3cret-value"
+    r = aishell("exec", "-e", f"TOKEN={secret}", "--image", busybox, "--",
+                "sh", "-c", pid1_report(), user="unpriv", env={"AISHELL_USERNS": "subuid"})
+    assert secret not in r.stdout, r.stdout
+    assert_pid1_hides(parse_pid1_report(r.stdout), secret)
+    # The command itself still gets its variable.
+    r = aishell("exec", "-e", f"TOKEN={secret}", "--image", busybox, "--", "sh", "-c", "echo $TOKEN",
+                user="unpriv", env={"AISHELL_USERNS": "subuid"})
+    assert r.stdout.strip() == secret
+
+
+def test_build_run_pid1_shows_no_build_arg(aishell, reg):
+    secret = "build-s3cret-value"
+    base = f"{reg.host}/busybox:latest"
+    ctx = make_context(aishell, {"Dockerfile": f"FROM {base}\nARG TOKEN\n"
+                                              f"RUN ({pid1_report()}) > /pid1\n"})
+    build(aishell, ctx, "-t", "pid1", "--build-arg", f"TOKEN={secret}")
+    r = aishell("exec", "--image", "pid1", "--", "cat", "/pid1", user="unpriv",
+                env={"AISHELL_USERNS": "subuid"})
+    assert secret not in r.stdout, r.stdout
+    assert_pid1_hides(parse_pid1_report(r.stdout), secret)
