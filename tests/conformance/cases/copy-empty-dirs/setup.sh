@@ -1,0 +1,2 @@
+mkdir -p empty d/inner/deeper
+chmod 0750 d/inner
