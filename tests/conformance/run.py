@@ -341,11 +341,19 @@ def load_known_differences():
 
 
 def apply_differences(golden, diffs):
-    """The Docker golden patched with the case's intentional differences: config keys and tree
-    paths replaced (null deletes). A patch that changes nothing is an error: the difference
-    would no longer exist and its entry must go."""
+    """The Docker golden patched with the case's intentional differences: "result" ("failed"
+    when BuildKit refuses the build), config keys and tree paths replaced (null deletes). A
+    patch that changes nothing is an error: the difference would no longer exist and its entry
+    must go."""
     expected = json.loads(json.dumps(golden))
     for name, patch in diffs.items():
+        if "result" in patch:  # BuildKit refuses (or builds) what the classic builder does not
+            if patch["result"] == expected["result"]:
+                raise CaseError(f"intentional difference {name!r}: Docker's result is already "
+                                f"{patch['result']!r}")
+            expected = {"result": patch["result"]}
+            if patch["result"] == "failed":
+                continue
         for section in ("config", "tree"):
             for key, value in patch.get(section, {}).items():
                 target = expected.setdefault(section, {})
