@@ -244,23 +244,38 @@ struct ArchiveWriteDeleter {
     void operator()(archive* a) const noexcept { archive_write_free(a); }
 };
 
-// A tar (any compression libarchive knows) that ADD extracts; a plain file otherwise.
+// A tar that ADD extracts: recognised by its content, plain or compressed with one of the
+// four compressions Docker's pkg/archive DecompressStream knows (BuildKit uses the same code):
+// gzip, bzip2, xz, zstd. Not filter_all: it would also unwrap uuencode, lzip, lz4, ... that
+// Docker copies as they are, and some of its filters exec external programs.
 std::unique_ptr<archive, ArchiveReadDeleter> open_tar(int fd) {
     std::unique_ptr<archive, ArchiveReadDeleter> a(archive_read_new());
     archive_read_support_format_tar(a.get());
     archive_read_support_format_gnutar(a.get());
-    archive_read_support_filter_all(a.get());
+    archive_read_support_filter_gzip(a.get());
+    archive_read_support_filter_bzip2(a.get());
+    archive_read_support_filter_xz(a.get());
+    archive_read_support_filter_zstd(a.get());
     if (archive_read_open_fd(a.get(), fd, 1 << 16) != ARCHIVE_OK) return nullptr;
     return a;
 }
 
-bool is_tar_archive(int fd) {
-    auto a = open_tar(fd);
-    if (!a) return false;
-    archive_entry* entry = nullptr;
-    int r = archive_read_next_header(a.get(), &entry);
-    ::lseek(fd, 0, SEEK_SET);
-    return r == ARCHIVE_OK || r == ARCHIVE_WARN;
+// Whether ADD extracts the regular file open on fd: a first tar header must parse, as in
+// Docker's isArchivePath (tar.NewReader(DecompressStream(f)).Next() == nil); a file whose
+// only content is the end-of-archive blocks, or an empty file, is copied. The probe reads
+// the file through libarchive, so the fd is rewound before the answer is given, whatever it
+// is: the caller copies or extracts from the same fd. (It used to return early when
+// archive_read_open_fd already found no tar, leaving the offset where libarchive's read-ahead
+// stopped, and ADD copied the rest: a small file arrived empty, a large one truncated.)
+bool is_tar_archive(int fd, const std::string& rel) {
+    bool tar = false;
+    if (auto a = open_tar(fd)) {
+        archive_entry* entry = nullptr;
+        int r = archive_read_next_header(a.get(), &entry);
+        tar = r == ARCHIVE_OK || r == ARCHIVE_WARN;
+    }
+    if (::lseek(fd, 0, SEEK_SET) != 0) throw_errno("rewind", rel);
+    return tar;
 }
 
 // The owner libarchive could not set keeps the entry's set-id bits off (it restores them only
@@ -523,7 +538,7 @@ void copy_files(int src_root_fd, const std::string& dest_root, const CopyRequest
         }
         UniqueFd f = open_in_root(src_root_fd, src.rel, O_RDONLY);
         check(static_cast<bool>(f), "open", src.rel);
-        if (req.extract_archives && S_ISREG(st.st_mode) && is_tar_archive(f.get())) {
+        if (req.extract_archives && S_ISREG(st.st_mode) && is_tar_archive(f.get(), src.rel)) {
             copier.make_parents(dest);
             extract_tar(f.get(), dest, src.rel, owners);
             continue;

@@ -58,7 +58,9 @@
     X(archive_read_open_fd) \
     X(archive_read_open_memory) \
     X(archive_read_support_filter_all) \
+    X(archive_read_support_filter_bzip2) \
     X(archive_read_support_filter_gzip) \
+    X(archive_read_support_filter_xz) \
     X(archive_read_support_filter_zstd) \
     X(archive_read_support_format_empty) \
     X(archive_read_support_format_gnutar) \
@@ -105,7 +107,21 @@ const ArchiveApi& api() {
 }  // namespace
 
 namespace aishell::oci {
+
 void load_libarchive() { (void)api(); }
+
+ScopedCtype::ScopedCtype(Kind kind) {
+    if (kind == Kind::Utf8) locale_ = ::newlocale(LC_CTYPE_MASK, "C.UTF-8", locale_t{});
+    if (!locale_) locale_ = ::newlocale(LC_CTYPE_MASK, "C", locale_t{});  // built in: cannot fail but for ENOMEM
+    if (locale_) previous_ = ::uselocale(locale_);
+}
+
+ScopedCtype::~ScopedCtype() {
+    if (!locale_) return;
+    ::uselocale(previous_);
+    ::freelocale(locale_);
+}
+
 }  // namespace aishell::oci
 
 extern "C" {
@@ -163,7 +179,9 @@ int archive_read_open(struct archive * a0, void * a1, archive_open_callback * a2
 int archive_read_open_fd(struct archive * a0, int a1, size_t a2) { return api().archive_read_open_fd(a0, a1, a2); }
 int archive_read_open_memory(struct archive * a0, const void * a1, size_t a2) { return api().archive_read_open_memory(a0, a1, a2); }
 int archive_read_support_filter_all(struct archive * a0) { return api().archive_read_support_filter_all(a0); }
+int archive_read_support_filter_bzip2(struct archive * a0) { return api().archive_read_support_filter_bzip2(a0); }
 int archive_read_support_filter_gzip(struct archive * a0) { return api().archive_read_support_filter_gzip(a0); }
+int archive_read_support_filter_xz(struct archive * a0) { return api().archive_read_support_filter_xz(a0); }
 int archive_read_support_filter_zstd(struct archive * a0) { return api().archive_read_support_filter_zstd(a0); }
 int archive_read_support_format_empty(struct archive * a0) { return api().archive_read_support_format_empty(a0); }
 int archive_read_support_format_gnutar(struct archive * a0) { return api().archive_read_support_format_gnutar(a0); }

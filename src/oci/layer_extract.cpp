@@ -26,6 +26,7 @@
 
 #include "common/error.hpp"
 #include "common/unique_fd.hpp"
+#include "oci/archive_api.hpp"
 
 #ifndef SYS_fchmodat2
 #define SYS_fchmodat2 452
@@ -1011,6 +1012,7 @@ void remove_children(int dir, const std::string& what) {
 ExtractStats extract_layer(int compressed_fd, media_type::Compression compression, int dest_dirfd,
                            const ExtractOptions& options) {
     ExtractStats stats;
+    ScopedCtype ctype(ScopedCtype::Kind::Posix);  // names come out as the tar's bytes
     HashingSource source(compressed_fd, compression);
     ArchiveReader tar = open_tar_reader(source);
     Extractor extractor(dest_dirfd, options, stats);

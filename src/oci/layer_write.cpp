@@ -19,6 +19,7 @@
 
 #include "common/error.hpp"
 #include "common/unique_fd.hpp"
+#include "oci/archive_api.hpp"
 
 namespace aishell::oci {
 
@@ -352,8 +353,13 @@ private:
         put_header(e.get(), path);
     }
 
+    // ARCHIVE_WARN is the pax writer saying that a name or link target is not UTF-8: the entry
+    // is written, with the raw bytes under hdrcharset=BINARY (see ScopedCtype), which is what a
+    // layer must hold. In libarchive's pax writer (3.6, archive_write_set_format_pax.c) every
+    // other ARCHIVE_WARN is about uname, gname or ACL text, none of which a layer entry has.
     void put_header(archive_entry* e, const std::string& path) {
-        if (archive_write_header(a_, e) != ARCHIVE_OK)
+        int r = archive_write_header(a_, e);
+        if (r != ARCHIVE_OK && r != ARCHIVE_WARN)
             throw Error("layer entry '" + path + "': " + archive_error_string(a_));
         ++entries_;
     }
@@ -398,6 +404,8 @@ std::string_view layer_media_type(Compression compression) {
 std::optional<LayerWriteResult> write_layer(Store& store, int dirfd, const LayerWriteOptions& options) {
     if (sorted_names(dirfd, ".").empty()) return std::nullopt;
 
+    // Names are bytes: they must reach the tar unchanged whatever the user's locale.
+    ScopedCtype ctype(ScopedCtype::Kind::Utf8);
     BlobWriter blob = store.begin_blob();
     auto compressor = make_compressor(blob, options.compression, options.level);
     TarSink sink;

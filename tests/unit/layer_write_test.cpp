@@ -11,7 +11,9 @@
 #include <catch2/catch.hpp>
 
 #include <filesystem>
+#include <clocale>
 #include <map>
+#include <optional>
 
 #include "common/error.hpp"
 #include "common/file.hpp"
@@ -397,4 +399,116 @@ TEST_CASE("layer write: entries copied up from the lower layers keep the owners 
         CHECK(decided == std::vector<std::string>{"home/app", "home/app/.profile", "opt", "opt/app"});
     UniqueFd ufd = upper.fd();
     CHECK(layer->owners.owner_of("opt/app", *entry_identity_at(ufd.get(), "opt/app")) == LayerOwner{1234, 2345});
+}
+
+namespace {
+
+// The pax records of one tar stream: {entry index, "key=value"} in order, raw bytes.
+std::vector<std::pair<int, std::string>> pax_records(const std::string& tar) {
+    std::vector<std::pair<int, std::string>> out;
+    int entry = 0;
+    for (std::size_t at = 0; at + 512 <= tar.size();) {
+        const char* h = tar.data() + at;
+        if (h[0] == '\0') break;
+        std::uint64_t size = std::stoull(std::string(h + 124, 12), nullptr, 8);
+        std::size_t data = at + 512;
+        if (h[156] == 'x') {
+            for (std::size_t p = data; p < data + size;) {
+                std::size_t space = tar.find(' ', p);
+                std::size_t length = std::stoul(tar.substr(p, space - p));
+                out.emplace_back(entry, tar.substr(space + 1, p + length - space - 2));
+                p += length;
+            }
+        } else {
+            ++entry;
+        }
+        at = data + (size + 511) / 512 * 512;
+    }
+    return out;
+}
+
+// Names that are UTF-8 (precomposed, decomposed, CJK) and names that are not (a lone Latin-1
+// byte, an overlong sequence, a UTF-16 surrogate), as a RUN step may leave them.
+const std::string kCafe = "caf\xc3\xa9";
+const std::string kDecomposed = "cafe\xcc\x81";
+const std::string kJapanese = "\xe6\x97\xa5\xe6\x9c\xac.txt";
+const std::string kLatin1 = "bad\xe9";
+const std::string kOverlong = "ov\xc0\xaf";
+const std::string kSurrogate = "sur\xed\xa0\x80";
+
+void make_named_upper(const fs::path& root) {
+    for (const auto& name : {kCafe, kDecomposed, kJapanese, kOverlong, kSurrogate}) write_text(root / name, name, 0644);
+    fs::create_directories(root / "d");
+    write_text(root / "d" / kLatin1, "data", 0644);                                      // the hardlink target
+    REQUIRE(::link((root / "d" / kLatin1).c_str(), (root / "d" / "z").c_str()) == 0);  // after it in name order
+    fs::create_symlink("F\xc5\x91.pem", root / "lnk");
+    fs::create_symlink("x\xe9", root / "lnk2");
+    REQUIRE(::setxattr((root / kCafe).c_str(), "user.v", "v\xe9", 2, 0) == 0);
+    for (const auto& e : fs::recursive_directory_iterator(root)) set_mtime(e.path(), 1700000000);
+}
+
+}  // namespace
+
+TEST_CASE("layer write: names, link targets and xattrs are bytes, written as Go's archive/tar writes them", "[layer_write]") {
+    TempDir store_dir, upper;
+    Store store = Store::open(store_dir.path / "store");
+    make_named_upper(upper.path);
+    LayerWriteOptions options;
+    options.compression = Compression::None;
+
+    // The process locale does not matter (aishell never calls setlocale, but a library might).
+    std::optional<Digest> digest;
+    for (const char* locale : {"C", "C.UTF-8"}) {
+        INFO(locale);
+        REQUIRE(::setlocale(LC_ALL, locale));
+        auto layer = write_layer(store, upper.fd().get(), options);
+        ::setlocale(LC_ALL, "C");
+        REQUIRE(layer);
+        if (!digest) digest = layer->descriptor.digest;
+        CHECK(layer->descriptor.digest == *digest);
+    }
+    const std::string tar = store.read_blob(*digest, 1 << 20);
+
+    // UTF-8 names go into plain pax path/linkpath records, byte for byte (no normalization);
+    // the others as raw bytes with hdrcharset=BINARY in their own entry's record.
+    std::map<int, std::vector<std::string>> records;
+    for (auto& [entry, record] : pax_records(tar)) records[entry].push_back(record);
+    std::vector<std::vector<std::string>> got;
+    for (auto& [entry, r] : records) got.push_back(r);
+    // Entry order (bytewise): bad... is under d/, so: "cafe\xcc\x81" < "caf\xc3\xa9" < d/ < d/bad\xe9 < d/z
+    // < lnk < lnk2 < ov\xc0\xaf < sur\xed\xa0\x80 < \xe6\x97\xa5...
+    CHECK(got == std::vector<std::vector<std::string>>{
+                     {"path=" + kDecomposed},
+                     {"path=" + kCafe, "LIBARCHIVE.xattr.user.v=duk", "SCHILY.xattr.user.v=v\xe9"},
+                     {"hdrcharset=BINARY", "path=d/" + kLatin1},
+                     {"hdrcharset=BINARY", "linkpath=d/" + kLatin1},
+                     {"linkpath=F\xc5\x91.pem"},
+                     {"hdrcharset=BINARY", "linkpath=x\xe9"},
+                     {"hdrcharset=BINARY", "path=" + kOverlong},
+                     {"hdrcharset=BINARY", "path=" + kSurrogate},
+                     {"path=" + kJapanese}});
+
+    // Extracted again (in either locale), every byte comes back.
+    for (const char* locale : {"C", "C.UTF-8"}) {
+        INFO(locale);
+        TempDir out;
+        UniqueFd blob(::open(store.blob_path(*digest).c_str(), O_RDONLY | O_CLOEXEC));
+        ExtractOptions extract;
+        extract.owners = ExtractOptions::Owners::Preserve;
+        REQUIRE(::setlocale(LC_ALL, locale));
+        ExtractStats stats = extract_layer(blob.get(), Compression::None, out.fd().get(), extract);
+        ::setlocale(LC_ALL, "C");
+        CHECK(stats.hardlinks == 1);
+        for (const auto& name : {kCafe, kDecomposed, kJapanese, kOverlong, kSurrogate})
+            CHECK(read_file(out.path / name) == name);
+        struct stat a {}, b {};
+        REQUIRE(::lstat((out.path / "d" / kLatin1).c_str(), &a) == 0);
+        REQUIRE(::lstat((out.path / "d" / "z").c_str(), &b) == 0);
+        CHECK(a.st_ino == b.st_ino);
+        CHECK(fs::read_symlink(out.path / "lnk").string() == "F\xc5\x91.pem");
+        CHECK(fs::read_symlink(out.path / "lnk2").string() == "x\xe9");
+        char value[8] = {};
+        CHECK(::getxattr((out.path / kCafe).c_str(), "user.v", value, sizeof value) == 2);
+        CHECK(std::string(value, 2) == "v\xe9");
+    }
 }
