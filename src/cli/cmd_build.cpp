@@ -13,6 +13,7 @@
 #include "composer/dockerfile_json.hpp"
 #include "composer/dockerignore.hpp"
 #include "composer/instructions.hpp"
+#include "oci/json_text.hpp"
 
 namespace aishell::cli {
 
@@ -76,7 +77,7 @@ int run_check(const BuildOptions& o) {
     if (o.json) {
         nlohmann::json j = composer::dockerfile_to_json(df, options);
         j["target"] = target.index;
-        std::cout << j.dump(2) << '\n';
+        std::cout << oci::json_document(j, 2) << '\n';
         return 0;
     }
     std::cout << composer::dockerfile_to_text(df, options);

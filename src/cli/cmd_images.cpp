@@ -9,6 +9,7 @@
 #include "cli/format.hpp"
 #include "common/error.hpp"
 #include "oci/image.hpp"
+#include "oci/json_text.hpp"
 
 namespace aishell::cli {
 
@@ -37,7 +38,7 @@ int run_images(const CommandContext& ctx, const ImagesOptions& options) {
     nlohmann::json rows = nlohmann::json::array();
     for (const auto& entry : store.list_images()) rows.push_back(image_json(oci::load_image(store, entry)));
     if (options.json) {
-        std::cout << rows.dump(2) << '\n';
+        std::cout << oci::json_document(rows, 2) << '\n';
         return 0;
     }
     Table table({"REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"});

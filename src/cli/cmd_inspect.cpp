@@ -8,6 +8,7 @@
 #include "cli/image_lookup.hpp"
 #include "common/error.hpp"
 #include "oci/image.hpp"
+#include "oci/json_text.hpp"
 
 namespace aishell::cli {
 
@@ -52,7 +53,7 @@ nlohmann::json inspect_json(const oci::Image& image) {
 int run_inspect(const CommandContext& ctx, const std::string& name) {
     oci::Store store = open_store(ctx.global);
     oci::ImageEntry entry = require_local_image(store, name);
-    std::cout << inspect_json(oci::load_image(store, entry)).dump(4) << '\n';
+    std::cout << oci::json_document(inspect_json(oci::load_image(store, entry)), 4) << '\n';
     return 0;
 }
 

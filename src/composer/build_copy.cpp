@@ -25,6 +25,7 @@
 #include "common/error.hpp"
 #include "common/file.hpp"
 #include "common/unique_fd.hpp"
+#include "oci/json_text.hpp"
 
 namespace aishell::composer {
 
@@ -687,7 +688,7 @@ void ContextDigestMemo::save() const {
         {
             UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
             if (!fd) return;
-            write_all(fd.get(), nlohmann::json{{"version", 1}, {"entries", entries}}.dump(), tmp.string());
+            write_all(fd.get(), oci::json_document(nlohmann::json{{"version", 1}, {"entries", entries}}), tmp.string());
         }
         if (::rename(tmp.c_str(), file_.c_str()) != 0) ::unlink(tmp.c_str());
     } catch (const std::exception&) {

@@ -14,8 +14,8 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.hpp"
-#include "common/held_signals.hpp"
 #include "common/file.hpp"
+#include "common/held_signals.hpp"
 #include "common/unique_fd.hpp"
 #include "composer/build_copy.hpp"
 #include "composer/build_fetch.hpp"
@@ -25,6 +25,7 @@
 #include "composer/instructions.hpp"
 #include "composer/step_cache.hpp"
 #include "oci/image.hpp"
+#include "oci/json_text.hpp"
 #include "oci/media_types.hpp"
 #include "runtime/capabilities.hpp"
 #include "runtime/launch.hpp"
@@ -542,7 +543,7 @@ private:
         return argv;
     }
 
-    static std::string json_words(const std::vector<std::string>& v) { return json(v).dump(); }
+    static std::string json_words(const std::vector<std::string>& v) { return oci::json_key_text(json(v)); }
 
     void on(ImageState& s, const Instruction&, const CmdInstr& c) {
         auto argv = command_args(s, c.command);
@@ -627,7 +628,7 @@ private:
             if (h.retries) hc["Retries"] = *h.retries;
         }
         cfg(s)["Healthcheck"] = hc;
-        metadata_step(s, "HEALTHCHECK " + hc["Test"].dump());
+        metadata_step(s, "HEALTHCHECK " + oci::json_key_text(hc["Test"]));
     }
 
     std::string absolute_in_workdir(const ImageState& s, const std::string& path) const {

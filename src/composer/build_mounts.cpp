@@ -25,6 +25,7 @@
 #include "composer/build_copy.hpp"
 #include "composer/build_step.hpp"
 #include "oci/digest.hpp"
+#include "oci/json_text.hpp"
 #include "runtime/reown.hpp"
 #include "runtime/userns_exec.hpp"
 
@@ -122,7 +123,7 @@ void run_ops_in_userns(const oci::Store& store, const runtime::IdMapping& mappin
                        const fs::path& work) {
     if (ops.empty()) return;
     fs::path spec = work / ("prepare-" + random_hex(8) + ".json");
-    write_file_atomic(spec, json{{"store", store.root().string()}, {"work", work.string()}, {"prepare", ops}}.dump(), 0600);
+    write_file_atomic(spec, oci::to_message(json{{"store", store.root().string()}, {"work", work.string()}, {"prepare", ops}}), 0600);
     int status = runtime::run_in_userns(mapping, {"__build-step", spec.string()});
     ::unlink(spec.c_str());
     if (status != 0) {
@@ -244,7 +245,7 @@ std::string BuildMount::spec() const {
     if (gid) j["gid"] = *gid;
     if (size) j["size"] = *size;
     if (env) j["env"] = *env;
-    return j.dump();
+    return oci::json_key_text(j);
 }
 
 std::vector<BuildMount> resolve_mounts(const std::vector<RunMount>& mounts,

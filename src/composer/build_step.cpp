@@ -19,6 +19,7 @@
 #include "composer/build_copy.hpp"
 #include "composer/build_mounts.hpp"
 #include "oci/archive_api.hpp"
+#include "oci/json_text.hpp"
 #include "oci/layer_write.hpp"
 #include "oci/store.hpp"
 #include "runtime/container.hpp"
@@ -230,7 +231,8 @@ json run_step(const json& spec) {
 }
 
 // ---- the channel: messages are an 8-byte length (host order: both ends are this binary) and
-// that many bytes of JSON. A request {"op":"step","spec":{..}} gets {"result":{..}} or
+// that many bytes of MessagePack (oci::to_message: strings keep their bytes, a RUN command
+// that is not UTF-8 too). A request {"op":"step","spec":{..}} gets {"result":{..}} or
 // {"error":"..","hint":".."}; {"op":"rm","path":".."} gets no answer.
 constexpr std::uint64_t kMaxMessage = 64u << 20;
 
@@ -289,7 +291,7 @@ json run_step_in_child(const json& spec) {
         } catch (const std::exception& e) {
             reply = error_reply(e);
         }
-        std::string text = reply.dump();
+        std::string text = oci::to_message(reply);
         bool ok = true;
         try {
             write_all(wr.get(), text, "build step reply");
@@ -310,7 +312,7 @@ json run_step_in_child(const json& spec) {
     int st = 0;
     while (::waitpid(pid, &st, 0) < 0)
         if (errno != EINTR) throw_errno("waitpid", "build step");
-    json reply = json::parse(text, nullptr, false);
+    json reply = oci::from_message(text);
     if (WIFEXITED(st) && WEXITSTATUS(st) == 0 && reply.is_object()) return reply;
     std::string how = WIFSIGNALED(st) ? "was killed by signal " + std::to_string(WTERMSIG(st))
                                       : "exited with status " + std::to_string(WEXITSTATUS(st));
@@ -333,7 +335,7 @@ int serve_build_steps(int fd) {
     for (;;) {
         std::optional<std::string> message = read_message(channel.get());
         if (!message) return 0;  // the engine closed the channel (or is gone)
-        json request = json::parse(*message, nullptr, false);
+        json request = oci::from_message(*message);
         const std::string op = request.is_object() ? request.value("op", std::string()) : std::string();
         if (op == "rm") {
             const std::string dir = request.value("path", std::string());
@@ -348,7 +350,7 @@ int serve_build_steps(int fd) {
         } catch (const std::exception& e) {
             reply = error_reply(e);
         }
-        if (!send_message(channel.get(), reply.dump())) return 1;
+        if (!send_message(channel.get(), oci::to_message(reply))) return 1;
     }
 }
 
@@ -384,23 +386,24 @@ void StepHelper::lost(const std::string& what) {
 
 std::optional<StepLayer> StepHelper::run(const json& spec) {
     start();
-    if (!send_message(channel_.get(), json{{"op", "step"}, {"spec", spec}}.dump())) lost("the request could not be sent");
+    if (!send_message(channel_.get(), oci::to_message(json{{"op", "step"}, {"spec", spec}}))) lost("the request could not be sent");
     std::optional<std::string> text = read_message(channel_.get());
     if (!text) lost("no reply");
-    json reply = json::parse(*text, nullptr, false);
+    json reply = oci::from_message(*text);
     if (!reply.is_object()) lost("a malformed reply");
     if (reply.contains("error")) throw Error(reply["error"].get<std::string>(), reply.value("hint", std::string()));
     return layer_from_result(reply.value("result", json()));
 }
 
 void StepHelper::remove(const fs::path& dir) {
-    if (channel_ && send_message(channel_.get(), json{{"op", "rm"}, {"path", dir.string()}}.dump())) return;
+    if (channel_ && send_message(channel_.get(), oci::to_message(json{{"op", "rm"}, {"path", dir.string()}}))) return;
     runtime::remove_tree(mapping_, dir.string());
 }
 
 int run_build_step_here(const std::string& spec_path) {
     try {
-        json spec = json::parse(read_file(spec_path, 16 * 1024 * 1024));
+        json spec = oci::from_message(read_file(spec_path, 16 * 1024 * 1024));
+        if (!spec.is_object()) throw Error("build step spec " + spec_path + " is malformed");
         if (spec.contains("prepare")) {
             auto store = oci::Store::open(spec.at("store").get<std::string>());
             run_prepare_ops(store, spec["prepare"], spec.at("work").get<std::string>());

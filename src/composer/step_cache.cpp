@@ -9,6 +9,7 @@
 
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "oci/json_text.hpp"
 
 namespace aishell::composer {
 
@@ -77,7 +78,7 @@ std::string StepCache::put(const oci::Digest& key, const CacheEntry& entry) cons
     }
     make_dirs(store_.cache_dir(), 0700);
     std::string path = path_for(key);
-    with_context("write build cache entry " + path, [&] { write_entry(path, j.dump()); });
+    with_context("write build cache entry " + path, [&] { write_entry(path, oci::json_document(j)); });
     return path;
 }
 

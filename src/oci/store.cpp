@@ -9,6 +9,7 @@
 
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "oci/json_text.hpp"
 
 namespace aishell::oci {
 
@@ -279,7 +280,7 @@ json read_index_json(const Store& store) {
 }
 
 void write_index_json(const Store& store, const json& j) {
-    write_file_atomic(store.oci_dir() / "index.json", j.dump());
+    write_file_atomic(store.oci_dir() / "index.json", json_document(j));
 }
 
 std::string ref_name_of(const json& entry) {
@@ -371,12 +372,12 @@ std::optional<std::string> Store::get_meta(std::string_view key) const {
 void Store::set_meta(std::string_view key, std::string_view value) {
     json meta = read_meta(*this);
     meta[std::string(key)] = std::string(value);
-    write_file_atomic(root_ / "meta.json", meta.dump(2) + "\n");
+    write_file_atomic(root_ / "meta.json", json_document(meta, 2) + "\n");
 }
 
 void Store::erase_meta(std::string_view key) {
     json meta = read_meta(*this);
-    if (meta.erase(std::string(key)) > 0) write_file_atomic(root_ / "meta.json", meta.dump(2) + "\n");
+    if (meta.erase(std::string(key)) > 0) write_file_atomic(root_ / "meta.json", json_document(meta, 2) + "\n");
 }
 
 std::string read_manifest_blob(const Store& store, const Descriptor& d, BlobCheck check) {

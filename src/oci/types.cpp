@@ -3,6 +3,7 @@
 #include <sys/utsname.h>
 
 #include "common/error.hpp"
+#include "oci/json_text.hpp"
 
 namespace aishell::oci {
 
@@ -343,7 +344,7 @@ std::string manifest_to_json(const Manifest& m) {
     j["layers"] = json::array();
     for (const auto& l : m.layers) j["layers"].push_back(descriptor_to_json(l));
     if (!m.annotations.empty()) j["annotations"] = m.annotations;
-    return j.dump();
+    return json_document(j);
 }
 
 std::string index_to_json(const Index& i) {
@@ -352,7 +353,7 @@ std::string index_to_json(const Index& i) {
     j["manifests"] = json::array();
     for (const auto& d : i.manifests) j["manifests"].push_back(descriptor_to_json(d));
     if (!i.annotations.empty()) j["annotations"] = i.annotations;
-    return j.dump();
+    return json_document(j);
 }
 
 // ---- Config --------------------------------------------------------------------------------
@@ -434,6 +435,6 @@ std::map<std::string, std::string> ImageConfig::labels() const {
     return out;
 }
 
-std::string ImageConfig::to_json() const { return json_.dump(); }
+std::string ImageConfig::to_json() const { return json_document(json_); }
 
 }  // namespace aishell::oci

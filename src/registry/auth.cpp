@@ -9,6 +9,7 @@
 
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "oci/json_text.hpp"
 #include "registry/reference.hpp"
 
 namespace aishell::registry {
@@ -248,7 +249,7 @@ bool update_auth_file(const fs::path& path, std::string_view registry, const std
         if (creds) auths[std::string(registry)] = {{"auth", base64_encode(creds->username + ":" + creds->password)}};
         if (!creds && !had) return false;
         make_dirs(path.parent_path(), 0700);
-        write_file_atomic(path, doc.dump(1, '\t') + "\n", 0600);
+        write_file_atomic(path, oci::json_document(doc, 1, '\t') + "\n", 0600);
         return had || creds.has_value();
     });
 }

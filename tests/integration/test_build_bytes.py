@@ -4,7 +4,9 @@
   xz or zstd) copies it byte for byte, whatever its name; a real archive is extracted;
 - names, link targets and xattr values are bytes: non-ASCII and non-UTF-8 ones go into the
   layer tar and come back out unchanged, whatever the locale (checked with Python's tarfile,
-  umoci, and aishell's own extraction of the layer in a later step).
+  umoci, and aishell's own extraction of the layer in a later step);
+- a Dockerfile holding bytes that are not UTF-8 builds; the JSON aishell writes carries U+FFFD
+  for them, as Go's encoding/json does, while the RUN command runs with its own bytes.
 
 Every build runs as the unprivileged user on the module's busybox registry."""
 import bz2
@@ -167,3 +169,42 @@ def test_non_ascii_and_non_utf8_names_round_trip_through_the_layer(aishell, reg,
     out = bytes.fromhex("".join(r.stdout.split())).split(b"\n")
     assert out[:6] == [b"F\xc5\x91.pem", b"x\xe9", b"ctx/" + JAPANESE, b"d/a\xe9", b"bad\xe9", b"caf\xc3\xa9"], out
     assert out[6] == out[7], out  # d/z is still a hardlink of d/a\xe9
+
+
+# --- a Dockerfile that is not UTF-8 ----------------------------------------------------------
+LATIN1_DOCKERFILE = b"""\
+FROM {base}
+LABEL author="Jos\xe9"
+RUN echo "caf\xe9" > /f
+"""
+
+
+def _run_bytes(aishell, *args, env=None):
+    """aishell as the unprivileged user, output as bytes: its step lines echo the Dockerfile's
+    own bytes, as Docker's do."""
+    p = aishell.popen(*args, user="unpriv", env=env, text=False)
+    out, err = p.communicate(timeout=180)
+    assert p.returncode == 0, (out, err)
+    return out, err
+
+
+def test_dockerfile_in_latin1_builds_with_u_fffd_in_the_json_and_its_bytes_in_the_run(aishell, reg, tmp_path):
+    ctx = make_context(aishell, {"Dockerfile": LATIN1_DOCKERFILE.replace(b"{base}", f"{reg.host}/busybox:latest".encode())})
+    out, _ = _run_bytes(aishell, "build", "--check", "--json", ctx)
+    text = out.decode("utf-8")  # strictly UTF-8
+    json.loads(text)
+    assert "Jos\ufffd" in text, text
+
+    _, err = _run_bytes(aishell, "build", "-t", "latin1:1", ctx, env={"AISHELL_USERNS": "subuid"})
+    assert b'RUN /bin/sh -c echo "caf\xe9" > /f' in err, err
+    store = aishell.store
+    assert not verify_store(store)
+    manifest, config = manifest_and_config(store, "latin1:1")
+    # As Docker (Go's encoding/json): U+FFFD in the config...
+    assert config["config"]["Labels"] == {"author": "Jos\ufffd"}
+    assert any("caf\ufffd" in h.get("created_by", "") for h in config["history"]), config["history"]
+    # ...while the RUN ran with the Dockerfile's own bytes.
+    from helpers.store import read_blob
+    data = read_blob(store, manifest["layers"][-1]["digest"])
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(data))) as t:
+        assert t.extractfile("f").read() == b"caf\xe9\n"

@@ -19,6 +19,7 @@
 
 #include "common/unique_fd.hpp"
 #include "composer/build_step.hpp"
+#include "oci/json_text.hpp"
 #include "temp_dir.hpp"
 
 namespace fs = std::filesystem;
@@ -53,7 +54,7 @@ struct Served {
         REQUIRE(::write(channel.get(), bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()));
     }
     void send(const json& message) const {
-        std::string body = message.dump();
+        std::string body = aishell::oci::to_message(message);  // MessagePack: strings keep their bytes
         std::uint64_t n = body.size();
         send_raw(std::string(reinterpret_cast<const char*>(&n), sizeof n) + body);
     }
@@ -67,7 +68,9 @@ struct Served {
             REQUIRE(r > 0);
             got += static_cast<std::size_t>(r);
         }
-        return json::parse(body);
+        json reply = aishell::oci::from_message(body);
+        REQUIRE_FALSE(reply.is_discarded());
+        return reply;
     }
     // Closes the channel; the helper's exit status.
     int finish() {
