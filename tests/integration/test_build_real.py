@@ -9,6 +9,8 @@ Each image is checked by skopeo inspect, umoci unpack (its tree against the expe
 the parts the Dockerfile controls), its layer tars (whiteouts, owners) and `aishell exec`.
 The Debian foundation is cached on disk (test_unpack_debian.debian_layout, shared with
 scripts/bench); only the first run on a machine pays for debootstrap."""
+import gzip
+import io
 import os
 import re
 import tarfile
@@ -18,7 +20,7 @@ import pytest
 from helpers.build import (build, final_entries, image_id, layer_members, make_context,
                            manifest_and_config, step_lines, tree)
 from helpers.checks import skopeo_inspect, umoci_unpack
-from helpers.store import verify_store
+from helpers.store import read_blob, verify_store
 from helpers.util import run
 from test_unpack_debian import _layer_paths, debian_layout
 
@@ -215,3 +217,44 @@ def test_debian_global_base_with_apt_and_useradd(aishell, debian_foundation, mod
     again = build(aishell, ctx, "-t", "aishell:base2", mode=mode)
     assert all(line.startswith("CACHED") for line in step_lines(again.stderr)[1:]), again.stderr
     assert image_id(again) == manifest["config"]["digest"]
+
+
+# --- a developer image: TLS, curl and git (issue 13) -----------------------------------------------
+# ca-certificates' update-ca-certificates links hash names to certificate names that are not
+# ASCII (`988a38cb.0 -> NetLock_Arany_=Class_Gold=_Főtanúsítvány.pem`): the layer must hold them.
+DEV_TOOLS_DOCKERFILE = """\
+FROM {foundation}
+ENV DEBIAN_FRONTEND=noninteractive
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl git \\
+ && apt-get clean && rm -rf /var/lib/apt/lists/*
+"""
+NETLOCK = "NetLock_Arany_=Class_Gold=_Főtanúsítvány.pem".encode()
+
+
+@pytest.mark.parametrize("mode", mode_params())
+def test_debian_apt_install_ca_certificates_curl_git(aishell, debian_foundation, mode):
+    foundation, _ = debian_foundation
+    ctx = make_context(aishell, {"Dockerfile": DEV_TOOLS_DOCKERFILE.format(foundation=foundation)})
+    build(aishell, ctx, "-t", "dev:tools", mode=mode, timeout=600)
+    store = aishell.store
+    assert not verify_store(store)
+    manifest, _ = manifest_and_config(store, "dev:tools")
+
+    # Python's tarfile reads the names back as the bytes update-ca-certificates made.
+    data = read_blob(store, manifest["layers"][-1]["digest"])
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(data)), encoding="utf-8", errors="surrogateescape") as t:
+        certs = {m.name.encode("utf-8", "surrogateescape"): m for m in t.getmembers()
+                 if m.name.startswith("etc/ssl/certs/")}
+    assert certs[b"etc/ssl/certs/988a38cb.0"].issym()
+    assert certs[b"etc/ssl/certs/988a38cb.0"].linkname.encode("utf-8", "surrogateescape") == NETLOCK
+    assert certs[b"etc/ssl/certs/" + NETLOCK].issym()
+
+    user = ["--user", "0"] if mode == "single" else []
+    r = aishell("exec", "--image", "dev:tools", *user, "--", "sh", "-c",
+                "git --version && curl --version | head -n1 && readlink /etc/ssl/certs/988a38cb.0 | od -An -tx1 -v"
+                " && test -s /etc/ssl/certs/ca-certificates.crt && test -r /etc/ssl/certs/988a38cb.0",
+                user="unpriv", env={"AISHELL_USERNS": mode})
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("git version 2."), r.stdout
+    assert lines[1].startswith("curl 7."), r.stdout
+    assert bytes.fromhex("".join(lines[2:]).replace(" ", "")) == NETLOCK + b"\n", r.stdout
