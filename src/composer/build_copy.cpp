@@ -76,6 +76,14 @@ UniqueFd open_in_root(int root_fd, const std::string& rel, std::uint64_t flags) 
     return UniqueFd(fd < 0 ? -1 : static_cast<int>(fd));
 }
 
+std::optional<std::string> read_link(const std::string& path) {
+    std::string target(PATH_MAX, '\0');
+    ssize_t n = ::readlink(path.c_str(), target.data(), target.size());
+    if (n < 0) return std::nullopt;
+    target.resize(static_cast<std::size_t>(n));
+    return target;
+}
+
 bool excluded(const IgnoreMatcher* matcher, const std::string& rel) {
     return matcher && rel != "." && matcher->excluded(rel);
 }
@@ -453,6 +461,48 @@ oci::OwnerTable OwnerRecorder::finish() const {
     return table;
 }
 
+std::string resolve_in_root(const std::string& root, const std::string& path) {
+    const std::string base = root == "/" ? "" : root;
+    std::vector<std::string> done;                  // resolved components
+    std::vector<std::string> todo = split_path(path);  // still to walk, in reverse order
+    std::reverse(todo.begin(), todo.end());
+    auto joined = [&](const std::vector<std::string>& parts) {
+        std::string out = base;
+        for (const auto& p : parts) out += "/" + p;
+        return out;
+    };
+    int links = 0;
+    bool missing = false;  // nothing exists below a missing component: no more links to follow
+    while (!todo.empty()) {
+        std::string comp = std::move(todo.back());
+        todo.pop_back();
+        if (comp == ".") continue;
+        if (comp == "..") {
+            if (!done.empty()) done.pop_back();  // never above root
+            missing = false;                       // back where things may exist
+            continue;
+        }
+        done.push_back(comp);
+        if (missing) continue;
+        const std::string full = joined(done);
+        struct stat st {};
+        if (::lstat(full.c_str(), &st) != 0) {
+            missing = true;  // ENOENT, or ENOTDIR below a file: the copy reports it when it gets there
+            continue;
+        }
+        if (!S_ISLNK(st.st_mode)) continue;
+        if (++links > 255) throw Error("resolve " + path + ": too many levels of symbolic links at " + full);
+        auto target = read_link(full);
+        if (!target) throw_errno("readlink", full);
+        done.pop_back();
+        if (!target->empty() && target->front() == '/') done.clear();
+        auto parts = split_path(*target);
+        todo.insert(todo.end(), parts.rbegin(), parts.rend());
+    }
+    std::string out = joined(done);
+    return out.empty() ? "/" : out;
+}
+
 std::string clean_source_path(const std::string& path) {
     std::string p = fs::path("/" + path).lexically_normal().string();
     while (p.size() > 1 && p.back() == '/') p.pop_back();
@@ -500,12 +550,14 @@ mode_t parse_chmod(const std::string& text, const std::string& instruction) {
 void copy_files(int src_root_fd, const std::string& dest_root, const CopyRequest& req, const IgnoreMatcher* matcher,
                 OwnerRecorder* owners, const oci::LayeredOwners* source_owners) {
     auto sources = resolve_sources(src_root_fd, req, matcher);
-    std::string dest = dest_root == "/" ? req.dest : dest_root + req.dest;
     bool dest_dir = dest_is_dir_syntax(req.dest);
     if (sources.size() > 1 && !dest_dir)
         throw Error(req.instruction + " with more than one source file: the destination " + req.dest +
                         " must be a directory and end with a /");
-    while (dest.size() > 1 && dest.back() == '/') dest.pop_back();
+    // Symlinks on the way, the last component too, resolve inside the target root (BuildKit:
+    // fs.RootPath in fsutil's Copy and in its unpack), so a dangling link is followed to where
+    // it points instead of standing in the way of a mkdir.
+    const std::string dest = resolve_in_root(dest_root, req.dest);
     Copier copier{req, matcher, owners, source_owners, {}};
     for (const auto& src : sources) {
         if (!src.heredoc.empty()) {

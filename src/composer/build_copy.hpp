@@ -81,6 +81,14 @@ private:
     std::optional<std::string> cached_parent_rel_;  // ... relative to root (nullopt: outside)
 };
 
+// path (absolute, beneath root) with every symlink in it resolved as if root were "/", the way
+// BuildKit resolves a COPY/ADD destination (continuity's fs.RootPath): absolute link targets
+// start again at root, ".." stops at root, a dangling link leads to where it points (COPY f
+// /link/sub/ with /link -> target writes /target/sub/f), and what does not exist is kept as
+// written. Returns root joined with the resolved path, without a trailing '/' (root itself as
+// given). Throws Error after 255 links (a loop).
+std::string resolve_in_root(const std::string& root, const std::string& path);
+
 // Cleans a source path as BuildKit does: relative to the source root, "." for the root itself.
 std::string clean_source_path(const std::string& path);
 

@@ -8,7 +8,7 @@ Builds run as the unprivileged user on the `reg` fixture's busybox, in both user
 owners matter; the images are read back from their layer tars, not through aishell."""
 import pytest
 
-from helpers.build import build, make_context, manifest_and_config
+from helpers.build import MODES, build, final_entries, make_context, manifest_and_config
 
 
 @pytest.fixture
@@ -36,3 +36,34 @@ def test_a_line_ending_in_an_escaped_escape_is_not_continued(aishell, base, esca
     env = env_of(config)
     # Docker 20.10: C=trailing\backslash\ (or with backticks), D=x, E="one   two".
     assert env["C"] == f"trailing{e}backslash{e}" and env["D"] == "x" and env["E"] == "one   two", env
+
+
+# --- 4. COPY below a dangling or escaping symlink ---------------------------------------------
+SYMLINK_DEST = """\
+FROM {base}
+RUN ln -s target /link && ln -s ../../.. /up && ln -s /etc /e && ln -s new /dang && ln -s newdir /dangd
+COPY --chown=1000:1000 f /link/sub/
+COPY f /up/x/
+COPY f /e/
+COPY f /dang
+COPY d /dangd
+RUN cat /target/sub/f /x/f /etc/f /new /newdir/g
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_copy_follows_symlinks_in_the_destination_inside_the_rootfs(aishell, base, mode):
+    ctx = make_context(aishell, {"Dockerfile": SYMLINK_DEST.format(base=base), "f": "hi\n", "d/g": "g\n"})
+    build(aishell, ctx, "-t", "links:1", mode=mode)  # its last RUN reads every copy where Docker has it
+    manifest, _ = manifest_and_config(aishell.store, "links:1")
+    entries = final_entries(aishell.store, manifest)
+    # Where Docker 20.10 puts them: through each link, never replacing it.
+    for link, target in (("/link", "target"), ("/up", "../../.."), ("/e", "/etc"), ("/dang", "new"),
+                         ("/dangd", "newdir")):
+        assert entries[link].issym() and entries[link].linkname == target, link
+    for path in ("/target/sub/f", "/x/f", "/etc/f", "/new", "/newdir/g"):
+        assert entries[path].isfile(), path
+    # --chown covers the directories the copy made, as Docker's MkdirAll.
+    for path in ("/target", "/target/sub", "/target/sub/f"):
+        assert (entries[path].uid, entries[path].gid) == (1000, 1000), path
+    assert not any(p.startswith("/link/") for p in entries)

@@ -96,6 +96,64 @@ TEST_CASE("a symlink source cannot leave the context", "[build_copy]") {
     CHECK_THROWS_AS(expand_source(ctx.fd.get(), "up/hostname", nullptr, "COPY"), Error);
 }
 
+TEST_CASE("a destination resolves its symlinks as if the target root were /", "[build_copy]") {
+    Context root;
+    const std::string r = root.path.string();
+    fs::create_directories(root.path / "etc");
+    fs::create_directories(root.path / "real");
+    fs::create_symlink("target", root.path / "link");  // dangling
+    fs::create_symlink("/etc", root.path / "e");
+    fs::create_symlink("../../..", root.path / "up");
+    fs::create_symlink("/real/../nowhere", root.path / "rel");
+    fs::create_symlink("link", root.path / "chain");
+    fs::create_symlink("loop2", root.path / "loop1");
+    fs::create_symlink("loop1", root.path / "loop2");
+    CHECK(resolve_in_root(r, "/link/sub/") == r + "/target/sub");
+    CHECK(resolve_in_root(r, "/link") == r + "/target");  // the last component too
+    CHECK(resolve_in_root(r, "/e/passwd") == r + "/etc/passwd");
+    CHECK(resolve_in_root(r, "/up") == r);
+    CHECK(resolve_in_root(r, "/up/etc/x") == r + "/etc/x");
+    CHECK(resolve_in_root(r, "/rel/f") == r + "/nowhere/f");
+    CHECK(resolve_in_root(r, "/chain/../y") == r + "/y");  // ".." after a link: from where it led
+    CHECK(resolve_in_root(r, "/real/./new/deeper") == r + "/real/new/deeper");
+    CHECK(resolve_in_root(r, "/") == r);
+    CHECK(resolve_in_root("/", "/") == "/");
+    CHECK_THROWS_WITH(resolve_in_root(r, "/loop1/x"), Catch::Contains("too many levels of symbolic links"));
+}
+
+TEST_CASE("COPY through a dangling or escaping symlink writes inside the target root", "[build_copy]") {
+    REQUIRE(::geteuid() == 0);  // the copy sets owner 0:0
+    Context ctx;
+    ctx.write("f", "hi\n");
+    ctx.write("d/g", "g\n");
+    Context root;
+    fs::create_directories(root.path / "etc");
+    fs::create_symlink("target", root.path / "link");
+    fs::create_symlink("../../..", root.path / "up");
+    fs::create_symlink("/etc", root.path / "e");
+    fs::create_symlink("new", root.path / "dang");
+    fs::create_symlink("newdir", root.path / "dangd");
+    auto copy = [&](std::vector<std::string> sources, std::string dest) {
+        CopyRequest req;
+        req.sources = std::move(sources);
+        req.dest = std::move(dest);
+        copy_files(ctx.fd.get(), root.path.string(), req, nullptr);
+    };
+    // Docker 20.10 and BuildKit give exactly these paths.
+    copy({"f"}, "/link/sub/");
+    CHECK(fs::is_regular_file(root.path / "target/sub/f"));
+    CHECK(fs::is_symlink(root.path / "link"));
+    copy({"f"}, "/up/x/");
+    CHECK(fs::is_regular_file(root.path / "x/f"));
+    copy({"f"}, "/e/");
+    CHECK(fs::is_regular_file(root.path / "etc/f"));
+    copy({"f"}, "/dang");
+    CHECK(fs::is_regular_file(root.path / "new"));
+    CHECK(fs::is_symlink(root.path / "dang"));
+    copy({"d"}, "/dangd");
+    CHECK(fs::is_regular_file(root.path / "newdir/g"));
+}
+
 TEST_CASE("flag --chmod takes octal modes only", "[build_copy]") {
     CHECK(parse_chmod("755", "COPY") == 0755);
     CHECK(parse_chmod("4755", "COPY") == 04755);
