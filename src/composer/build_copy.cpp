@@ -509,6 +509,20 @@ std::string clean_source_path(const std::string& path) {
     return p == "/" ? "." : p.substr(1);
 }
 
+namespace {
+
+// The components of a cleaned pattern before its first wildcard name a directory beneath root.
+bool wildcard_base_exists(int root_fd, const std::string& clean) {
+    std::string base = ".";
+    for (const auto& comp : split_path(clean)) {
+        if (has_wildcard(comp)) break;
+        base = join_rel(base, comp);
+    }
+    return static_cast<bool>(open_in_root(root_fd, base, O_PATH | O_DIRECTORY));
+}
+
+}  // namespace
+
 std::vector<std::string> expand_source(int root_fd, const std::string& pattern, const IgnoreMatcher* matcher,
                                        const std::string& instruction) {
     std::string clean = clean_source_path(pattern);
@@ -534,6 +548,10 @@ std::vector<std::string> expand_source(int root_fd, const std::string& pattern, 
         UniqueFd fd = open_in_root(root_fd, m, O_PATH);
         if (fd && ::fstat(fd.get(), &st) == 0) found.push_back(m);
     }
+    // A wildcard that matches nothing copies nothing, as BuildKit's COPY/ADD (AllowEmptyWildcard;
+    // Docker's classic builder fails only when no source at all matched), provided the
+    // directory it searches exists (fsutil's ResolveWildcards walks it).
+    if (found.empty() && has_wildcard(clean) && wildcard_base_exists(root_fd, clean)) return {};
     if (found.empty())
         throw Error(instruction + " failed: file not found in build context or excluded by .dockerignore: " + pattern,
                     "the path is relative to the build context (or the --from stage's root)");

@@ -93,7 +93,8 @@ std::string resolve_in_root(const std::string& root, const std::string& path);
 std::string clean_source_path(const std::string& path);
 
 // The context-relative paths a source pattern matches beneath root_fd, sorted. Excluded paths
-// (matcher) do not match. Throws Error naming the source when nothing matches.
+// (matcher) do not match. A wildcard pattern may match nothing (BuildKit); otherwise throws
+// Error naming the source when nothing matches.
 std::vector<std::string> expand_source(int root_fd, const std::string& pattern, const IgnoreMatcher* matcher,
                                        const std::string& instruction);
 

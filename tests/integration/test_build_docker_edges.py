@@ -9,6 +9,7 @@ owners matter; the images are read back from their layer tars, not through aishe
 import pytest
 
 from helpers.build import MODES, build, final_entries, make_context, manifest_and_config
+from helpers.checks import assert_one_error
 
 
 @pytest.fixture
@@ -67,3 +68,21 @@ def test_copy_follows_symlinks_in_the_destination_inside_the_rootfs(aishell, bas
     for path in ("/target", "/target/sub", "/target/sub/f"):
         assert (entries[path].uid, entries[path].gid) == (1000, 1000), path
     assert not any(p.startswith("/link/") for p in entries)
+
+
+# --- 7. a wildcard that matches nothing -------------------------------------------------------
+def test_an_unmatched_wildcard_among_sources_is_skipped(aishell, base):
+    ctx = make_context(aishell, {
+        "Dockerfile": f"FROM {base}\nCOPY f missing* /d/\nCOPY f missing* /e\nCOPY missing* /g/\n"
+                      "COPY nothing/../missing?.txt /h/\n",
+        "f": "f\n"})
+    build(aishell, ctx, "-t", "glob:1")
+    manifest, _ = manifest_and_config(aishell.store, "glob:1")
+    entries = final_entries(aishell.store, manifest)
+    assert entries["/d/f"].isfile() and entries["/e"].isfile()
+    # BuildKit: a COPY whose only source is an unmatched wildcard copies nothing and makes no
+    # destination (Docker's classic builder fails: "no source files were specified").
+    assert "/g" not in entries and "/h" not in entries
+    # A plain name must still exist.
+    ctx = make_context(aishell, {"Dockerfile": f"FROM {base}\nCOPY f missing /d/\n", "f": "f\n"}, "ctx2")
+    assert_one_error(build(aishell, ctx, "-t", "glob:2", check=False), "file not found.*: missing")

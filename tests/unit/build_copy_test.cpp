@@ -84,7 +84,23 @@ TEST_CASE("a missing or ignored source names the path", "[build_copy]") {
                       Catch::Contains("COPY failed: file not found in build context or excluded by .dockerignore: nope.txt"));
     CHECK_THROWS_WITH(expand_source(ctx.fd.get(), "secret.env", &ignore, "ADD"), Catch::Contains("ADD failed") &&
                                                                                      Catch::Contains("secret.env"));
-    CHECK_THROWS_AS(expand_source(ctx.fd.get(), "*.md", nullptr, "COPY"), Error);
+    CHECK_THROWS_AS(expand_source(ctx.fd.get(), "nodir/*.md", nullptr, "COPY"), Error);
+}
+
+TEST_CASE("a wildcard that matches nothing is no source, as in BuildKit", "[build_copy]") {
+    Context ctx;
+    ctx.write("f", "f");
+    ctx.write("secret.env", "s");
+    ctx.write("sub/g", "g");
+    IgnoreMatcher ignore({"*.env"});
+    CHECK(expand_source(ctx.fd.get(), "missing*", nullptr, "COPY").empty());
+    CHECK(expand_source(ctx.fd.get(), "sub/*.txt", nullptr, "COPY").empty());
+    CHECK(expand_source(ctx.fd.get(), "*/nothing", nullptr, "COPY").empty());
+    CHECK(expand_source(ctx.fd.get(), "*.env", &ignore, "COPY").empty());
+    // The directory a wildcard searches must exist (fsutil walks it), and a plain name must match.
+    CHECK_THROWS_WITH(expand_source(ctx.fd.get(), "nodir/*", nullptr, "COPY"), Catch::Contains("nodir/*"));
+    CHECK_THROWS_AS(expand_source(ctx.fd.get(), "f/*", nullptr, "COPY"), Error);
+    CHECK_THROWS_AS(expand_source(ctx.fd.get(), "missing", nullptr, "COPY"), Error);
 }
 
 TEST_CASE("a symlink source cannot leave the context", "[build_copy]") {
