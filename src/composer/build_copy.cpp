@@ -302,6 +302,25 @@ void record_extracted_owner(archive_entry* entry, const std::string& path, Owner
     check(::chmod(path.c_str(), mode & 07777) == 0, "chmod", path);
 }
 
+// Whether a member names the destination itself ("", ".", "./", "/"): Docker's Unpack
+// (moby/go-archive) skips it, so the directory keeps its own metadata.
+bool names_extract_root(const char* name) {
+    return fs::path("/" + std::string(name ? name : "")).lexically_normal() == "/";
+}
+
+// What stands at path goes unless a directory meets a directory (go-archive's Unpack removes
+// it, a whole tree included); libarchive's ARCHIVE_EXTRACT_UNLINK removes files and empty
+// directories only, so a directory with content is removed here.
+void clear_for_member(std::string path, bool member_is_dir, OwnerRecorder* owners) {
+    while (path.size() > 1 && path.back() == '/') path.pop_back();
+    struct stat st {};
+    if (member_is_dir || ::lstat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return;
+    if (owners) owners->removed(path);
+    std::error_code ec;
+    fs::remove_all(path, ec);
+    if (ec) throw Error("ADD: replace directory " + path + ": " + ec.message());
+}
+
 void extract_tar(int fd, const std::string& dest, const std::string& what, OwnerRecorder* owners) {
     auto in = open_tar(fd);
     if (!in) throw Error("ADD " + what + ": cannot read the archive");
@@ -315,6 +334,7 @@ void extract_tar(int fd, const std::string& dest, const std::string& what, Owner
         int r = archive_read_next_header(in.get(), &entry);
         if (r == ARCHIVE_EOF) break;
         if (r < ARCHIVE_WARN) throw Error("ADD " + what + ": " + archive_error_string(in.get()));
+        if (names_extract_root(archive_entry_pathname(entry))) continue;
         // Names are taken relative to dest (a leading "/" too); ".." is refused (SECURE_NODOTDOT)
         // and the helper is chrooted into the step's rootfs.
         std::string path = dest + "/" + archive_entry_pathname(entry);
@@ -327,6 +347,7 @@ void extract_tar(int fd, const std::string& dest, const std::string& what, Owner
         // skipped, as containers/storage skips them when it unpacks in a user namespace.
         const auto type = archive_entry_filetype(entry);
         if (type == AE_IFCHR || type == AE_IFBLK) continue;
+        clear_for_member(path, type == AE_IFDIR, owners);
         r = archive_write_header(out.get(), entry);
         if (r < ARCHIVE_WARN) throw Error("ADD " + what + ": " + path + ": " + archive_error_string(out.get()));
         if (archive_entry_size(entry) > 0 && r >= ARCHIVE_WARN) {

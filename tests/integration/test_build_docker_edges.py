@@ -6,6 +6,9 @@ among several sources, and a new cache mount with a source= subdirectory.
 
 Builds run as the unprivileged user on the `reg` fixture's busybox, in both userns modes where
 owners matter; the images are read back from their layer tars, not through aishell."""
+import io
+import tarfile
+
 import pytest
 
 from helpers.build import MODES, build, final_entries, make_context, manifest_and_config
@@ -68,6 +71,57 @@ def test_copy_follows_symlinks_in_the_destination_inside_the_rootfs(aishell, bas
     for path in ("/target", "/target/sub", "/target/sub/f"):
         assert (entries[path].uid, entries[path].gid) == (1000, 1000), path
     assert not any(p.startswith("/link/") for p in entries)
+
+
+# --- 5. ADD of a tar over existing paths ------------------------------------------------------
+def tar_of(members):
+    """A tar of (name, type, data) members; directories 0700, files 0640, owned 0:0."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as t:
+        for name, kind, data in members:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            info.mode = 0o700 if kind == tarfile.DIRTYPE else 0o640
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data) if data else None)
+    return buf.getvalue()
+
+
+ADD_OVER = """\
+FROM {base}
+RUN mkdir -p /d/sub /t1 /t2 /t3 && touch /d/f /d/sub/g && chmod 0711 /t1 /t2 /t3 && ln -s /etc /t3/l \\
+ && echo e > /t3/e
+ADD empty_dir.tar /t1/
+ADD empty_file.tar /t2/
+ADD dot.tar /t3/
+ADD d.tar /
+ADD l.tar /t3/
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_add_tar_skips_the_root_entry_and_replaces_what_stands_in_the_way(aishell, base, mode):
+    ctx = make_context(aishell, {
+        "Dockerfile": ADD_OVER.format(base=base),
+        # Python writes an empty directory name as "/" and an empty file name as "".
+        "empty_dir.tar": tar_of([("", tarfile.DIRTYPE, b""), ("a/f", tarfile.REGTYPE, b"af\n")]),
+        "empty_file.tar": tar_of([("", tarfile.REGTYPE, b""), ("b", tarfile.REGTYPE, b"b\n")]),
+        "dot.tar": tar_of([("./", tarfile.DIRTYPE, b""), ("./c", tarfile.REGTYPE, b"c\n")]),
+        "d.tar": tar_of([("d", tarfile.REGTYPE, b"now a file\n")]),
+        "l.tar": tar_of([("l", tarfile.REGTYPE, b"file over link\n"), ("e", tarfile.DIRTYPE, b""),
+                         ("e/x", tarfile.REGTYPE, b"x\n")]),
+    })
+    build(aishell, ctx, "-t", "addover:1", mode=mode)
+    manifest, _ = manifest_and_config(aishell.store, "addover:1")
+    entries = final_entries(aishell.store, manifest)
+    # What Docker 20.10 gives, except that BuildKit (go-archive) also skips the "/" entry that
+    # the classic builder applied to /t1: every target dir keeps its 0711.
+    for d in ("/t1", "/t2", "/t3"):
+        assert entries[d].isdir() and entries[d].mode & 0o7777 == 0o711, (d, oct(entries[d].mode))
+    assert entries["/t1/a/f"].isfile() and entries["/t2/b"].isfile() and entries["/t3/c"].isfile()
+    # A file over a directory with content, a file over a symlink, a directory over a file.
+    assert entries["/d"].isfile() and entries["/d"].size == len(b"now a file\n")
+    assert entries["/t3/l"].isfile() and entries["/t3/e"].isdir() and entries["/t3/e/x"].isfile()
 
 
 # --- 7. a wildcard that matches nothing -------------------------------------------------------
