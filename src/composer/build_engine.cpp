@@ -649,10 +649,11 @@ private:
         }
         // BuildKit creates the directory (a layer only when it was missing) for the image's USER
         // (llb.Mkdir WithUser: its uid and primary group; a bare uid N is N:N), so a later
-        // `RUN touch x` as that user works there.
+        // `RUN touch x` as that user works there. A user the image does not know makes it
+        // root's, as in BuildKit and Docker's classic builder (a RUN as that user fails).
         json mkdir = {{"path", path}};
         std::vector<std::string> key_parts;
-        if (auto owner = resolve_chown(s, cfg_string(s, "User"))) {
+        if (auto owner = workdir_owner(s, cfg_string(s, "User"))) {
             mkdir["chown"] = {owner->uid, owner->gid};
             key_parts.push_back("owner=" + std::to_string(owner->uid) + ":" + std::to_string(owner->gid));
         }
@@ -865,6 +866,15 @@ private:
         CopyOwner o{u.uid, numeric ? u.uid : u.gid};
         if (colon != std::string::npos) o.gid = runtime::resolve_user("0:" + spec.substr(colon + 1), db).gid;
         return o;
+    }
+
+    std::optional<CopyOwner> workdir_owner(const ImageState& s, const std::string& spec) {
+        if (spec.empty()) return std::nullopt;
+        auto layers = layer_dirs(s);
+        runtime::UserDb db{runtime::read_layered_file(store_.layers_dir(), layers, "/etc/passwd"),
+                           runtime::read_layered_file(store_.layers_dir(), layers, "/etc/group")};
+        auto u = runtime::resolve_file_owner(spec, db);
+        return CopyOwner{u.uid, u.gid};
     }
 
     void copy_step(ImageState& s, const std::string& keyword, const std::vector<std::string>& raw_sources,

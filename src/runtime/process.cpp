@@ -129,6 +129,34 @@ ResolvedUser resolve_user(const std::string& spec, const UserDb& db) {
     return r;
 }
 
+ResolvedUser resolve_file_owner(const std::string& spec, const UserDb& db) {
+    auto colon = spec.find(':');
+    const std::string user_part = spec.substr(0, colon);
+    ResolvedUser r;
+    if (auto uid = number(user_part)) {
+        r.uid = r.gid = *uid;
+    } else {
+        for (const auto& u : parse_passwd(db.passwd))
+            if (u.name == user_part) {
+                r.uid = u.uid;
+                r.gid = u.gid;
+                break;
+            }
+    }
+    if (colon == std::string::npos) return r;
+    const std::string group_part = spec.substr(colon + 1);
+    if (auto gid = number(group_part)) {
+        r.gid = *gid;
+        return r;
+    }
+    for (const auto& g : parse_group(db.group))
+        if (g.name == group_part) {
+            r.gid = g.gid;
+            break;
+        }
+    return r;
+}
+
 std::optional<std::string> read_layered_file(const std::filesystem::path& layers_dir,
                                              const std::vector<std::string>& layers, const std::string& path) {
     std::string rel = path.front() == '/' ? path.substr(1) : path;

@@ -47,6 +47,12 @@ struct ResolvedUser {
 // exist; a name must). Throws Error naming what is missing.
 ResolvedUser resolve_user(const std::string& spec, const UserDb& db);
 
+// The owner BuildKit's file operations (WORKDIR's mkdir) give "user[:group]" (llb.WithUser,
+// solver/llbsolver/ops/user_linux.go readUser): a uid N alone is N:N, a name its uid and
+// primary gid, a name missing from /etc/passwd 0:0 (not an error, unlike resolve_user); a
+// group (gid, or a name found in /etc/group) replaces the gid.
+ResolvedUser resolve_file_owner(const std::string& spec, const UserDb& db);
+
 // Reads path as the overlay of layers (top first) shows it: the topmost layer with a regular
 // file wins; a whiteout (0/0 char device) hides it.
 std::optional<std::string> read_layered_file(const std::filesystem::path& layers_dir,

@@ -124,6 +124,21 @@ def test_add_tar_skips_the_root_entry_and_replaces_what_stands_in_the_way(aishel
     assert entries["/t3/l"].isfile() and entries["/t3/e"].isdir() and entries["/t3/e/x"].isfile()
 
 
+# --- 6. WORKDIR under a USER the image does not know ------------------------------------------
+def test_workdir_after_an_unknown_user_is_made_as_root_and_a_run_still_fails(aishell, base):
+    ctx = make_context(aishell, {"Dockerfile": f"FROM {base}\nUSER nosuchuser\nWORKDIR /w/x\n"})
+    build(aishell, ctx, "-t", "wd:1")
+    manifest, config = manifest_and_config(aishell.store, "wd:1")
+    assert config["config"]["WorkingDir"] == "/w/x" and config["config"]["User"] == "nosuchuser"
+    entries = final_entries(aishell.store, manifest)
+    for d in ("/w", "/w/x"):
+        assert entries[d].isdir() and (entries[d].uid, entries[d].gid) == (0, 0), d
+    # Docker: "unable to find user nosuchuser: no matching entries in passwd file".
+    ctx = make_context(aishell, {"Dockerfile": f"FROM {base}\nUSER nosuchuser\nWORKDIR /w\nRUN true\n"}, "ctx2")
+    r = build(aishell, ctx, "-t", "wd:2", check=False)
+    assert_one_error(r, "user 'nosuchuser' not found")
+
+
 # --- 7. a wildcard that matches nothing -------------------------------------------------------
 def test_an_unmatched_wildcard_among_sources_is_skipped(aishell, base):
     ctx = make_context(aishell, {
