@@ -353,6 +353,7 @@ struct MountSession::Impl {
     fs::path secret_dir;         // a private dir on /dev/shm (never on disk) or under work
     std::vector<UniqueFd> locks; // cache instance locks, held while the RUN runs
     std::map<std::string, fs::path> caches;  // dir name -> instance data dir (one per step)
+    std::set<fs::path> new_caches;           // data dirs this step creates (from data.tmp)
     json ops = json::array();    // in-namespace preparation
     std::vector<std::function<void()>> after_ops;
     std::vector<UniqueFd> init_locks;
@@ -488,14 +489,16 @@ struct MountSession::Impl {
             fs::path inst = acquire_instance(name, m.sharing);
             data = inst / "data";
             caches[name] = data;
-            if (!fs::exists(data)) init_cache(inst, m);
+            if (!fs::exists(data) && init_cache(inst, m)) new_caches.insert(data);
         }
         fs::path host = data;
-        // Without from, source names a subdir of the cache; with from, the cache was seeded
-        // with from's source subtree and is mounted whole.
+        // Without from, source names a subdir of the cache, made when missing; with from, the
+        // cache was seeded with from's source subtree and is mounted whole. The ops run before
+        // a new cache's data.tmp is renamed to data, so its subdir is made in data.tmp.
         if (m.source != "/" && m.from.empty()) {
             host = data / m.source.substr(1);
-            ops.push_back({{"op", "mkdirs"}, {"root", data.string()}, {"path", m.source}});
+            fs::path root = new_caches.count(data) ? data.parent_path() / "data.tmp" : data;
+            ops.push_back({{"op", "mkdirs"}, {"root", root.string()}, {"path", m.source}});
         }
         return runtime::make_bind_step(host, m.target, true, m.readonly);
     }
@@ -537,12 +540,13 @@ struct MountSession::Impl {
 
     // A new cache dir: data.tmp made (mode, owner or a copy of from's subtree) and renamed to
     // data once the ops ran, under init.lock so two builds do not both make it.
-    void init_cache(const fs::path& inst, const BuildMount& m) {
+    // False when another build made it meanwhile.
+    bool init_cache(const fs::path& inst, const BuildMount& m) {
         UniqueFd init = lock_file(inst / "init.lock");
         while (::flock(init.get(), LOCK_EX) != 0)
             if (errno != EINTR) throw_errno("flock", (inst / "init.lock").string());
         fs::path data = inst / "data", tmp = inst / "data.tmp";
-        if (fs::exists(data)) return;
+        if (fs::exists(data)) return false;
         if (fs::exists(tmp)) runtime::remove_tree(in.mapping, tmp.string());
         if (!m.from.empty()) {
             ops.push_back({{"op", "extract"}, {"layers", in.from_layers(m.from)}, {"source", m.source}, {"dest", tmp.string()}});
@@ -558,6 +562,7 @@ struct MountSession::Impl {
             if (::rename(tmp.c_str(), data.c_str()) != 0) throw_errno("rename", data.string());
         });
         init_locks.push_back(std::move(init));
+        return true;
     }
 
     // ---- secret and ssh ----

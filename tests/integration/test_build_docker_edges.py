@@ -155,3 +155,21 @@ def test_an_unmatched_wildcard_among_sources_is_skipped(aishell, base):
     # A plain name must still exist.
     ctx = make_context(aishell, {"Dockerfile": f"FROM {base}\nCOPY f missing /d/\n", "f": "f\n"}, "ctx2")
     assert_one_error(build(aishell, ctx, "-t", "glob:2", check=False), "file not found.*: missing")
+
+
+# --- 8. a new cache mount with source= --------------------------------------------------------
+CACHE_SOURCE = """\
+FROM {base}
+RUN --mount=type=cache,id=c8,source=sub/dir,target=/x echo one > /x/f && ls -a /x > /first
+RUN --mount=type=cache,id=c8,target=/all cat /all/sub/dir/f > /second
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_new_cache_mount_with_a_source_subdir_is_created(aishell, base, mode):
+    ctx = make_context(aishell, {"Dockerfile": CACHE_SOURCE.format(base=base)})
+    build(aishell, ctx, "-t", "cachesrc:1", mode=mode)
+    manifest, _ = manifest_and_config(aishell.store, "cachesrc:1")
+    entries = final_entries(aishell.store, manifest)
+    assert "/x" not in entries and "/all" not in entries
+    assert entries["/second"].size == len(b"one\n")
