@@ -9,7 +9,7 @@ AISHELL_CI_PREFIX=${AISHELL_CI_PREFIX:-/opt/aishell-ci}
 AISHELL_BUILD_PACKAGES=(
   build-essential cmake ninja-build pkg-config git ca-certificates
   libcurl4-openssl-dev libssl-dev nlohmann-json3-dev libarchive-dev libseccomp-dev libcap-dev
-  zlib1g-dev libzstd-dev libisal-dev catch2 libcli11-dev pigz
+  zlib1g-dev libzstd-dev libisal-dev catch2 libcli11-dev pigz ccache
 )
 # Tools the tests drive or check against (independent implementations of the same formats).
 AISHELL_TEST_PACKAGES=(
@@ -80,7 +80,15 @@ ensure_test_user() {
 build_tree() {
   local dir=$1 type=$2
   shift 2
-  cmake -S "$AISHELL_ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE="$type" "$@" >/dev/null
+  # ccache makes a rebuild on a machine that built this tree before (a developer's, or CI on the
+  # session's machine) cheap; on a new machine it only fills the cache.
+  local launcher=()
+  if command -v ccache >/dev/null; then
+    launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+    # Paths relative to the checkout, and no cwd in the hash, so another clone hits too.
+    export CCACHE_BASEDIR=$AISHELL_ROOT CCACHE_NOHASHDIR=true
+  fi
+  cmake -S "$AISHELL_ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE="$type" "${launcher[@]}" "$@" >/dev/null
   ninja -C "$dir" -j"$(nproc)"
 }
 
