@@ -308,13 +308,32 @@ bool names_extract_root(const char* name) {
     return fs::path("/" + std::string(name ? name : "")).lexically_normal() == "/";
 }
 
-// What stands at path goes unless a directory meets a directory (go-archive's Unpack removes
-// it, a whole tree included); libarchive's ARCHIVE_EXTRACT_UNLINK removes files and empty
-// directories only, so a directory with content is removed here.
-void clear_for_member(std::string path, bool member_is_dir, OwnerRecorder* owners) {
+// Whether the member name reaches its path through a symlink or a "..": then the path is not
+// beneath dest as the name says, and libarchive (SECURE_SYMLINKS, SECURE_NODOTDOT) refuses the
+// name or replaces the link; a removal would follow it to where it points (a link to / made
+// `ADD t.tar /x/` with members l -> / and l/bin remove the image's /bin).
+bool leaves_dest(const std::string& dest, const std::string& name) {
+    std::string cur = dest == "/" ? "" : dest;
+    auto parts = split_path(name);
+    for (std::size_t i = 0; i < parts.size(); ++i) {
+        if (parts[i] == "..") return true;
+        if (i + 1 == parts.size()) break;  // the last component itself is what gets replaced
+        cur += "/" + parts[i];
+        struct stat st {};
+        if (::lstat(cur.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) return true;
+    }
+    return false;
+}
+
+// What stands at path (dest + "/" + name) goes unless a directory meets a directory
+// (go-archive's Unpack removes it, a whole tree included); libarchive's ARCHIVE_EXTRACT_UNLINK
+// removes files and empty directories only, so a directory with content is removed here, and
+// only beneath dest.
+void clear_for_member(const std::string& dest, const std::string& name, bool member_is_dir, OwnerRecorder* owners) {
+    std::string path = dest + "/" + name;
     while (path.size() > 1 && path.back() == '/') path.pop_back();
     struct stat st {};
-    if (member_is_dir || ::lstat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return;
+    if (member_is_dir || leaves_dest(dest, name) || ::lstat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return;
     if (owners) owners->removed(path);
     std::error_code ec;
     fs::remove_all(path, ec);
@@ -347,7 +366,7 @@ void extract_tar(int fd, const std::string& dest, const std::string& what, Owner
         // skipped, as containers/storage skips them when it unpacks in a user namespace.
         const auto type = archive_entry_filetype(entry);
         if (type == AE_IFCHR || type == AE_IFBLK) continue;
-        clear_for_member(path, type == AE_IFDIR, owners);
+        clear_for_member(dest, archive_entry_pathname(entry), type == AE_IFDIR, owners);
         r = archive_write_header(out.get(), entry);
         if (r < ARCHIVE_WARN) throw Error("ADD " + what + ": " + path + ": " + archive_error_string(out.get()));
         if (archive_entry_size(entry) > 0 && r >= ARCHIVE_WARN) {

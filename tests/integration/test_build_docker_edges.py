@@ -74,13 +74,15 @@ def test_copy_follows_symlinks_in_the_destination_inside_the_rootfs(aishell, bas
 
 
 # --- 5. ADD of a tar over existing paths ------------------------------------------------------
-def tar_of(members):
-    """A tar of (name, type, data) members; directories 0700, files 0640, owned 0:0."""
+def tar_of(members, links=None):
+    """A tar of (name, type, data) members; directories 0700, files 0640, owned 0:0; links:
+    {name: target} of its symlinks."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as t:
         for name, kind, data in members:
             info = tarfile.TarInfo(name)
             info.type = kind
+            info.linkname = (links or {}).get(name, "")
             info.mode = 0o700 if kind == tarfile.DIRTYPE else 0o640
             info.size = len(data)
             t.addfile(info, io.BytesIO(data) if data else None)
@@ -173,3 +175,19 @@ def test_a_new_cache_mount_with_a_source_subdir_is_created(aishell, base, mode):
     entries = final_entries(aishell.store, manifest)
     assert "/x" not in entries and "/all" not in entries
     assert entries["/second"].size == len(b"one\n")
+
+
+def test_add_tar_never_removes_a_directory_through_a_symlink(aishell, base):
+    # Replacing a directory in a member's way must stay beneath the destination: a member that
+    # reaches its path through a symlink (the tar's own l -> /, or the image's /t/k -> /keep)
+    # must not remove /bin or /keep/d of the image (5008cb3 removed both, and the build passed).
+    ctx = make_context(aishell, {
+        "Dockerfile": f"FROM {base}\nRUN mkdir -p /keep/d /t && touch /keep/d/f && ln -s /keep /t/k\n"
+                      "ADD l.tar /x/\nADD k.tar /t/\nRUN test -x /bin/sh && test -f /keep/d/f\n",
+        "l.tar": tar_of([("l", tarfile.SYMTYPE, b""), ("l/bin", tarfile.REGTYPE, b"file\n")], links={"l": "/"}),
+        "k.tar": tar_of([("k/d", tarfile.REGTYPE, b"file\n")]),
+    })
+    build(aishell, ctx, "-t", "addlinks:1")
+    manifest, _ = manifest_and_config(aishell.store, "addlinks:1")
+    entries = final_entries(aishell.store, manifest)
+    assert entries["/bin/sh"] and entries["/keep/d"].isdir() and entries["/keep/d/f"].isfile()
