@@ -331,6 +331,11 @@ private:
         else s = state_from_image(base);
         s.cmd_set = false;
         args_.clear();
+        // BuildKit (dockerfile2llb's toDispatchState) gives every stage whose base has no PATH
+        // the default one, in the image's config too, not only in RUN's environment.
+        bool has_path = false;
+        for (const auto& e : env_list(s)) has_path = has_path || e.substr(0, e.find('=')) == "PATH";
+        if (!has_path) set_env(s, "PATH", runtime::kDefaultPath);
         run_onbuild_triggers(s);
         for (const auto& ins : stage.instructions) dispatch(s, ins);
         return s;
@@ -638,9 +643,19 @@ private:
         return (fs::path(wd) / path).string();
     }
 
+    // BuildKit's system.NormalizeWorkdir (as Docker's classic builder): an absolute path is kept
+    // as written (`/a/b/` stays `/a/b/`), a relative one is joined to the current WORKDIR and
+    // cleaned as Go's path.Join does.
+    std::string normalize_workdir(const ImageState& s, const std::string& requested) const {
+        if (!requested.empty() && requested[0] == '/') return requested;
+        std::string wd = cfg_string(s, "WorkingDir");
+        std::string joined = (fs::path("/") / wd / requested).lexically_normal().string();
+        while (joined.size() > 1 && joined.back() == '/') joined.pop_back();
+        return joined;
+    }
+
     void on(ImageState& s, const Instruction&, const WorkdirInstr& w) {
-        std::string path = fs::path(absolute_in_workdir(s, expand(s, w.path))).lexically_normal().string();
-        if (path.size() > 1 && path.back() == '/') path.pop_back();
+        const std::string path = normalize_workdir(s, expand(s, w.path));
         cfg(s)["WorkingDir"] = path;
         std::string text = "WORKDIR " + path;
         if (path == "/") {
@@ -651,7 +666,7 @@ private:
         // (llb.Mkdir WithUser: its uid and primary group; a bare uid N is N:N), so a later
         // `RUN touch x` as that user works there. A user the image does not know makes it
         // root's, as in BuildKit and Docker's classic builder (a RUN as that user fails).
-        json mkdir = {{"path", path}};
+        json mkdir = {{"path", fs::path(path).lexically_normal().string()}};
         std::vector<std::string> key_parts;
         if (auto owner = workdir_owner(s, cfg_string(s, "User"))) {
             mkdir["chown"] = {owner->uid, owner->gid};
@@ -784,13 +799,15 @@ private:
         }
         p.cwd = cfg_string(s, "WorkingDir");
         if (p.cwd.empty()) p.cwd = "/";
-        std::string user = cfg_string(s, "User");
-        if (!user.empty()) {
-            auto u = runtime::resolve_user(user, db);
-            p.uid = u.uid;
-            p.gid = u.gid;
-            p.groups = u.groups;
-        }
+        const std::string user = cfg_string(s, "User");
+        const runtime::ResolvedUser u = runtime::resolve_user(user.empty() ? "0" : user, db);
+        p.uid = u.uid;
+        p.gid = u.gid;
+        p.groups = u.groups;
+        // HOME as runc's setupUser sets it when the environment has none: the user's home in
+        // the image's /etc/passwd, "/" when the user has no entry there.
+        if (std::none_of(p.env.begin(), p.env.end(), [](const std::string& e) { return e.rfind("HOME=", 0) == 0; }))
+            p.env.push_back("HOME=" + u.home);
         // Single mode: root emulation (set*id, device mknod faked; chown owners recorded; apt as
         // root: runtime/fakeroot.hpp). Only container root is mapped there, so a non-root USER
         // runs as root that the get*id family reports as USER, and what the step makes is
