@@ -88,6 +88,31 @@ bool excluded(const IgnoreMatcher* matcher, const std::string& rel) {
     return matcher && rel != "." && matcher->excluded(rel);
 }
 
+// Whether the directory dir_fd (rel in the context) holds an entry that .dockerignore lets
+// through. BuildKit's context transfer (fsutil's filterFS.Walk) sends an excluded directory
+// only as the parent of such an entry: without one it is not in the context at all.
+bool holds_included(int dir_fd, const std::string& rel, const IgnoreMatcher& matcher) {
+    for (const auto& name : list_dir(dir_fd, ".")) {
+        const std::string child = join_rel(rel, name);
+        if (!matcher.excluded(child)) return true;
+        struct stat st {};
+        if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode)) continue;
+        UniqueFd sub(::openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (sub && holds_included(sub.get(), child, matcher)) return true;
+    }
+    return false;
+}
+
+// Whether the entry name of dirfd (rel in the context; st: its lstat) is in the context the
+// builder sees: not excluded, or an excluded directory holding an exception.
+bool in_context(const IgnoreMatcher* matcher, int dirfd, const std::string& name, const std::string& rel,
+                const struct stat& st) {
+    if (!excluded(matcher, rel)) return true;
+    if (!S_ISDIR(st.st_mode) || !matcher->has_exceptions()) return false;
+    UniqueFd d(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    return d && holds_included(d.get(), rel, *matcher);
+}
+
 void check(bool ok, std::string_view op, const std::string& path) {
     if (!ok) throw_errno(op, path);
 }
@@ -200,8 +225,7 @@ struct Copier {
     void copy_entry(int dirfd, const std::string& name, const std::string& rel, const std::string& dst) {
         struct stat st {};
         check(::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0, "stat", rel);
-        bool skip = excluded(matcher, rel);
-        if (skip && !(S_ISDIR(st.st_mode) && matcher->has_exceptions())) return;
+        if (!in_context(matcher, dirfd, name, rel, st)) return;
         if (S_ISDIR(st.st_mode)) {
             UniqueFd d(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
             check(static_cast<bool>(d), "open", rel);
@@ -227,20 +251,34 @@ struct Copier {
         }
     }
 
-    // The contents of dir_fd into dst; dst made with the source dir's metadata when missing
-    // (or always for a nested directory).
+    // The contents of dir_fd into dst, as BuildKit's fsutil copy does (CopyDirContents): the
+    // destination itself, when missing, is made as its parents are (0755 or --chmod, the
+    // --chown owner or root), never with the source directory's mode or owner; a nested
+    // directory takes the source's metadata, also when it exists. Only the destination itself
+    // is reached through a symlink; a nested one is refused where a non-directory stands, as
+    // fsutil's copyDirectoryOnly refuses it ("cannot copy to non-directory"), where Docker's
+    // classic builder replaced it (moby/moby#41035).
     void copy_dir(int dir_fd, const struct stat& st, const std::string& rel, const std::string& dst, bool nested) {
         struct stat existing {};
-        bool exists = ::stat(dst.c_str(), &existing) == 0;
+        bool exists = (nested ? ::lstat(dst.c_str(), &existing) : ::stat(dst.c_str(), &existing)) == 0;
         if (exists && !S_ISDIR(existing.st_mode)) {
+            if (nested)
+                throw Error(req.instruction + ": cannot copy to non-directory: " + dst,
+                            "the image has a " + std::string(S_ISLNK(existing.st_mode) ? "symlink" : "file") +
+                                " where the source has a directory (BuildKit refuses it too); copy to the "
+                                "real path instead");
             clear_target(dst, true);
             exists = false;
         }
         if (!exists) check(::mkdir(dst.c_str(), 0700) == 0, "mkdir", dst);
         for (const auto& name : list_dir(dir_fd, "."))
-            copy_entry(dir_fd, name, join_rel(rel, name), dst + "/" + name);
-        if (!exists || nested) {
+            copy_entry(dir_fd, name, join_rel(rel, name), (dst == "/" ? "" : dst) + "/" + name);
+        if (nested) {
             set_owner_mode(dst, st, owner_for(st, rel), true);
+            set_mtime(dst, st);
+        } else if (!exists) {
+            chown_or_record(dst, req.chown ? *req.chown : CopyOwner{}, owners);
+            check(::chmod(dst.c_str(), req.chmod ? *req.chmod : 0755) == 0, "chmod", dst);
             set_mtime(dst, st);
         }
     }
@@ -340,6 +378,26 @@ void clear_for_member(const std::string& dest, const std::string& name, bool mem
     if (ec) throw Error("ADD: replace directory " + path + ": " + ec.message());
 }
 
+// A member name of an ADDed tar as a path beneath dest, its parents resolved with dest as the
+// root (resolve_in_root): a member "l/etc/f" after "l -> .." lands in dest/etc/f and keeps the
+// link, as Docker's chrootarchive.Untar (chrooted into the destination) writes it. Its last
+// component is never followed: what stands there is replaced. Names that climb out of dest
+// ("../x") are refused, as go-archive refuses them (breakoutError).
+std::string member_path(const std::string& dest, const std::string& name, const std::string& what) {
+    const std::string clean = fs::path(name).lexically_normal().string();
+    if (clean == ".." || clean.starts_with("../"))
+        throw Error("ADD " + what + ": member " + name + " names a path outside the destination",
+                    "the archive is refused, as Docker refuses it");
+    auto parts = split_path(clean);
+    if (parts.empty() || (parts.size() == 1 && parts[0] == ".")) return dest + "/" + name;
+    std::string base = parts.back();
+    parts.pop_back();
+    std::string parent;
+    for (const auto& p : parts) parent += (parent.empty() ? "" : "/") + p;
+    std::string dir = parent.empty() ? dest : resolve_in_root(dest, parent);
+    return (dir == "/" ? "" : dir) + "/" + base;
+}
+
 void extract_tar(int fd, const std::string& dest, const std::string& what, OwnerRecorder* owners) {
     auto in = open_tar(fd);
     if (!in) throw Error("ADD " + what + ": cannot read the archive");
@@ -354,12 +412,12 @@ void extract_tar(int fd, const std::string& dest, const std::string& what, Owner
         if (r == ARCHIVE_EOF) break;
         if (r < ARCHIVE_WARN) throw Error("ADD " + what + ": " + archive_error_string(in.get()));
         if (names_extract_root(archive_entry_pathname(entry))) continue;
-        // Names are taken relative to dest (a leading "/" too); ".." is refused (SECURE_NODOTDOT)
-        // and the helper is chrooted into the step's rootfs.
-        std::string path = dest + "/" + archive_entry_pathname(entry);
+        // Names are taken relative to dest (a leading "/" too), symlinks on the way resolved
+        // beneath it (member_path); the helper is chrooted into the step's rootfs besides.
+        std::string path = member_path(dest, archive_entry_pathname(entry), what);
         archive_entry_set_pathname(entry, path.c_str());
         if (const char* hl = archive_entry_hardlink(entry)) {
-            std::string target = dest + "/" + hl;
+            std::string target = member_path(dest, hl, what);
             archive_entry_set_hardlink(entry, target.c_str());
         }
         // Device nodes cannot be made inside a user namespace (every build step runs in one):
@@ -583,7 +641,11 @@ std::vector<std::string> expand_source(int root_fd, const std::string& pattern, 
     }
     std::vector<std::string> found;
     for (const auto& m : matches) {
-        if (excluded(matcher, m)) continue;
+        if (excluded(matcher, m)) {
+            // An excluded directory is still there when an exception keeps something below it.
+            UniqueFd dir = open_in_root(root_fd, m, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+            if (!dir || !matcher->has_exceptions() || !holds_included(dir.get(), m, *matcher)) continue;
+        }
         struct stat st {};
         UniqueFd fd = open_in_root(root_fd, m, O_PATH);
         if (fd && ::fstat(fd.get(), &st) == 0) found.push_back(m);
@@ -651,7 +713,7 @@ void copy_files(int src_root_fd, const std::string& dest_root, const CopyRequest
         check(static_cast<bool>(f), "open", src.rel);
         if (req.extract_archives && S_ISREG(st.st_mode) && is_tar_archive(f.get(), src.rel)) {
             copier.make_parents(dest);
-            extract_tar(f.get(), dest, src.rel, owners);
+            extract_tar(f.get(), dest, src.rel, owners);  // dest resolved above, the members' links beneath it
             continue;
         }
         struct stat dst_st {};
@@ -703,8 +765,7 @@ void hash_entry(oci::Sha256& h, int dirfd, const std::string& name, const std::s
                 const IgnoreMatcher* matcher, bool follow, ContextDigestMemo* memo) {
     struct stat st {};
     if (::fstatat(dirfd, name.c_str(), &st, follow ? 0 : AT_SYMLINK_NOFOLLOW) != 0) throw_errno("stat", rel);
-    bool skip = excluded(matcher, rel);
-    if (skip && !(S_ISDIR(st.st_mode) && matcher->has_exceptions())) return;
+    if (!in_context(matcher, dirfd, name, rel, st)) return;
     hash_str(h, rel);
     std::uint32_t mode = st.st_mode;
     h.update(&mode, sizeof mode);

@@ -117,6 +117,19 @@ TEST_CASE("dockerignore: exceptions and the last matching pattern win", "[docker
     CHECK_FALSE(excluded_by({"**", "!util/docker/web"}, "util/docker/web/foo"));
     CHECK(excluded_by({"**", "!util/docker/web", "util/docker/web/foo"}, "util/docker/web/foo"));
     CHECK_FALSE(excluded_by({"**", "!dist/*.whl"}, "dist/a-1.0+x.whl"));
+    // Issue 13's cases. An exception re-includes below an excluded directory; the directory
+    // itself stays excluded (it is sent only as the parent of what is kept: walk_context).
+    CHECK(excluded_by({"**", "!d/keep"}, "d"));
+    CHECK_FALSE(excluded_by({"**", "!d/keep"}, "d/keep"));
+    CHECK(excluded_by({"**", "!d/sub/keep"}, "d/drop"));
+    CHECK(excluded_by({"**", "!d/sub/keep"}, "d/sub"));
+    // A wildcard exception reaches into any excluded directory, as BuildKit's context walk
+    // (fsutil filterFS: onlyPrefixExcludeExceptions off) applies it; Docker's classic builder
+    // only walked into directories an exception starts with.
+    CHECK(excluded_by({"d", "!**/keep"}, "d"));
+    CHECK_FALSE(excluded_by({"d", "!**/keep"}, "d/keep"));
+    CHECK_FALSE(excluded_by({"d", "!**/keep"}, "d/sub/keep"));
+    CHECK(excluded_by({"d", "!**/keep"}, "d/drop"));
     CHECK_FALSE(excluded_by({"*"}, "."));  // the context itself is never excluded
     CHECK_FALSE(excluded_by({}, "any/path"));
 }
@@ -160,6 +173,16 @@ TEST_CASE("dockerignore: walking a context directory", "[dockerignore]") {
     auto kept = walk_context(ctx.path(), IgnoreMatcher(patterns));
     CHECK(kept == std::vector<std::string>{"Dockerfile", "docs", "docs/README.md", "main.c", "src", "src/a.c",
                                            "src/deep", "src/deep/b.c"});
+}
+
+TEST_CASE("dockerignore: an excluded directory is sent only as the parent of a kept entry", "[dockerignore]") {
+    TempDir ctx;
+    for (const char* f : {"Dockerfile", "d/keep", "d/drop", "e/drop", "f/g/drop"}) ctx.file(f);
+    CHECK(walk_context(ctx.path(), IgnoreMatcher({"**", "!d/keep", "!Dockerfile"})) ==
+          std::vector<std::string>{"Dockerfile", "d", "d/keep"});
+    CHECK(walk_context(ctx.path(), IgnoreMatcher({"**", "!d/sub/keep", "!f/g/keep"})).empty());
+    CHECK(walk_context(ctx.path(), IgnoreMatcher({"d", "!**/keep"})) ==
+          std::vector<std::string>{"Dockerfile", "d", "d/keep", "e", "e/drop", "f", "f/g", "f/g/drop"});
 }
 
 TEST_CASE("dockerignore: the Dockerfile's own ignore file wins over the context's", "[dockerignore]") {
