@@ -1,0 +1,2 @@
+chmod 0775 d d/sub e
+chmod 0700 e
