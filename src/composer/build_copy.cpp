@@ -363,12 +363,12 @@ bool leaves_dest(const std::string& dest, const std::string& name) {
     return false;
 }
 
-// What stands at path (dest + "/" + name) goes unless a directory meets a directory
+// What stands at path (dest + "/" + the member's name) goes unless a directory meets a directory
 // (go-archive's Unpack removes it, a whole tree included); libarchive's ARCHIVE_EXTRACT_UNLINK
 // removes files and empty directories only, so a directory with content is removed here, and
 // only beneath dest.
-void clear_for_member(const std::string& dest, const std::string& name, bool member_is_dir, OwnerRecorder* owners) {
-    std::string path = dest + "/" + name;
+void clear_for_member(const std::string& dest, std::string path, bool member_is_dir, OwnerRecorder* owners) {
+    const std::string name = path.substr(std::min(path.size(), dest.size()));  // path is dest + "/" + name
     while (path.size() > 1 && path.back() == '/') path.pop_back();
     struct stat st {};
     if (member_is_dir || leaves_dest(dest, name) || ::lstat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return;
@@ -424,7 +424,7 @@ void extract_tar(int fd, const std::string& dest, const std::string& what, Owner
         // skipped, as containers/storage skips them when it unpacks in a user namespace.
         const auto type = archive_entry_filetype(entry);
         if (type == AE_IFCHR || type == AE_IFBLK) continue;
-        clear_for_member(dest, archive_entry_pathname(entry), type == AE_IFDIR, owners);
+        clear_for_member(dest, path, type == AE_IFDIR, owners);
         r = archive_write_header(out.get(), entry);
         if (r < ARCHIVE_WARN) throw Error("ADD " + what + ": " + path + ": " + archive_error_string(out.get()));
         if (archive_entry_size(entry) > 0 && r >= ARCHIVE_WARN) {

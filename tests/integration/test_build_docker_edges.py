@@ -182,12 +182,15 @@ def test_add_tar_never_removes_a_directory_through_a_symlink(aishell, base):
     # reaches its path through a symlink (the tar's own l -> /, or the image's /t/k -> /keep)
     # must not remove /bin or /keep/d of the image (5008cb3 removed both, and the build passed).
     ctx = make_context(aishell, {
-        "Dockerfile": f"FROM {base}\nRUN mkdir -p /keep/d /t && touch /keep/d/f && ln -s /keep /t/k\n"
-                      "ADD l.tar /x/\nADD k.tar /t/\nRUN test -x /bin/sh && test -f /keep/d/f\n",
+        "Dockerfile": f"FROM {base}\nRUN mkdir -p /keep/d /t /y/d && touch /keep/d/f /y/d/f && ln -s /keep /t/k\n"
+                      "ADD l.tar /x/\nADD k.tar /t/\nADD d.tar /y/\nRUN test -x /bin/sh && test -f /keep/d/f\n",
         "l.tar": tar_of([("l", tarfile.SYMTYPE, b""), ("l/bin", tarfile.REGTYPE, b"file\n")], links={"l": "/"}),
         "k.tar": tar_of([("k/d", tarfile.REGTYPE, b"file\n")]),
+        "d.tar": tar_of([("d", tarfile.REGTYPE, b"now a file\n")]),
     })
     build(aishell, ctx, "-t", "addlinks:1")
     manifest, _ = manifest_and_config(aishell.store, "addlinks:1")
     entries = final_entries(aishell.store, manifest)
     assert entries["/bin/sh"] and entries["/keep/d"].isdir() and entries["/keep/d/f"].isfile()
+    # Beneath a destination other than /, a directory with content in a member's way still goes.
+    assert entries["/y/d"].isfile() and entries["/y/d"].size == len(b"now a file\n")
