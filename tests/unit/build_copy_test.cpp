@@ -620,3 +620,19 @@ TEST_CASE(".dockerignore exceptions: an excluded directory exists only with an e
         CHECK_FALSE(fs::exists(root.path / "c/d/drop"));
     }
 }
+
+TEST_CASE("ADD of a tar replaces a directory in a member's way below a destination that is not /", "[build_copy]") {
+    // go-archive's Unpack removes what stands where a member goes unless both are directories.
+    Context tree, ctx;
+    tree.write("d", "file now\n");
+    const std::string cmd = "tar -C '" + tree.path.string() + "' -cf '" + (ctx.path / "d.tar").string() + "' d";
+    REQUIRE(std::system(cmd.c_str()) == 0);
+    Context root;
+    fs::create_directories(root.path / "x/d/sub");
+    std::ofstream(root.path / "x/d/sub/f") << "old";
+    CopyRequest add = copy_req({"d.tar"}, "/x/");
+    add.extract_archives = true;
+    add.instruction = "ADD";
+    copy_files(ctx.fd.get(), root.path.string(), add, nullptr);
+    CHECK(read_file(root.path / "x/d") == "file now\n");
+}
