@@ -17,6 +17,8 @@ AISHELL_TEST_PACKAGES=(
   python3 python3-pytest python3-jwt python3-cryptography sudo tmux openssl
   golang-github-docker-docker-dev debootstrap docker.io
 )
+# What scripts/fuzz needs beyond the build: clang, libFuzzer and llvm-symbolizer.
+AISHELL_FUZZ_PACKAGES=(clang libclang-rt-dev llvm)
 # What scripts/demo needs beyond the build: a registry and the tools that make its image.
 AISHELL_DEMO_PACKAGES=(docker-registry skopeo umoci busybox-static python3)
 

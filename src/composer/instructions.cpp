@@ -732,7 +732,7 @@ std::map<std::string, std::string> global_arg_scope(const Dockerfile& df,
     for (auto& [name, value] : scope)
         if (auto it = build_args.find(name); it != build_args.end()) value = it->second;
     for (const auto& [decl, line] : df.global_args) {
-        with_hint_context(df.filename + ":" + std::to_string(line), [&] {
+        with_hint_context(df.filename + ":" + std::to_string(line), [&, &decl = decl] {
             std::string name = process(decl.name, env_from_map(scope), LexOptions{.escape = df.directives.escape}).word;
             if (auto it = build_args.find(name); it != build_args.end())
                 scope[name] = it->second;

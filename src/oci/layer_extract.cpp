@@ -852,7 +852,7 @@ private:
         if (S_ISDIR(st.st_mode)) throw Error("hardlink target '" + target + "' is a directory");
         // Without AT_SYMLINK_FOLLOW a symlink target is linked itself, as tar does.
         create(parent, leaf, path, ("link to " + target).c_str(),
-               [&] { return ::linkat(tparent.get(), tleaf.c_str(), parent, leaf.c_str(), 0); });
+               [&, &tleaf = tleaf] { return ::linkat(tparent.get(), tleaf.c_str(), parent, leaf.c_str(), 0); });
         ++stats_.hardlinks;
     }
 
