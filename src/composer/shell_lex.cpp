@@ -284,6 +284,9 @@ private:
         for (std::size_t i = 0; i < pattern.size(); ++i) {
             char c = pattern[i];
             if (c == '*') {
+                // A run of stars is one star: std::regex backtracks, and "**...*c" as that many
+                // "[^\n]*" took exponential time (found by tests/fuzz, shell_lex target).
+                while (i + 1 < pattern.size() && pattern[i + 1] == '*') ++i;
                 out += greedy ? "[^\\n]*" : "[^\\n]*?";  // Go's "." stops at a newline only
             } else if (c == '?') {
                 out += "[^\\n]";

@@ -129,3 +129,16 @@ TEST_CASE("lex: skip_quotes treats quotes as text (COPY heredoc bodies)", "[shel
     LexOptions o{.skip_quotes = true};
     CHECK(process("'$V' \"$V\" \\$V it's", env_from_map(test_env()), o).word == "'val' \"val\" $V it's");
 }
+
+TEST_CASE("lex: a run of stars in a pattern is one star", "[shell_lex]") {
+    // Found by tests/fuzz (shell_lex target; corpus file crash-pattern-star-run): each star was
+    // a backtracking "[^\n]*" of std::regex, so 30 stars and no match in a short value tried
+    // every way of splitting the value between them and never finished.
+    const std::string stars(30, '*');
+    CHECK(word("${PATH_/" + stars + "z/x}") == "/usr/local/bin");
+    CHECK(word("${PATH_/" + stars + "c/x}") == "xal/bin");
+    CHECK(word("${PATH_/" + stars + "c/x}") == word("${PATH_/*c/x}"));
+    CHECK(word("${F#" + stars + ".}") == "tar.gz");
+    CHECK(word("${F%%." + stars + "}") == "archive");
+    CHECK(word("${F/\\**/x}") == "archive.tar.gz");  // an escaped star stays literal
+}
