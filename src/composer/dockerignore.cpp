@@ -133,6 +133,26 @@ bool is_regex_meta(wchar_t c) {
 
 enum class MatchKind { Exact, Prefix, Suffix, Regexp };
 
+// The escape at p[i] ("\" then a digit) as Go's regexp reads it (regexp/syntax parseEscape):
+// "\0" and "\1".."\7" followed by an octal digit are an octal character code of up to three
+// digits; a lone "\1".."\9" would be a backreference, which Go does not have: an error. Returns
+// the character for std::regex ("\uXXXX") and leaves i on the last digit. std::regex would read
+// "\NNN" as a backreference, and libstdc++ overflows an int reading a long one (found by
+// tests/fuzz, dockerignore target).
+std::wstring octal_escape(const std::wstring& p, std::size_t& i, const std::string& pattern) {
+    auto octal = [&](std::size_t k) { return k < p.size() && p[k] >= L'0' && p[k] <= L'7'; };
+    wchar_t first = p[i + 1];
+    if (first == L'8' || first == L'9' || (first != L'0' && !octal(i + 2)))
+        throw Error(".dockerignore: syntax error in pattern: " + pattern,
+                    "a backslash before a digit starts an octal code (\\101 is A) or is invalid");
+    unsigned value = 0;
+    std::size_t k = i + 1;
+    for (int digits = 0; digits < 3 && octal(k); ++digits, ++k) value = value * 8 + static_cast<unsigned>(p[k] - L'0');
+    i = k - 1;
+    static constexpr wchar_t kHex[] = L"0123456789abcdef";
+    return {L'\\', L'u', kHex[(value >> 12) & 15], kHex[(value >> 8) & 15], kHex[(value >> 4) & 15], kHex[value & 15]};
+}
+
 struct IgnoreMatcher::Pattern {
     bool exception = false;
     std::string cleaned;
@@ -175,6 +195,11 @@ struct IgnoreMatcher::Pattern {
                 re += c;
             } else if (c == L'\\') {
                 if (i + 1 < p.size()) {
+                    if (p[i + 1] >= L'0' && p[i + 1] <= L'9') {
+                        re += octal_escape(p, i, cleaned);
+                        kind = MatchKind::Regexp;
+                        continue;
+                    }
                     re += L'\\';
                     re += p[++i];
                     kind = MatchKind::Regexp;

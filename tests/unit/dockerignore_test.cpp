@@ -195,3 +195,16 @@ TEST_CASE("dockerignore: the Dockerfile's own ignore file wins over the context'
     fs::remove(ctx.path() / ".dockerignore");
     CHECK_FALSE(find_dockerignore(ctx.path(), ctx.path() / "Dockerfile"));
 }
+
+TEST_CASE("dockerignore: a backslash before a digit is an octal code or an error, as in Go's regexp", "[dockerignore]") {
+    // Found by tests/fuzz (dockerignore target; corpus file crash-digit-escape): "\3333..." went
+    // to std::regex as a backreference, whose number overflowed an int inside libstdc++.
+    CHECK(excluded_by({"a\\101"}, "aA"));  // octal 101
+    CHECK_FALSE(excluded_by({"a\\101"}, "a101"));
+    CHECK(excluded_by({"do\\333" "333"}, "do\xC3\x9B" "333"));  // \333 is U+00DB, then literal digits
+    CHECK(excluded_by({"x\\0"}, std::string("x\0", 2)));
+    for (const char* bad : {"a\\1", "a\\9", "a\\8x", "do\\3"}) {
+        INFO(bad);
+        CHECK_THROWS_WITH(IgnoreMatcher({bad}), Catch::Contains("syntax error in pattern"));
+    }
+}
