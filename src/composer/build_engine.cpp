@@ -514,9 +514,12 @@ private:
     }
 
     void on(ImageState& s, const Instruction&, const EnvInstr& e) {
+        // Every pair expands with the environment from before the instruction (Docker and
+        // BuildKit: `ENV A=1 B=${A}2` gives B=2 unless A was set earlier), then all are set.
+        std::vector<std::pair<std::string, std::string>> pairs;
+        for (const auto& kv : e.env) pairs.emplace_back(expand(s, kv.key), expand(s, kv.value));
         std::string text = "ENV";
-        for (const auto& kv : e.env) {
-            std::string key = expand(s, kv.key), value = expand(s, kv.value);
+        for (const auto& [key, value] : pairs) {
             set_env(s, key, value);
             text += " " + key + "=" + value;
         }
