@@ -3,10 +3,12 @@
 
 #include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <ctime>
 #include <iostream>
 #include <set>
@@ -26,7 +28,9 @@
 #include "composer/step_cache.hpp"
 #include "oci/image.hpp"
 #include "oci/json_text.hpp"
+#include "oci/lease.hpp"
 #include "oci/media_types.hpp"
+#include "oci/owner_table.hpp"
 #include "runtime/capabilities.hpp"
 #include "runtime/launch.hpp"
 #include "runtime/mounts.hpp"
@@ -111,60 +115,133 @@ std::string layer_media_type_oci(const std::string& mt) {
     return mt;
 }
 
-// What a failed build must take back: the blobs, layer trees and cache entries it added.
+// What a failed build takes back: exactly what it wrote, recorded as it was written -- the
+// blobs and layer trees its lease names as made (by this process, the step helper and
+// `__unpack`: oci/lease.hpp), its cache entries, its tags and the id mapping it recorded -- less
+// what another command leases and the blobs an image or a cache entry references. Never a
+// comparison of the store before and after: other commands write to it meanwhile, and a tree
+// or blob that appeared is not this build's to remove (issue 10: an exec's layers vanished).
 class Rollback {
 public:
-    // meta_before: meta.json before this build recorded its id mapping (nullopt: absent).
-    Rollback(oci::Store& store, const runtime::IdMapping& mapping, std::optional<std::string> meta_before)
-        : store_(store), mapping_(mapping), meta_before_(std::move(meta_before)) {
-        blobs_before_ = list(store.oci_dir() / "blobs" / "sha256");
-        layers_before_ = list(store.layers_dir());
+    // recorded_mapping: this build wrote the id mapping into meta.json (it was absent before);
+    // meta_existed: meta.json existed before.
+    Rollback(oci::Store& store, const runtime::IdMapping& mapping, std::shared_ptr<oci::Lease> lease,
+             bool recorded_mapping, bool meta_existed)
+        : store_(store), mapping_(mapping), lease_(std::move(lease)), recorded_mapping_(recorded_mapping),
+          meta_existed_(meta_existed) {}
+    // A cache entry this build wrote: removed only while it is still that file (another build
+    // may have replaced it by one of its own since).
+    void cache_entry(const std::string& path) {
+        struct stat st {};
+        if (::lstat(path.c_str(), &st) == 0) cache_entries_.push_back({path, st.st_dev, st.st_ino});
     }
-    void cache_entry(const std::string& path) { cache_entries_.push_back(path); }
+    // A tag this build set: put back (previous, or none) while it still names ours.
+    void tagged(const std::string& name, std::optional<oci::Descriptor> previous, const oci::Descriptor& ours) {
+        tags_.push_back({name, std::move(previous), ours});
+    }
     // A file or (then empty) directory this build created outside the areas listed above.
     void added_path(const fs::path& path) { added_paths_.push_back(path); }
     void commit() { committed_ = true; }
     ~Rollback() {
         if (committed_) return;
         try {
-            auto lock = store_.lock_exclusive();
-            for (const auto& p : cache_entries_) ::unlink(p.c_str());
-            for (const auto& p : added_paths_)
-                if (::unlink(p.c_str()) != 0 && errno == EISDIR) ::rmdir(p.c_str());
-            // An image pulled during the build (FROM, COPY --from, RUN --mount from=) is in
-            // index.json now: its blobs stay. Only what nothing references goes.
-            oci::GcOptions dry;
-            dry.dry_run = true;
-            std::set<std::string> unreferenced;
-            for (const auto& d : oci::collect_garbage(store_, dry).removed_blobs)
-                unreferenced.insert(std::string(d.encoded()));
-            for (const auto& name : list(store_.oci_dir() / "blobs" / "sha256"))
-                if (!blobs_before_.count(name) && unreferenced.count(name))
-                    ::unlink((store_.oci_dir() / "blobs" / "sha256" / name).c_str());
-            for (const auto& name : list(store_.layers_dir()))
-                if (!layers_before_.count(name)) runtime::remove_tree(mapping_, (store_.layers_dir() / name).string());
-            // The id mapping recorded on this first use goes too (meta.json as it was).
-            fs::path meta = store_.root() / "meta.json";
-            if (!meta_before_) ::unlink(meta.c_str());
-            else if (read_file_if_exists(meta, 1 << 20) != meta_before_) write_file_atomic(meta, *meta_before_);
+            std::vector<fs::path> trash;
+            {
+                auto lock = store_.lock_exclusive();
+                restore_tags();
+                for (const auto& e : cache_entries_) {
+                    struct stat st {};
+                    if (::lstat(e.path.c_str(), &st) == 0 && st.st_dev == e.dev && st.st_ino == e.ino) ::unlink(e.path.c_str());
+                }
+                for (const auto& p : added_paths_)
+                    if (::unlink(p.c_str()) != 0 && errno == EISDIR) ::rmdir(p.c_str());
+                const std::vector<oci::LeaseEntry> made = lease_->entries();
+                std::size_t others = 0;
+                trash = take_out_trees(made, others);
+                remove_blobs(made);
+                if (recorded_mapping_ && others == 0 && !any_layer_tree()) forget_mapping();
+            }
+            for (const auto& t : trash) runtime::remove_tree(mapping_, t.string());
         } catch (const std::exception& e) {
             std::cerr << "aishell: warning: cleaning up after the failed build: " << e.what() << "\n";
         }
     }
 
 private:
-    static std::set<std::string> list(const fs::path& dir) {
-        std::set<std::string> names;
-        std::error_code ec;
-        for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
-            names.insert(it->path().filename().string());
-        return names;
+    struct FileId {
+        std::string path;
+        dev_t dev;
+        ino_t ino;
+    };
+    struct Tag {
+        std::string name;
+        std::optional<oci::Descriptor> previous;
+        oci::Descriptor ours;
+    };
+
+    void restore_tags() {
+        for (auto it = tags_.rbegin(); it != tags_.rend(); ++it) {
+            auto now = store_.find_image(it->name);
+            if (!now || now->descriptor.digest != it->ours.digest) continue;  // retagged by someone else
+            if (it->previous) store_.tag_image(it->name, *it->previous);
+            else store_.untag_image(it->name);
+        }
     }
+
+    // The trees this build made that no other lease holds leave layers/ at once (renamed into
+    // tmp/, with their owner tables removed), under the leases' removal lock; they are deleted
+    // afterwards, outside every lock. others: how many other commands hold a lease.
+    std::vector<fs::path> take_out_trees(const std::vector<oci::LeaseEntry>& made, std::size_t& others) {
+        oci::LeaseRemovalLock held(store_);
+        const oci::LiveLeases leased = oci::read_live_leases(held, lease_->path());
+        others = leased.holders;
+        std::vector<fs::path> trash;
+        for (const auto& e : made) {
+            if (!e.made || e.kind != oci::LeaseKind::Layer || leased.layers.count(e.name)) continue;
+            const fs::path tree = store_.layers_dir() / e.name;
+            const fs::path to = store_.tmp_dir() / ("rollback-" + e.name.substr(0, 12) + "-" + random_hex(8));
+            if (::rename(tree.c_str(), to.c_str()) == 0) trash.push_back(to);
+            else if (errno != ENOENT)  // e.g. EACCES: a tree whose root its own RUN made 0555
+                std::cerr << "aishell: warning: cleaning up after the failed build: move " << tree.string() << " to "
+                          << to.string() << ": " << std::strerror(errno) << "\n";
+            ::unlink(oci::layer_owner_table_path(store_.layers_dir(), e.name).c_str());
+        }
+        return trash;
+    }
+
+    // The blobs it made, unless an image, a cache entry or another command's lease still needs them.
+    void remove_blobs(const std::vector<oci::LeaseEntry>& made) {
+        oci::GcOptions gc;
+        gc.only_blobs.emplace();
+        for (const auto& e : made)
+            if (e.made && e.kind == oci::LeaseKind::Blob) gc.only_blobs->push_back(oci::Digest::parse(e.name));
+        if (gc.only_blobs->empty()) return;
+        gc.extra_roots = step_cache_roots(store_);
+        gc.own_lease = lease_->path();
+        oci::collect_garbage(store_, gc);
+    }
+
+    bool any_layer_tree() const {
+        std::error_code ec;
+        for (fs::directory_iterator it(store_.layers_dir(), ec), end; !ec && it != end; it.increment(ec))
+            if (it->is_directory(ec)) return true;
+        return false;
+    }
+
+    // The id mapping this build recorded, once nothing is unpacked for it and nobody else uses
+    // the store: meta.json as it was.
+    void forget_mapping() {
+        store_.erase_meta("idmap");
+        const fs::path meta = store_.root() / "meta.json";
+        if (!meta_existed_ && read_file_if_exists(meta, 1 << 20).value_or("{}\n") == "{}\n") ::unlink(meta.c_str());
+    }
+
     oci::Store& store_;
     runtime::IdMapping mapping_;
-    std::set<std::string> blobs_before_, layers_before_;
-    std::optional<std::string> meta_before_;
-    std::vector<std::string> cache_entries_;
+    std::shared_ptr<oci::Lease> lease_;
+    bool recorded_mapping_, meta_existed_;
+    std::vector<FileId> cache_entries_;
+    std::vector<Tag> tags_;
     std::vector<fs::path> added_paths_;  // removed in this order
     bool committed_ = false;
 };
@@ -235,13 +312,15 @@ class Builder {
 public:
     Builder(oci::Store& store, const BuildRequest& req)
         : signals_(),
-          store_(store),
+          lease_(oci::Lease::create(store, "build")),
+          store_(store.with_lease(lease_)),
           req_(req),
-          cache_(store),
-          meta_before_(read_file_if_exists(store.root() / "meta.json", 1 << 20)),
-          mapping_(runtime::store_mapping(store)),
-          rollback_(store, mapping_, meta_before_),
-          helper_(store, mapping_) {}
+          cache_(store_),
+          mapping_known_before_(store_.get_meta("idmap").has_value()),
+          meta_existed_(fs::exists(store_.root() / "meta.json")),
+          mapping_(runtime::store_mapping(store_)),
+          rollback_(store_, mapping_, lease_, !mapping_known_before_, meta_existed_),
+          helper_(store_, mapping_) {}
 
     BuildResult run() {
         df_ = load_dockerfile(req_.dockerfile.string());
@@ -304,6 +383,7 @@ private:
         if (!entry && req_.pull) entry = store_.find_image(req_.pull(store_, ref));
         if (!entry) throw Error("image " + ref + " is not in the store", "aishell pull " + ref);
         oci::Image image = oci::load_image(store_, *entry);
+        lease_->add(oci::image_lease_entries(image));
         ImageState s;
         s.config = image.config.json();
         s.layers = image.manifest.layers;
@@ -419,6 +499,12 @@ private:
         parts.insert(parts.end(), key_parts.begin(), key_parts.end());
         oci::Digest key = step_key(s.key, parts);
         std::optional<CacheEntry> hit = req_.no_cache ? std::nullopt : cache_.get(key);
+        if (hit && hit->layer) {
+            // Lease, then look: the layer blob a hit names may have been taken back by the
+            // rollback of the build that wrote the entry; then it is a miss.
+            lease_->add({oci::LeaseEntry::blob(hit->layer->descriptor.digest)});
+            if (!store_.has_blob(hit->layer->descriptor.digest)) hit.reset();
+        }
         step_line(text, hit.has_value());
         CacheEntry entry;
         if (hit) {
@@ -459,6 +545,7 @@ private:
     // The in-namespace half of a step, in the build's step helper (build_step.hpp).
     std::optional<StepLayer> run_helper(const fs::path& run_dir, json spec) {
         spec["store"] = store_.root().string();
+        spec["lease"] = lease_->path().string();  // the helper records the step's blob and tree there
         spec["run_dir"] = run_dir.string();
         spec["compression"] = req_.compression;
         if (req_.source_date_epoch) spec["clamp"] = *req_.source_date_epoch;
@@ -1008,16 +1095,22 @@ private:
         md.media_type = std::string(oci::media_type::kOciManifest);
         md.digest = store_.put_blob(manifest_bytes);
         md.size = static_cast<std::int64_t>(manifest_bytes.size());
-        for (const auto& tag : req_.tags) store_.tag_image(tag, md);
+        for (const auto& tag : req_.tags) {
+            auto previous = store_.find_image(tag);
+            rollback_.tagged(tag, previous ? std::optional(previous->descriptor) : std::nullopt, md);
+            store_.tag_image(tag, md);
+        }
         return {m.config.digest, md};
     }
 
     // First: held for the build's whole life, released only after the rollback has run.
     HeldSignals signals_;
-    oci::Store& store_;
+    // What the build uses and makes (oci/lease.hpp); ends after the rollback.
+    std::shared_ptr<oci::Lease> lease_;
+    oci::Store store_;  // the caller's, with the lease: its writes are recorded there
     const BuildRequest& req_;
     StepCache cache_;
-    std::optional<std::string> meta_before_;
+    bool mapping_known_before_, meta_existed_;
     runtime::IdMapping mapping_;
     Rollback rollback_;
     StepHelper helper_;  // after rollback_: gone (its removals done) before the rollback runs

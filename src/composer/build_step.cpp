@@ -21,6 +21,7 @@
 #include "oci/archive_api.hpp"
 #include "oci/json_text.hpp"
 #include "oci/layer_write.hpp"
+#include "oci/lease.hpp"
 #include "oci/store.hpp"
 #include "runtime/container.hpp"
 #include "runtime/userns_exec.hpp"
@@ -200,6 +201,9 @@ json commit_upper(oci::Store& store, const json& spec, const fs::path& run_dir) 
     // the table of the owners its tar carries beside it (first: never a tree without its table).
     const std::string hex(layer->diff_id.encoded());
     fs::path target = store.layers_dir() / hex, table = oci::layer_owner_table_path(store.layers_dir(), hex);
+    // Lease, then look (oci/lease.hpp): a tree found here is not taken away by another build's
+    // rollback; one installed here is recorded as this build's, for its own rollback.
+    if (store.lease()) store.lease()->add({oci::LeaseEntry::layer(layer->diff_id)});
     bool ours = false, raced = false;
     if (!fs::exists(target)) {
         if (!layer->owners.empty()) write_file_atomic(table, layer->owners.serialize(), 0600);
@@ -207,6 +211,7 @@ json commit_upper(oci::Store& store, const json& spec, const fs::path& run_dir) 
         ours = ::rename(upper.c_str(), target.c_str()) == 0;
         if (!ours && errno != EEXIST && errno != ENOTEMPTY) throw_errno("rename", target.string());
         raced = !ours;
+        if (ours && store.lease()) store.lease()->add({oci::LeaseEntry::layer(layer->diff_id, true)});
     }
     // Another step made the same tree (from the same tar): the table must name its inodes.
     if (!ours && !layer->owners.empty() && (raced || !fs::exists(table))) {
@@ -220,6 +225,9 @@ json commit_upper(oci::Store& store, const json& spec, const fs::path& run_dir) 
 // One step, in the namespace: the file operation or the RUN's stub removal, then the commit.
 json run_step(const json& spec) {
     auto store = oci::Store::open(spec.at("store").get<std::string>());
+    // The build's lease: the step's blob and tree are recorded there as they are written.
+    if (spec.contains("lease") && spec["lease"].is_string())
+        store = store.with_lease(oci::Lease::join(spec["lease"].get<std::string>()));
     fs::path run_dir = spec.at("run_dir").get<std::string>();
     bool file_op = (spec.contains("copy") && spec["copy"].is_object()) ||
                    (spec.contains("mkdir") && spec["mkdir"].is_object());

@@ -14,6 +14,7 @@
 #include "common/error.hpp"
 #include "common/file.hpp"
 #include "common/unique_fd.hpp"
+#include "oci/lease.hpp"
 
 namespace aishell::oci {
 
@@ -111,6 +112,7 @@ UnpackResult unpack_layer_stream(const Store& store, int compressed_fd, media_ty
     result.path = layer_path(store, diff_id);
     make_dirs(store.layers_dir(), 0755);
     make_dirs(store.tmp_dir(), 0755);
+    if (store.lease()) store.lease()->add({LeaseEntry::layer(diff_id)});  // lease, then look (lease.hpp)
     TempTree tmp(store.tmp_dir());
     result.stats = extract_layer(compressed_fd, compression, tmp.fd(), options);
     if (result.stats.diff_id != diff_id)
@@ -118,6 +120,7 @@ UnpackResult unpack_layer_stream(const Store& store, int compressed_fd, media_ty
                         result.stats.diff_id.str(),
                     "the image is corrupt; remove it and pull it again");
     result.unpacked = tmp.install(result.path);
+    if (result.unpacked && store.lease()) store.lease()->add({LeaseEntry::layer(diff_id, true)});
     if (result.unpacked) emit_note(options, diff_id, result.stats);
     else result.stats = {};
     return result;
@@ -128,6 +131,7 @@ UnpackResult ensure_layer_unpacked(const Store& store, const Descriptor& layer, 
     return with_context("unpack layer " + layer.digest.short_form(), [&] {
         UnpackResult result;
         result.path = layer_path(store, diff_id);
+        if (store.lease()) store.lease()->add({LeaseEntry::layer(diff_id)});  // lease, then look
         struct stat st;
         if (::lstat(result.path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return result;
         if (!store.has_blob(layer.digest))

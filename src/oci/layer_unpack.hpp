@@ -6,7 +6,8 @@
 // against the config's, the tree is synced (syncfs) and only then renamed to layers/<hex>.
 // A failure removes the temp dir; an interrupted run leaves only tmp/unpack-* (GC sweeps it),
 // never a half-filled layers/<hex>/. Two processes unpacking the same layer at once both
-// extract; the first rename wins and the other discards its copy.
+// extract; the first rename wins and the other discards its copy. Through a store with a lease
+// (lease.hpp) the tree is leased before it is looked for, and recorded as made by the winner.
 #pragma once
 
 #include <filesystem>

@@ -10,6 +10,7 @@
 #include "common/error.hpp"
 #include "common/file.hpp"
 #include "oci/json_text.hpp"
+#include "oci/lease.hpp"
 
 namespace aishell::oci {
 
@@ -51,6 +52,7 @@ struct BlobWriter::State {
     bool resumable = false;  // kept in tmp/ on destruction for a later resume
     bool done = false;
     std::optional<Digest> digest;  // set by finish()
+    std::shared_ptr<Lease> lease;  // the store's, if any: publish() records the blob there
 };
 
 BlobWriter::BlobWriter(std::unique_ptr<State> state) : state_(std::move(state)) {}
@@ -102,9 +104,15 @@ void BlobWriter::finish(const Digest& expected, std::int64_t expected_size) {
 void BlobWriter::publish() {
     if (!state_->digest) throw Error("internal: publish before finish for " + state_->path.string());
     fs::path target = state_->blobs_dir / std::string(state_->digest->encoded());
+    // Lease, then look: once the lease names the blob no remover takes it, so "it was there"
+    // stays true and the blob is not ours to take back; otherwise this rename made it.
+    if (state_->lease) state_->lease->add({LeaseEntry::blob(*state_->digest)});
+    struct stat st {};
+    const bool existed = state_->lease && ::lstat(target.c_str(), &st) == 0;
     if (::rename(state_->path.c_str(), target.c_str()) < 0) throw_errno("rename blob into place", target.string());
     state_->done = true;
     fsync_dir(state_->blobs_dir);
+    if (state_->lease && !existed) state_->lease->add({LeaseEntry::blob(*state_->digest, true)});
 }
 
 void BlobWriter::commit(const Digest& expected, std::int64_t expected_size) {
@@ -146,6 +154,7 @@ Store Store::open(const fs::path& root_in) {
         make_dirs(root / "layers");
         make_dirs(root / "cache");
         make_dirs(root / "tmp");
+        make_dirs(root / "leases", 0700);
         write_if_absent(root / "oci" / "oci-layout", kOciLayoutFile);
         write_if_absent(root / "oci" / "index.json", kEmptyIndex);
         write_if_absent(version_file, std::to_string(kStoreFormatVersion) + "\n");
@@ -164,6 +173,12 @@ StoreLock take_lock(const fs::path& root, int operation) {
     return StoreLock(std::move(fd));
 }
 }  // namespace
+
+Store Store::with_lease(std::shared_ptr<Lease> lease) const {
+    Store copy = *this;
+    copy.lease_ = std::move(lease);
+    return copy;
+}
 
 StoreLock Store::lock_exclusive() const { return take_lock(root_, LOCK_EX); }
 
@@ -204,6 +219,7 @@ std::string Store::read_blob(const Digest& d, std::uint64_t max_size, BlobCheck 
 
 Digest Store::put_blob(std::string_view data) {
     Digest d = sha256_of(data);
+    if (lease_) lease_->add({LeaseEntry::blob(d)});  // lease, then look (lease.hpp)
     if (has_blob(d)) return d;
     BlobWriter writer = begin_blob();
     writer.write(data);
@@ -214,6 +230,7 @@ Digest Store::put_blob(std::string_view data) {
 BlobWriter Store::begin_blob(std::optional<Digest> resume_key) {
     auto state = std::make_unique<BlobWriter::State>();
     state->blobs_dir = oci_dir() / "blobs" / "sha256";
+    state->lease = lease_;
     if (resume_key) {
         require_sha256(*resume_key);
         fs::path partial = tmp_dir() / ("partial-" + std::string(resume_key->encoded()));

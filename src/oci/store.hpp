@@ -7,6 +7,7 @@
 //   <root>/layers/<hex>/  unpacked layer trees keyed by diff_id hex (runtime issue)
 //   <root>/cache/         build step cache (its entries are GC roots)
 //   <root>/tmp/           partial downloads and work dirs; never visible as blobs
+//   <root>/leases/        one file per running command naming what it uses (lease.hpp)
 //   <root>/meta.json      small key/value facts (the foundation reference, the id mapping)
 #pragma once
 
@@ -48,6 +49,7 @@ struct ImageEntry {
 };
 
 class Store;
+class Lease;
 
 // Writes one blob: bytes go to a file in tmp/ while hashed; commit() verifies and renames into
 // blobs/sha256/. Without commit() the temp file is removed, except a resumable partial, which is
@@ -66,6 +68,8 @@ public:
     void finish(const Digest& expected, std::int64_t expected_size = -1);
     // Renames a finished blob into blobs/sha256/ and fsyncs the dir: now it is visible. A pull
     // finishes every blob first and publishes them together, so a failed pull adds no blob.
+    // Through a store with a lease, the blob is leased before the rename and recorded as made
+    // when it was not there yet.
     void publish();
     // finish() + publish().
     void commit(const Digest& expected, std::int64_t expected_size = -1);
@@ -100,6 +104,7 @@ public:
     static Store open(const fs::path& root);
 
     const fs::path& root() const noexcept { return root_; }
+    fs::path leases_dir() const { return root_ / "leases"; }
     fs::path oci_dir() const { return root_ / "oci"; }
     fs::path tmp_dir() const { return root_ / "tmp"; }
     fs::path layers_dir() const { return root_ / "layers"; }
@@ -131,6 +136,12 @@ public:
     void tag_image(std::string_view name, const Descriptor& manifest);
     bool untag_image(std::string_view name);
 
+    // A copy of this store whose writes are recorded in lease (lease.hpp), as containerd's
+    // content store adds what it writes to the lease in its context: each blob published
+    // (BlobWriter::publish), each layer tree installed (layer_unpack, the build's commit).
+    Store with_lease(std::shared_ptr<Lease> lease) const;
+    Lease* lease() const noexcept { return lease_.get(); }
+
     // Small facts kept in meta.json (atomic rewrite; mutators require the lock).
     std::optional<std::string> get_meta(std::string_view key) const;
     void set_meta(std::string_view key, std::string_view value);
@@ -139,6 +150,7 @@ public:
 private:
     explicit Store(fs::path root) : root_(std::move(root)) {}
     fs::path root_;
+    std::shared_ptr<Lease> lease_;
 };
 
 // Reads a manifest (or index) blob: size-limited, its length checked against d.size and (with
@@ -148,17 +160,32 @@ std::string read_manifest_blob(const Store& store, const Descriptor& d, BlobChec
 void check_blob_length(const Descriptor& d, std::size_t actual);
 
 // Garbage collection: mark from index.json (following indexes into manifests, manifests into
-// config and layers) and from extra_roots (the build cache's entries), then sweep unmarked blobs
-// and temp files in tmp/ older than stale_after. Caller holds lock_exclusive().
+// config and layers), from extra_roots (the build cache's entries) and from every live lease
+// (lease.hpp: a leased manifest keeps what it references), then sweep unmarked blobs, temp files
+// in tmp/ older than stale_after, dead lease files and, with sweep_layers, layer trees that no
+// marked config, extra_layer_roots entry or live lease names. Caller holds lock_exclusive(); the
+// collection holds the leases' removal lock while it marks and sweeps.
 struct GcResult {
     std::vector<Digest> removed_blobs;
     std::uint64_t removed_bytes = 0;
     std::vector<fs::path> removed_temp;
+    std::vector<std::string> removed_layers;  // diff_id hex of the trees taken out of layers/
+    // Where those trees went (tmp/gc-<hex>-<random>): the caller removes them, inside the user
+    // namespace when they hold sub-id owned files (runtime::remove_tree); oci starts no process.
+    // Until then they are stale temp files like any other.
+    std::vector<fs::path> layer_trash;
+    std::vector<fs::path> removed_leases;  // dead lease files
 };
 struct GcOptions {
     std::vector<Digest> extra_roots;
+    std::vector<Digest> extra_layer_roots;  // diff_ids whose trees stay (the build cache's layers)
     std::chrono::seconds stale_after{24 * 3600};
     bool dry_run = false;
+    bool sweep_layers = false;
+    // A rollback: only these blobs may go (what the command made), and its own lease (this
+    // path) protects nothing; no temp file is swept.
+    std::optional<std::vector<Digest>> only_blobs;
+    fs::path own_lease;
 };
 GcResult collect_garbage(Store& store, const GcOptions& options);
 

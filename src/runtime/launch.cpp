@@ -15,6 +15,7 @@
 #include "common/file.hpp"
 #include "common/unique_fd.hpp"
 #include "oci/layer_unpack.hpp"
+#include "oci/lease.hpp"
 #include "runtime/capabilities.hpp"
 #include "runtime/mounts.hpp"
 #include "runtime/reown.hpp"
@@ -167,17 +168,22 @@ std::vector<std::string> ensure_image_layers(oci::Store& store, const oci::Image
     if (diff_ids.size() != layers.size())
         throw Error("image " + image.name + ": " + std::to_string(layers.size()) + " layers but " +
                     std::to_string(diff_ids.size()) + " diff_ids");
+    // Lease, then look (oci/lease.hpp): a tree found here stays until the lease ends.
+    if (store.lease()) store.lease()->add(oci::image_lease_entries(image));
     // The helper reports a failure in this file (message, then hint), so that the user sees
-    // one error line, the helper's, and not a second one from here.
+    // one error line, the helper's, and not a second one from here. It records the trees it
+    // installs in the store's lease.
     const fs::path error_file = store.tmp_dir() / ("unpack-" + random_hex(8) + ".error");
-    std::vector<std::string> names, args{"__unpack", store.root().string(), error_file.string()};
+    std::vector<std::string> names, args{"__unpack", store.root().string(), error_file.string(),
+                                         store.lease() ? store.lease()->path().string() : "-"};
+    const std::size_t fixed_args = args.size();
     for (std::size_t i = 0; i < layers.size(); ++i) {
         std::string hex(diff_ids[i].encoded());
         names.push_back(hex);
         if (fs::exists(store.layers_dir() / hex)) continue;
         args.insert(args.end(), {layers[i].media_type, layers[i].digest.str(), std::to_string(layers[i].size), diff_ids[i].str()});
     }
-    if (args.size() > 3) {
+    if (args.size() > fixed_args) {
         int status = run_in_userns(mapping, args);
         if (status != 0) {
             std::optional<std::string> report;
@@ -198,13 +204,14 @@ std::vector<std::string> ensure_image_layers(oci::Store& store, const oci::Image
 }
 
 int unpack_layers_here(const std::vector<std::string>& args) {
-    if (args.size() < 2 || (args.size() - 2) % 4 != 0) {
+    if (args.size() < 3 || (args.size() - 3) % 4 != 0) {
         std::cerr << "aishell: error: __unpack: bad arguments\n";
         return 2;
     }
     try {
         auto store = oci::Store::open(args[0]);
-        for (std::size_t i = 2; i < args.size(); i += 4) {
+        if (args[2] != "-") store = store.with_lease(oci::Lease::join(args[2]));
+        for (std::size_t i = 3; i < args.size(); i += 4) {
             oci::Descriptor d;
             d.media_type = args[i];
             d.digest = oci::Digest::parse(args[i + 1]);
@@ -224,7 +231,10 @@ int unpack_layers_here(const std::vector<std::string>& args) {
     }
 }
 
-RunResult exec_image(oci::Store& store, const oci::Image& image, const RunOptions& options) {
+RunResult exec_image(oci::Store& unleased, const oci::Image& image, const RunOptions& options) {
+    // Held for the container's life (PID 1 inherits the fd): no rollback or GC removes the
+    // image's blobs or trees meanwhile. Taken before the trees are looked for (lease.hpp).
+    oci::Store store = unleased.with_lease(oci::Lease::create(unleased, "exec", oci::image_lease_entries(image)));
     const HostIds host = probe_host();
     const IdMapping layers_mapping = store_mapping(store, host);
     const bool keep_id = options.process.keep_id;

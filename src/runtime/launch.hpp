@@ -25,7 +25,8 @@ struct RunOptions {
     bool keep_run_dir = false;
 };
 
-// Runs image; throws Error for failures before the command starts (status 125 for the caller).
+// Runs image under a lease on its blobs and trees, held until the command is over; throws Error
+// for failures before the command starts (status 125 for the caller).
 RunResult exec_image(oci::Store& store, const oci::Image& image, const RunOptions& options);
 
 // The store's id mapping for this caller, recorded in meta.json on first use; refuses a store
@@ -33,11 +34,13 @@ RunResult exec_image(oci::Store& store, const oci::Image& image, const RunOption
 IdMapping store_mapping(oci::Store& store);
 IdMapping store_mapping(oci::Store& store, const HostIds& host);  // with the host already probed
 
-// Layer dirs (top first) of image, unpacked inside the user namespace when missing.
+// Layer dirs (top first) of image, unpacked inside the user namespace when missing. Through a
+// store with a lease (oci/lease.hpp) the image is leased before its trees are looked for, and
+// the trees unpacked here are recorded in the lease as made.
 std::vector<std::string> ensure_image_layers(oci::Store& store, const oci::Image& image, const IdMapping& mapping);
 
-// Body of the hidden `aishell __unpack STORE (MEDIATYPE DIGEST SIZE DIFFID)...`, run inside the
-// user namespace by ensure_image_layers.
+// Body of the hidden `aishell __unpack STORE ERROR_FILE LEASE|- (MEDIATYPE DIGEST SIZE DIFFID)...`,
+// run inside the user namespace by ensure_image_layers.
 int unpack_layers_here(const std::vector<std::string>& args);
 
 }  // namespace aishell::runtime

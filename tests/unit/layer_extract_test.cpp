@@ -25,6 +25,7 @@
 #include "common/file.hpp"
 #include "oci/layer_extract.hpp"
 #include "oci/layer_unpack.hpp"
+#include "oci/lease.hpp"
 #include "oci/store.hpp"
 #include "child_process.hpp"
 #include "temp_dir.hpp"
@@ -350,6 +351,20 @@ TEST_CASE("ensure_layer_unpacked installs layers/<diff_id hex> once", "[layer_ex
     auto again = aishell::oci::ensure_layer_unpacked(f.store, layer, f.diff_id(), opts);
     CHECK_FALSE(again.unpacked);
     CHECK(notes.size() == 1);
+}
+
+TEST_CASE("ensure_layer_unpacked through a leased store leases the tree first, and records it made once", "[layer_extract][lease]") {
+    StoreFixture f;
+    auto layer = f.put_layer(mt::Compression::Gzip, mt::kOciLayerGzip);
+    auto lease = aishell::oci::Lease::create(f.store, "test");
+    aishell::oci::Store leased = f.store.with_lease(lease);
+    using aishell::oci::LeaseEntry;
+    CHECK(aishell::oci::ensure_layer_unpacked(leased, layer, f.diff_id(), {}).unpacked);
+    CHECK(lease->entries() == std::vector<LeaseEntry>{LeaseEntry::layer(f.diff_id()), LeaseEntry::layer(f.diff_id(), true)});
+    // Another command that finds the tree uses it; it did not make it.
+    auto other = aishell::oci::Lease::create(f.store, "test");
+    CHECK_FALSE(aishell::oci::ensure_layer_unpacked(f.store.with_lease(other), layer, f.diff_id(), {}).unpacked);
+    CHECK(other->entries() == std::vector<LeaseEntry>{LeaseEntry::layer(f.diff_id())});
 }
 
 TEST_CASE("a diff_id mismatch is an error and leaves no layers/<hex>", "[layer_extract]") {
