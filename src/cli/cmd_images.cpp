@@ -33,16 +33,41 @@ nlohmann::json image_json(const oci::Image& image) {
     };
 }
 
+// An image that does not load (a pull before pulls checked configs, a damaged store) is listed
+// as broken with the reason, so one bad entry does not hide the others.
+nlohmann::json broken_image_json(const oci::ImageEntry& entry, const Error& why) {
+    auto [repository, tag] = oci::split_repository_tag(entry.name);
+    return {
+        {"name", entry.name},
+        {"repository", repository},
+        {"tag", tag},
+        {"digest", entry.descriptor.digest.str()},
+        {"mediaType", entry.descriptor.media_type},
+        {"broken", why.message()},
+    };
+}
+
 int run_images(const CommandContext& ctx, const ImagesOptions& options) {
     oci::Store store = open_store(ctx.global);
     nlohmann::json rows = nlohmann::json::array();
-    for (const auto& entry : store.list_images()) rows.push_back(image_json(oci::load_image(store, entry)));
+    for (const auto& entry : store.list_images()) {
+        try {
+            rows.push_back(image_json(oci::load_image(store, entry)));
+        } catch (const Error& e) {
+            std::cerr << "aishell: warning: " << e.message() << " (hint: pull or build it again under that name)\n";
+            rows.push_back(broken_image_json(entry, e));
+        }
+    }
     if (options.json) {
         std::cout << oci::json_document(rows, 2) << '\n';
         return 0;
     }
     Table table({"REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"});
     for (const auto& row : rows) {
+        if (row.contains("broken")) {
+            table.add({row["repository"], row["tag"], "<broken>", "", ""});
+            continue;
+        }
         std::string id = row["id"].get<std::string>();
         table.add({row["repository"], row["tag"], id.substr(id.find(':') + 1, 12),
                    human_age(row["created"].get<std::string>()), human_size(row["size"].get<std::int64_t>())});

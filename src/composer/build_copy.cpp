@@ -25,6 +25,7 @@
 #include "common/error.hpp"
 #include "common/file.hpp"
 #include "common/unique_fd.hpp"
+#include "oci/json_parse.hpp"
 #include "oci/json_text.hpp"
 
 namespace aishell::composer {
@@ -798,7 +799,7 @@ ContextDigestMemo::ContextDigestMemo(fs::path store_cache_dir, std::string conte
     settled_before_ns_ = ns_of(now) - static_cast<std::int64_t>(settle.count());
     auto text = read_file_if_exists(file_, 256u << 20);
     if (!text) return;
-    nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
+    nlohmann::json j = oci::parse_json(*text);
     if (!j.is_object() || j.value("version", 0) != 1 || !j.contains("entries") || !j["entries"].is_object()) return;
     for (const auto& [key, v] : j["entries"].items()) {
         if (!v.is_array() || v.size() != 6 || !v[5].is_string()) continue;

@@ -10,6 +10,7 @@
 
 #include "common/error.hpp"
 #include "composer/shell_lex.hpp"
+#include "oci/json_parse.hpp"
 
 namespace aishell::composer {
 
@@ -252,6 +253,9 @@ JsonParse parse_json_array(std::string_view rest, const std::string& file, int l
                            const std::string& keyword) {
     rest = trim_left(rest);
     if (rest.empty() || rest.front() != '[') return {};
+    // Nested too deep is not JSON to aishell (json_parse.hpp): the shell form, as BuildKit
+    // reads a line its JSON parser refuses.
+    if (oci::json_too_deep_at(rest)) return {};
     nlohmann::json parsed;
     std::size_t consumed = rest.size();
     try {
@@ -260,7 +264,7 @@ JsonParse parse_json_array(std::string_view rest, const std::string& file, int l
         // Is it a valid array followed by other text? e.byte is 1 past the offending byte.
         if (e.byte < 2 || e.byte - 1 > rest.size()) return {};
         std::string_view prefix = rest.substr(0, e.byte - 1);
-        auto retry = nlohmann::json::parse(prefix, nullptr, false);
+        auto retry = oci::parse_json(prefix);
         if (retry.is_discarded() || !retry.is_array()) return {};
         parsed = std::move(retry);
         consumed = prefix.size();

@@ -9,6 +9,7 @@
 
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "oci/json_parse.hpp"
 #include "oci/json_text.hpp"
 
 namespace aishell::composer {
@@ -30,7 +31,7 @@ void write_entry(const fs::path& path, std::string_view text) {
 }
 
 std::optional<CacheEntry> parse_entry(const std::string& text) {
-    json j = json::parse(text, nullptr, false);
+    json j = oci::parse_json(text);
     if (!j.is_object() || j.value("version", 0) != kCacheVersion) return std::nullopt;
     CacheEntry e;
     e.created = j.value("created", std::string());

@@ -25,6 +25,16 @@ Descriptor pick_from_index(const Store& store, const Descriptor& index_desc, con
 
 }  // namespace
 
+ImageConfig parse_image_config(const Manifest& manifest, std::string_view bytes) {
+    ImageConfig config = ImageConfig::parse(bytes);
+    std::size_t diff_ids = config.diff_ids().size();
+    // Layer i is unpacked to layers/<diff_ids[i]>: every layer needs its own diff_id.
+    if (diff_ids != manifest.layers.size())
+        throw Error("config has " + std::to_string(diff_ids) + " diff_ids but the manifest has " +
+                    std::to_string(manifest.layers.size()) + " layers");
+    return config;
+}
+
 Image load_image(const Store& store, const ImageEntry& entry, const std::optional<Platform>& platform, BlobCheck check) {
     return with_context("image " + entry.name, [&] {
         Image image;
@@ -41,11 +51,7 @@ Image load_image(const Store& store, const ImageEntry& entry, const std::optiona
         image.config_digest = image.manifest.config.digest;
         std::string config = store.read_blob(image.config_digest, kMaxConfigSize, check);
         check_blob_length(image.manifest.config, config.size());
-        image.config = ImageConfig::parse(config);
-        if (image.config.diff_ids().size() != image.manifest.layers.size())
-            throw Error("config has " + std::to_string(image.config.diff_ids().size()) +
-                        " diff_ids but the manifest has " + std::to_string(image.manifest.layers.size()) +
-                        " layers");
+        image.config = parse_image_config(image.manifest, config);
         return image;
     });
 }

@@ -4,6 +4,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "oci/store.hpp"
@@ -20,6 +21,10 @@ struct Image {
     // Total of the compressed sizes of config and layers, as `podman images` reports it.
     std::int64_t size() const;
 };
+
+// Parses an image's config and checks it against its manifest: what load_image (and so every
+// consumer) relies on, which a pull checks before it commits anything. Throws Error.
+ImageConfig parse_image_config(const Manifest& manifest, std::string_view bytes);
 
 // Loads the image an index.json entry names. For an index entry, picks the manifest for
 // platform (default: the host) among the ones present in the store. check: how its manifest(s)

@@ -9,6 +9,7 @@
 
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "oci/json_parse.hpp"
 #include "oci/json_text.hpp"
 #include "oci/lease.hpp"
 
@@ -75,6 +76,23 @@ void BlobWriter::discard() noexcept {
     if (!state_ || state_->done) return;
     ::unlink(state_->path.c_str());
     state_->done = true;
+}
+
+std::string BlobWriter::read_back(std::uint64_t max_size) const {
+    if (!state_ || state_->done) throw Error(kWriterFinished);
+    if (size() > max_size)
+        throw Error(state_->path.string() + " is " + std::to_string(size()) + " bytes, over the limit of " +
+                    std::to_string(max_size));
+    std::string data(size(), '\0');
+    std::size_t have = 0;
+    while (have < data.size()) {
+        ssize_t n = ::pread(state_->fd.get(), data.data() + have, data.size() - have, static_cast<off_t>(have));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) throw_errno("read", state_->path.string());
+        if (n == 0) throw Error("read " + state_->path.string() + ": the file is shorter than what was written");
+        have += static_cast<std::size_t>(n);
+    }
+    return data;
 }
 
 void BlobWriter::restart() {
@@ -290,7 +308,7 @@ namespace {
 json read_index_json(const Store& store) {
     fs::path path = store.oci_dir() / "index.json";
     std::string bytes = read_file(path, kMaxManifestSize);
-    json j = json::parse(bytes, nullptr, false);
+    json j = parse_json(bytes);
     if (j.is_discarded() || !j.is_object() || !j.contains("manifests") || !j["manifests"].is_array())
         throw Error(path.string() + " is not a valid image index");
     return j;
@@ -373,7 +391,7 @@ namespace {
 json read_meta(const Store& store) {
     auto bytes = read_file_if_exists(store.root() / "meta.json", 1 << 20);
     if (!bytes) return json::object();
-    json j = json::parse(*bytes, nullptr, false);
+    json j = parse_json(*bytes);
     if (j.is_discarded() || !j.is_object()) throw Error((store.root() / "meta.json").string() + " is not a JSON object");
     return j;
 }

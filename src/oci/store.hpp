@@ -75,6 +75,10 @@ public:
     void commit(const Digest& expected, std::int64_t expected_size = -1);
     // Commits under whatever digest the bytes have (for blobs aishell creates).
     Digest commit_computed();
+    // The bytes written so far (a resumed prefix included), for a blob that must be parsed
+    // before anything is published (a pull checks the image config). Throws Error when there
+    // are more than max_size.
+    std::string read_back(std::uint64_t max_size) const;
     // Starts over from zero bytes (the server ignored a Range request).
     void restart();
     // Drops everything written (including a resumable partial).

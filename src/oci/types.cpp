@@ -3,6 +3,7 @@
 #include <sys/utsname.h>
 
 #include "common/error.hpp"
+#include "oci/json_parse.hpp"
 #include "oci/json_text.hpp"
 
 namespace aishell::oci {
@@ -157,8 +158,7 @@ json parse_json_document(std::string_view bytes, std::uint64_t limit, const char
     if (bytes.size() > limit)
         throw Error(std::string(what) + " is " + std::to_string(bytes.size()) + " bytes, over the limit of " +
                     std::to_string(limit));
-    json j = json::parse(bytes, nullptr, false);
-    if (j.is_discarded()) throw Error(std::string(what) + " is not valid JSON");
+    json j = parse_json_or_throw(bytes, what);
     if (!j.is_object()) throw Error(std::string(what) + " is not a JSON object");
     return j;
 }
@@ -240,7 +240,7 @@ ManifestKind kind_from_media_type(std::string_view type) {
 
 ManifestKind detect_manifest_kind(std::string_view content_type, std::string_view bytes) {
     if (!bytes.empty()) {
-        json j = json::parse(bytes, nullptr, false);
+        json j = parse_json(bytes);
         if (j.is_object()) {
             if (auto it = j.find("mediaType"); it != j.end() && it->is_string()) {
                 ManifestKind k = kind_from_media_type(it->get<std::string>());

@@ -9,6 +9,7 @@
 
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "oci/json_parse.hpp"
 #include "oci/json_text.hpp"
 #include "registry/reference.hpp"
 
@@ -197,7 +198,7 @@ bool auth_key_matches(std::string_view key, std::string_view registry) {
 }
 
 std::optional<Credentials> credentials_from_auth_json(std::string_view text, std::string_view registry) {
-    nlohmann::json doc = nlohmann::json::parse(text, nullptr, false);
+    nlohmann::json doc = oci::parse_json(text);
     if (doc.is_discarded() || !doc.is_object()) throw Error("malformed JSON");
     auto auths = doc.find("auths");
     if (auths == doc.end() || !auths->is_object()) return std::nullopt;
@@ -232,7 +233,7 @@ bool update_auth_file(const fs::path& path, std::string_view registry, const std
     return with_context("update " + path.string(), [&] {
         nlohmann::json doc = nlohmann::json::object();
         if (auto text = read_file_if_exists(path, kMaxAuthFile)) {
-            doc = nlohmann::json::parse(*text, nullptr, false);
+            doc = oci::parse_json(*text);
             if (doc.is_discarded() || !doc.is_object()) throw Error("malformed JSON; fix or remove the file");
         }
         if (!doc.contains("auths") || !doc["auths"].is_object()) doc["auths"] = nlohmann::json::object();

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "oci/json_parse.hpp"
 #include "registry/reference.hpp"
 
 namespace aishell::registry {
@@ -74,7 +75,7 @@ std::chrono::milliseconds backoff_delay(const RetryPolicy& policy, int attempt) 
 std::string describe_http_error(const Response& response) {
     std::string text = "HTTP " + std::to_string(response.status) + " " + status_text(response.status);
     // Distribution's error body: {"errors":[{"code":"MANIFEST_UNKNOWN","message":"...",...}]}
-    nlohmann::json body = nlohmann::json::parse(response.body, nullptr, false);
+    nlohmann::json body = oci::parse_json(response.body);
     std::string details;
     if (!body.is_discarded() && body.is_object() && body.contains("errors") && body["errors"].is_array()) {
         for (const auto& e : body["errors"]) {
@@ -331,7 +332,7 @@ std::string RegistryClient::fetch_token(Transport& transport, const Challenge& c
     if (response.status == 401 || response.status == 403)
         throw_unauthorized(response, what);
     if (response.status != 200) throw Error(what + ": " + describe_http_error(response));
-    nlohmann::json body = nlohmann::json::parse(response.body, nullptr, false);
+    nlohmann::json body = oci::parse_json(response.body);
     if (body.is_discarded() || !body.is_object()) throw Error(what + ": malformed token response (not JSON)");
     for (const char* key : {"token", "access_token"}) {
         auto it = body.find(key);

@@ -8,6 +8,7 @@
 
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "oci/image.hpp"
 #include "registry/auth.hpp"
 
 namespace aishell::registry {
@@ -126,6 +127,7 @@ public:
         if (options_.observer) options_.observer->on_manifest(ref_, result.manifest, blobs.size());
         std::vector<std::optional<oci::BlobWriter>> writers = download(blobs, std::move(transport));
         if (options_.cancel && options_.cancel->load()) throw Error("interrupted");
+        check_config(manifest, writers.front());
         commit(blobs, writers, image, result);
         result.downloaded_bytes = downloaded_.load();
         return result;
@@ -162,6 +164,7 @@ private:
         return writers;
     }
 
+    // Downloads one blob (resuming a partial an earlier pull left) and verifies it.
     void download_one(Transport& transport, const oci::Descriptor& blob, std::optional<oci::BlobWriter>& writer) {
         if (store_.has_blob(blob.digest)) {
             if (options_.observer) options_.observer->on_blob_skipped(blob);
@@ -171,13 +174,47 @@ private:
             writer = store_.begin_blob(blob.digest);
             std::uint64_t resumed = writer->size();
             if (options_.observer) options_.observer->on_blob_started(blob, resumed);
-            std::uint64_t last = resumed;
+            fetch_and_finish(transport, blob, writer, resumed);
+            if (options_.observer) options_.observer->on_blob_done(blob);
+        });
+    }
+
+    void fetch_and_finish(Transport& transport, const oci::Descriptor& blob, std::optional<oci::BlobWriter>& writer,
+                          std::uint64_t resumed) {
+        auto fetch = [&](std::uint64_t last) {
             fetch_blob(*client_, transport, store_, ref_.path, blob, writer, [&](std::uint64_t bytes) {
                 if (bytes > last) downloaded_ += bytes - last;
                 last = bytes;
                 if (options_.observer) options_.observer->on_blob_progress(blob, bytes);
             });
-            if (options_.observer) options_.observer->on_blob_done(blob);
+        };
+        fetch(resumed);
+        try {
+            writer->finish(blob.digest, blob.size);
+        } catch (const Error& e) {
+            if (resumed == 0) throw;
+            // The prefix came from an earlier pull that was interrupted: from another
+            // registry or mirror, or a registry that served other bytes then. finish() has
+            // discarded it; what this registry serves is fetched once more from byte 0, so a
+            // bad partial costs a download, not a failed pull.
+            if (options_.observer)
+                options_.observer->on_message("blob " + blob.digest.short_form() + ": the download resumed from byte " +
+                                              std::to_string(resumed) + " did not verify (" + e.message() +
+                                              "); downloading it again from the start");
+            writer = store_.begin_blob(blob.digest);
+            fetch(0);
+            writer->finish(blob.digest, blob.size);
+        }
+    }
+
+    // Everything aishell reads from an image later (load_image) must hold before the pull
+    // commits: a config it cannot parse would otherwise sit in the store, named, and fail
+    // every command that lists or uses the store's images.
+    void check_config(const oci::Manifest& manifest, const std::optional<oci::BlobWriter>& writer) {
+        with_context("config " + manifest.config.digest.short_form(), [&] {
+            std::string bytes = writer ? writer->read_back(oci::kMaxConfigSize)
+                                       : store_.read_blob(manifest.config.digest, oci::kMaxConfigSize);
+            (void)oci::parse_image_config(manifest, bytes);
         });
     }
 
@@ -200,7 +237,7 @@ private:
                     writers[i]->discard();
                     continue;
                 }
-                with_context("verify blob " + d.digest.short_form(), [&] { writers[i]->commit(d.digest, d.size); });
+                writers[i]->publish();  // verified by download_one
                 added.push_back(d.digest);
             }
             if (!store_.has_blob(image.digest)) {

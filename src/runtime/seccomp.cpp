@@ -23,6 +23,7 @@
 
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "oci/json_parse.hpp"
 #include "common/stable_hash.hpp"
 #include "common/unique_fd.hpp"
 #include "runtime/capabilities.hpp"
@@ -190,12 +191,7 @@ std::vector<sock_filter> export_seccomp_bpf(void* ctx) {
 }
 
 SeccompProfile parse_seccomp_profile(std::string_view text) {
-    json j;
-    try {
-        j = json::parse(text);
-    } catch (const json::exception& e) {
-        throw Error(std::string("seccomp profile: ") + e.what());
-    }
+    json j = oci::parse_json_or_throw(text, "seccomp profile");
     try {
         SeccompProfile p;
         p.default_action = j.at("defaultAction").get<std::string>();

@@ -268,3 +268,36 @@ def test_store_never_shows_a_half_written_blob(aishell, registry, images, fault_
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_resumed_blob_that_fails_verification_is_downloaded_again(aishell, seeded, registry,
+                                                                      images, fault_proxy):
+    # Registry A serves a corrupt copy of the big layer (a byte flipped early) and its
+    # connection is cut after 300 kB: the pull fails and leaves a corrupt partial in tmp/.
+    bad = registry("http")
+    images.push(images.busybox, bad, "lib/busybox:1")
+    layer = largest_layer(json.loads(bad.get_manifest("lib/busybox", "1")[0]))
+    with open(bad.blob_data_path(layer["digest"]), "r+b") as f:
+        f.seek(1000)
+        byte = f.read(1)
+        f.seek(1000)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    bad_proxy = fault_proxy(bad.host)
+    blob = rf"/blobs/{layer['digest']}"
+    bad_proxy.cut_after(blob, 300_000)
+    bad_proxy.cut_after(blob, 0, times=1000)
+    pull_fails(aishell, f"{bad_proxy.host}/lib/busybox:1", r"blob|connection|transfer|receive",
+               timeout=180)
+    assert_store_unchanged(aishell.store, seeded.before)
+    # Registry B has the right bytes. Its pull resumes the partial (Range), the result does not
+    # verify, and the same pull fetches the blob again from byte 0 and succeeds.
+    good = registry("http")
+    images.push(images.busybox, good, "lib/busybox:1")
+    good_proxy = fault_proxy(good.host)
+    proc = aishell("pull", f"{good_proxy.host}/lib/busybox:1", user="unpriv")
+    assert_pulled(aishell.store, f"{good_proxy.host}/lib/busybox:1",
+                  images.manifest_digest(images.busybox))
+    gets = good_proxy.requests_matching(layer["digest"], method="GET")
+    ranges = [r.headers.get("range", "") for r in gets]
+    assert len(gets) == 2 and ranges[0].startswith("bytes=") and ranges[1] == "", ranges
+    assert "did not verify" in proc.stderr and "downloading it again from the start" in proc.stderr
