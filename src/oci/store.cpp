@@ -5,6 +5,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
+
 #include <nlohmann/json.hpp>
 
 #include "common/error.hpp"
@@ -156,9 +158,86 @@ fs::path Store::default_root() {
     return home_dir() / ".local" / "share" / "aishell";
 }
 
+namespace {
+
+// A store is as trusted as its owner: its layer trees become root filesystems, its blobs become
+// images and its cache entries become layers of the caller's builds. Another user who owns or
+// can write one of its parts can put a /bin/sh (or a setuid binary, which on the host is
+// setuid to the caller) under a container the caller runs. So the store is refused unless the
+// caller owns each part and no one else can write it, as sshd's StrictModes refuses a loose
+// ~/.ssh; and it is made 0700 (podman keeps its storage 0700 for the same reason).
+// The parts: the root, oci/, layers/, cache/, tmp/ and, where they exist, volumes/ and
+// meta.json (the id mapping the layer trees are made for). One stat each: exec pays ~7 of them.
+constexpr std::string_view kStoreDirs[] = {"oci", "layers", "cache", "tmp"};
+
+std::string octal_mode(mode_t mode) {
+    char text[8];
+    std::snprintf(text, sizeof text, "%04o", static_cast<unsigned>(mode & 07777));
+    return text;
+}
+
+void check_private(const struct stat& st, const fs::path& path, const fs::path& root) {
+    uid_t me = ::geteuid();
+    if (st.st_uid != me)
+        throw Error(path.string() + " belongs to uid " + std::to_string(st.st_uid) + ", not to you (uid " +
+                        std::to_string(me) + "): whoever owns it decides what aishell runs as you",
+                    "use a store of your own (--store DIR or AISHELL_STORE), or `chown -R " + std::to_string(me) +
+                        " " + root.string() + "` as root");
+    if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0)
+        throw Error(path.string() + " is writable by " + ((st.st_mode & S_IWOTH) ? "other users" : "its group") +
+                        " (mode " + octal_mode(st.st_mode) + "): they could change what aishell runs as you",
+                    "chmod go-w " + path.string());
+}
+
+// stat() of root/name (following a symlink, as every later use does); false when absent.
+bool stat_part(int root_fd, const char* name, const fs::path& path, struct stat& st) {
+    if (::fstatat(root_fd, name, &st, 0) == 0) return true;
+    if (errno != ENOENT) throw_errno("stat", path.string());
+    return false;
+}
+
+// mkdir 0700 and chmod: the mode must not depend on the umask (002 would make it group-writable).
+void make_private_dir(int parent_fd, const char* name, const fs::path& path) {
+    if (::mkdirat(parent_fd, name, 0700) < 0) {
+        if (errno == EEXIST) return;
+        throw_errno("mkdir", path.string());
+    }
+    if (::fchmodat(parent_fd, name, 0700, 0) < 0) throw_errno("chmod", path.string());
+}
+
+// Creates what is missing (the root 0700, its parents as `mkdir -p` would) and refuses a store
+// that is not the caller's alone. A root that others may read or enter (a store made before
+// stores were made 0700) is closed to them: nobody else may use it anyway.
+void open_private_root(const fs::path& root) {
+    if (::mkdir(root.c_str(), 0700) < 0 && errno == ENOENT && root.has_parent_path())
+        make_dirs(root.parent_path());
+    make_private_dir(AT_FDCWD, root.c_str(), root);
+    UniqueFd root_fd(::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!root_fd) throw_errno("open", root.string());
+    struct stat st {};
+    if (::fstat(root_fd.get(), &st) < 0) throw_errno("stat", root.string());
+    check_private(st, root, root);
+    if ((st.st_mode & 077) != 0 && ::chmod(root.c_str(), 0700) < 0) throw_errno("chmod", root.string());
+    for (std::string_view dir : kStoreDirs) {
+        std::string name(dir);
+        fs::path path = root / name;
+        if (!stat_part(root_fd.get(), name.c_str(), path, st)) {
+            make_private_dir(root_fd.get(), name.c_str(), path);
+            if (::fstatat(root_fd.get(), name.c_str(), &st, 0) < 0) throw_errno("stat", path.string());
+        }
+        if (!S_ISDIR(st.st_mode)) throw SystemError(ENOTDIR, "open store part", path.string());
+        check_private(st, path, root);
+    }
+    for (const char* name : {"volumes", "meta.json"})
+        if (stat_part(root_fd.get(), name, root / name, st)) check_private(st, root / name, root);
+}
+
+}  // namespace
+
 Store Store::open(const fs::path& root_in) {
     fs::path root = fs::absolute(root_in);
     return with_context("open store " + root.string(), [&] {
+        open_private_root(root);
         fs::path version_file = root / "version";
         if (auto version = read_file_if_exists(version_file, 64)) {
             std::string v = *version;
@@ -168,10 +247,7 @@ Store Store::open(const fs::path& root_in) {
                                 std::to_string(kStoreFormatVersion) + ")",
                             "use the aishell release that created it, or point --store at a new directory");
         }
-        make_dirs(root / "oci" / "blobs" / "sha256");
-        make_dirs(root / "layers");
-        make_dirs(root / "cache");
-        make_dirs(root / "tmp");
+        make_dirs(root / "oci" / "blobs" / "sha256", 0700);
         make_dirs(root / "leases", 0700);
         write_if_absent(root / "oci" / "oci-layout", kOciLayoutFile);
         write_if_absent(root / "oci" / "index.json", kEmptyIndex);

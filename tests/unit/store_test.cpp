@@ -59,6 +59,48 @@ TEST_CASE("store: open creates a valid OCI layout and the aishell areas", "[stor
     CHECK(aishell::read_file(root / "version") == "1\n");
 }
 
+TEST_CASE("store: a new store is 0700 and no part of it group-writable, whatever the umask", "[store]") {
+    TempDir dir;
+    fs::path root = dir.path / "store";
+    mode_t old = ::umask(002);
+    oci::Store::open(root);
+    ::umask(old);
+    struct stat st {};
+    REQUIRE(::stat(root.c_str(), &st) == 0);
+    CHECK((st.st_mode & 07777) == 0700);
+    for (const char* sub : {"oci", "oci/blobs", "oci/blobs/sha256", "layers", "cache", "tmp"}) {
+        REQUIRE(::stat((root / sub).c_str(), &st) == 0);
+        CHECK((st.st_mode & 022) == 0);
+    }
+}
+
+TEST_CASE("store: a part others can write is refused with the fix; an open root is closed", "[store]") {
+    TempDir dir;
+    fs::path root = dir.path / "store";
+    oci::Store::open(root);
+    for (const char* part : {"", "oci", "layers", "cache", "tmp"}) {
+        fs::path path = *part ? root / part : root;
+        ::chmod(path.c_str(), 0770);
+        try {
+            oci::Store::open(root);
+            FAIL("opened a store whose " << path << " is group-writable");
+        } catch (const Error& e) {
+            CHECK(e.message() == "open store " + root.string() + ": " + path.string() +
+                                     " is writable by its group (mode 0770): they could change what aishell runs as you");
+            CHECK(e.hint() == "chmod go-w " + path.string());
+        }
+        ::chmod(path.c_str(), 0755);
+    }
+    aishell::write_file_atomic(root / "meta.json", "{}", 0606);
+    ::chmod((root / "meta.json").c_str(), 0606);
+    CHECK_THROWS_WITH(oci::Store::open(root), Catch::Contains("meta.json is writable by other users (mode 0606)"));
+    ::chmod((root / "meta.json").c_str(), 0600);
+    CHECK_NOTHROW(oci::Store::open(root));
+    struct stat st {};
+    REQUIRE(::stat(root.c_str(), &st) == 0);
+    CHECK((st.st_mode & 07777) == 0700);  // was 0755
+}
+
 TEST_CASE("store: a different format version is refused with a hint", "[store]") {
     TempDir dir;
     oci::Store::open(dir.path);
