@@ -453,10 +453,11 @@ bool is_heredoc_source(const CopyRequest& req, const std::string& s, std::string
     return true;
 }
 
-// Sources as (relative path, followed stat), or heredocs, in order.
+// Sources in order: context-relative paths, or heredocs.
 struct Source {
-    std::string rel;
+    std::string rel;      // what is read: the path the source names, its symlinks followed
     std::string heredoc;  // name when it is one
+    std::string name;     // the path as the source names it (a "dest/" target takes its base name)
 };
 
 std::vector<Source> resolve_sources(int root_fd, const CopyRequest& req, const IgnoreMatcher* matcher) {
@@ -467,7 +468,11 @@ std::vector<Source> resolve_sources(int root_fd, const CopyRequest& req, const I
             out.push_back({"", name});
             continue;
         }
-        for (auto& rel : expand_source(root_fd, s, matcher, req.instruction)) out.push_back({rel, ""});
+        for (auto& rel : expand_source(root_fd, s, matcher, req.instruction)) {
+            auto real = resolve_source(root_fd, rel, matcher);
+            if (!real) throw Error(req.instruction + " failed: " + rel + " changed while the build read the context");
+            out.push_back({*real, "", rel});
+        }
     }
     return out;
 }
@@ -622,6 +627,51 @@ bool wildcard_base_exists(int root_fd, const std::string& clean) {
 
 }  // namespace
 
+std::optional<std::string> resolve_source(int root_fd, const std::string& rel, const IgnoreMatcher* matcher) {
+    // RESOLVE_IN_ROOT by hand, so that each symlink on the way is seen: a link is in the
+    // context BuildKit's builder sees only when its own path is not excluded, and the path it
+    // leads to only when that is not excluded either (fsutil never sends an ignored file; the
+    // parents of a sent entry are sent even when excluded, so directories passed through are
+    // not checked). 40 links at most, as path_resolution(7).
+    std::vector<std::string> done;
+    std::vector<std::string> todo = split_path(rel);
+    std::reverse(todo.begin(), todo.end());  // a stack: the next component is at the back
+    int links = 0;
+    auto joined = [&] {
+        std::string path;
+        for (const auto& c : done) path = join_rel(path, c);
+        return path.empty() ? std::string(".") : path;
+    };
+    while (!todo.empty()) {
+        std::string comp = std::move(todo.back());
+        todo.pop_back();
+        if (comp == ".") continue;
+        if (comp == "..") {
+            if (!done.empty()) done.pop_back();
+            continue;
+        }
+        done.push_back(comp);
+        std::string path = joined();
+        struct stat st {};
+        if (::fstatat(root_fd, path.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return std::nullopt;
+        if (!S_ISLNK(st.st_mode)) continue;
+        if (excluded(matcher, path) || ++links > 40) return std::nullopt;
+        std::string target(PATH_MAX, '\0');
+        ssize_t n = ::readlinkat(root_fd, path.c_str(), target.data(), target.size());
+        if (n < 0) return std::nullopt;
+        target.resize(static_cast<std::size_t>(n));
+        done.pop_back();
+        if (target.starts_with("/")) done.clear();
+        auto parts = split_path(target);
+        todo.insert(todo.end(), parts.rbegin(), parts.rend());
+    }
+    std::string path = joined();
+    struct stat st {};
+    if (path != "." && ::fstatat(root_fd, path.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return std::nullopt;
+    if (path != "." && !in_context(matcher, root_fd, path, path, st)) return std::nullopt;
+    return path;
+}
+
 std::vector<std::string> expand_source(int root_fd, const std::string& pattern, const IgnoreMatcher* matcher,
                                        const std::string& instruction) {
     std::string clean = clean_source_path(pattern);
@@ -641,16 +691,8 @@ std::vector<std::string> expand_source(int root_fd, const std::string& pattern, 
         }
     }
     std::vector<std::string> found;
-    for (const auto& m : matches) {
-        if (excluded(matcher, m)) {
-            // An excluded directory is still there when an exception keeps something below it.
-            UniqueFd dir = open_in_root(root_fd, m, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
-            if (!dir || !matcher->has_exceptions() || !holds_included(dir.get(), m, *matcher)) continue;
-        }
-        struct stat st {};
-        UniqueFd fd = open_in_root(root_fd, m, O_PATH);
-        if (fd && ::fstat(fd.get(), &st) == 0) found.push_back(m);
-    }
+    for (const auto& m : matches)
+        if (resolve_source(root_fd, m, matcher)) found.push_back(m);
     // A wildcard that matches nothing copies nothing, as BuildKit's COPY/ADD (AllowEmptyWildcard;
     // Docker's classic builder fails only when no source at all matched), provided the
     // directory it searches exists (fsutil's ResolveWildcards walks it).
@@ -719,7 +761,7 @@ void copy_files(int src_root_fd, const std::string& dest_root, const CopyRequest
         }
         struct stat dst_st {};
         bool into_dir = dest_dir || (::stat(dest.c_str(), &dst_st) == 0 && S_ISDIR(dst_st.st_mode));
-        std::string target = into_dir ? dest + "/" + base_name(src.rel) : dest;
+        std::string target = into_dir ? dest + "/" + base_name(src.name) : dest;
         copier.make_parents(fs::path(target).parent_path().string());
         if (S_ISREG(st.st_mode)) {
             copier.copy_regular(f.get(), st, src.rel, target);
@@ -881,7 +923,8 @@ oci::Digest source_digest(int src_root_fd, const CopyRequest& req, const IgnoreM
         UniqueFd fd = open_in_root(src_root_fd, src.rel, O_PATH);
         struct stat st {};
         if (!fd || ::fstat(fd.get(), &st) != 0) throw_errno("open", src.rel);
-        hash_str(h, src.rel);
+        hash_str(h, src.name);
+        if (src.rel != src.name) hash_str(h, "-> " + src.rel);
         std::uint32_t mode = st.st_mode;
         h.update(&mode, sizeof mode);
         if (S_ISDIR(st.st_mode)) {

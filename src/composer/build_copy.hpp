@@ -92,9 +92,15 @@ std::string resolve_in_root(const std::string& root, const std::string& path);
 // Cleans a source path as BuildKit does: relative to the source root, "." for the root itself.
 std::string clean_source_path(const std::string& path);
 
-// The context-relative paths a source pattern matches beneath root_fd, sorted. Excluded paths
-// (matcher) do not match. A wildcard pattern may match nothing (BuildKit); otherwise throws
-// Error naming the source when nothing matches.
+// The context-relative path rel leads to beneath root_fd (as if it were "/"), its symlinks
+// followed as BuildKit's COPY follows a source's; nullopt when it is missing or is not in the
+// context the builder sees: it, or a symlink passed on the way, is excluded by matcher
+// (BuildKit never sends an ignored file, so a link to one dangles in the builder).
+std::optional<std::string> resolve_source(int root_fd, const std::string& rel, const IgnoreMatcher* matcher);
+
+// The context-relative paths a source pattern matches beneath root_fd, sorted. Paths that do
+// not resolve (resolve_source) do not match. A wildcard pattern may match nothing (BuildKit);
+// otherwise throws Error naming the source when nothing matches.
 std::vector<std::string> expand_source(int root_fd, const std::string& pattern, const IgnoreMatcher* matcher,
                                        const std::string& instruction);
 

@@ -416,19 +416,25 @@ struct MountSession::Impl {
     runtime::MountStep bind_context(const BuildMount& m) {
         UniqueFd ctx(::open(in.context.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
         if (!ctx) throw_errno("open build context", in.context.string());
-        UniqueFd src = open_in_root(ctx.get(), m.source, O_PATH);
+        // The context BuildKit sees leaves .dockerignore'd files out: an excluded source, or a
+        // symlink to one, is not there (resolve_source).
+        auto rel = resolve_source(ctx.get(), m.source, in.matcher);
+        if (!rel)
+            throw Error("RUN --mount=type=bind: source " + m.source +
+                        " is not in the build context (or is excluded by .dockerignore)");
+        UniqueFd src = open_in_root(ctx.get(), *rel, O_PATH);
         if (!src) throw Error("RUN --mount=type=bind: source " + m.source + " is not in the build context: " +
                               std::strerror(errno));
         struct stat st {};
         if (::fstat(src.get(), &st) != 0) throw_errno("stat", m.source);
         std::string host = fd_real_path(src.get());
         bool dir = S_ISDIR(st.st_mode);
-        if (dir && in.matcher && has_excluded(host, m.source == "/" ? "" : m.source.substr(1))) {
-            // The context BuildKit sees leaves .dockerignore'd files out: bind a filtered copy.
+        if (dir && in.matcher && has_excluded(host, *rel == "." ? "" : *rel)) {
+            // ... and what is beneath a directory: bind a filtered copy.
             fs::path copy = fresh("ctx");
             make_dirs(copy, 0755);
             CopyRequest req;
-            req.sources = {m.source == "/" ? "." : m.source.substr(1)};
+            req.sources = {*rel};
             req.dest = "/";
             req.chown = CopyOwner{::getuid(), ::getgid()};
             req.instruction = "RUN --mount";

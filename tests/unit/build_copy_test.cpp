@@ -168,6 +168,56 @@ TEST_CASE("COPY through a dangling or escaping symlink writes inside the target 
     CHECK(fs::is_symlink(root.path / "dang"));
     copy({"d"}, "/dangd");
     CHECK(fs::is_regular_file(root.path / "newdir/g"));
+
+TEST_CASE("a symlink source does not reach what .dockerignore leaves out", "[build_copy]") {
+    Context ctx;
+    ctx.write("secret.txt", "s");
+    ctx.write("ok.txt", "o");
+    ctx.write("dir/s1.txt", "1");
+    ctx.write("dir/s2.txt", "2");
+    fs::create_symlink("secret.txt", ctx.path / "link_to_secret");
+    fs::create_symlink("/secret.txt", ctx.path / "abslink");
+    fs::create_symlink("link_to_secret", ctx.path / "chain");
+    fs::create_symlink("dir", ctx.path / "dirlink");
+    fs::create_symlink("ok.txt", ctx.path / "link_to_ok");
+    fs::create_symlink("ok.txt", ctx.path / "ignored_link");
+    fs::create_symlink("ignored_link", ctx.path / "via_ignored");
+    IgnoreMatcher ignore({"secret.txt", "dir/s2.txt", "ignored_link"});
+    for (const char* source : {"link_to_secret", "abslink", "chain", "dirlink/s2.txt", "via_ignored", "dirlink/../secret.txt"}) {
+        CAPTURE(source);
+        CHECK(resolve_source(ctx.fd.get(), source, &ignore) == std::nullopt);
+        CHECK_THROWS_WITH(expand_source(ctx.fd.get(), source, &ignore, "COPY"),
+                          Catch::Contains("not found in build context or excluded by .dockerignore"));
+        CHECK(resolve_source(ctx.fd.get(), source, nullptr).has_value());  // only the ignore rules refuse
+    }
+    CHECK(resolve_source(ctx.fd.get(), "dirlink/s1.txt", &ignore) == "dir/s1.txt");
+    CHECK(resolve_source(ctx.fd.get(), "dirlink", &ignore) == "dir");
+    CHECK(resolve_source(ctx.fd.get(), "/link_to_ok", &ignore) == "ok.txt");
+    CHECK(resolve_source(ctx.fd.get(), "abslink", nullptr) == "secret.txt");
+    CHECK(resolve_source(ctx.fd.get(), ".", &ignore) == ".");
+    CHECK(expand_source(ctx.fd.get(), "link_*", &ignore, "COPY") == std::vector<std::string>{"link_to_ok"});
+    fs::create_symlink("loop", ctx.path / "loop");
+    CHECK(resolve_source(ctx.fd.get(), "loop", nullptr) == std::nullopt);
+}
+
+TEST_CASE("a symlinked directory source copies and hashes only what is not ignored", "[build_copy]") {
+    Context ctx;
+    ctx.write("dir/s1.txt", "1");
+    ctx.write("dir/s2.txt", "2");
+    fs::create_symlink("dir", ctx.path / "dirlink");
+    IgnoreMatcher ignore({"dir/s2.txt"});
+    CopyRequest req;
+    req.sources = {"dirlink"};
+    req.dest = "/o/";
+    req.instruction = "COPY";
+    req.chown = CopyOwner{::getuid(), ::getgid()};
+    oci::Digest before = source_digest(ctx.fd.get(), req, &ignore, nullptr);
+    ctx.write("dir/s2.txt", "changed");
+    CHECK(source_digest(ctx.fd.get(), req, &ignore, nullptr) == before);
+    Context out;
+    copy_files(ctx.fd.get(), out.path.string(), req, &ignore);
+    CHECK(fs::exists(out.path / "o" / "s1.txt"));
+    CHECK(!fs::exists(out.path / "o" / "s2.txt"));
 }
 
 TEST_CASE("flag --chmod takes octal modes only", "[build_copy]") {
