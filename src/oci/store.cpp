@@ -166,9 +166,9 @@ namespace {
 // setuid to the caller) under a container the caller runs. So the store is refused unless the
 // caller owns each part and no one else can write it, as sshd's StrictModes refuses a loose
 // ~/.ssh; and it is made 0700 (podman keeps its storage 0700 for the same reason).
-// The parts: the root, oci/, layers/, cache/, tmp/ and, where they exist, volumes/ and
+// The parts: the root, oci/, layers/, cache/, tmp/, leases/ and, where they exist, volumes/ and
 // meta.json (the id mapping the layer trees are made for). One stat each: exec pays ~7 of them.
-constexpr std::string_view kStoreDirs[] = {"oci", "layers", "cache", "tmp"};
+constexpr std::string_view kStoreDirs[] = {"oci", "layers", "cache", "tmp", "leases"};
 
 std::string octal_mode(mode_t mode) {
     char text[8];
@@ -248,7 +248,6 @@ Store Store::open(const fs::path& root_in) {
                             "use the aishell release that created it, or point --store at a new directory");
         }
         make_dirs(root / "oci" / "blobs" / "sha256", 0700);
-        make_dirs(root / "leases", 0700);
         write_if_absent(root / "oci" / "oci-layout", kOciLayoutFile);
         write_if_absent(root / "oci" / "index.json", kEmptyIndex);
         write_if_absent(version_file, std::to_string(kStoreFormatVersion) + "\n");

@@ -124,7 +124,7 @@ def test_progress_on_a_terminal_draws_one_bar_per_layer(aishell, registry, image
         assert layer["digest"][:19] in drawn, "a row per layer"
     assert "\x1b[" in drawn and "\r" in drawn, "bars are redrawn in place"
     assert re.search(r"\[=+>? *\]", drawn), "a bar"
-    assert re.search(r"\d+(\.\d+)? ?[KMG]?i?B/s", drawn), "a transfer rate"
+    assert re.search(r"\d+(\.\d+)? ?[kMGT]?B/s", drawn), "a transfer rate"
     assert "\x1b[32m" in drawn, "finished rows in colour on a terminal"
 
 

@@ -168,6 +168,7 @@ TEST_CASE("COPY through a dangling or escaping symlink writes inside the target 
     CHECK(fs::is_symlink(root.path / "dang"));
     copy({"d"}, "/dangd");
     CHECK(fs::is_regular_file(root.path / "newdir/g"));
+}
 
 TEST_CASE("a symlink source does not reach what .dockerignore leaves out", "[build_copy]") {
     Context ctx;

@@ -78,7 +78,7 @@ oci::Descriptor put_image(oci::Store& store, const std::string& name, const std:
 
 }  // namespace
 
-TEST_CASE("lease: entries round trip; malformed ones are refused", "[lease]") {
+TEST_CASE("lease: entries round trip, and malformed ones are refused", "[lease]") {
     const oci::Digest d = oci::sha256_of("x");
     for (const auto& e : {LeaseEntry::blob(d), LeaseEntry::blob(d, true), LeaseEntry::layer(d), LeaseEntry::layer(d, true),
                           LeaseEntry::volume("cache_1.x-y"), LeaseEntry::volume("v", true)})
@@ -101,7 +101,7 @@ TEST_CASE("lease: entries round trip; malformed ones are refused", "[lease]") {
     CHECK_THROWS_AS(oci::parse_lease_file("", "f"), Error);
 }
 
-TEST_CASE("lease: a held lease is live and read by removers; ending it removes the file", "[lease]") {
+TEST_CASE("lease: a held lease is live and read by removers, and ending it removes the file", "[lease]") {
     TempDir dir;
     oci::Store store = oci::Store::open(dir.path);
     const oci::Digest blob = oci::sha256_of("b");
@@ -207,7 +207,7 @@ TEST_CASE("lease: a store with a lease records each blob before publishing it, a
                                                       LeaseEntry::blob(streamed, true)});
 }
 
-TEST_CASE("gc: a leased blob survives; one named only by a dead lease goes", "[gc][lease]") {
+TEST_CASE("gc: a leased blob survives, and one named only by a dead lease goes", "[gc][lease]") {
     TempDir dir;
     oci::Store store = oci::Store::open(dir.path);
     auto lock = store.lock_exclusive();

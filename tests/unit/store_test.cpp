@@ -68,17 +68,17 @@ TEST_CASE("store: a new store is 0700 and no part of it group-writable, whatever
     struct stat st {};
     REQUIRE(::stat(root.c_str(), &st) == 0);
     CHECK((st.st_mode & 07777) == 0700);
-    for (const char* sub : {"oci", "oci/blobs", "oci/blobs/sha256", "layers", "cache", "tmp"}) {
+    for (const char* sub : {"oci", "oci/blobs", "oci/blobs/sha256", "layers", "cache", "tmp", "leases"}) {
         REQUIRE(::stat((root / sub).c_str(), &st) == 0);
         CHECK((st.st_mode & 022) == 0);
     }
 }
 
-TEST_CASE("store: a part others can write is refused with the fix; an open root is closed", "[store]") {
+TEST_CASE("store: a part others can write is refused with the fix, and an open root is closed", "[store]") {
     TempDir dir;
     fs::path root = dir.path / "store";
     oci::Store::open(root);
-    for (const char* part : {"", "oci", "layers", "cache", "tmp"}) {
+    for (const char* part : {"", "oci", "layers", "cache", "tmp", "leases"}) {
         fs::path path = *part ? root / part : root;
         ::chmod(path.c_str(), 0770);
         try {
