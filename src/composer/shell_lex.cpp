@@ -5,7 +5,9 @@
 #include "composer/shell_lex.hpp"
 
 #include <algorithm>
-#include <regex>
+#include <optional>
+#include <utility>
+#include <vector>
 
 #include "common/error.hpp"
 
@@ -273,38 +275,119 @@ private:
     }
 
     static std::string trim_prefix(const std::string& pattern, const std::string& value, bool greedy) {
-        std::regex re = shell_pattern_regex(pattern, greedy, true);
-        std::smatch m;
-        if (std::regex_search(value, m, re)) return value.substr(static_cast<std::size_t>(m.position(0) + m.length(0)));
+        PatternMatcher matcher(parse_shell_pattern(pattern), value, greedy);
+        if (auto end = matcher.match_at(0)) return value.substr(*end);
         return value;
     }
 
-    static std::regex shell_pattern_regex(const std::string& pattern, bool greedy, bool anchored) {
-        std::string out = anchored ? "^" : "";
+    // A pattern element: a byte, `?` (any byte but a newline) or `*` (any run of them: Go's
+    // "." stops at a newline only, and BuildKit turns * into ".*").
+    struct PatternElem {
+        enum Kind { Byte, AnyByte, Star } kind;
+        char byte = 0;
+    };
+
+    static std::vector<PatternElem> parse_shell_pattern(const std::string& pattern) {
+        std::vector<PatternElem> out;
         for (std::size_t i = 0; i < pattern.size(); ++i) {
             char c = pattern[i];
             if (c == '*') {
-                // A run of stars is one star: std::regex backtracks, and "**...*c" as that many
-                // "[^\n]*" took exponential time (found by tests/fuzz, shell_lex target).
-                while (i + 1 < pattern.size() && pattern[i + 1] == '*') ++i;
-                out += greedy ? "[^\\n]*" : "[^\\n]*?";  // Go's "." stops at a newline only
+                if (out.empty() || out.back().kind != PatternElem::Star) out.push_back({PatternElem::Star});
             } else if (c == '?') {
-                out += "[^\\n]";
+                out.push_back({PatternElem::AnyByte});
             } else if (c == '\\') {
                 if (i + 1 < pattern.size() && (pattern[i + 1] == '}' || pattern[i + 1] == '/')) continue;
                 char next = i + 1 < pattern.size() ? pattern[++i] : '\0';
                 if (next != '*' && next != '?' && next != '\\')
                     throw Error("invalid pattern (" + pattern + ") in substitution: invalid escape '\\" +
                                 std::string(1, next) + "'");
-                out += '\\';
-                out += next;
+                out.push_back({PatternElem::Byte, next});
             } else {
-                if (std::string_view("[]{}.+()|^$").find(c) != std::string_view::npos) out += '\\';
-                out += c;
+                out.push_back({PatternElem::Byte, c});  // brackets and the rest are literal
             }
         }
-        return std::regex(out, std::regex::ECMAScript);
+        return out;
     }
+
+    // Matches a shell pattern at a position of a value with the preference order of BuildKit's
+    // Go regexp (leftmost-first: a greedy star tries its longest run first, a lazy one its
+    // shortest), so the match found is the one BuildKit finds. Not std::regex: libstdc++'s
+    // compiler recurses once per pattern element and its executor once per character, so a long
+    // pattern or value overflowed the stack (found by tests/fuzz, shell_lex target), and its
+    // backtracking was exponential in the stars. This is a depth-first search with an explicit
+    // stack and a memo of (element, position) states known to fail, which a state does whatever
+    // path reached it: at most (elements + 1) x (value + 1) states are ever expanded.
+    class PatternMatcher {
+    public:
+        PatternMatcher(std::vector<PatternElem> elems, const std::string& value, bool greedy)
+            : elems_(std::move(elems)), value_(value), greedy_(greedy) {
+            const std::size_t states = (elems_.size() + 1) * (value_.size() + 1);
+            if (states > kMaxStates)
+                throw Error("pattern and value too long to match (" + std::to_string(elems_.size()) + " pattern elements, " +
+                            std::to_string(value_.size()) + " bytes of value)");
+            failed_.assign(states, false);
+        }
+
+        // The end of the preferred match starting at pos, if any.
+        std::optional<std::size_t> match_at(std::size_t pos) {
+            std::vector<Frame> stack{frame(0, pos)};
+            while (!stack.empty()) {
+                Frame& f = stack.back();
+                if (f.elem == elems_.size()) return f.pos;
+                if (f.tried == f.choices || failed_[index(f.elem, f.pos)]) {
+                    failed_[index(f.elem, f.pos)] = true;
+                    stack.pop_back();
+                    continue;
+                }
+                std::size_t advance = step_length(f);
+                ++f.tried;
+                stack.push_back(frame(f.elem + 1, f.pos + advance));
+            }
+            return std::nullopt;
+        }
+
+        // The leftmost match at or after from: {start, end}.
+        std::optional<std::pair<std::size_t, std::size_t>> find(std::size_t from) {
+            for (std::size_t start = from; start <= value_.size(); ++start)
+                if (auto end = match_at(start)) return std::make_pair(start, *end);
+            return std::nullopt;
+        }
+
+    private:
+        static constexpr std::size_t kMaxStates = std::size_t{1} << 26;  // 8 MiB of memo bits
+
+        struct Frame {
+            std::size_t elem, pos, choices, tried;
+        };
+
+        std::size_t index(std::size_t elem, std::size_t pos) const { return elem * (value_.size() + 1) + pos; }
+
+        // How many ways element elem can consume input at pos (a star: any run up to a newline).
+        Frame frame(std::size_t elem, std::size_t pos) const {
+            if (elem == elems_.size()) return {elem, pos, 0, 0};
+            const PatternElem& e = elems_[elem];
+            const bool more = pos < value_.size();
+            switch (e.kind) {
+                case PatternElem::Byte: return {elem, pos, more && value_[pos] == e.byte ? 1u : 0u, 0};
+                case PatternElem::AnyByte: return {elem, pos, more && value_[pos] != '\n' ? 1u : 0u, 0};
+                case PatternElem::Star: break;
+            }
+            std::size_t run = value_.find('\n', pos);
+            run = (run == std::string::npos ? value_.size() : run) - pos;
+            return {elem, pos, run + 1, 0};
+        }
+
+        // The bytes the next choice of f consumes.
+        std::size_t step_length(const Frame& f) const {
+            if (elems_[f.elem].kind != PatternElem::Star) return 1;
+            return greedy_ ? f.choices - 1 - f.tried : f.tried;
+        }
+
+        std::vector<PatternElem> elems_;
+        const std::string& value_;
+        bool greedy_;
+        std::vector<bool> failed_;
+    };
 
     // Reverses a pattern by characters, keeping each escape before the character it escapes.
     static std::string reverse_pattern(const std::string& pattern) {
@@ -352,12 +435,31 @@ private:
         auto value = lookup(n);
         if (!value && opt_.skip_unset) return "${" + n + "/" + pattern + "/" + replacement + "}";
         const std::string v = value.value_or("");
-        std::regex re = shell_pattern_regex(pattern, true, false);
-        if (all) return std::regex_replace(v, re, replacement);
-        std::smatch m;
-        if (!std::regex_search(v, m, re)) return v;
-        return v.substr(0, static_cast<std::size_t>(m.position(0))) + replacement +
-               v.substr(static_cast<std::size_t>(m.position(0) + m.length(0)));
+        PatternMatcher matcher(parse_shell_pattern(pattern), v, true);
+        if (all) return replace_all(matcher, v, replacement);
+        auto m = matcher.find(0);
+        if (!m) return v;
+        return v.substr(0, m->first) + replacement + v.substr(m->second);
+    }
+
+    // Every non-overlapping match replaced, as Go's Regexp.ReplaceAllString walks them (an empty
+    // match right after a previous match is not replaced; the search moves on by one byte after
+    // an empty match). The replacement is literal text.
+    static std::string replace_all(PatternMatcher& matcher, const std::string& v, const std::string& replacement) {
+        std::string out;
+        std::size_t last_end = 0, search = 0;
+        bool first = true;
+        while (search <= v.size()) {
+            auto m = matcher.find(search);
+            if (!m) break;
+            out.append(v, last_end, m->first - last_end);
+            if (m->second > last_end || (first && m->first == 0)) out += replacement;
+            first = false;
+            last_end = m->second;
+            search = search + 1 > m->second ? search + 1 : m->second;
+        }
+        if (last_end < v.size()) out.append(v, last_end, std::string::npos);
+        return out;
     }
 
     std::string_view in_;

@@ -142,3 +142,35 @@ TEST_CASE("lex: a run of stars in a pattern is one star", "[shell_lex]") {
     CHECK(word("${F%%." + stars + "}") == "archive");
     CHECK(word("${F/\\**/x}") == "archive.tar.gz");  // an escaped star stays literal
 }
+
+TEST_CASE("lex: long patterns and values match without recursion", "[shell_lex]") {
+    // Found by tests/fuzz (shell_lex target; tests/fuzz/corpus/shell_lex/crash-regex-stack-overflow):
+    // std::regex's compiler recursed once per pattern element and its executor once per
+    // character of the value, so either, long enough, overflowed the stack.
+    const std::string long_value(200000, 'a');
+    std::map<std::string, std::string> env = {{"L", long_value + "b"}, {"S", "xyz"}};
+    auto w = [&](const std::string& in) { return process_word(in, env_from_map(env)); };
+    CHECK(w("${L%%*b}").empty());
+    CHECK(w("${L#*b}").empty());
+    CHECK(w("${L/a*b/x}") == "x");
+    CHECK(w("${L//a/}") == "b");
+    const std::string long_pattern(100000, 'q');
+    CHECK(w("${S/" + long_pattern + "/x}") == "xyz");
+    CHECK(w("${S#" + long_pattern + "}") == "xyz");
+}
+
+TEST_CASE("lex: pattern matching follows Go's leftmost-first preferences", "[shell_lex]") {
+    std::map<std::string, std::string> env = {{"B", "banana"}, {"E", ""}, {"N", "a\nb"}};
+    auto w = [&](const std::string& in) { return process_word(in, env_from_map(env)); };
+    CHECK(w("${B#*a}") == "nana");    // shortest prefix
+    CHECK(w("${B##*a}") == "");       // longest
+    CHECK(w("${B%a*}") == "banan");   // shortest suffix
+    CHECK(w("${B%%a*}") == "b");      // longest
+    CHECK(w("${B/a*a/X}") == "bX");   // greedy: the longest from the leftmost start
+    CHECK(w("${B//*/X}") == "X");     // Go: the empty match at the end abuts the first: not replaced
+    CHECK(w("${E//*/X}") == "X");     // an empty value: one empty match at 0
+    CHECK(w("${B//x*/X}") == "banana");
+    CHECK(w("${N/*/X}") == "X\nb");   // * stops at a newline, as Go's "."
+    CHECK(w("${B//?/.}") == "......");
+    CHECK(w("${B//$/X}") == "banana");  // '$' is literal text in a pattern
+}
