@@ -101,7 +101,7 @@ def test_a_killed_holder_is_replaced(aishell, busybox):
     # The run joined the new holder's namespace. (Comparing with `before` proves nothing: once
     # the killed holder is reaped its namespace is freed and the kernel may give the new one
     # the same inode number.)
-    assert after == os.readlink(f"/proc/{new}/ns/user")
+    assert after.strip() == os.readlink(f"/proc/{new}/ns/user")
 
 
 def test_a_record_naming_another_process_is_not_joined(aishell, busybox, unpriv_user):
