@@ -22,6 +22,7 @@ import threading
 from http.server import BaseHTTPRequestHandler
 
 from .certs import make_ca_and_server_cert
+from .util import listen_on_loopback
 
 BLOB_PATH = re.compile(r"^/v2/.+/blobs/(sha256:[0-9a-f]{64})$")
 
@@ -39,11 +40,7 @@ class DowngradeFront:
         os.chmod(self.ca_path, 0o644)
         self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self._tls.load_cert_chain(cert, key)
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(64)
-        self.port = self._listener.getsockname()[1]
+        self._listener, self.port = listen_on_loopback()
         self.host = f"127.0.0.1:{self.port}"
         threading.Thread(target=self._accept_loop, daemon=True).start()
 

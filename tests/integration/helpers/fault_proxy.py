@@ -19,7 +19,7 @@ import struct
 import threading
 import time
 
-from .util import free_port
+from .util import free_port, listen_on_loopback
 
 
 class Fault:
@@ -76,11 +76,7 @@ class FaultProxy:
         self.rate = None  # bytes per second for response bodies, None = unlimited
         self._lock = threading.Lock()
         self._stopping = False
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(64)
-        self.port = self._listener.getsockname()[1]
+        self._listener, self.port = listen_on_loopback()
         self.host = f"127.0.0.1:{self.port}"
         self.body_started = threading.Event()  # set when any matching body starts flowing
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)

@@ -20,6 +20,15 @@ def free_port():
         return s.getsockname()[1]
 
 
+def listen_on_loopback(backlog=64):
+    """A listening TCP socket on 127.0.0.1 and a free port: (socket, port)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(backlog)
+    return sock, sock.getsockname()[1]
+
+
 def run(cmd, check=True, timeout=300, **kwargs):
     """subprocess.run with text output captured; a failure shows the command and its output."""
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
