@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
@@ -35,7 +34,9 @@ CASES_DIR = os.path.join(HERE, "cases")
 DIFFERENCES_MD = os.path.join(HERE, "intentional-differences.md")
 sys.path.insert(0, os.path.join(REPO_ROOT, "tests", "integration"))
 
+from helpers import dockerd as helper_dockerd  # noqa: E402
 from helpers import users  # noqa: E402
+from helpers.dockerd import unmount_below  # noqa: E402
 from helpers.images import push as push_image  # noqa: E402
 from helpers.registry import start_registry  # noqa: E402
 from helpers.runtime_images import Layer  # noqa: E402
@@ -43,7 +44,6 @@ from helpers.runtime_images import Layer  # noqa: E402
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BUSYBOX = "/bin/busybox"
-DOCKER = "/usr/bin/docker"  # Debian's docker.io client (another docker may come first in PATH)
 # The image config fields compared (everything else is when, by whom, or Docker's own).
 CONFIG_KEYS = ("Env", "Cmd", "Entrypoint", "WorkingDir", "User", "ExposedPorts", "Volumes",
                "Labels", "StopSignal", "Healthcheck", "Shell", "OnBuild")
@@ -370,44 +370,20 @@ def apply_differences(golden, diffs):
 
 
 # --- Docker -----------------------------------------------------------------------------------
-class Dockerd:
-    """A private dockerd (vfs, no iptables, no bridge), stopped by stop()."""
+class Dockerd(helper_dockerd.Dockerd):
+    """The shared private dockerd (tests/integration/helpers/dockerd.py) with the case steps."""
 
     def __init__(self, workdir):
-        self.dir = os.path.join(workdir, "dockerd")
-        os.makedirs(self.dir)
-        self.sock = os.path.join(self.dir, "sock")
-        self.log_path = os.path.join(self.dir, "log")
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            ["dockerd", "--storage-driver", "vfs", "--iptables=false", "--bridge=none",
-             "--data-root", os.path.join(self.dir, "root"),
-             "--exec-root", os.path.join(self.dir, "exec"),
-             "--pidfile", os.path.join(self.dir, "pid"), "-H", f"unix://{self.sock}"],
-            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                with open(self.log_path, errors="replace") as f:
-                    raise CaseError("dockerd did not start:\n" + f.read()[-3000:])
-            if os.path.exists(self.sock) and self.docker("info", check=False).returncode == 0:
-                break
-            time.sleep(0.2)
+        try:
+            super().__init__(workdir)
+        except helper_dockerd.DockerdError as e:
+            raise CaseError(str(e)) from e
 
     def docker(self, *args, check=True, **kw):
-        env = {"PATH": BASE_PATH, "DOCKER_BUILDKIT": "0", "HOME": self.dir}
-        return run([DOCKER, "-H", f"unix://{self.sock}", *args], check=check, env=env, **kw)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+        try:
+            return super().docker(*args, check=check, text=False, **kw)
+        except helper_dockerd.DockerdError as e:
+            raise CaseError(str(e)) from e
 
     def import_base(self, layer_path):
         self.docker("import", "--change", f"ENV {PATH_ENV}", "--change", 'CMD ["sh"]',
@@ -533,22 +509,6 @@ def write_golden(case, golden):
     with open(case.golden_path, "w") as f:
         json.dump(golden, f, indent=1, sort_keys=True, ensure_ascii=False)
         f.write("\n")
-
-
-def unmount_below(path):
-    """Unmount what dockerd left mounted under path (its data root is a bind mount of itself),
-    deepest first, so the work dir can go; False, leaving it in place, if something stays."""
-    def mounted():
-        with open("/proc/self/mountinfo") as f:
-            points = [line.split()[4].encode().decode("unicode_escape") for line in f]
-        return sorted((p for p in points if p == path or p.startswith(path + "/")),
-                      key=len, reverse=True)
-    for point in mounted():
-        subprocess.run(["umount", point], capture_output=True)
-    left = mounted()
-    if left:
-        print(f"left {path} in place: still mounted: {', '.join(left)}", file=sys.stderr)
-    return not left
 
 
 def find_cases(names):

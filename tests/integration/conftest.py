@@ -15,6 +15,7 @@
   fixtures_dir   tests/fixtures, or its world-readable installed copy ($AISHELL_FIXTURES_DIR)
   fault_proxy    factory: fault_proxy(upstream_host) -> FaultProxy in front of a plain-HTTP registry
   fake_registry  factory: fake_registry() -> FakeRegistry serving canned responses
+  dockerd        a private dockerd (root, vfs, no network) for the session: .docker(*args)
 
 Tests run as root (pytest itself) and switch to the unprivileged user per command with setpriv.
 """
@@ -31,6 +32,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 from helpers import users  # noqa: E402
+from helpers.dockerd import Dockerd  # noqa: E402
 from helpers.fake_registry import FakeRegistry  # noqa: E402
 from helpers.fault_proxy import FaultProxy  # noqa: E402
 from helpers.images import ensure_images, push as push_image  # noqa: E402
@@ -316,3 +318,11 @@ def reg(session_dir):
     rt.push(rt.busybox, r, "busybox:latest")
     yield r
     r.stop()
+
+
+@pytest.fixture(scope="session")
+def dockerd(session_dir):
+    """A private dockerd (helpers/dockerd.py) shared by the session: .docker(*args, check=True)."""
+    daemon = Dockerd(os.path.join(session_dir, "docker"))
+    yield daemon
+    daemon.stop()
