@@ -183,8 +183,8 @@ class AishellRunner:
         kwargs.setdefault("stderr", subprocess.PIPE)
         kwargs.setdefault("stdin", subprocess.DEVNULL)
         kwargs.setdefault("text", True)
-        return subprocess.Popen(self.command(args, user), env=self.env_for(user, env),
-                                cwd=self.home, **kwargs)
+        kwargs.setdefault("cwd", self.home)
+        return subprocess.Popen(self.command(args, user), env=self.env_for(user, env), **kwargs)
 
     # --- files in the test's home ------------------------------------------------------------
     def write_home_file(self, relpath, data, mode=0o644):

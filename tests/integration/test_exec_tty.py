@@ -18,6 +18,34 @@ def set_size(fd, rows, cols):
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
+def wait_until_foreground(ancestor, cmdline, timeout=10.0):
+    """Waits until a descendant of ancestor running cmdline (its /proc cmdline bytes) is the
+    foreground process group of its terminal (stat's pgrp == tpgid), as the host sees it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        procs = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    procs[int(entry)] = (int(fields[1]), int(fields[2]), int(fields[5]), f.read())
+            except (OSError, IndexError, ValueError):
+                continue
+        for pid, (_, pgrp, tpgid, argv) in procs.items():
+            if argv != cmdline or pgrp != tpgid:
+                continue
+            parent = procs[pid][0]
+            while parent in procs and parent != ancestor:
+                parent = procs[parent][0]
+            if parent == ancestor:
+                return
+        time.sleep(0.02)
+    raise AssertionError(f"no {cmdline!r} below pid {ancestor} in the foreground after {timeout}s")
+
+
 class Terminal:
     """aishell running on the slave side of a new pty (its controlling terminal), driven
     through the master as a user at a keyboard would."""
@@ -79,7 +107,7 @@ def test_interactive_shell_job_control_ctrl_c_resize_and_restore(aishell, busybo
         term.read_until("Running")
         term.type("fg\n")
         term.read_until("sleep 60\r\n")
-        time.sleep(0.3)
+        wait_until_foreground(term.proc.pid, b"sleep\x0060\x00")
         term.type("\x03")  # Ctrl-C: SIGINT to the foreground job, not to the shell
         term.type("echo status=$?\n")
         term.read_until("status=130")
@@ -90,10 +118,12 @@ def test_interactive_shell_job_control_ctrl_c_resize_and_restore(aishell, busybo
         # Window size: the host terminal's size inside, and its changes (SIGWINCH).
         term.type("stty size\n")
         term.read_until("24 80")
+        # A foreground command that prints the size when its terminal's size changes.
+        term.type("sh -c 'trap \"stty size; exit 0\" WINCH; echo TRAP-$((2+3)); "
+                  "while :; do sleep 0.05; done'\n")
+        term.read_until("TRAP-5")
         set_size(term.slave, 41, 101)
         term.proc.send_signal(signal.SIGWINCH)
-        time.sleep(0.3)
-        term.type("stty size\n")
         term.read_until("41 101")
 
         term.type("exit 3\n")
