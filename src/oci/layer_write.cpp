@@ -43,15 +43,7 @@ struct DirDeleter {
     void operator()(DIR* d) const noexcept { closedir(d); }
 };
 
-// Compresses a byte stream into a BlobWriter.
-class Compressor {
-public:
-    virtual ~Compressor() = default;
-    virtual void write(const void* data, std::size_t size) = 0;
-    virtual void finish() = 0;
-};
-
-class PlainSink final : public Compressor {
+class PlainSink final : public LayerCompressor {
 public:
     explicit PlainSink(BlobWriter& out) : out_(out) {}
     void write(const void* data, std::size_t size) override { out_.write(data, size); }
@@ -61,7 +53,7 @@ private:
     BlobWriter& out_;
 };
 
-class GzipSink final : public Compressor {
+class GzipSink final : public LayerCompressor {
 public:
     GzipSink(BlobWriter& out, int level) : out_(out), buffer_(kChunk) {
         // windowBits 15 + 16: a gzip header and trailer, as `gzip` writes.
@@ -96,7 +88,7 @@ private:
     bool initialised_ = false;
 };
 
-class ZstdSink final : public Compressor {
+class ZstdSink final : public LayerCompressor {
 public:
     ZstdSink(BlobWriter& out, int level) : out_(out), cctx_(ZSTD_createCCtx()), buffer_(ZSTD_CStreamOutSize()) {
         if (!cctx_) throw Error("zstd: cannot create a compression context");
@@ -129,19 +121,11 @@ private:
     std::vector<unsigned char> buffer_;
 };
 
-std::unique_ptr<Compressor> make_compressor(BlobWriter& out, Compression c, int level) {
-    switch (c) {
-        case Compression::None: return std::make_unique<PlainSink>(out);
-        case Compression::Gzip: return std::make_unique<GzipSink>(out, level ? level : 1);
-        case Compression::Zstd: return std::make_unique<ZstdSink>(out, level ? level : 3);
-    }
-    throw Error("unknown layer compression");
-}
 
 // The tar stream's destination: hashes the uncompressed bytes (diff_id), then compresses.
 struct TarSink {
     Sha256 diff;
-    Compressor* compressor = nullptr;
+    LayerCompressor* compressor = nullptr;
     std::exception_ptr error;  // an exception cannot cross libarchive's C frames
 };
 
@@ -392,6 +376,15 @@ private:
 
 }  // namespace
 
+std::unique_ptr<LayerCompressor> make_layer_compressor(BlobWriter& out, Compression compression, int level) {
+    switch (compression) {
+        case Compression::None: return std::make_unique<PlainSink>(out);
+        case Compression::Gzip: return std::make_unique<GzipSink>(out, level ? level : 1);
+        case Compression::Zstd: return std::make_unique<ZstdSink>(out, level ? level : 3);
+    }
+    throw Error("unknown layer compression");
+}
+
 std::string_view layer_media_type(Compression compression) {
     switch (compression) {
         case Compression::None: return media_type::kOciLayerTar;
@@ -407,7 +400,7 @@ std::optional<LayerWriteResult> write_layer(Store& store, int dirfd, const Layer
     // Names are bytes: they must reach the tar unchanged whatever the user's locale.
     ScopedCtype ctype(ScopedCtype::Kind::Utf8);
     BlobWriter blob = store.begin_blob();
-    auto compressor = make_compressor(blob, options.compression, options.level);
+    auto compressor = make_layer_compressor(blob, options.compression, options.level);
     TarSink sink;
     sink.compressor = compressor.get();
 

@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -70,6 +71,19 @@ struct LayerWriteResult {
 // Writes the tree beneath dirfd as a layer blob into store. An empty tree gives no layer
 // (nullopt), as a RUN that changed nothing adds none.
 std::optional<LayerWriteResult> write_layer(Store& store, int dirfd, const LayerWriteOptions& options = {});
+
+// Compresses a byte stream into a blob: what write_layer puts its tar through, and what
+// `aishell load` puts a Docker archive's plain layer tars through. finish() ends the stream;
+// the caller then commits the writer.
+class LayerCompressor {
+public:
+    virtual ~LayerCompressor() = default;
+    virtual void write(const void* data, std::size_t size) = 0;
+    virtual void finish() = 0;
+};
+// level 0: the method's default (gzip 1, zstd 3; see LayerWriteOptions::level).
+std::unique_ptr<LayerCompressor> make_layer_compressor(BlobWriter& out, media_type::Compression compression,
+                                                       int level = 0);
 
 // The layer media type for a compression.
 std::string_view layer_media_type(media_type::Compression compression);
