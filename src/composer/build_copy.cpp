@@ -399,7 +399,11 @@ std::string member_path(const std::string& dest, const std::string& name, const 
     return (dir == "/" ? "" : dir) + "/" + base;
 }
 
-void extract_tar(int fd, const std::string& dest, const std::string& what, OwnerRecorder* owners) {
+// chown: ADD --chown's owner for every member, as BuildKit's unpack passes ChownOpts to
+// Untar since 46e52f4 ("file: add chown to archive unpack from copy", Docker 28.2); the
+// classic builder kept the members' own owners.
+void extract_tar(int fd, const std::string& dest, const std::string& what, std::optional<CopyOwner> chown,
+                 OwnerRecorder* owners) {
     auto in = open_tar(fd);
     if (!in) throw Error("ADD " + what + ": cannot read the archive");
     std::unique_ptr<archive, ArchiveWriteDeleter> out(archive_write_disk_new());
@@ -425,6 +429,10 @@ void extract_tar(int fd, const std::string& dest, const std::string& what, Owner
         // skipped, as containers/storage skips them when it unpacks in a user namespace.
         const auto type = archive_entry_filetype(entry);
         if (type == AE_IFCHR || type == AE_IFBLK) continue;
+        if (chown) {
+            archive_entry_set_uid(entry, chown->uid);
+            archive_entry_set_gid(entry, chown->gid);
+        }
         clear_for_member(dest, path, type == AE_IFDIR, owners);
         r = archive_write_header(out.get(), entry);
         if (r < ARCHIVE_WARN) throw Error("ADD " + what + ": " + path + ": " + archive_error_string(out.get()));
@@ -723,6 +731,9 @@ void copy_files(int src_root_fd, const std::string& dest_root, const CopyRequest
     const std::string dest = resolve_in_root(dest_root, req.dest);
     Copier copier{req, matcher, owners, source_owners, {}};
     for (const auto& src : sources) {
+        // Hard links are kept within one source, not between two (BuildKit copies each source
+        // on its own, fsutil's copier tracking inodes per copy; Docker 20.10 the same).
+        copier.links.clear();
         if (!src.heredoc.empty()) {
             struct stat st {};
             st.st_mode = S_IFREG | 0644;
@@ -756,7 +767,7 @@ void copy_files(int src_root_fd, const std::string& dest_root, const CopyRequest
         check(static_cast<bool>(f), "open", src.rel);
         if (req.extract_archives && S_ISREG(st.st_mode) && is_tar_archive(f.get(), src.rel)) {
             copier.make_parents(dest);
-            extract_tar(f.get(), dest, src.rel, owners);  // dest resolved above, the members' links beneath it
+            extract_tar(f.get(), dest, src.rel, req.chown, owners);  // dest resolved above, links beneath it
             continue;
         }
         struct stat dst_st {};
