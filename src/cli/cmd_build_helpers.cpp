@@ -1,4 +1,4 @@
-// `aishell build` without --check: the build engine's own options (-t, --no-cache, --quiet,
+// `aishell build` without --check: the build engine's own options (-t, --label, --no-cache, --quiet,
 // --compression, --source-date-epoch, --progress, --secret, --ssh) and the call into composer::build_image, plus
 // the hidden helpers the engine re-executes inside the user namespace (composer/build_step.hpp):
 // `__build-helper FD`, the build's step helper, and `__build-step SPEC` for RUN --mount's
@@ -32,6 +32,20 @@ std::optional<std::int64_t> source_date_epoch(const BuildEngineFlags& flags) {
     throw Error("invalid SOURCE_DATE_EPOCH \"" + text + "\"", "seconds since 1970, e.g. 1700000000");
 }
 
+// --label K=V, repeatable, the last of a key wins; a bare K is an empty value and an empty K an
+// error, as the docker CLI reads them (opts.ValidateLabel, ConvertKVStringsToMap).
+std::map<std::string, std::string> parse_labels(const std::vector<std::string>& raw) {
+    std::map<std::string, std::string> out;
+    for (const auto& arg : raw) {
+        const auto eq = arg.find('=');
+        const std::string key = arg.substr(0, eq);
+        if (key.empty())
+            throw Error("invalid --label \"" + arg + "\": the name is empty", "write --label NAME=VALUE");
+        out[key] = eq == std::string::npos ? std::string() : arg.substr(eq + 1);
+    }
+    return out;
+}
+
 // A base image missing from the store is pulled (quietly: the build prints its own steps).
 std::string pull_for_build(oci::Store& store, const std::string& ref_text, bool quiet) {
     if (auto local = find_local_image(store, ref_text)) return local->name;
@@ -57,6 +71,8 @@ std::string pull_for_build(oci::Store& store, const std::string& ref_text, bool 
 void add_build_engine_options(CLI::App& build, BuildEngineFlags& flags, const GlobalOptions& global) {
     flags.global = &global;
     build.add_option("-t,--tag", flags.tags, "Name the image (repeatable)")->allow_extra_args(false);
+    build.add_option("--label", flags.labels, "Set a label on the image: NAME=VALUE (repeatable)")
+        ->allow_extra_args(false);
     build.add_flag("--no-cache", flags.no_cache, "Do not use the step cache");
     build.add_flag("-q,--quiet", flags.quiet, "Print only the image id (RUN output only when a step fails)");
     build.add_option("--compression", flags.compression, "Layer compression: gzip (default) or zstd")
@@ -82,6 +98,7 @@ int run_engine_build(const BuildEngineFlags& flags, const std::string& context, 
     if (!platform.empty() && oci::Platform::parse(platform).str() != oci::Platform::host().str())
         throw Error("--platform " + platform + " is not the host's platform (" + oci::Platform::host().str() + ")",
                     "builds run natively; cross-platform builds are not supported");
+    std::map<std::string, std::string> labels = parse_labels(flags.labels);
     // Malformed --secret/--ssh values fail before the store is touched.
     std::vector<composer::SecretSource> secrets;
     std::vector<composer::SshSource> ssh;
@@ -105,6 +122,7 @@ int run_engine_build(const BuildEngineFlags& flags, const std::string& context, 
     req.target = target;
     req.platform = platform;
     req.tags = flags.tags;
+    req.labels = std::move(labels);
     req.no_cache = flags.no_cache;
     req.quiet = flags.quiet;
     req.compression = flags.compression;

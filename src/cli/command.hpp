@@ -41,6 +41,7 @@ void add_build_command(CLI::App& app, CommandContext& ctx);
 struct BuildEngineFlags {
     const GlobalOptions* global = nullptr;
     std::vector<std::string> tags;
+    std::vector<std::string> labels;  // --label K=V (K alone: an empty value)
     bool no_cache = false;
     bool quiet = false;
     std::string compression = "gzip";

@@ -335,7 +335,13 @@ public:
             stage_states_[i] = build_stage(df_.stages[i]);
         }
         stop_if_signalled("writing the image");
-        BuildResult result = write_image(stage_states_.at(target.index));
+        ImageState& final_state = stage_states_.at(target.index);
+        for (const auto& [key, value] : req_.labels) {
+            if (!cfg(final_state).contains("Labels") || !cfg(final_state)["Labels"].is_object())
+                cfg(final_state)["Labels"] = json::object();
+            cfg(final_state)["Labels"][key] = value;
+        }
+        BuildResult result = write_image(final_state);
         stop_if_signalled("writing the image");
         rollback_.commit();
         if (digest_memo_) digest_memo_->save();  // only a build that succeeded adds to the store

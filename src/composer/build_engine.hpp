@@ -28,6 +28,10 @@ struct BuildRequest {
     std::string target;
     std::string platform;
     std::vector<std::string> tags;
+    // Set on the final image's config Labels after the Dockerfile's own (a Dockerfile LABEL of
+    // the same key loses), as `docker build --label` with BuildKit: no history entry, no step,
+    // so the step cache serves a rebuild with other labels (dockerfile2llb's opt.Labels).
+    std::map<std::string, std::string> labels;
     bool no_cache = false;
     bool quiet = false;                        // no step lines; RUN output only when a step fails
     std::string compression = "gzip";          // gzip | zstd

@@ -11,6 +11,8 @@
   VOLUME, SHELL (and the shell form that follows it), ONBUILD (kept, then run and cleared in a
   child stage), LABEL, MAINTAINER (author), STOPSIGNAL, EXPOSE, USER, WORKDIR, ENTRYPOINT and
   CMD in both forms, and ENTRYPOINT resetting a CMD inherited from the base.
+- `--label K=V`: set on the final config over the Dockerfile's labels, no history entry, the
+  step cache still serves the steps.
 - Output: `--quiet` prints only the image id on stdout; `--progress=plain` step lines; `-t`
   twice tags both names.
 
@@ -274,6 +276,40 @@ def test_expose_checks_ports_after_expansion(aishell, base_ref):
     ctx = make_context(aishell, {"Dockerfile": f"FROM {base_ref}\nARG P=8080/UDP\nEXPOSE $P\n"}, name="ok")
     build(aishell, ctx, "-t", "expose:1")
     assert config_of(aishell, "expose:1")["ExposedPorts"] == {"8080/udp": {}}
+
+
+# --- --label -----------------------------------------------------------------------------------------
+LABEL_DOCKERFILE = """\
+FROM {base}
+LABEL a=1
+RUN echo hi > /x
+"""
+
+
+def test_label_flag_sets_config_labels_after_the_dockerfiles_and_keeps_the_cache(aishell, base_ref):
+    # As `docker build --label` with BuildKit (checked against dockerd 20.10): the labels land in
+    # the final config over the Dockerfile's own, with no history entry and no step, so a rebuild
+    # with other labels is a new image made from the cached steps.
+    ctx = make_context(aishell, {"Dockerfile": LABEL_DOCKERFILE.format(base=base_ref)})
+    plain = build(aishell, ctx, "-t", "label:0")
+    first = build(aishell, ctx, "--label", "x=1", "--label", "a=2", "--label", "bare", "-t", "label:1")
+    second = build(aishell, ctx, "--label", "x=2", "--label", "x=3=3", "-t", "label:2")
+    _, c0 = manifest_and_config(aishell.store, "label:0")
+    m1, c1 = manifest_and_config(aishell.store, "label:1")
+    m2, c2 = manifest_and_config(aishell.store, "label:2")
+    assert c0["config"]["Labels"] == {"a": "1"}
+    assert c1["config"]["Labels"] == {"a": "2", "x": "1", "bare": ""}
+    assert c2["config"]["Labels"] == {"a": "1", "x": "3=3"}
+    assert c1["history"] == c0["history"] and c2["history"] == c0["history"]
+    assert m1["layers"] == m2["layers"]
+    assert len({image_id(plain), image_id(first), image_id(second)}) == 3
+    assert [l.split(" ")[0] for l in step_lines(second.stderr)] == ["[1/3]", "CACHED", "CACHED"], second.stderr
+
+
+def test_label_flag_with_an_empty_name_is_refused(aishell, base_ref):
+    ctx = make_context(aishell, {"Dockerfile": f"FROM {base_ref}\n"})
+    r = build(aishell, ctx, "--label", "=v", check=False)
+    assert_one_error(r, r'invalid --label "=v": the name is empty')
 
 
 # --- output -----------------------------------------------------------------------------------------
