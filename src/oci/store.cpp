@@ -21,6 +21,11 @@ using nlohmann::json;
 
 namespace {
 
+// The store format (store.hpp's kStoreFormatVersion, kept here until the header is next
+// touched): 2 adds the three-tier chain's record (chain/) and named volumes (volumes/); a format
+// 1 store is upgraded in place when opened.
+constexpr int kFormatVersion = 2;
+
 constexpr std::string_view kEmptyIndex =
     R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]})";
 constexpr std::string_view kOciLayoutFile = R"({"imageLayoutVersion":"1.0.0"})";
@@ -166,9 +171,9 @@ namespace {
 // setuid to the caller) under a container the caller runs. So the store is refused unless the
 // caller owns each part and no one else can write it, as sshd's StrictModes refuses a loose
 // ~/.ssh; and it is made 0700 (podman keeps its storage 0700 for the same reason).
-// The parts: the root, oci/, layers/, cache/, tmp/, leases/ and, where they exist, volumes/ and
-// meta.json (the id mapping the layer trees are made for). One stat each: exec pays ~7 of them.
-constexpr std::string_view kStoreDirs[] = {"oci", "layers", "cache", "tmp", "leases"};
+// The parts: the root, oci/, layers/, cache/, tmp/, leases/, chain/, volumes/ and, where it
+// exists, meta.json (the id mapping the layer trees are made for). One stat each: exec pays ~9.
+constexpr std::string_view kStoreDirs[] = {"oci", "layers", "cache", "tmp", "leases", "chain", "volumes"};
 
 std::string octal_mode(mode_t mode) {
     char text[8];
@@ -228,8 +233,34 @@ void open_private_root(const fs::path& root) {
         if (!S_ISDIR(st.st_mode)) throw SystemError(ENOTDIR, "open store part", path.string());
         check_private(st, path, root);
     }
-    for (const char* name : {"volumes", "meta.json"})
-        if (stat_part(root_fd.get(), name, root / name, st)) check_private(st, root / name, root);
+    if (stat_part(root_fd.get(), "meta.json", root / "meta.json", st)) check_private(st, root / "meta.json", root);
+}
+
+}  // namespace
+
+namespace {
+
+StoreLock take_lock(const fs::path& root, int operation);
+
+std::optional<std::string> read_version(const fs::path& version_file) {
+    auto version = read_file_if_exists(version_file, 64);
+    if (!version) return std::nullopt;
+    std::string v = *version;
+    while (!v.empty() && (v.back() == '\n' || v.back() == ' ')) v.pop_back();
+    return v;
+}
+
+// Format 1 -> 2 (the three-tier chain): version 2 adds chain/ (the chain's record and build
+// locks, made by open_private_root) and volumes/ (named volumes); nothing of format 1 changes
+// meaning, so the upgrade is writing the new version once both exist (open_private_root made them). The chain adopts a store
+// without a record from its index names on first use (composer/chain_record.hpp). Under the
+// store lock, so two processes opening an old store upgrade it once; an older aishell then
+// refuses the store, which it would misread (it knows no record to keep in step with the index).
+void upgrade_store(const fs::path& root, const std::string& from) {
+    StoreLock lock = take_lock(root, LOCK_EX);
+    fs::path version_file = root / "version";
+    if (read_version(version_file) != from) return;  // another process upgraded it meanwhile
+    if (from == "1") write_file_atomic(version_file, std::to_string(kFormatVersion) + "\n");
 }
 
 }  // namespace
@@ -239,18 +270,17 @@ Store Store::open(const fs::path& root_in) {
     return with_context("open store " + root.string(), [&] {
         open_private_root(root);
         fs::path version_file = root / "version";
-        if (auto version = read_file_if_exists(version_file, 64)) {
-            std::string v = *version;
-            while (!v.empty() && (v.back() == '\n' || v.back() == ' ')) v.pop_back();
-            if (v != std::to_string(kStoreFormatVersion))
-                throw Error("store format version " + v + " is not supported (this aishell uses " +
-                                std::to_string(kStoreFormatVersion) + ")",
+        if (auto v = read_version(version_file)) {
+            if (*v == "1") upgrade_store(root, *v);
+            else if (*v != std::to_string(kFormatVersion))
+                throw Error("store format version " + *v + " is not supported (this aishell uses " +
+                                std::to_string(kFormatVersion) + ")",
                             "use the aishell release that created it, or point --store at a new directory");
         }
         make_dirs(root / "oci" / "blobs" / "sha256", 0700);
         write_if_absent(root / "oci" / "oci-layout", kOciLayoutFile);
         write_if_absent(root / "oci" / "index.json", kEmptyIndex);
-        write_if_absent(version_file, std::to_string(kStoreFormatVersion) + "\n");
+        write_if_absent(version_file, std::to_string(kFormatVersion) + "\n");
         return Store(root);
     });
 }

@@ -48,15 +48,16 @@ TEST_CASE("store: open creates a valid OCI layout and the aishell areas", "[stor
     fs::path root = dir.path / "nested" / "store";
     oci::Store store = oci::Store::open(root);
     CHECK(store.root() == root);
-    for (const char* sub : {"oci/blobs/sha256", "layers", "cache", "tmp"}) CHECK(fs::is_directory(root / sub));
+    for (const char* sub : {"oci/blobs/sha256", "layers", "cache", "tmp", "leases", "chain", "volumes"})
+        CHECK(fs::is_directory(root / sub));
     CHECK(aishell::read_file(root / "oci" / "oci-layout") == R"({"imageLayoutVersion":"1.0.0"})");
     CHECK(json::parse(aishell::read_file(root / "oci" / "index.json")) ==
           json::parse(R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]})"));
-    CHECK(aishell::read_file(root / "version") == "1\n");
+    CHECK(aishell::read_file(root / "version") == "2\n");
     CHECK(store.list_images().empty());
     // Reopening changes nothing.
     CHECK_NOTHROW(oci::Store::open(root));
-    CHECK(aishell::read_file(root / "version") == "1\n");
+    CHECK(aishell::read_file(root / "version") == "2\n");
 }
 
 TEST_CASE("store: a new store is 0700 and no part of it group-writable, whatever the umask", "[store]") {
@@ -68,7 +69,7 @@ TEST_CASE("store: a new store is 0700 and no part of it group-writable, whatever
     struct stat st {};
     REQUIRE(::stat(root.c_str(), &st) == 0);
     CHECK((st.st_mode & 07777) == 0700);
-    for (const char* sub : {"oci", "oci/blobs", "oci/blobs/sha256", "layers", "cache", "tmp", "leases"}) {
+    for (const char* sub : {"oci", "oci/blobs", "oci/blobs/sha256", "layers", "cache", "tmp", "leases", "chain", "volumes"}) {
         REQUIRE(::stat((root / sub).c_str(), &st) == 0);
         CHECK((st.st_mode & 022) == 0);
     }
@@ -78,7 +79,7 @@ TEST_CASE("store: a part others can write is refused with the fix, and an open r
     TempDir dir;
     fs::path root = dir.path / "store";
     oci::Store::open(root);
-    for (const char* part : {"", "oci", "layers", "cache", "tmp", "leases"}) {
+    for (const char* part : {"", "oci", "layers", "cache", "tmp", "leases", "chain", "volumes"}) {
         fs::path path = *part ? root / part : root;
         ::chmod(path.c_str(), 0770);
         try {
@@ -104,16 +105,38 @@ TEST_CASE("store: a part others can write is refused with the fix, and an open r
 TEST_CASE("store: a different format version is refused with a hint", "[store]") {
     TempDir dir;
     oci::Store::open(dir.path);
-    aishell::write_file_atomic(dir.path / "version", "2\n");
+    aishell::write_file_atomic(dir.path / "version", "3\n");
     try {
         oci::Store::open(dir.path);
-        FAIL("opened a version 2 store");
+        FAIL("opened a version 3 store");
     } catch (const Error& e) {
         CHECK(e.message() == "open store " + dir.path.string() +
-                                 ": store format version 2 is not supported (this aishell uses 1)");
+                                 ": store format version 3 is not supported (this aishell uses 2)");
         CHECK_THAT(e.hint(), Catch::Contains("new directory"));
     }
-    CHECK(aishell::read_file(dir.path / "version") == "2\n");  // left alone
+    CHECK(aishell::read_file(dir.path / "version") == "3\n");  // left alone
+}
+
+TEST_CASE("store: a format 1 store is upgraded in place, its images kept", "[store]") {
+    TempDir dir;
+    oci::Digest d;
+    {
+        oci::Store store = oci::Store::open(dir.path);
+        auto lock = store.lock_exclusive();
+        oci::Descriptor m = manifest_descriptor(store, "a");
+        store.tag_image("aishell:base", m);
+        d = m.digest;
+    }
+    // What a format 1 store had: no chain/ and no volumes/.
+    fs::remove(dir.path / "chain");
+    fs::remove(dir.path / "volumes");
+    aishell::write_file_atomic(dir.path / "version", "1\n");
+    oci::Store store = oci::Store::open(dir.path);
+    CHECK(aishell::read_file(dir.path / "version") == "2\n");
+    CHECK(fs::is_directory(dir.path / "chain"));
+    CHECK(fs::is_directory(dir.path / "volumes"));
+    REQUIRE(store.find_image("aishell:base"));
+    CHECK(store.find_image("aishell:base")->descriptor.digest == d);
 }
 
 TEST_CASE("store: default root follows AISHELL_STORE, then XDG_DATA_HOME", "[store]") {
