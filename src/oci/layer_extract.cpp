@@ -937,9 +937,16 @@ private:
         if (::fchownat(fd, name, uid, gid, flags) == 0) return;
         if (errno == EINVAL && options_.owners == ExtractOptions::Owners::PreserveMapped) {
             ++stats_.unmapped_owners;  // single mode: that id has no mapping here
+            record_unmapped_owner(fd, name, LayerOwner{uid, gid}, path);
             return;
         }
         throw SystemError(errno, "chown " + std::to_string(uid) + ":" + std::to_string(gid), path);
+    }
+
+    void record_unmapped_owner(int fd, const char* name, LayerOwner owner, const std::string& path) {
+        if (path.empty() || path == ".") return;  // the tree's root is no entry of the layer
+        auto id = entry_identity_at(fd, name);
+        if (id) stats_.unmapped_owner_records.set(path, OwnerRecord::for_entry(owner, *id));
     }
 
     void set_xattrs(int fd, const std::vector<Xattr>& xattrs, const std::string& path) {

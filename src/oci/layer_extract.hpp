@@ -35,6 +35,7 @@
 
 #include "oci/digest.hpp"
 #include "oci/media_types.hpp"
+#include "oci/owner_table.hpp"
 
 namespace aishell::oci {
 
@@ -75,6 +76,10 @@ struct ExtractStats {
     std::uint64_t skipped_devices = 0;  // rootless, or mknod refused with EPERM
     std::uint64_t skipped_xattrs = 0;   // namespace not kept, or the kernel refused (EPERM/ENOTSUP)
     std::uint64_t unmapped_owners = 0;  // Owners::PreserveMapped and lchown said EINVAL
+    // The owners the tar gave that could not be set (single mode), by path: the tree's owner
+    // table (layers/NAME.owners), so a later step that copies such an entry up writes it into
+    // its layer with that owner instead of the extracting user's (root).
+    OwnerTable unmapped_owner_records;
     bool used_walk_fallback = false;    // openat2 was unavailable (or force_walk)
 };
 

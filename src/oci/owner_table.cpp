@@ -155,7 +155,8 @@ std::string path_problem(std::string_view path) {
 
 std::optional<EntryIdentity> entry_identity_at(int dirfd, const std::string& name) {
     struct statx stx {};
-    if (::statx(dirfd, name.c_str(), AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT,
+    const int empty_path = name.empty() ? AT_EMPTY_PATH : 0;  // dirfd is the entry itself
+    if (::statx(dirfd, name.c_str(), AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT | empty_path,
                 STATX_TYPE | STATX_INO | STATX_NLINK | STATX_BTIME, &stx) != 0) {
         if (errno == ENOENT || errno == ENOTDIR) return std::nullopt;
         throw_errno("statx", name);

@@ -69,8 +69,8 @@ struct EntryIdentity {
     std::optional<BirthTime> btime;  // nullopt: the filesystem does not report it
 };
 
-// statx(dirfd, name, AT_SYMLINK_NOFOLLOW); nullopt when the entry does not exist (ENOENT,
-// ENOTDIR); other failures throw SystemError naming the entry.
+// statx(dirfd, name, AT_SYMLINK_NOFOLLOW), dirfd itself when name is empty; nullopt when the
+// entry does not exist (ENOENT, ENOTDIR); other failures throw SystemError naming the entry.
 std::optional<EntryIdentity> entry_identity_at(int dirfd, const std::string& name);
 
 struct OwnerRecord {
