@@ -159,7 +159,16 @@ struct IgnoreMatcher::Pattern {
     MatchKind kind = MatchKind::Exact;
     std::wregex regex;
 
+    // A pattern is matched against paths in the context, none longer than PATH_MAX; a longer
+    // pattern is refused before it reaches std::regex, whose compiler and matcher recurse per
+    // character (a 600 KB line overflowed the stack; scripts/fuzz's dockerignore target).
+    static constexpr std::size_t kMaxPatternBytes = 4096;
+
     void compile() {
+        if (cleaned.size() > kMaxPatternBytes)
+            throw Error(".dockerignore: a pattern of " + std::to_string(cleaned.size()) + " bytes (" + shown() +
+                            "); at most " + std::to_string(kMaxPatternBytes) + " are read",
+                        "a path in the build context is never longer than PATH_MAX (4096 bytes)");
         std::wstring p = widen(cleaned);
         std::wstring re = L"^";
         kind = MatchKind::Exact;
@@ -218,9 +227,12 @@ struct IgnoreMatcher::Pattern {
         try {
             regex = std::wregex(re, std::regex::ECMAScript);
         } catch (const std::regex_error&) {
-            throw Error(".dockerignore: syntax error in pattern: " + cleaned, "see Go's filepath.Match syntax");
+            throw Error(".dockerignore: syntax error in pattern: " + shown(), "see Go's filepath.Match syntax");
         }
     }
+
+    // The pattern for an error line: its start when it is long.
+    std::string shown() const { return cleaned.size() <= 80 ? cleaned : cleaned.substr(0, 80) + "..."; }
 
     bool match(std::string_view path) const {
         switch (kind) {

@@ -208,3 +208,26 @@ TEST_CASE("dockerignore: a backslash before a digit is an octal code or an error
         CHECK_THROWS_WITH(IgnoreMatcher({bad}), Catch::Contains("syntax error in pattern"));
     }
 }
+
+TEST_CASE("dockerignore: a pattern longer than PATH_MAX is refused, one up to it compiles and matches", "[dockerignore]") {
+    using aishell::composer::IgnoreMatcher;
+    // 600 KB of "?" overflowed the stack in std::regex's compiler (a crash, not an error).
+    std::string huge(200000, '?');
+    try {
+        (void)aishell::composer::read_dockerignore(huge + "\n", "ctx/.dockerignore");
+        FAIL("a 200000-byte pattern was accepted");
+    } catch (const aishell::Error& e) {
+        const std::string message = e.message();
+        CHECK(message.find("ctx/.dockerignore:1:") == 0);
+        CHECK(message.find("a pattern of 200000 bytes") != std::string::npos);
+        CHECK(message.size() < 300);  // the pattern is shown by its start only
+    }
+    const std::string longest(4096, '?');
+    IgnoreMatcher m({longest});
+    CHECK(m.excluded(std::string(4096, 'a')));
+    CHECK_FALSE(m.excluded(std::string(4095, 'a')));
+    std::string classes;
+    while (classes.size() + 3 <= 4096) classes += "[a]";
+    IgnoreMatcher c({classes});
+    CHECK(c.excluded(std::string(classes.size() / 3, 'a')));
+}
