@@ -46,7 +46,8 @@ std::map<std::string, std::string> parse_labels(const std::vector<std::string>& 
     return out;
 }
 
-// A base image missing from the store is pulled (quietly: the build prints its own steps).
+}  // namespace
+
 std::string pull_for_build(oci::Store& store, const std::string& ref_text, bool quiet) {
     if (auto local = find_local_image(store, ref_text)) return local->name;
     auto ref = registry::Reference::parse(ref_text);
@@ -65,8 +66,6 @@ std::string pull_for_build(oci::Store& store, const std::string& ref_text, bool 
         throw;
     }
 }
-
-}  // namespace
 
 void add_build_engine_options(CLI::App& build, BuildEngineFlags& flags, const GlobalOptions& global) {
     flags.global = &global;

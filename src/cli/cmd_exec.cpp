@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/chain_image.hpp"
 #include "cli/command.hpp"
 #include "cli/image_lookup.hpp"
 #include "cli/pull_runner.hpp"
@@ -24,8 +25,6 @@
 namespace aishell::cli {
 
 namespace {
-
-constexpr const char* kDefaultImage = "aishell:base";
 
 struct ExecArgs {
     std::string image;
@@ -55,7 +54,8 @@ oci::ImageEntry find_or_pull(const CommandContext& ctx, oci::Store& store, const
 int run_exec(const CommandContext& ctx, ExecArgs& a, CLI::App& sub) {
     try {
         auto store = open_store(ctx.global);
-        auto entry = find_or_pull(ctx, store, a.image.empty() ? kDefaultImage : a.image);
+        // Without --image: the project's image from the chain (built first when stale).
+        auto entry = a.image.empty() ? project_image(store, ChainRunOptions{}) : find_or_pull(ctx, store, a.image);
         auto image = oci::load_image(store, entry, std::nullopt, oci::BlobCheck::TrustStore);
         if (a.network == "none") a.run.network = runtime::Network::None;
         else if (a.network != "host") throw Error("--network " + a.network + " is not supported", "use host or none");
@@ -84,7 +84,7 @@ int run_exec(const CommandContext& ctx, ExecArgs& a, CLI::App& sub) {
 void add_exec_command(CLI::App& app, CommandContext& ctx) {
     auto args = std::make_shared<ExecArgs>();
     auto* sub = app.add_subcommand("exec", "Run a command in an image (pulled first when missing)");
-    sub->add_option("--image", args->image, "Image to run (default: aishell:base)");
+    sub->add_option("--image", args->image, "Image to run (default: this project's image from the chain)");
     sub->add_option("-v,--volume", args->run.volumes, "Bind mount HOST:CONTAINER[:ro]")->allow_extra_args(false);
     sub->add_option("-e,--env", args->run.process.env, "Set K=V, or pass K from this environment")->allow_extra_args(false);
     sub->add_option("-w,--workdir", args->workdir, "Working directory inside the container");

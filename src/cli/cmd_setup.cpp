@@ -1,14 +1,17 @@
 // `aishell setup [--force] [--foundation REF]`: pulls the foundation image, names it
-// aishell:foundation, remembers its reference in the store, and points aishell:base at the
-// same manifest unless a custom base (built from ~/.aishell/Dockerfile) exists. Plain setup
-// never re-pulls a foundation that is present under the same reference; --force does.
+// aishell:foundation, remembers its reference in the store, and hands the rest to the chain
+// (composer/chain.hpp): without ~/.aishell/Dockerfile aishell:base becomes the foundation's
+// alias; a custom base is built by the next run. Plain setup never re-pulls a foundation that is
+// present under the same reference and never builds; --force pulls again, builds a custom base
+// at once without the step cache, and marks every project's image stale.
 #include <iostream>
 
 #include "cli/command.hpp"
+#include "cli/progress.hpp"
 #include "cli/pull_runner.hpp"
 #include "common/error.hpp"
-#include "common/file.hpp"
-#include "oci/image.hpp"
+#include "composer/chain.hpp"
+#include "composer/chain_names.hpp"
 #include "registry/reference.hpp"
 
 namespace aishell::cli {
@@ -16,11 +19,7 @@ namespace aishell::cli {
 namespace {
 
 constexpr const char* kDefaultFoundation = "docker.io/library/debian:bookworm-slim";
-constexpr const char* kFoundationName = "aishell:foundation";
-constexpr const char* kBaseName = "aishell:base";
 constexpr const char* kFoundationMetaKey = "foundation.reference";
-// Set by the composer on a base built from ~/.aishell/Dockerfile (DESIGN.md's labels).
-constexpr const char* kCustomBaseLabel = "aishell.base.dockerfile.hash";
 
 struct SetupOptions {
     std::string foundation;  // --foundation or $AISHELL_FOUNDATION
@@ -38,17 +37,12 @@ std::string choose_foundation(const oci::Store& store, const SetupOptions& o) {
     return kDefaultFoundation;
 }
 
-bool is_custom_base(const oci::Store& store, const oci::ImageEntry& base) {
-    oci::Image image = oci::load_image(store, base);
-    return image.config.labels().count(kCustomBaseLabel) != 0;
-}
-
 int run_setup(const CommandContext& ctx, const SetupOptions& o) {
     oci::Store store = open_store(ctx.global);
     registry::Reference ref = with_context("foundation", [&] {
         return registry::Reference::parse(choose_foundation(store, o));
     });
-    auto present = store.find_image(kFoundationName);
+    auto present = store.find_image(composer::kFoundationImage);
     bool same_reference = store.get_meta(kFoundationMetaKey) == ref.str();
 
     oci::Descriptor manifest;
@@ -62,17 +56,16 @@ int run_setup(const CommandContext& ctx, const SetupOptions& o) {
         manifest = present->descriptor;
     }
 
-    bool custom_base = false;
     {
         oci::StoreLock lock = store.lock_exclusive();
-        store.tag_image(kFoundationName, manifest);
+        store.tag_image(composer::kFoundationImage, manifest);
         store.set_meta(kFoundationMetaKey, ref.str());
-        auto base = store.find_image(kBaseName);
-        custom_base = base && base->descriptor.digest != manifest.digest && is_custom_base(store, *base);
-        // The alias follows the foundation; a custom base is rebuilt by the composer when it
-        // sees that its foundation changed (label aishell.base.foundation.id).
-        if (!custom_base) store.tag_image(kBaseName, manifest);
     }
+    ChainSpinner spinner(PullProgress::detect_mode(o.quiet));
+    composer::ChainOptions chain;
+    chain.progress = &spinner;
+    chain.pull = [](oci::Store& s, const std::string& r) { return pull_for_build(s, r, true); };
+    bool custom_base = composer::setup_chain(store, o.force, chain).custom_base;
 
     if (!o.quiet) {
         std::cout << "Foundation: " << ref.str() << " (" << manifest.digest.str() << ")\n"

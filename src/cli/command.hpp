@@ -56,4 +56,8 @@ int run_engine_build(const BuildEngineFlags& flags, const std::string& context, 
                      const std::string& platform);
 void add_build_helper_command(CLI::App& app, CommandContext& ctx);
 
+// A build's FROM image that is not in the store, pulled (with a "pulling REF" line unless
+// quiet); returns its index name. SIGINT/SIGTERM stop the pull as an interruption.
+std::string pull_for_build(oci::Store& store, const std::string& ref_text, bool quiet);
+
 }  // namespace aishell::cli

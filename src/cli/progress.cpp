@@ -1,6 +1,7 @@
 // Pull progress rendering and the interrupt watcher.
 #include "cli/progress.hpp"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -184,6 +185,81 @@ void PullProgress::redraw(bool force) {
     for (const auto& r : rows_) out += render(r);
     drawn_lines_ = rows_.size();
     write(out);
+}
+
+// ---- ChainSpinner ----------------------------------------------------------------------------
+
+ChainSpinner::ChainSpinner(Mode mode, int fd) : mode_(mode) {
+    if (mode_ == Mode::Quiet) return;
+    fd_ = UniqueFd(::fcntl(fd, F_DUPFD_CLOEXEC, 3));
+    if (!fd_) mode_ = Mode::Quiet;
+    auto no_color = get_env("NO_COLOR");
+    color_ = mode_ == Mode::Terminal && !(no_color && !no_color->empty());
+}
+
+ChainSpinner::~ChainSpinner() { stop_spinning(); }
+
+std::string ChainSpinner::building_text(composer::ChainStep step) {
+    return step == composer::ChainStep::Base ? "Building global base image..." : "Building project image...";
+}
+
+std::string ChainSpinner::built_text(composer::ChainStep step, std::chrono::duration<double> took) {
+    char seconds[32];
+    std::snprintf(seconds, sizeof seconds, "%.1f", took.count());
+    return std::string(step == composer::ChainStep::Base ? "Global base image" : "Project image") + " built (" + seconds + "s)";
+}
+
+void ChainSpinner::write(const std::string& text) { (void)!::write(fd_.get(), text.data(), text.size()); }
+
+void ChainSpinner::waiting(composer::ChainStep step) {
+    if (mode_ == Mode::Quiet) return;
+    std::lock_guard lock(mutex_);
+    write(std::string("Waiting for another aishell to finish building the ") +
+          (step == composer::ChainStep::Base ? "global base image" : "project image") + "...\n");
+}
+
+void ChainSpinner::building(composer::ChainStep step) {
+    if (mode_ == Mode::Quiet) return;
+    stop_spinning();
+    const std::string text = building_text(step);
+    if (mode_ == Mode::Plain) {
+        write(text + "\n");
+        return;
+    }
+    spinning_ = true;
+    thread_ = std::thread([this, text] {
+        static constexpr const char* kFrames[] = {"⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"};
+        const auto start = std::chrono::steady_clock::now();
+        for (std::size_t i = 0; spinning_.load(); ++i) {
+            auto secs = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - start).count();
+            {
+                std::lock_guard lock(mutex_);
+                if (!spinning_.load()) break;
+                write("\r\x1b[K" + std::string(kFrames[i % 10]) + " " + text + " " + std::to_string(secs) + "s");
+            }
+            std::this_thread::sleep_for(kRedrawInterval);
+        }
+    });
+}
+
+void ChainSpinner::stop_spinning() {
+    if (!thread_.joinable()) return;
+    spinning_ = false;
+    thread_.join();
+    write("\r\x1b[K");
+}
+
+void ChainSpinner::built(composer::ChainStep step, std::chrono::duration<double> took) {
+    if (mode_ == Mode::Quiet) return;
+    stop_spinning();
+    std::string line = built_text(step, took);
+    write((color_ ? "\x1b[32m✓\x1b[0m " : "✓ ") + line + "\n");
+}
+
+void ChainSpinner::failed(composer::ChainStep step) {
+    if (mode_ == Mode::Quiet) return;
+    stop_spinning();
+    (void)step;  // the build's output and the one error line say the rest
 }
 
 InterruptWatcher::InterruptWatcher() {

@@ -2,6 +2,8 @@
 // PullProgress renders PullObserver events on stderr: one bar per blob (bytes, rate) redrawn
 // in place on a terminal, plain lines when stderr is not a terminal, nothing when quiet.
 // Colour only on a terminal and never with NO_COLOR set (https://no-color.org).
+// ChainSpinner draws the three-tier chain's builds (composer/chain.hpp): a spinner with the
+// elapsed time while an image builds, then one line ("✓ Global base image built (12.3s)").
 // InterruptWatcher turns SIGINT/SIGTERM into a cancellation flag so a pull stops cleanly,
 // leaving the store as it was, and the user sees one "interrupted" error.
 #pragma once
@@ -17,6 +19,8 @@
 #include <signal.h>
 
 #include "cli/command.hpp"
+#include "common/unique_fd.hpp"
+#include "composer/chain.hpp"
 #include "registry/pull.hpp"
 
 namespace aishell::cli {
@@ -63,6 +67,39 @@ private:
     std::vector<Row> rows_;
     std::size_t drawn_lines_ = 0;
     std::chrono::steady_clock::time_point last_draw_;
+};
+
+// The chain's build output on stderr. Terminal: a spinner redrawn in place; Plain: the same
+// words as lines; Quiet: nothing. It writes through its own duplicate of stderr, so it still
+// reaches the terminal while a quiet build sends fds 1 and 2 into its capture file (the step
+// output that file shows when a step fails goes to stderr as it is).
+class ChainSpinner final : public composer::ChainProgress {
+public:
+    using Mode = PullProgress::Mode;
+    explicit ChainSpinner(Mode mode, int fd = 2);
+    ~ChainSpinner() override;
+    ChainSpinner(const ChainSpinner&) = delete;
+    ChainSpinner& operator=(const ChainSpinner&) = delete;
+
+    void waiting(composer::ChainStep step) override;
+    void building(composer::ChainStep step) override;
+    void built(composer::ChainStep step, std::chrono::duration<double> took) override;
+    void failed(composer::ChainStep step) override;
+
+    // "Building global base image..." / "Building project image..." and the done lines.
+    static std::string building_text(composer::ChainStep step);
+    static std::string built_text(composer::ChainStep step, std::chrono::duration<double> took);
+
+private:
+    void stop_spinning();  // joins the thread and clears the spinner's line
+    void write(const std::string& text);
+
+    Mode mode_;
+    UniqueFd fd_;
+    bool color_ = false;
+    std::mutex mutex_;
+    std::thread thread_;
+    std::atomic<bool> spinning_{false};
 };
 
 // Blocks SIGINT and SIGTERM in this thread (and so in every thread started after it) and

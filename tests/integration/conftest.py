@@ -161,11 +161,11 @@ class AishellRunner:
         return users.as_user_prefix(self.entry) + [self.binary, *map(str, args)]
 
     # --- running -----------------------------------------------------------------------------
-    def __call__(self, *args, user="root", env=None, input=None, check=True, timeout=120):
+    def __call__(self, *args, user="root", env=None, input=None, check=True, timeout=120, cwd=None):
         cmd = self.command(args, user)
         try:
             proc = subprocess.run(cmd, env=self.env_for(user, env), input=input, text=True,
-                                  capture_output=True, timeout=timeout, cwd=self.home)
+                                  capture_output=True, timeout=timeout, cwd=cwd or self.home)
         except subprocess.TimeoutExpired as e:
             pytest.fail(f"aishell {' '.join(map(str, args))} (as {user}) timed out after "
                         f"{timeout}s\n--- stdout ---\n{_text(e.stdout)}\n--- stderr ---\n"

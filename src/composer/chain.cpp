@@ -1,0 +1,506 @@
+#include "composer/chain.hpp"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <ctime>
+#include <optional>
+#include <set>
+
+#include "common/error.hpp"
+#include "common/file.hpp"
+#include "common/stable_hash.hpp"
+#include "common/unique_fd.hpp"
+#include "composer/build_copy.hpp"
+#include "composer/build_engine.hpp"
+#include "composer/chain_names.hpp"
+#include "composer/dockerignore.hpp"
+#include "composer/instructions.hpp"
+#include "oci/digest.hpp"
+
+namespace aishell::composer {
+
+namespace {
+
+// A context file whose ctime is younger than this may still change within the same clock
+// tick without its stat data changing; a memo made then would not notice (as ContextDigestMemo).
+constexpr std::int64_t kSettleNs = 2'000'000'000;
+
+// Where one tier's inputs are.
+struct TierFiles {
+    fs::path context;     // real path of the .aishell dir
+    fs::path dockerfile;  // context / "Dockerfile"
+};
+
+std::int64_t ns_of(const struct timespec& t) { return static_cast<std::int64_t>(t.tv_sec) * 1'000'000'000 + t.tv_nsec; }
+
+std::int64_t now_ns() {
+    struct timespec now {};
+    ::clock_gettime(CLOCK_REALTIME, &now);
+    return ns_of(now);
+}
+
+std::optional<fs::path> real_path(const fs::path& p) {
+    char buf[PATH_MAX];
+    if (!::realpath(p.c_str(), buf)) return std::nullopt;
+    return fs::path(buf);
+}
+
+bool is_regular(const fs::path& p) {
+    struct stat st {};
+    return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+// The tier's Dockerfile when it exists (the context dir resolved), else nullopt.
+std::optional<TierFiles> tier_files(const fs::path& aishell_dir) {
+    if (!is_regular(aishell_dir / "Dockerfile")) return std::nullopt;
+    auto context = real_path(aishell_dir);
+    if (!context) return std::nullopt;
+    return TierFiles{*context, *context / "Dockerfile"};
+}
+
+// ---- the inputs of a tier: stat memo, then content ------------------------------------------
+
+// One line per entry of what the stat data says; its FNV hash is the memo's fingerprint.
+void append_stat(std::string& text, const std::string& rel, const struct stat& st, std::int64_t& youngest_ctime) {
+    text += rel;
+    text += '\0';
+    for (auto v : {static_cast<std::int64_t>(st.st_dev), static_cast<std::int64_t>(st.st_ino),
+                   static_cast<std::int64_t>(st.st_size), static_cast<std::int64_t>(st.st_mode), ns_of(st.st_mtim),
+                   ns_of(st.st_ctim)}) {
+        text += std::to_string(v);
+        text += ' ';
+    }
+    text += '\n';
+    youngest_ctime = std::max(youngest_ctime, ns_of(st.st_ctim));
+}
+
+struct ContextScan {
+    std::vector<std::string> entries;  // what the build sends, sorted (walk_context)
+    std::string fingerprint;           // "" when some entry is too young to be remembered
+};
+
+ContextScan scan_context(const TierFiles& files) {
+    std::string stats;
+    std::int64_t youngest = 0;
+    struct stat st {};
+    auto stat_or_throw = [&](const fs::path& p, bool follow) {
+        if ((follow ? ::stat(p.c_str(), &st) : ::lstat(p.c_str(), &st)) < 0) throw_errno("stat", p.string());
+    };
+    // The Dockerfile and the ignore file count whatever the patterns say about them.
+    stat_or_throw(files.dockerfile, true);
+    append_stat(stats, "\x01Dockerfile", st, youngest);
+    std::vector<std::string> patterns;
+    if (auto ignore = find_dockerignore(files.context, files.dockerfile)) {
+        stat_or_throw(*ignore, true);
+        append_stat(stats, "\x01" + ignore->string(), st, youngest);
+        patterns = read_dockerignore(read_file(*ignore, 4 << 20), ignore->string());
+    }
+    ContextScan scan;
+    scan.entries = walk_context(files.context, IgnoreMatcher(patterns));
+    for (const auto& rel : scan.entries) {
+        stat_or_throw(files.context / rel, false);
+        append_stat(stats, rel, st, youngest);
+    }
+    if (youngest < now_ns() - kSettleNs) scan.fingerprint = stable_hash_hex(stats);
+    return scan;
+}
+
+void hash_field(oci::Sha256& h, std::string_view s) {
+    std::uint64_t n = s.size();
+    h.update(&n, sizeof n);
+    h.update(s);
+}
+
+// The aishell:* images the FROM lines name (after global ARG expansion; stage names are not
+// images), and the one the target (last) stage is built on, followed through stage names.
+void read_from_lines(const TierFiles& files, ContextMemo& memo) {
+    Dockerfile df = load_dockerfile(files.dockerfile.string());
+    auto scope = global_arg_scope(df, {});
+    std::vector<std::string> bases;
+    std::set<std::string> seen;
+    for (const auto& stage : df.stages) {
+        std::string base = expand_from(df, stage, scope);
+        bases.push_back(base);
+        bool is_stage = std::any_of(df.stages.begin(), df.stages.begin() + stage.index,
+                                    [&](const Stage& s) { return !s.name.empty() && s.name == base; });
+        if (is_stage || !base.starts_with("aishell:")) continue;
+        if (seen.insert(base).second) memo.from_images.push_back(base);
+    }
+    memo.final_from.clear();
+    for (int i = static_cast<int>(df.stages.size()) - 1; i >= 0;) {
+        const std::string& base = bases[static_cast<std::size_t>(i)];
+        int next = -1;
+        for (int j = 0; j < i; ++j)
+            if (!df.stages[static_cast<std::size_t>(j)].name.empty() && df.stages[static_cast<std::size_t>(j)].name == base) next = j;
+        if (next < 0) {
+            if (base.starts_with("aishell:")) memo.final_from = base;
+            break;
+        }
+        i = next;
+    }
+}
+
+// sha256 over the Dockerfile and every entry the context sends: path, mode, link target, the
+// sha256 of each file's content (through the build's ContextDigestMemo, which it shares).
+std::string hash_context(const oci::Store& store, const TierFiles& files, const ContextScan& scan) {
+    oci::Sha256 h;
+    hash_field(h, "aishell-chain-context-1");
+    hash_field(h, read_file(files.dockerfile, 16 << 20));
+    UniqueFd root(::open(files.context.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!root) throw_errno("open", files.context.string());
+    ContextDigestMemo memo(store.cache_dir(), files.context.string());
+    for (const auto& rel : scan.entries) {
+        struct stat st {};
+        if (::fstatat(root.get(), rel.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) throw_errno("stat", (files.context / rel).string());
+        hash_field(h, rel);
+        std::uint32_t mode = st.st_mode;
+        h.update(&mode, sizeof mode);
+        if (S_ISREG(st.st_mode)) {
+            hash_field(h, memo.file_digest(st, rel, [&] {
+                UniqueFd f(::openat(root.get(), rel.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+                if (!f) throw_errno("open", (files.context / rel).string());
+                return f;
+            }).str());
+        } else if (S_ISLNK(st.st_mode)) {
+            std::string target(PATH_MAX, '\0');
+            ssize_t n = ::readlinkat(root.get(), rel.c_str(), target.data(), target.size());
+            if (n < 0) throw_errno("readlink", (files.context / rel).string());
+            target.resize(static_cast<std::size_t>(n));
+            hash_field(h, target);
+        }
+    }
+    memo.save();
+    return h.finish().str();
+}
+
+// The memo of the tier's context: the record's when the stat data is unchanged, else made anew.
+ContextMemo context_memo(const oci::Store& store, const ChainRecord& record, const TierFiles& files) {
+    ContextScan scan = scan_context(files);
+    auto it = record.contexts.find(files.context.string());
+    if (it != record.contexts.end() && !scan.fingerprint.empty() && it->second.fingerprint == scan.fingerprint)
+        return it->second;
+    ContextMemo memo;
+    memo.fingerprint = scan.fingerprint;
+    read_from_lines(files, memo);
+    memo.content_hash = hash_context(store, files, scan);
+    return memo;
+}
+
+// ---- the state the chain decides on -----------------------------------------------------------
+
+struct ChainState {
+    ChainRecord record;
+    std::map<std::string, oci::Descriptor> index;  // name -> manifest
+
+    std::optional<oci::Descriptor> named(std::string_view name) const {
+        auto it = index.find(std::string(name));
+        if (it == index.end()) return std::nullopt;
+        return it->second;
+    }
+};
+
+ChainState load_state(const oci::Store& store) {
+    ChainState s;
+    s.record = read_chain_record(store);
+    for (auto& e : store.list_images()) s.index[e.name] = e.descriptor;
+    return s;
+}
+
+oci::Descriptor require_foundation(const ChainState& s) {
+    if (auto f = s.named(kFoundationImage)) return *f;
+    throw Error(std::string(kFoundationImage) + " is not in the store", "run `aishell setup` first");
+}
+
+// The digests the FROM lines' aishell images have now ("" for one the store does not hold).
+std::map<std::string, std::string> from_digests(const ChainState& s, const ContextMemo& memo) {
+    std::map<std::string, std::string> out;
+    for (const auto& name : memo.from_images) {
+        auto d = s.named(name);
+        out[name] = d ? d->digest.str() : std::string();
+    }
+    return out;
+}
+
+// Whether the build the record holds for name is what the inputs would build now.
+bool is_fresh(const ChainState& s, const std::optional<ChainBuild>& b, const ContextMemo& memo,
+              std::optional<std::uint64_t> generation) {
+    if (!b || !b->custom) return false;
+    auto now = s.named(b->name);
+    if (!now || now->digest != b->manifest) return false;
+    if (b->content_hash != memo.content_hash) return false;
+    if (b->from != from_digests(s, memo)) return false;
+    return !generation || b->generation == *generation;
+}
+
+// What the labels say: one hash over the context and the FROM images' digests.
+std::string input_hash(const std::string& content_hash, const std::map<std::string, std::string>& from) {
+    oci::Sha256 h;
+    hash_field(h, "aishell-chain-input-1");
+    hash_field(h, content_hash);
+    for (const auto& [name, digest] : from) {
+        hash_field(h, name);
+        hash_field(h, digest);
+    }
+    return h.finish().str();
+}
+
+// ---- locks and records ----------------------------------------------------------------------
+
+// The build lock of one chain step (<store>/chain/<name>.lock), held while that image is
+// checked and built, so two runs started together build it once; the second waits and says so.
+// The store lock is held only while the index and the record are written.
+UniqueFd take_build_lock(const oci::Store& store, const std::string& name, ChainStep step, ChainProgress* progress) {
+    fs::path path = chain_dir(store) / (name + ".lock");
+    UniqueFd fd = open_file(path, O_RDWR | O_CREAT, 0600);
+    if (::flock(fd.get(), LOCK_EX | LOCK_NB) == 0) return fd;
+    if (errno != EWOULDBLOCK) throw_errno("lock", path.string());
+    if (progress) progress->waiting(step);
+    while (::flock(fd.get(), LOCK_EX) < 0)
+        if (errno != EINTR) throw_errno("lock", path.string());
+    return fd;
+}
+
+// Read, change and write the record under the store lock (other projects' runs write it too).
+void update_record(oci::Store& store, const std::function<void(ChainRecord&, oci::Store&)>& change) {
+    oci::StoreLock lock = store.lock_exclusive();
+    ChainRecord r = read_chain_record(store);
+    ChainRecord before = r;
+    change(r, store);
+    if (r != before) write_chain_record(store, lock, r);
+}
+
+void remember_memo(oci::Store& store, const ChainState& s, const TierFiles& files, const ContextMemo& memo) {
+    auto it = s.record.contexts.find(files.context.string());
+    if (it != s.record.contexts.end() && it->second == memo) return;
+    if (memo.fingerprint.empty()) return;  // nothing a later run could reuse
+    update_record(store, [&](ChainRecord& r, oci::Store&) { r.contexts[files.context.string()] = memo; });
+}
+
+// aishell:base becomes (again) the foundation's manifest under a second name; a custom base it
+// named loses its name (its blobs go at the next prune).
+void alias_base(oci::Store& store) {
+    update_record(store, [](ChainRecord& r, oci::Store& st) {
+        auto foundation = st.find_image(kFoundationImage);
+        if (!foundation) return;
+        st.tag_image(kBaseImage, foundation->descriptor);
+        ChainBuild b;
+        b.name = std::string(kBaseImage);
+        b.manifest = foundation->descriptor.digest;
+        b.from = {{std::string(kFoundationImage), foundation->descriptor.digest.str()}};
+        b.built_on = foundation->descriptor.digest.str();
+        b.generation = r.generation;
+        r.base = b;
+    });
+}
+
+bool base_is_alias(const ChainState& s, const oci::Descriptor& foundation) {
+    auto base = s.named(kBaseImage);
+    return base && base->digest == foundation.digest && s.record.base && !s.record.base->custom &&
+           s.record.base->manifest == foundation.digest;
+}
+
+// ---- building --------------------------------------------------------------------------------
+
+struct TierBuild {
+    ChainStep step;
+    std::string name;
+    TierFiles files;
+    ContextMemo memo;
+    std::string project;  // ext only
+    bool no_cache = false;
+};
+
+ChainBuild run_tier_build(oci::Store& store, const ChainState& s, const TierBuild& t, const ChainOptions& o) {
+    ChainBuild b;
+    b.name = t.name;
+    b.custom = true;
+    b.content_hash = t.memo.content_hash;
+    b.from = from_digests(s, t.memo);
+    if (!t.memo.final_from.empty()) b.built_on = b.from[t.memo.final_from];
+    b.input_hash = input_hash(b.content_hash, b.from);
+    b.generation = s.record.generation;
+
+    BuildRequest req;
+    req.context = t.files.context;
+    req.dockerfile = t.files.dockerfile;
+    req.tags = {t.name};
+    req.no_cache = t.no_cache;
+    req.quiet = true;  // the step output shows when a step fails; the progress says the rest
+    req.pull = o.pull;
+    if (t.step == ChainStep::Base) {
+        req.labels[kBaseDockerfileHashLabel] = b.input_hash;
+        req.labels[kBaseFoundationIdLabel] = s.named(kFoundationImage)->digest.str();
+    } else {
+        req.labels[kExtensionHashLabel] = b.input_hash;
+        req.labels[kExtBaseIdLabel] = b.built_on;
+        req.labels[kProjectPathLabel] = t.project;
+    }
+    const auto start = std::chrono::steady_clock::now();
+    if (o.progress) o.progress->building(t.step);
+    BuildResult result;
+    try {
+        result = build_image(store, req);
+    } catch (Error& e) {
+        if (o.progress) o.progress->failed(t.step);
+        e.add_context("build " + t.files.dockerfile.string());
+        if (e.hint().empty())
+            e.set_hint("fix " + t.files.dockerfile.string() + " and run again; the previous image is kept");
+        throw;
+    }
+    if (o.progress) o.progress->built(t.step, std::chrono::steady_clock::now() - start);
+    b.manifest = result.manifest.digest;
+    return b;
+}
+
+// Checks the base under its build lock (another run may have built it meanwhile), builds it
+// when stale, and records it.
+void build_base_locked(oci::Store& store, const TierFiles& files, const ChainOptions& o, bool force_no_cache) {
+    UniqueFd lock = take_build_lock(store, "base", ChainStep::Base, o.progress);
+    ChainState s = load_state(store);
+    require_foundation(s);
+    ContextMemo memo = context_memo(store, s.record, files);
+    if (!force_no_cache && is_fresh(s, s.record.base, memo, std::nullopt)) {
+        remember_memo(store, s, files, memo);
+        return;
+    }
+    ChainBuild b = run_tier_build(store, s, {ChainStep::Base, std::string(kBaseImage), files, memo, {}, force_no_cache}, o);
+    update_record(store, [&](ChainRecord& r, oci::Store&) {
+        b.generation = r.generation;
+        r.base = b;
+        if (!memo.fingerprint.empty()) r.contexts[files.context.string()] = memo;
+    });
+}
+
+fs::path home_of(const ChainOptions& o) { return o.home.empty() ? home_dir() : o.home; }
+
+// aishell:base as the chain wants it: built from ~/.aishell/Dockerfile when it exists and
+// anything it depends on changed, else the foundation's alias.
+void ensure_base(oci::Store& store, ChainState& s, const ChainOptions& o) {
+    oci::Descriptor foundation = require_foundation(s);
+    auto files = tier_files(home_of(o) / ".aishell");
+    if (!files) {
+        if (!base_is_alias(s, foundation)) {
+            alias_base(store);
+            s = load_state(store);
+        }
+        return;
+    }
+    ContextMemo memo = context_memo(store, s.record, *files);
+    if (is_fresh(s, s.record.base, memo, std::nullopt)) {
+        remember_memo(store, s, *files, memo);
+        return;
+    }
+    build_base_locked(store, *files, o, false);
+    s = load_state(store);
+}
+
+// The project's ext when it has a .aishell/Dockerfile (and that is not ~/.aishell's own).
+std::optional<TierFiles> ext_files(const fs::path& project, const ChainOptions& o) {
+    auto files = tier_files(project / ".aishell");
+    if (!files) return std::nullopt;
+    auto home = real_path(home_of(o) / ".aishell");
+    if (home && *home == files->context) return std::nullopt;  // the project is $HOME: that file is the base's
+    return files;
+}
+
+std::string ext_name_of(const ChainState& s, const std::string& project) {
+    auto it = s.record.exts.find(project);
+    if (it != s.record.exts.end()) return it->second.name;  // no SHA-256 on a warm run
+    return ext_image_name(project);
+}
+
+ProjectImage ensure_ext(oci::Store& store, ChainState& s, const std::string& project, const TierFiles& files,
+                        const ChainOptions& o) {
+    const std::string name = ext_name_of(s, project);
+    auto recorded = [&](const ChainState& st) -> std::optional<ChainBuild> {
+        auto it = st.record.exts.find(project);
+        if (it == st.record.exts.end()) return std::nullopt;
+        return it->second;
+    };
+    ContextMemo memo = context_memo(store, s.record, files);
+    if (!o.rebuild && is_fresh(s, recorded(s), memo, s.record.generation)) {
+        remember_memo(store, s, files, memo);
+        return {name, *s.named(name), project};
+    }
+    UniqueFd lock = take_build_lock(store, "ext-" + name.substr(kExtImagePrefix.size()), ChainStep::Ext, o.progress);
+    s = load_state(store);
+    memo = context_memo(store, s.record, files);
+    if (o.rebuild || !is_fresh(s, recorded(s), memo, s.record.generation)) {
+        ChainBuild b = run_tier_build(store, s, {ChainStep::Ext, name, files, memo, project, o.rebuild}, o);
+        update_record(store, [&](ChainRecord& r, oci::Store&) {
+            r.exts[project] = b;
+            if (!memo.fingerprint.empty()) r.contexts[files.context.string()] = memo;
+        });
+        s = load_state(store);
+    } else {
+        remember_memo(store, s, files, memo);
+    }
+    auto image = s.named(name);
+    if (!image) throw Error(name + " disappeared from the store while it was being used", "run the command again");
+    return {name, *image, project};
+}
+
+// A project whose .aishell/Dockerfile is gone has no ext any more: its name goes, as the base's
+// does when ~/.aishell/Dockerfile goes.
+void drop_ext(oci::Store& store, const ChainState& s, const std::string& project) {
+    if (!s.record.exts.count(project)) return;
+    update_record(store, [&](ChainRecord& r, oci::Store& st) {
+        auto it = r.exts.find(project);
+        if (it == r.exts.end()) return;
+        auto named = st.find_image(it->second.name);
+        if (named && named->descriptor.digest == it->second.manifest) st.untag_image(it->second.name);
+        r.exts.erase(it);
+    });
+}
+
+}  // namespace
+
+fs::path find_project(const fs::path& cwd) {
+    auto real = real_path(cwd);
+    if (!real) throw_errno("resolve", cwd.string());
+    for (fs::path dir = *real;; dir = dir.parent_path()) {
+        struct stat st {};
+        if (::lstat((dir / ".git").c_str(), &st) == 0) return dir;
+        if (dir == dir.root_path() || dir.parent_path() == dir) break;
+    }
+    return *real;
+}
+
+ProjectImage image_for_project(oci::Store& store, const fs::path& cwd, const ChainOptions& options) {
+    const fs::path project = find_project(cwd);
+    ChainState s = load_state(store);
+    ensure_base(store, s, options);
+    auto files = ext_files(project, options);
+    if (!files) {
+        drop_ext(store, s, project.string());
+        auto base = s.named(kBaseImage);
+        if (!base) throw Error(std::string(kBaseImage) + " is not in the store", "run `aishell setup`");
+        return {std::string(kBaseImage), *base, project};
+    }
+    return ensure_ext(store, s, project.string(), *files, options);
+}
+
+SetupChainResult setup_chain(oci::Store& store, bool force, const ChainOptions& options) {
+    if (force) update_record(store, [](ChainRecord& r, oci::Store&) { ++r.generation; });
+    ChainState s = load_state(store);
+    oci::Descriptor foundation = require_foundation(s);
+    auto files = tier_files(home_of(options) / ".aishell");
+    SetupChainResult result;
+    result.custom_base = files.has_value();
+    if (!files || !s.named(kBaseImage)) {
+        // Plain setup never builds: a base that is not there yet is the alias until a run builds it.
+        if (!base_is_alias(s, foundation)) alias_base(store);
+    }
+    if (files && force) {
+        build_base_locked(store, *files, options, true);
+        result.built = true;
+    }
+    return result;
+}
+
+}  // namespace aishell::composer

@@ -1,0 +1,283 @@
+"""The three-tier chain (DESIGN.md "The three-tier chain", issue 12): aishell:foundation from
+setup, aishell:base built from ~/.aishell/Dockerfile or the foundation's alias, and each
+project's aishell:ext-<hash> built from <project>/.aishell/Dockerfile, each rebuilt lazily,
+once, when something it is built from changed. Driven through `aishell exec` without --image,
+as the unprivileged user, with the rt-busybox fixture as the foundation."""
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+
+import pytest
+
+from helpers.build import manifest_and_config
+from helpers.checks import assert_one_error, entry
+from helpers.store import image_names, verify_store
+
+BASE_LINE = "Building global base image..."
+EXT_LINE = "Building project image..."
+
+
+@pytest.fixture
+def chain(aishell, registry, rt_images):
+    """A store set up with rt-busybox as the foundation; returns the helper below."""
+    reg = registry("http")
+    rt_images.push(rt_images.busybox, reg, "lib/foundation:1")
+    aishell("setup", "--foundation", f"{reg.host}/lib/foundation:1", user="unpriv")
+    return Chain(aishell)
+
+
+class Chain:
+    def __init__(self, aishell):
+        self.aishell = aishell
+
+    def write(self, path, text):
+        """Write path (under the test's workdir or HOME) as the unprivileged user would."""
+        rel = os.path.relpath(path, self.aishell.home)
+        if not rel.startswith(".."):
+            return self.aishell.write_home_file(rel, text)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+        d = path
+        while d != self.aishell.workdir:
+            os.chown(d, self.aishell.entry.pw_uid, self.aishell.entry.pw_gid)
+            d = os.path.dirname(d)
+        return path
+
+    def base_dockerfile(self, text):
+        return self.write(os.path.join(self.aishell.home, ".aishell", "Dockerfile"), text)
+
+    def project(self, name="proj", dockerfile=None, files=None):
+        path = os.path.join(self.aishell.workdir, name)
+        self.aishell.make_dir(path)
+        if dockerfile is not None:
+            self.write(os.path.join(path, ".aishell", "Dockerfile"), dockerfile)
+        for rel, text in (files or {}).items():
+            self.write(os.path.join(path, ".aishell", rel), text)
+        return path
+
+    def exec(self, cwd, *cmd, check=True):
+        return self.aishell("exec", "--network", "none", *cmd, user="unpriv", cwd=cwd, check=check,
+                            timeout=300)
+
+    def names(self):
+        return {name: d["digest"] for name, d in image_names(self.aishell.store).items()}
+
+    def labels(self, name):
+        return manifest_and_config(self.aishell.store, name)[1]["config"].get("Labels") or {}
+
+    def record(self):
+        with open(os.path.join(self.aishell.store, "chain", "record.json")) as f:
+            return json.load(f)
+
+
+def built(proc):
+    """Which tiers a run built, from its plain progress lines (stderr is not a terminal)."""
+    return [line for line in proc.stderr.splitlines() if line in (BASE_LINE, EXT_LINE)]
+
+
+def ext_name(project):
+    real = os.path.realpath(project)
+    return "aishell:ext-" + hashlib.sha256(real.encode()).hexdigest()[:12]
+
+
+BASE = "FROM aishell:foundation\nRUN echo base-1 > /base-marker\n"
+EXT = "FROM aishell:base\nRUN echo ext-1 > /ext-marker\n"
+
+
+def test_no_dockerfile_base_is_the_foundation_and_nothing_is_built(chain):
+    project = chain.project()
+    r = chain.exec(project, "sh", "-c", "echo hi")
+    assert r.stdout == "hi\n"
+    assert built(r) == []
+    names = chain.names()
+    assert names["aishell:base"] == names["aishell:foundation"]
+    assert not [n for n in names if n.startswith("aishell:ext-")]
+    assert chain.record()["base"]["custom"] is False
+
+
+def test_a_new_base_dockerfile_builds_on_the_next_run_only(chain):
+    project = chain.project()
+    chain.base_dockerfile(BASE)
+    # setup never builds.
+    chain.aishell("setup", user="unpriv")
+    names = chain.names()
+    assert names["aishell:base"] == names["aishell:foundation"]
+    r = chain.exec(project, "cat", "/base-marker")
+    assert r.stdout == "base-1\n"
+    assert built(r) == [BASE_LINE]
+    assert any(line.startswith("✓ Global base image built (") and line.endswith("s)")
+               for line in r.stderr.splitlines()), r.stderr
+    names = chain.names()
+    assert names["aishell:base"] != names["aishell:foundation"]
+    labels = chain.labels("aishell:base")
+    assert labels["aishell.base.foundation.id"] == names["aishell:foundation"]
+    assert labels["aishell.base.dockerfile.hash"].startswith("sha256:")
+    again = chain.exec(project, "cat", "/base-marker")
+    assert built(again) == []
+    assert again.stderr == ""
+    assert chain.names() == names
+
+
+def test_base_edits_rebuild_base_then_ext_and_project_edits_only_ext(chain):
+    chain.base_dockerfile(BASE)
+    project = chain.project(dockerfile="FROM aishell:base\nCOPY data /data\nRUN cat /base-marker /data > /both\n",
+                            files={"data": "data-1\n"})
+    r = chain.exec(project, "cat", "/both")
+    assert r.stdout == "base-1\ndata-1\n"
+    assert built(r) == [BASE_LINE, EXT_LINE]
+    ext = ext_name(project)
+    first = chain.names()
+    assert chain.labels(ext)["aishell.base.id"] == first["aishell:base"]
+    assert chain.labels(ext)["aishell.project.path"] == os.path.realpath(project)
+
+    # Editing the base Dockerfile rebuilds the base, then the ext built on it.
+    chain.base_dockerfile(BASE.replace("base-1", "base-2"))
+    r = chain.exec(project, "cat", "/both")
+    assert r.stdout == "base-2\ndata-1\n"
+    assert built(r) == [BASE_LINE, EXT_LINE]
+    second = chain.names()
+    assert second["aishell:base"] != first["aishell:base"] and second[ext] != first[ext]
+    assert chain.labels(ext)["aishell.base.id"] == second["aishell:base"]
+
+    # Editing only the project's Dockerfile rebuilds only the ext.
+    chain.write(os.path.join(project, ".aishell", "Dockerfile"),
+                "FROM aishell:base\nCOPY data /data\nRUN cat /base-marker /data > /both; echo x >> /both\n")
+    r = chain.exec(project, "cat", "/both")
+    assert r.stdout == "base-2\ndata-1\nx\n"
+    assert built(r) == [EXT_LINE]
+    assert chain.names()["aishell:base"] == second["aishell:base"]
+
+    # Editing a file the ext COPYs rebuilds the ext.
+    chain.write(os.path.join(project, ".aishell", "data"), "data-2\n")
+    r = chain.exec(project, "cat", "/data")
+    assert r.stdout == "data-2\n"
+    assert built(r) == [EXT_LINE]
+    assert built(chain.exec(project, "true")) == []
+
+
+def test_deleting_the_base_dockerfile_re_aliases_base(chain):
+    project = chain.project()
+    path = chain.base_dockerfile(BASE)
+    chain.exec(project, "true")
+    custom = chain.names()["aishell:base"]
+    os.unlink(path)
+    r = chain.exec(project, "sh", "-c", "test -e /base-marker || echo gone")
+    assert r.stdout == "gone\n"
+    assert built(r) == []
+    names = chain.names()
+    assert names["aishell:base"] == names["aishell:foundation"]
+    assert custom not in names.values()
+    assert chain.record()["base"]["custom"] is False
+    assert verify_store(chain.aishell.store) == []
+
+
+def test_from_foundation_builds_and_survives_a_base_change_unbuilt(chain):
+    chain.base_dockerfile(BASE)
+    on_base = chain.project("on-base", dockerfile=EXT)
+    on_foundation = chain.project("on-foundation",
+                                  dockerfile="FROM aishell:foundation\nRUN echo f > /f-marker\n")
+    assert chain.exec(on_base, "cat", "/base-marker", "/ext-marker").stdout == "base-1\next-1\n"
+    r = chain.exec(on_foundation, "sh", "-c", "cat /f-marker; test -e /base-marker || echo no-base")
+    assert r.stdout == "f\nno-base\n"
+    assert built(r) == [EXT_LINE]
+    kept = chain.names()[ext_name(on_foundation)]
+    assert chain.labels(ext_name(on_foundation))["aishell.base.id"] == chain.names()["aishell:foundation"]
+
+    chain.base_dockerfile(BASE.replace("base-1", "base-2"))
+    r = chain.exec(on_foundation, "cat", "/f-marker")
+    assert built(r) == [BASE_LINE], "the base is rebuilt, the ext on the foundation is not"
+    assert chain.names()[ext_name(on_foundation)] == kept
+    r = chain.exec(on_base, "cat", "/base-marker")
+    assert r.stdout == "base-2\n"
+    assert built(r) == [EXT_LINE]
+
+
+def test_a_failing_base_build_exits_125_with_its_output_and_is_retried(chain):
+    project = chain.project()
+    chain.base_dockerfile(BASE)
+    chain.exec(project, "true")
+    good = chain.names()["aishell:base"]
+    chain.base_dockerfile("FROM aishell:foundation\nRUN echo step-output-here; exit 3\n")
+    for _ in range(2):  # the next run retries (and fails the same way)
+        r = chain.exec(project, "true", check=False)
+        assert r.returncode == 125
+        assert "step-output-here" in r.stderr
+        assert built(r) == [BASE_LINE]
+        assert_one_error(r, r"Dockerfile.*exit status 3")
+        assert chain.names()["aishell:base"] == good, "the previous base is kept"
+    chain.base_dockerfile(BASE.replace("base-1", "fixed"))
+    assert chain.exec(project, "cat", "/base-marker").stdout == "fixed\n"
+
+
+def test_missing_foundation_is_one_error_saying_to_run_setup(aishell):
+    project = os.path.join(aishell.workdir, "p")
+    aishell.make_dir(project)
+    r = aishell("exec", "true", user="unpriv", cwd=project, check=False)
+    assert r.returncode == 125
+    assert_one_error(r, r"aishell:foundation is not in the store.*run `aishell setup`")
+
+
+def test_two_execs_started_together_build_the_ext_once(chain):
+    project = chain.project(dockerfile="FROM aishell:foundation\nRUN sleep 1; echo once > /m\n")
+    procs = [chain.aishell.popen("exec", "--network", "none", "cat", "/m", user="unpriv", cwd=project)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+        assert out == "once\n"
+    lines = [line for _, err in outs for line in err.splitlines()]
+    assert lines.count(EXT_LINE) == 1, lines
+    assert len(chain.record()["exts"]) == 1
+
+
+def test_setup_force_rebuilds_the_base_at_once_and_marks_exts_stale(chain):
+    chain.base_dockerfile(BASE)
+    project = chain.project(dockerfile=EXT)
+    chain.exec(project, "true")
+    before = chain.names()
+    r = chain.aishell("setup", "--force", user="unpriv")
+    assert built(r) == [BASE_LINE]
+    assert "Base image: custom (~/.aishell/Dockerfile)" in r.stdout
+    assert chain.record()["generation"] == 1
+    # The same inputs: the step cache was not used, yet the rebuilt base is the same content.
+    r = chain.exec(project, "cat", "/ext-marker")
+    assert built(r) == [EXT_LINE], "every ext rebuilds once after setup --force"
+    assert built(chain.exec(project, "true")) == []
+    assert set(chain.names()) == set(before)
+
+
+def test_a_format_1_store_written_by_the_previous_release_is_upgraded(aishell, fixtures_dir):
+    """tests/fixtures/stores/format1-hello.tar: the store `aishell setup` of the release before
+    the chain (commit 89a7f16) wrote for the hello fixture image (/hello.txt) as foundation."""
+    with tarfile.open(os.path.join(fixtures_dir, "stores", "format1-hello.tar")) as t:
+        t.extractall(aishell.store)
+    for d, dirs, files in os.walk(aishell.store):
+        for n in [d] + [os.path.join(d, x) for x in dirs + files]:
+            os.lchown(n, aishell.entry.pw_uid, aishell.entry.pw_gid)
+    with open(os.path.join(aishell.store, "version")) as f:
+        assert f.read() == "1\n"
+    before = {name: d["digest"] for name, d in image_names(aishell.store).items()}
+    # A project image made of the old foundation and a static busybox: the chain builds on
+    # the upgraded store and runs it.
+    project = os.path.join(aishell.workdir, "p")
+    aishell.make_dir(project)
+    aishell.make_dir(os.path.join(project, ".aishell"))
+    shutil.copy("/bin/busybox", os.path.join(project, ".aishell", "busybox"))
+    with open(os.path.join(project, ".aishell", "Dockerfile"), "w") as f:
+        f.write("FROM aishell:base\nCOPY busybox /bin/busybox\n")
+    for n in ("busybox", "Dockerfile"):
+        os.chown(os.path.join(project, ".aishell", n), aishell.entry.pw_uid, aishell.entry.pw_gid)
+    r = aishell("exec", "--network", "none", "/bin/busybox", "cat", "/hello.txt", user="unpriv", cwd=project,
+                timeout=300)
+    assert r.stdout == "hello from a fixture\n"
+    with open(os.path.join(aishell.store, "version")) as f:
+        assert f.read() == "2\n"
+    after = {name: d["digest"] for name, d in image_names(aishell.store).items()}
+    for name, digest in before.items():
+        assert after[name] == digest
+    assert after["aishell:base"] == after["aishell:foundation"]
+    assert os.path.isdir(os.path.join(aishell.store, "volumes"))
+    assert verify_store(aishell.store) == []
