@@ -186,6 +186,14 @@ HostUser current_host_user() {
     return u;
 }
 
+std::vector<std::string> complete_path(std::vector<std::string>& env) {
+    if (!get(env, "PATH")) env.push_back(std::string("PATH=") + kDefaultPath);
+    std::vector<std::string> dirs;
+    for (const auto& d : split(*get(env, "PATH"), ':'))
+        if (!d.empty()) dirs.push_back(d);
+    return dirs;
+}
+
 ProcessSpec build_process(const oci::ImageConfig& config, const ProcessOptions& opts, const UserDb& db,
                           const std::optional<HostUser>& keep_id_user) {
     ProcessSpec p;
@@ -230,12 +238,10 @@ ProcessSpec build_process(const oci::ImageConfig& config, const ProcessOptions& 
         if (e.find('=') != std::string::npos) set_env(p.env, e);
         else if (auto v = get_env(e.c_str())) set_env(p.env, e + "=" + *v);
     }
-    if (!get(p.env, "PATH")) p.env.push_back(std::string("PATH=") + kDefaultPath);
+    p.path_dirs = complete_path(p.env);
     if (!get(p.env, "HOSTNAME")) p.env.push_back("HOSTNAME=" + opts.hostname);
     if (!get(p.env, "HOME")) p.env.push_back("HOME=" + user.home);
     if (opts.tty && !get(p.env, "TERM")) p.env.push_back("TERM=xterm");
-    for (const auto& d : split(*get(p.env, "PATH"), ':'))
-        if (!d.empty()) p.path_dirs.push_back(d);
 
     p.cwd = opts.workdir.value_or(config.working_dir());
     if (p.cwd.empty()) p.cwd = "/";

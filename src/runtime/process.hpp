@@ -65,6 +65,11 @@ struct HostUser {
 };
 HostUser current_host_user();
 
+// Adds PATH=kDefaultPath to env when it has no PATH; returns the PATH's directories (empty ones
+// dropped), where the runtime searches a bare argv[0]. `exec` (build_process) and the build's
+// RUN both go through it.
+std::vector<std::string> complete_path(std::vector<std::string>& env);
+
 ProcessSpec build_process(const oci::ImageConfig& config, const ProcessOptions& opts, const UserDb& db,
                           const std::optional<HostUser>& keep_id_user);
 
