@@ -10,8 +10,6 @@
 #include <chrono>
 #include <iostream>
 
-#include <nlohmann/json.hpp>
-
 #include "common/error.hpp"
 #include "common/file.hpp"
 #include "common/held_signals.hpp"
@@ -39,7 +37,7 @@ namespace aishell::composer {
 namespace {
 
 namespace fs = std::filesystem;
-using nlohmann::json;
+using nlohmann::json;  // the config document (build_config.hpp)
 
 runtime::UserDb user_db(const fs::path& layers_dir, const std::vector<std::string>& layers) {
     return {runtime::read_layered_file(layers_dir, layers, "/etc/passwd"),
@@ -220,12 +218,13 @@ private:
     }
 
     // The in-namespace half of a step, in the build's step helper (build_step.hpp).
-    std::optional<StepLayer> run_helper(const fs::path& run_dir, json spec) {
-        spec["store"] = store_.root().string();
-        spec["lease"] = lease_->path().string();  // the helper records the step's blob and tree there
-        spec["run_dir"] = run_dir.string();
-        spec["compression"] = req_.compression;
-        if (req_.source_date_epoch) spec["clamp"] = *req_.source_date_epoch;
+    // spec: the step's own part (lower and copy, mkdir or stubs); the rest is the build's.
+    std::optional<StepLayer> run_helper(const fs::path& run_dir, StepSpec spec) {
+        spec.store = store_.root().string();
+        spec.lease = lease_->path().string();  // the helper records the step's blob and tree there
+        spec.run_dir = run_dir.string();
+        spec.compression = req_.compression;
+        spec.clamp = req_.source_date_epoch;
         return helper_.run(spec);
     }
 
@@ -355,17 +354,19 @@ private:
         // (llb.Mkdir WithUser: its uid and primary group; a bare uid N is N:N), so a later
         // `RUN touch x` as that user works there. A user the image does not know makes it
         // root's, as in BuildKit and Docker's classic builder (a RUN as that user fails).
-        json mkdir = {{"path", fs::path(path).lexically_normal().string()}};
+        MkdirStepSpec mkdir{fs::path(path).lexically_normal().string(), std::nullopt};
         std::optional<std::pair<std::uint32_t, std::uint32_t>> owner;
         if (const std::string user = config_string(s, "User"); !user.empty()) {
             const runtime::ResolvedUser u = runtime::resolve_file_owner(user, user_db(store_.layers_dir(), layer_dirs(s)));
             owner.emplace(u.uid, u.gid);
-            mkdir["chown"] = {u.uid, u.gid};
+            mkdir.owner = CopyOwner{u.uid, u.gid};
         }
         layer_step(s, text, workdir_key_parts(owner), [&]() -> std::optional<StepLayer> {
             WorkDir run(store_, helper_);
-            json spec = {{"lower", layer_dirs(s)}, {"mkdir", mkdir}};
-            return run_helper(run.path(), spec);
+            StepSpec spec;
+            spec.lower = layer_dirs(s);
+            spec.mkdir = mkdir;
+            return run_helper(run.path(), std::move(spec));
         });
     }
 
@@ -420,10 +421,12 @@ private:
         WorkDir run(store_, helper_);
         in.run_dir = run.path();
         in.step_label = step_label(step_);
-        const RunCommit commit = run_container_step(in);
-        json spec{{"lower", commit.lower}, {"stubs", commit.stubs}};
-        if (commit.owner) spec["owner"] = {commit.owner->uid, commit.owner->gid};
-        return run_helper(run.path(), spec);
+        RunCommit commit = run_container_step(in);
+        StepSpec spec;
+        spec.lower = std::move(commit.lower);
+        spec.stubs = std::move(commit.stubs);
+        spec.owner = commit.owner;
+        return run_helper(run.path(), std::move(spec));
     }
 
     // ---- COPY / ADD (build_copy_step.hpp) ------------------------------------------------------
@@ -436,45 +439,37 @@ private:
         return source_digest(ctx.get(), req, matcher_ ? &*matcher_ : nullptr, &*digest_memo_).str();
     }
 
-    static json copy_spec(const CopyRequest& req) {
-        json copy = {{"sources", req.sources},   {"dest", req.dest},         {"add", req.extract_archives},
-                     {"instruction", req.instruction}, {"heredocs", req.heredocs}, {"chown", nullptr},
-                     {"chmod", nullptr}};
-        if (req.chown) copy["chown"] = {req.chown->uid, req.chown->gid};
-        if (req.chmod) copy["chmod"] = *req.chmod;
-        if (req.preserve_owner) copy["preserve_owner"] = true;
-        return copy;
-    }
-
     void copy_step(ImageState& s, const CopyStepArgs& args) {
         const CopyExpanders expanders{[&](const std::string& w) { return expand(s, w); },
                                       [&](const std::string& body) { return expand_heredoc(s, body); }};
         CopyPlan plan = plan_copy(args, s, expanders, [&] { return user_db(store_.layers_dir(), layer_dirs(s)); },
                                   store_.tmp_dir());
-        json copy = copy_spec(plan.request);
+        CopyStepSpec copy{plan.request, "", std::nullopt, std::nullopt};
         std::vector<std::string> key_parts;
         std::optional<ImageState> from_state;
         if (plan.remote) {
             for (auto& part : plan.remote->key_parts()) key_parts.push_back(std::move(part));  // downloads unless --checksum
         } else if (plan.from.empty()) {
             key_parts.push_back(context_key_part(plan.request));
-            copy["src_dir"] = fs::absolute(req_.context).string();
-            if (matcher_) copy["ignore"] = ignore_patterns_;
+            copy.src_dir = fs::absolute(req_.context).string();
+            if (matcher_) copy.ignore = ignore_patterns_;
         } else {
             from_state = state_of(plan.from);
             key_parts.push_back(from_state->key.str());
         }
         for (const auto& [k, v] : plan.request.heredocs) key_parts.push_back(heredoc_key_part(k, v));
         layer_step(s, plan.text, key_parts, [&]() -> std::optional<StepLayer> {
-            if (from_state) copy["src_layers"] = layer_dirs(*from_state);
+            if (from_state) copy.src_layers = layer_dirs(*from_state);
             if (plan.remote) {  // remote archives are not extracted
-                copy["sources"] = plan.remote->copy_sources();
-                copy["src_dir"] = plan.remote->dir().string();
-                copy["add"] = false;
+                copy.request.sources = plan.remote->copy_sources();
+                copy.src_dir = plan.remote->dir().string();
+                copy.request.extract_archives = false;
             }
             WorkDir run(store_, helper_);
-            json spec = {{"lower", layer_dirs(s)}, {"copy", copy}};
-            return run_helper(run.path(), spec);
+            StepSpec spec;
+            spec.lower = layer_dirs(s);
+            spec.copy = copy;
+            return run_helper(run.path(), std::move(spec));
         });
     }
 

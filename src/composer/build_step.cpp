@@ -18,6 +18,7 @@
 #include "common/unique_fd.hpp"
 #include "composer/build_copy.hpp"
 #include "composer/build_mounts.hpp"
+#include "composer/build_step_spec.hpp"
 #include "oci/archive_api.hpp"
 #include "oci/json_text.hpp"
 #include "oci/layer_write.hpp"
@@ -32,24 +33,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-std::optional<CopyOwner> owner_from(const json& j) {
-    if (!j.is_array()) return std::nullopt;
-    return CopyOwner{j.at(0).get<std::uint32_t>(), j.at(1).get<std::uint32_t>()};
-}
-
-CopyRequest copy_request_from(const json& j) {
-    CopyRequest r;
-    r.sources = j.at("sources").get<std::vector<std::string>>();
-    r.dest = j.at("dest").get<std::string>();
-    r.chown = owner_from(j.value("chown", json()));
-    if (j.contains("chmod") && j["chmod"].is_number()) r.chmod = j["chmod"].get<mode_t>();
-    r.extract_archives = j.value("add", false);
-    r.preserve_owner = j.value("preserve_owner", false);
-    r.heredocs = j.value("heredocs", std::map<std::string, std::string>{});
-    r.instruction = j.value("instruction", std::string("COPY"));
-    return r;
-}
 
 std::string relative_to(const fs::path& p, const fs::path& base) { return p.lexically_relative(base).string(); }
 
@@ -94,7 +77,7 @@ void make_dir_path(const std::string& path, std::optional<CopyOwner> owner, Owne
 }
 
 // The file operation, in a forked child chrooted into the step's rootfs.
-void run_chrooted(const fs::path& rootfs, int src_fd, const json& spec, const oci::LayeredOwners* src_owners) {
+void run_chrooted(const fs::path& rootfs, int src_fd, const StepSpec& spec, const oci::LayeredOwners* src_owners) {
     // The child reports its error through a file opened before chroot.
     UniqueFd err(::open(rootfs.parent_path().c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
     if (!err) throw_errno("open error file", rootfs.parent_path().string());
@@ -108,7 +91,7 @@ void run_chrooted(const fs::path& rootfs, int src_fd, const json& spec, const oc
     if (!table) throw_errno("create owner table", table_path.string());
     // ADD extracts local archives with libarchive, which is dlopened on first use: load it
     // now, while the host's libraries are still visible (not after the chroot).
-    if (spec.contains("copy") && spec["copy"].is_object() && spec["copy"].value("add", false)) oci::load_libarchive();
+    if (spec.copy && spec.copy->request.extract_archives) oci::load_libarchive();
     pid_t pid = ::fork();
     if (pid < 0) throw_errno("fork");
     if (pid == 0) {
@@ -117,16 +100,12 @@ void run_chrooted(const fs::path& rootfs, int src_fd, const json& spec, const oc
             if (::chroot(rootfs.c_str()) != 0) throw_errno("chroot", rootfs.string());
             if (::chdir("/") != 0) throw_errno("chdir", "/");
             OwnerRecorder owners("/", upper.get());
-            if (spec.contains("copy") && spec["copy"].is_object()) {
-                const json& c = spec["copy"];
+            if (spec.copy) {
                 std::optional<IgnoreMatcher> matcher;
-                if (c.contains("ignore") && c["ignore"].is_array())
-                    matcher.emplace(c["ignore"].get<std::vector<std::string>>());
-                copy_files(src_fd, "/", copy_request_from(c), matcher ? &*matcher : nullptr, &owners, src_owners);
+                if (spec.copy->ignore) matcher.emplace(*spec.copy->ignore);
+                copy_files(src_fd, "/", spec.copy->request, matcher ? &*matcher : nullptr, &owners, src_owners);
             }
-            if (spec.contains("mkdir") && spec["mkdir"].is_object())
-                make_dir_path(spec["mkdir"].at("path").get<std::string>(), owner_from(spec["mkdir"].value("chown", json())),
-                              owners);
+            if (spec.mkdir) make_dir_path(spec.mkdir->path, spec.mkdir->owner, owners);
             if (owners.size() > 0) oci::write_owner_table(table.get(), owners.finish(), table_path.string());
         } catch (const std::exception& e) {
             std::string msg = e.what();
@@ -146,28 +125,27 @@ void run_chrooted(const fs::path& rootfs, int src_fd, const json& spec, const oc
     }
 }
 
-void apply_file_op(const oci::Store& store, const json& spec, const fs::path& run_dir) {
+void apply_file_op(const oci::Store& store, const StepSpec& spec, const fs::path& run_dir) {
     for (auto d : {"upper", "work", "rootfs", "empty", "empty2", "src"}) make_dirs(run_dir / d, 0755);
     if (::unshare(CLONE_NEWNS) != 0) throw_errno("unshare", "mount namespace");
     if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) throw_errno("make mounts private");
     const fs::path layers = store.layers_dir();
     std::string empty = relative_to(run_dir / "empty", layers);
-    auto lowers = spec.value("lower", std::vector<std::string>{});
+    std::vector<std::string> lowers = spec.lower;
     lowers.push_back(empty);  // overlay wants a lowerdir; FROM scratch has none
     mount_layers_overlay(layers, lowers, run_dir / "rootfs", std::make_pair(run_dir / "upper", run_dir / "work"));
 
     UniqueFd src_fd;
     std::optional<oci::LayeredOwners> src_owners;  // what a --from source's layers recorded
-    const json copy = spec.value("copy", json());
-    if (copy.is_object() && copy.contains("src_layers") && copy["src_layers"].is_array()) {
-        auto src_layers = copy["src_layers"].get<std::vector<std::string>>();
+    if (spec.copy && spec.copy->src_layers) {
+        std::vector<std::string> src_layers = *spec.copy->src_layers;
         src_owners = oci::LayeredOwners::load(layers, src_layers);
         // A read-only overlay needs two lowerdirs, and the same dir twice is refused (ELOOP).
         src_layers.push_back(relative_to(run_dir / "empty2", layers));
         mount_layers_overlay(layers, src_layers, run_dir / "src", std::nullopt);
         src_fd = UniqueFd(::open((run_dir / "src").c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-    } else if (copy.is_object()) {
-        std::string dir = copy.at("src_dir").get<std::string>();
+    } else if (spec.copy) {
+        const std::string& dir = spec.copy->src_dir;
         src_fd = UniqueFd(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
         if (!src_fd) throw_errno("open build context", dir);
     }
@@ -176,22 +154,21 @@ void apply_file_op(const oci::Store& store, const json& spec, const fs::path& ru
     ::umount2((run_dir / "src").c_str(), MNT_DETACH);
 }
 
-json commit_upper(oci::Store& store, const json& spec, const fs::path& run_dir) {
+json commit_upper(oci::Store& store, const StepSpec& spec, const fs::path& run_dir) {
     const fs::path upper = run_dir / "upper";
     UniqueFd fd(::open(upper.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!fd) throw_errno("open", upper.string());
     oci::LayerWriteOptions options;
-    options.compression = spec.value("compression", std::string("gzip")) == "zstd" ? oci::media_type::Compression::Zstd
-                                                                                  : oci::media_type::Compression::Gzip;
-    if (spec.contains("clamp") && spec["clamp"].is_number()) options.clamp_mtime = spec["clamp"].get<std::int64_t>();
+    options.compression = spec.compression == "zstd" ? oci::media_type::Compression::Zstd : oci::media_type::Compression::Gzip;
+    if (spec.clamp) options.clamp_mtime = *spec.clamp;
     // Written by a file step when an owner could not be set on disk; outside the upper dir.
     std::optional<oci::OwnerTable> owners = oci::read_owner_table(run_dir / "owners");
     if (owners) options.owners = &*owners;
     // What the lower layers recorded, for the entries this step only copied up.
-    auto lower_owners = oci::LayeredOwners::load(store.layers_dir(), spec.value("lower", std::vector<std::string>{}));
+    auto lower_owners = oci::LayeredOwners::load(store.layers_dir(), spec.lower);
     options.lower_owners = &lower_owners;
     // A RUN under an emulated USER (single mode): what it made is USER's.
-    if (auto o = owner_from(spec.value("owner", json())); o) options.new_entry_owner = oci::LayerOwner{o->uid, o->gid};
+    options.new_entry_owner = spec.owner;
     auto layer = oci::write_layer(store, fd.get(), options);
     json result = {{"layer", nullptr}};
     if (!layer) return result;
@@ -223,24 +200,19 @@ json commit_upper(oci::Store& store, const json& spec, const fs::path& run_dir) 
 }
 
 // One step, in the namespace: the file operation or the RUN's stub removal, then the commit.
-json run_step(const json& spec) {
-    auto store = oci::Store::open(spec.at("store").get<std::string>());
+json run_step(const StepSpec& spec) {
+    auto store = oci::Store::open(spec.store);
     // The build's lease: the step's blob and tree are recorded there as they are written.
-    if (spec.contains("lease") && spec["lease"].is_string())
-        store = store.with_lease(oci::Lease::join(spec["lease"].get<std::string>()));
-    fs::path run_dir = spec.at("run_dir").get<std::string>();
-    bool file_op = (spec.contains("copy") && spec["copy"].is_object()) ||
-                   (spec.contains("mkdir") && spec["mkdir"].is_object());
-    if (file_op) apply_file_op(store, spec, run_dir);
-    else if (spec.contains("stubs") && spec["stubs"].is_array())
-        remove_mount_stubs(store, spec.value("lower", std::vector<std::string>{}),
-                           spec["stubs"].get<std::vector<std::string>>(), run_dir);
+    if (!spec.lease.empty()) store = store.with_lease(oci::Lease::join(spec.lease));
+    const fs::path run_dir = spec.run_dir;
+    if (spec.copy || spec.mkdir) apply_file_op(store, spec, run_dir);
+    else if (spec.stubs) remove_mount_stubs(store, spec.lower, *spec.stubs, run_dir);
     return commit_upper(store, spec, run_dir);
 }
 
 // ---- the channel: messages are an 8-byte length (host order: both ends are this binary) and
 // that many bytes of MessagePack (oci::to_message: strings keep their bytes, a RUN command
-// that is not UTF-8 too). A request {"op":"step","spec":{..}} gets {"result":{..}} or
+// that is not UTF-8 too). A request {"op":"step","spec":{..}} (build_step_spec.hpp) gets {"result":{..}} or
 // {"error":"..","hint":".."}; {"op":"rm","path":".."} gets no answer.
 constexpr std::uint64_t kMaxMessage = 64u << 20;
 
@@ -285,7 +257,7 @@ json error_reply(const std::exception& e) {
 // Runs one step in a forked child (its own mount namespace, cwd and heap: nothing of a step
 // stays in the helper) and returns its reply. The helper is single-threaded, so the child may
 // run ordinary code.
-json run_step_in_child(const json& spec) {
+json run_step_in_child(const StepSpec& spec) {
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0) throw_errno("pipe2");
     UniqueFd rd(fds[0]), wr(fds[1]);
@@ -354,7 +326,7 @@ int serve_build_steps(int fd) {
         json reply;
         try {
             if (op != "step" || !request.contains("spec")) throw Error("build step helper: malformed request");
-            reply = run_step_in_child(request["spec"]);
+            reply = run_step_in_child(step_spec_from_json(request["spec"]));
         } catch (const std::exception& e) {
             reply = error_reply(e);
         }
@@ -392,9 +364,10 @@ void StepHelper::lost(const std::string& what) {
                 "run the build again; if it persists, report it with the output above");
 }
 
-std::optional<StepLayer> StepHelper::run(const json& spec) {
+std::optional<StepLayer> StepHelper::run(const StepSpec& spec) {
     start();
-    if (!send_message(channel_.get(), oci::to_message(json{{"op", "step"}, {"spec", spec}}))) lost("the request could not be sent");
+    if (!send_message(channel_.get(), oci::to_message(json{{"op", "step"}, {"spec", step_spec_to_json(spec)}})))
+        lost("the request could not be sent");
     std::optional<std::string> text = read_message(channel_.get());
     if (!text) lost("no reply");
     json reply = oci::from_message(*text);

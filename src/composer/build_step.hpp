@@ -29,6 +29,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/unique_fd.hpp"
+#include "composer/build_step_spec.hpp"
 #include "oci/store.hpp"
 #include "oci/types.hpp"
 #include "runtime/idmap.hpp"
@@ -53,10 +54,9 @@ public:
     // Starts the helper unless it runs: the caller goes on while it execs (a RUN step starts
     // it before its container, so the two overlap). Throws Error when it cannot be started.
     void start();
-    // Runs one step (a spec with "run_dir", "lower" and "copy", "mkdir" or "stubs"; see
-    // build_step.cpp) in the helper, starting it when needed: the layer, or nullopt when the
-    // step changed nothing. Throws Error with the step's own message and hint.
-    std::optional<StepLayer> run(const nlohmann::json& spec);
+    // Runs one step (build_step_spec.hpp) in the helper, starting it when needed: the layer,
+    // or nullopt when the step changed nothing. Throws Error with the step's own message and hint.
+    std::optional<StepLayer> run(const StepSpec& spec);
     // Removes dir (a step's work dir): queued to the helper when it runs, which removes it after
     // the step it is on; else here (runtime::remove_tree).
     void remove(const std::filesystem::path& dir);

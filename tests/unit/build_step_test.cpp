@@ -87,14 +87,17 @@ struct Served {
 
 TEST_CASE("step helper: a step it cannot run gets one error reply, and it serves the next request", "[build_step]") {
     Served helper;
-    helper.send({{"op", "step"}, {"spec", json::object()}});  // no store, no run dir
+    helper.send({{"op", "step"}, {"spec", {{"version", aishell::composer::StepSpec::kVersion}}}});  // no store, no run dir
     json reply = helper.receive();
     REQUIRE(reply.contains("error"));
     CHECK(reply["error"].get<std::string>().find("store") != std::string::npos);
     CHECK_FALSE(reply.contains("result"));
 
     TempDir dir;
-    helper.send({{"op", "step"}, {"spec", {{"store", (dir.path / "store").string()}, {"run_dir", (dir.path / "nope").string()}}}});
+    aishell::composer::StepSpec spec;
+    spec.store = (dir.path / "store").string();
+    spec.run_dir = (dir.path / "nope").string();
+    helper.send({{"op", "step"}, {"spec", aishell::composer::step_spec_to_json(spec)}});
     reply = helper.receive();
     REQUIRE(reply.contains("error"));
     CHECK(reply["error"].get<std::string>().find((dir.path / "nope").string()) != std::string::npos);
