@@ -146,11 +146,21 @@ void BlobWriter::commit(const Digest& expected, std::int64_t expected_size) {
     publish();
 }
 
-Digest BlobWriter::commit_computed() {
+Digest BlobWriter::finish_computed() {
     if (!state_ || state_->done) throw Error(kWriterFinished);
     Digest actual = state_->hash.finish();
     fsync_fd(state_->fd.get(), state_->path.string());
     state_->digest = actual;
+    return actual;
+}
+
+UniqueFd BlobWriter::reopen() const {
+    if (!state_ || state_->done) throw Error(kWriterFinished);
+    return open_file(state_->path, O_RDONLY);
+}
+
+Digest BlobWriter::commit_computed() {
+    Digest actual = finish_computed();
     publish();
     return actual;
 }

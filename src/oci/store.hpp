@@ -71,6 +71,11 @@ public:
     // Through a store with a lease, the blob is leased before the rename and recorded as made
     // when it was not there yet.
     void publish();
+    // finish() under whatever digest the bytes have (an archive's member whose digest is known
+    // only once it is read, `aishell load`): fsynced, not visible yet; returns the digest.
+    Digest finish_computed();
+    // A read-only fd of the bytes written, to stream them again (a finished writer too).
+    UniqueFd reopen() const;
     // finish() + publish().
     void commit(const Digest& expected, std::int64_t expected_size = -1);
     // Commits under whatever digest the bytes have (for blobs aishell creates).
