@@ -137,5 +137,18 @@ def layer_extract():
                     put("layer_extract", b"\2" + z)
 
 
-for make in [dockerfiles, shell_lex, dockerignore, reference, www_authenticate, oci_types, layer_extract]:
+def docker_archive():
+    """manifest.json as docker save (20.10 and 25) writes it, repositories, and member names with
+    the symlinks Docker writes for shared layers, plus escapes and a loop."""
+    old = [{"Config": "4f1b" * 16 + ".json", "RepoTags": ["busybox:latest"], "Layers": ["aa/layer.tar", "bb/layer.tar"]},
+           {"Config": "9c3d" * 16 + ".json", "RepoTags": None, "Layers": ["aa/layer.tar"]}]
+    new = [{"Config": "blobs/sha256/" + "ab" * 32, "RepoTags": ["x:1"], "Layers": ["blobs/sha256/" + "cd" * 32],
+            "LayerSources": {"sha256:" + "cd" * 32: {"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                                                    "size": 1024, "digest": "sha256:" + "cd" * 32}}}]
+    put("docker_archive", json.dumps(old) + "\0aa/layer.tar\0bb/layer.tar\0bb/layer.tar\0../aa/layer.tar")
+    put("docker_archive", json.dumps(new) + "\0./blobs//sha256/x\0a/l\0../../etc/passwd\0b\0/etc\0c\0c")
+    put("docker_archive", '{"busybox":{"latest":"aa","1":"aa"},"team/app":{"v2":"bb"}}\0a\0../b/x\0b/x\0../a')
+
+
+for make in [dockerfiles, shell_lex, dockerignore, reference, www_authenticate, oci_types, layer_extract, docker_archive]:
     make()

@@ -6,22 +6,11 @@
 #include <string>
 
 #include "common/error.hpp"
+#include "error_message.hpp"
 #include "oci/docker_archive.hpp"
 
 namespace oci = aishell::oci;
-
-namespace {
-
-std::string message_of(const std::function<void()>& fn) {
-    try {
-        fn();
-    } catch (const aishell::Error& e) {
-        return e.message();
-    }
-    return "(no error)";
-}
-
-}  // namespace
+using aishell::test::message_of;
 
 TEST_CASE("docker archive: manifest.json of docker save 20.10, shared layer and untagged image", "[docker_archive]") {
     const std::string text =

@@ -7,20 +7,13 @@
 #include <string>
 
 #include "common/error.hpp"
+#include "error_message.hpp"
 #include "oci/image_archive.hpp"
 
 namespace oci = aishell::oci;
+using aishell::test::message_of;
 
 namespace {
-
-std::string message_of(const std::function<void()>& fn) {
-    try {
-        fn();
-    } catch (const aishell::Error& e) {
-        return e.message();
-    }
-    return "(no error)";
-}
 
 using Links = std::map<std::string, std::string>;
 

@@ -7,25 +7,18 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.hpp"
+#include "error_message.hpp"
 #include "oci/image.hpp"
 #include "oci/json_parse.hpp"
 #include "oci/types.hpp"
 
 namespace oci = aishell::oci;
+using aishell::test::message_of;
 
 namespace {
 
 std::string nested(std::size_t depth, const std::string& inner = "1") {
     return std::string(depth, '[') + inner + std::string(depth, ']');
-}
-
-std::string message_of(const std::function<void()>& fn) {
-    try {
-        fn();
-    } catch (const aishell::Error& e) {
-        return e.message();
-    }
-    return "(no error)";
 }
 
 }  // namespace
