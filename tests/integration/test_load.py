@@ -446,9 +446,12 @@ def _replace(members, name, data=None, info=None):
 
 
 def _plain_layer_name(images):
-    """A <id>/layer.tar of the app image that is a file, not a link."""
+    """A <id>/layer.tar of the app image that is a file, not a link, and no link's target (the
+    errors then name it, not a link to it)."""
+    targets = {os.path.normpath(os.path.join(os.path.dirname(i.name), i.linkname))
+               for i, _ in images.members if i.issym()}
     for path in images.app_entry()["Layers"]:
-        if images.member(path)[0].isreg():
+        if images.member(path)[0].isreg() and path not in targets:
             return path
     raise AssertionError("no plain layer.tar")
 
@@ -474,9 +477,9 @@ def _bad_archives(images):
         "duplicate": (m + [(file_info("manifest.json"), images.member("manifest.json")[1])],
                       "archive member 'manifest.json': the archive holds this member twice"),
         "symlink_out": (_replace(m, layer, None, link_info(layer, "../../../etc/passwd")),
-                        f"archive member '{layer}': symlink '{layer}' -> '../../../etc/passwd' points out of the archive"),
+                        f"symlink '{layer}' -> '../../../etc/passwd' points out of the archive"),
         "symlink_absolute": (_replace(m, layer, None, link_info(layer, "/etc/passwd")),
-                             f"archive member '{layer}': symlink '{layer}' -> '/etc/passwd' points out of the archive"),
+                             f"symlink '{layer}' -> '/etc/passwd' points out of the archive"),
         "symlink_loop": (_replace(m, layer, None, link_info(layer, "../loop/layer.tar")) +
                          [(link_info("loop/layer.tar", f"../{layer}"), None)],
                          "links (a loop)"),
