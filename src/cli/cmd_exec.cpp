@@ -1,20 +1,24 @@
-// `aishell exec`: run a command in an image of the store (pulled first when missing, as
-// `docker run` does), plus the hidden helpers the runtime re-executes inside the user
+// `aishell exec` and `aishell run` (and `aishell` alone, which is `run` with no command: a shell):
+// run a command in an image of the store (pulled first when missing, as `docker run` does), in
+// the project of the current directory (bound at its own path), plus the hidden helpers the runtime re-executes inside the user
 // namespace: `__unpack` (unpack layers so owners land as mapped ids), `__reown` (layer copies
 // re-owned for --userns=keep-id in subuid mode), `__rm` (remove a run's upper layer, whose
 // files may belong to sub ids) and `__userns-hold` (the user namespace holder that subuid-mode
 // runs join, runtime/userns_holder.hpp).
 #include <unistd.h>
 
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "cli/chain_image.hpp"
 #include "cli/command.hpp"
+#include "cli/host_context.hpp"
 #include "cli/image_lookup.hpp"
 #include "cli/pull_runner.hpp"
 #include "common/error.hpp"
+#include "composer/chain.hpp"
 #include "oci/image.hpp"
 #include "registry/reference.hpp"
 #include "runtime/launch.hpp"
@@ -24,16 +28,24 @@
 
 namespace aishell::cli {
 
+namespace fs = std::filesystem;
+
 namespace {
 
+// exec: for scripts, no terminal unless -t. run (and `aishell` alone, main.cpp's bare form):
+// the terminal attached when there is one, and a shell when no command is given.
+enum class Mode { Exec, Run };
+
 struct ExecArgs {
+    Mode mode = Mode::Exec;
     std::string image;
     runtime::RunOptions run;
     std::string network = "host";
     std::string userns;
     std::string user, workdir, entrypoint;
     bool tty = false;
-    std::vector<std::string> unused_positional;  // see add_exec_command
+    ChainRunOptions chain;  // --rebuild, --quiet: the project's image
+    std::vector<std::string> unused_positional;  // see add_exec_options
 };
 
 void report(const std::string& message, const std::string& hint) {
@@ -51,11 +63,50 @@ oci::ImageEntry find_or_pull(const CommandContext& ctx, oci::Store& store, const
     return require_local_image(store, name);
 }
 
+// What every run takes from the host (host_context.hpp): the project bound at its own path and
+// made the working directory (unless -w), the ssh agent, the passthrough variables and git
+// identity (under -e, which ProcessOptions applies last).
+void add_host_context(ExecArgs& a, const CLI::App& sub, GitIdentity& git) {
+    std::error_code ec;
+    fs::path cwd = fs::current_path(ec);
+    if (!ec) {
+        fs::path project = composer::find_project(cwd);
+        // "/" as the project would cover the image's root: nothing is bound then.
+        if (project != project.root_path()) {
+            a.run.binds.push_back(runtime::BindSpec{project, project.string(), false});
+            if (!sub.count("--workdir")) a.run.process.workdir = cwd.string();
+        }
+    }
+    auto& host_env = a.run.process.host_env;
+    host_env = passthrough_env();
+    if (auto agent = ssh_agent()) {
+        a.run.binds.push_back(agent->bind);
+        host_env.push_back(agent->env);
+    }
+    auto identity = git.finish();
+    host_env.insert(host_env.end(), identity.begin(), identity.end());
+}
+
+// exec: -i/-t as asked. run and the shell: stdin always, and a terminal when stdin and stdout
+// are both terminals (stdout redirected to a file gets no pty's CRLF line ends).
+void set_terminal(ExecArgs& a) {
+    a.run.process.tty = a.tty;
+    if (a.mode == Mode::Exec) return;
+    a.run.interactive = true;
+    if (::isatty(STDIN_FILENO) && ::isatty(STDOUT_FILENO)) a.run.process.tty = true;
+    if (a.run.process.command.empty()) a.run.process.default_shell = true;
+}
+
 int run_exec(const CommandContext& ctx, ExecArgs& a, CLI::App& sub) {
     try {
+        // git runs while the store is opened and the image found (its answer is read last).
+        GitIdentity git = GitIdentity::start();
         auto store = open_store(ctx.global);
         // Without --image: the project's image from the chain (built first when stale).
-        auto entry = a.image.empty() ? project_image(store, ChainRunOptions{}) : find_or_pull(ctx, store, a.image);
+        // Without --image: the project's image from the chain (built first when stale).
+        if (!a.image.empty() && a.chain.rebuild)
+            throw Error("--rebuild rebuilds the project's image; it does not apply to --image " + a.image);
+        auto entry = a.image.empty() ? project_image(store, a.chain) : find_or_pull(ctx, store, a.image);
         auto image = oci::load_image(store, entry, std::nullopt, oci::BlobCheck::TrustStore);
         if (a.network == "none") a.run.network = runtime::Network::None;
         else if (a.network != "host") throw Error("--network " + a.network + " is not supported", "use host or none");
@@ -64,7 +115,8 @@ int run_exec(const CommandContext& ctx, ExecArgs& a, CLI::App& sub) {
         if (sub.count("--user")) a.run.process.user = a.user;
         if (sub.count("--workdir")) a.run.process.workdir = a.workdir;
         if (sub.count("--entrypoint")) a.run.process.entrypoint = a.entrypoint;
-        a.run.process.tty = a.tty;
+        set_terminal(a);
+        add_host_context(a, sub, git);
         auto result = runtime::exec_image(store, image, a.run);
         if (!result.error.empty()) report(result.error, {});
         return result.status;
@@ -79,15 +131,16 @@ int run_exec(const CommandContext& ctx, ExecArgs& a, CLI::App& sub) {
     }
 }
 
-}  // namespace
-
-void add_exec_command(CLI::App& app, CommandContext& ctx) {
-    auto args = std::make_shared<ExecArgs>();
-    auto* sub = app.add_subcommand("exec", "Run a command in an image (pulled first when missing)");
+// The options exec and run share (docker run's), and the command words after them.
+void add_exec_options(CLI::App* sub, const std::shared_ptr<ExecArgs>& args) {
     sub->add_option("--image", args->image, "Image to run (default: this project's image from the chain)");
-    sub->add_option("-v,--volume", args->run.volumes, "Bind mount HOST:CONTAINER[:ro]")->allow_extra_args(false);
+    sub->add_flag("--rebuild", args->chain.rebuild, "Rebuild this project's image (without the step cache) first");
+    sub->add_flag("-q,--quiet", args->chain.quiet, "No build spinner (a failed build still shows its output)");
+    sub->add_option("-v,--volume", args->run.volumes,
+                    "Bind mount HOST:CONTAINER[:ro] (HOST a path: /abs or ./rel), or a named volume NAME:CONTAINER")
+        ->allow_extra_args(false);
     sub->add_option("-e,--env", args->run.process.env, "Set K=V, or pass K from this environment")->allow_extra_args(false);
-    sub->add_option("-w,--workdir", args->workdir, "Working directory inside the container");
+    sub->add_option("-w,--workdir", args->workdir, "Working directory inside the container (default: the current directory)");
     sub->add_option("-u,--user", args->user, "User: name|uid[:group|gid]");
     sub->add_option("--network", args->network, "host (default) or none");
     sub->add_option("--userns", args->userns, "keep-id: run as your own uid/gid");
@@ -107,13 +160,32 @@ void add_exec_command(CLI::App& app, CommandContext& ctx) {
     auto* command_words = sub->add_option("CMD", args->unused_positional, "Command and its arguments");
     command_words->check(CLI::Validator([](std::string&) { return std::string("taken as the command"); }, ""));
     sub->validate_positionals();
-    sub->footer("Usage: aishell exec [OPTIONS] [--] CMD [ARG...]");
+}
+
+void set_run_callback(CommandContext& ctx, CLI::App* sub, const std::shared_ptr<ExecArgs>& args) {
     sub->callback([&ctx, args, sub] {
         args->run.process.command = sub->remaining();
         if (!args->run.process.command.empty() && args->run.process.command.front() == "--")
             args->run.process.command.erase(args->run.process.command.begin());
         ctx.run = [&ctx, args, sub] { return run_exec(ctx, *args, *sub); };
     });
+}
+
+}  // namespace
+
+void add_exec_command(CLI::App& app, CommandContext& ctx) {
+    auto args = std::make_shared<ExecArgs>();
+    auto* sub = app.add_subcommand("exec", "Run a command in an image, for scripts (no terminal unless -it)");
+    add_exec_options(sub, args);
+    sub->footer("Usage: aishell exec [OPTIONS] [--] CMD [ARG...]");
+    set_run_callback(ctx, sub, args);
+
+    auto run_args = std::make_shared<ExecArgs>();
+    run_args->mode = Mode::Run;
+    auto* run = app.add_subcommand("run", "Run a command with the terminal attached (a shell when no command is given)");
+    add_exec_options(run, run_args);
+    run->footer("Usage: aishell run [OPTIONS] [--] [CMD [ARG...]]\n       aishell [OPTIONS]   (the same, a shell)");
+    set_run_callback(ctx, run, run_args);
 
     auto unpack_args = std::make_shared<std::vector<std::string>>();
     auto* unpack = app.add_subcommand("__unpack", "")->group("");  // hidden: runtime helper

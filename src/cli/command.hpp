@@ -33,7 +33,7 @@ void add_images_command(CLI::App& app, CommandContext& ctx);
 void add_inspect_command(CLI::App& app, CommandContext& ctx);
 void add_login_commands(CLI::App& app, CommandContext& ctx);  // login and logout
 void add_setup_command(CLI::App& app, CommandContext& ctx);
-void add_exec_command(CLI::App& app, CommandContext& ctx);  // exec, __unpack, __rm
+void add_exec_command(CLI::App& app, CommandContext& ctx);  // exec, run, __unpack, __rm, ...
 void add_build_command(CLI::App& app, CommandContext& ctx);
 void add_load_command(CLI::App& app, CommandContext& ctx);
 

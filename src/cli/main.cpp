@@ -45,7 +45,7 @@ struct CommandEntry {
 constexpr CommandEntry kCommands[] = {
     {"pull", add_pull_command},        {"login", add_login_commands},       {"logout", add_login_commands},
     {"images", add_images_command},    {"inspect", add_inspect_command},    {"setup", add_setup_command},
-    {"exec", add_exec_command},        {"__unpack", add_exec_command},      {"__reown", add_exec_command},
+    {"exec", add_exec_command},        {"run", add_exec_command},           {"__unpack", add_exec_command},      {"__reown", add_exec_command},
     {"__rm", add_exec_command},        {"__userns-hold", add_exec_command}, {"build", add_build_command},
     {"__build-step", add_build_helper_command}, {"__build-helper", add_build_helper_command},
     {"load", add_load_command},
@@ -61,6 +61,30 @@ std::string_view subcommand_word(int argc, char** argv) {
     return {};
 }
 
+bool is_global_option(std::string_view a) { return a == "--store" || a.rfind("--store=", 0) == 0 || a == "--debug"; }
+
+// `aishell [OPTIONS]` (no command word: nothing, or an option first) is `aishell run [OPTIONS]`,
+// the shell in the project's image. The global options move before "run" (run takes every
+// word after it for itself); help and version stay the app's.
+std::vector<std::string> bare_form_args(int argc, char** argv) {
+    std::vector<std::string> global, rest;
+    for (int i = 1; i < argc; ++i) {
+        std::string_view a = argv[i];
+        if (!rest.empty() || !is_global_option(a)) {
+            if (rest.empty() && ((!a.empty() && a[0] != '-') || a == "-h" || a == "--help" || a == "--version")) return {};
+            rest.emplace_back(a);
+            continue;
+        }
+        global.emplace_back(a);
+        if (a == "--store" && i + 1 < argc) global.emplace_back(argv[++i]);
+    }
+    std::vector<std::string> out{argv[0]};
+    out.insert(out.end(), global.begin(), global.end());
+    out.emplace_back("run");
+    out.insert(out.end(), rest.begin(), rest.end());
+    return out;
+}
+
 void add_commands(CLI::App& app, CommandContext& ctx, std::string_view word) {
     for (const auto& c : kCommands)
         if (c.name == word) return c.add(app, ctx);
@@ -73,6 +97,14 @@ void add_commands(CLI::App& app, CommandContext& ctx, std::string_view word) {
 }
 
 int run_main(int argc, char** argv) {
+    std::vector<std::string> bare = bare_form_args(argc, argv);
+    std::vector<char*> bare_argv;
+    if (!bare.empty()) {
+        for (auto& a : bare) bare_argv.push_back(a.data());
+        bare_argv.push_back(nullptr);
+        argc = static_cast<int>(bare.size());
+        argv = bare_argv.data();
+    }
     CLI::App app{"aishell: rootless containerized shells for your projects"};
     app.require_subcommand(1);
     app.set_version_flag("--version", std::string("aishell ") + AISHELL_VERSION);

@@ -275,6 +275,31 @@ void upgrade_store(const fs::path& root, const std::string& from) {
 
 }  // namespace
 
+bool is_volume_name(std::string_view s) noexcept {
+    if (s.empty() || s.size() > 255) return false;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        char c = s[i];
+        bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+        if (!alnum && (i == 0 || (c != '_' && c != '.' && c != '-'))) return false;
+    }
+    return true;
+}
+
+fs::path Store::ensure_volume(std::string_view name) const {
+    if (!is_volume_name(name))
+        throw Error("'" + std::string(name) + "' is not a volume name",
+                    "a volume name is letters, digits, '_', '.' and '-', starting with a letter or digit");
+    fs::path dir = volumes_dir() / std::string(name);
+    // Private like every store part (checked on open); the volume itself 0755 as Docker's and
+    // podman's: users of the container other than its owner may read it.
+    make_private_dir(AT_FDCWD, volumes_dir().c_str(), volumes_dir());
+    if (::mkdir(dir.c_str(), 0755) < 0 && errno != EEXIST) throw_errno("mkdir", dir.string());
+    struct stat st {};
+    if (::lstat(dir.c_str(), &st) < 0) throw_errno("stat", dir.string());
+    if (!S_ISDIR(st.st_mode)) throw SystemError(ENOTDIR, "open volume", dir.string());
+    return dir;
+}
+
 Store Store::open(const fs::path& root_in) {
     fs::path root = fs::absolute(root_in);
     return with_context("open store " + root.string(), [&] {

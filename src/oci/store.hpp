@@ -42,6 +42,10 @@ private:
     UniqueFd fd_;
 };
 
+// Docker's and podman's rule for a volume name: [a-zA-Z0-9][a-zA-Z0-9_.-]* (at most 255 bytes;
+// so never "..", never a '/').
+bool is_volume_name(std::string_view name) noexcept;
+
 // A named image in index.json.
 struct ImageEntry {
     std::string name;       // org.opencontainers.image.ref.name
@@ -118,6 +122,11 @@ public:
     fs::path tmp_dir() const { return root_ / "tmp"; }
     fs::path layers_dir() const { return root_ / "layers"; }
     fs::path cache_dir() const { return root_ / "cache"; }
+    fs::path volumes_dir() const { return root_ / "volumes"; }
+
+    // volumes/<name>, the named volume `-v NAME:/path` binds, made (0755, in a 0700 volumes/)
+    // when missing. name must be a volume name (is_volume_name). Lease it first (lease.hpp).
+    fs::path ensure_volume(std::string_view name) const;
 
     StoreLock lock_exclusive() const;  // blocks; throws on error
     std::optional<StoreLock> try_lock_exclusive() const;

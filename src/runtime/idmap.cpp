@@ -75,14 +75,18 @@ bool inside_mapped(const std::vector<IdRange>& ranges, std::uint32_t inside) {
     return false;
 }
 
-// keep-id in subuid mode, podman's layout: the caller's id maps to itself, container ids below
-// and above it come from the sub range in order (0 = the first sub id).
-std::vector<IdRange> keep_id_ranges(std::uint32_t id, const IdRange& sub) {
+// The caller as container id `inside` in subuid mode, podman's --userns=keep-id:uid=N layout:
+// container ids below and above it come from the sub range in order (0 = the first sub id).
+// inside 0 gives the plain subuid mapping (0 = the caller, 1..N = the range).
+std::vector<IdRange> caller_as_ranges(std::uint32_t inside, std::uint32_t caller, const IdRange& sub) {
     std::vector<IdRange> out;
-    std::uint32_t below = std::min(id, sub.count);
+    std::uint32_t below = std::min(inside, sub.count);
     if (below > 0) out.push_back({0, sub.outside, below});
-    out.push_back({id, id, 1});
-    if (sub.count > below) out.push_back({id + 1, sub.outside + below, sub.count - below});
+    out.push_back({inside, caller, 1});
+    // Ids above 2^32-2 do not exist (uid_map's last usable id is 4294967294).
+    std::uint32_t room = inside >= 4294967294u ? 0 : 4294967294u - inside;
+    std::uint32_t above = std::min(sub.count - below, room);
+    if (above > 0) out.push_back({inside + 1, sub.outside + below, above});
     return out;
 }
 
@@ -191,6 +195,11 @@ HostIds probe_host() {
 }
 
 IdMapping choose_mapping(const HostIds& host, bool keep_id) {
+    if (keep_id) return choose_mapping_as(host, host.uid, host.gid);
+    return choose_mapping_as(host, 0, 0);
+}
+
+IdMapping choose_mapping_as(const HostIds& host, std::uint32_t uid, std::uint32_t gid) {
     if (!host.forced.empty() && host.forced != "subuid" && host.forced != "single")
         throw Error("AISHELL_USERNS=" + host.forced + " is not a user namespace mode", "use subuid or single");
     IdMapping m;
@@ -211,18 +220,13 @@ IdMapping choose_mapping(const HostIds& host, bool keep_id) {
                     "install uidmap and add a range (usermod --add-subuids 100000-165535), or use AISHELL_USERNS=single");
     if (subuid) {
         m.mode = UsernsMode::Subuid;
-        if (keep_id) {
-            m.uids = keep_id_ranges(host.uid, *host.subuid);
-            m.gids = keep_id_ranges(host.gid, *host.subgid);
-        } else {
-            m.uids = {{0, host.uid, 1}, {1, host.subuid->outside, host.subuid->count}};
-            m.gids = {{0, host.gid, 1}, {1, host.subgid->outside, host.subgid->count}};
-        }
+        m.uids = caller_as_ranges(uid, host.uid, *host.subuid);
+        m.gids = caller_as_ranges(gid, host.gid, *host.subgid);
         return m;
     }
     m.mode = UsernsMode::Single;
-    m.uids = {{keep_id ? static_cast<std::uint32_t>(host.uid) : 0u, host.uid, 1}};
-    m.gids = {{keep_id ? static_cast<std::uint32_t>(host.gid) : 0u, host.gid, 1}};
+    m.uids = {{uid, host.uid, 1}};
+    m.gids = {{gid, host.gid, 1}};
     return m;
 }
 

@@ -70,6 +70,13 @@ HostIds probe_host();
 // Throws Error for a forced mode that cannot work (AISHELL_USERNS=subuid without a range).
 IdMapping choose_mapping(const HostIds& host, bool keep_id);
 
+// The mapping that makes the caller container uid:gid (podman's --userns=keep-id:uid=N,gid=N):
+// in single mode that one id; in subuid mode with the sub range around it. 0:0 is the store's
+// default mapping, the caller's own ids keep-id's. A run uses it for the user its command runs
+// as, so what the command makes in a bound project belongs to the caller on the host. A
+// non-default one needs layer trees re-owned for it in subuid mode (reown.hpp).
+IdMapping choose_mapping_as(const HostIds& host, std::uint32_t uid, std::uint32_t gid);
+
 // The mapping the store's layer trees were unpacked for ("idmap" in meta.json), or none yet.
 // A run with another mapping is refused: trees owned for one mapping show wrong owners under
 // another, and silently re-unpacking everything would double the store.

@@ -17,6 +17,7 @@
 #include "oci/layer_unpack.hpp"
 #include "oci/lease.hpp"
 #include "runtime/capabilities.hpp"
+#include "runtime/image_fs.hpp"
 #include "runtime/mounts.hpp"
 #include "runtime/reown.hpp"
 #include "runtime/seccomp.hpp"
@@ -143,6 +144,18 @@ private:
     UniqueFd word_;  // write end of the reaper's word pipe
 };
 
+// -v SOURCE:CONTAINER: a path, or a named volume of the store, made on first use and leased
+// before it is looked for (lease.hpp), so that no prune removes it while the run uses it.
+BindSpec volume_bind(const oci::Store& store, const std::string& text) {
+    auto arg = split_volume_arg(text);
+    if (!is_volume_source(arg.source)) return bind_for(arg.source, arg);
+    if (!oci::is_volume_name(arg.source))
+        throw Error("bad volume name '" + arg.source + "' in '" + text + "'",
+                    "a volume name is letters, digits, '_', '.' and '-' (a path starts with / or ./)");
+    if (store.lease()) store.lease()->add({oci::LeaseEntry::volume(arg.source)});
+    return bind_for(store.ensure_volume(arg.source), arg);
+}
+
 }  // namespace
 
 IdMapping store_mapping(oci::Store& store) { return store_mapping(store, probe_host()); }
@@ -240,7 +253,6 @@ RunResult exec_image(oci::Store& unleased, const oci::Image& image, const RunOpt
     const bool keep_id = options.process.keep_id;
 
     ContainerSpec spec;
-    spec.mapping = choose_mapping(host, keep_id);
     spec.layers_dir = store.layers_dir();
     spec.layers = ensure_image_layers(store, image, layers_mapping);
     spec.network = options.network;
@@ -248,23 +260,23 @@ RunResult exec_image(oci::Store& unleased, const oci::Image& image, const RunOpt
 
     ProcessOptions popts = options.process;
     popts.hostname = spec.hostname;
+    // The image as its trees show it (owners aside, a re-owned copy reads the same).
     UserDb db{read_layered_file(spec.layers_dir, spec.layers, "/etc/passwd"),
               read_layered_file(spec.layers_dir, spec.layers, "/etc/group")};
-    // keep-id in subuid mode runs under another mapping than the trees were unpacked for: it
-    // uses copies re-owned for that mapping (made once, kept beside layers/).
-    if (spec.mapping.mode == UsernsMode::Subuid && spec.mapping != layers_mapping)
-        spec.layers_dir = ensure_reowned_layers(store.root(), layers_mapping, spec.mapping, spec.layers);
     std::optional<HostUser> keep_user;
     if (keep_id) keep_user = current_host_user();
-    spec.process = build_process(image.config, popts, db, keep_user);
-    // Single mode maps one id, the caller, to whom the command runs as: root by default, the
-    // image's (or --user's) non-root user otherwise, as keep-id maps the caller to itself. The
-    // command then really is that user, and what the caller owns (the project, the layer
-    // trees) is that user's inside: `git` finds its repository owned by the user running it.
-    if (spec.mapping.mode == UsernsMode::Single && !keep_id) {
-        spec.mapping.uids = {{spec.process.uid, host.uid, 1}};
-        spec.mapping.gids = {{spec.process.gid, host.gid, 1}};
-    }
+    spec.process = build_process(image.config, popts, db, keep_user,
+                                 [&spec](const std::string& name, const std::vector<std::string>& path_dirs) {
+                                     return image_has_executable(spec.layers_dir, spec.layers, path_dirs, name);
+                                 });
+    // The caller is whoever the command runs as: container root by default (the store's own
+    // mapping), its own ids with keep-id, the image's (or --user's) user otherwise, as podman's
+    // --userns=keep-id:uid=N,gid=N. So what the command makes in a bound project is the caller's.
+    spec.mapping = choose_mapping_as(host, spec.process.uid, spec.process.gid);
+    // A mapping other than the store's (keep-id, a non-root user in subuid mode) uses copies
+    // of the trees re-owned for it (made once, kept beside layers/).
+    if (spec.mapping.mode == UsernsMode::Subuid && spec.mapping != layers_mapping)
+        spec.layers_dir = ensure_reowned_layers(store.root(), layers_mapping, spec.mapping, spec.layers);
     if (!spec.mapping.uid_mapped_inside(spec.process.uid) || !spec.mapping.gid_mapped_inside(spec.process.gid))
         throw Error("user " + std::to_string(spec.process.uid) + ":" + std::to_string(spec.process.gid) +
                         " is not mapped in " + std::string(mode_name(spec.mapping.mode)) + " mode",
@@ -279,7 +291,9 @@ RunResult exec_image(oci::Store& unleased, const oci::Image& image, const RunOpt
     MountPlanInput mi;
     mi.host_network = options.network == Network::Host;
     mi.gid5_mapped = spec.mapping.gid_mapped_inside(5);
-    for (const auto& v : options.volumes) mi.binds.push_back(parse_bind(v));
+    mi.binds = options.binds;
+    for (const auto& v : options.volumes) mi.binds.push_back(volume_bind(store, v));
+    mi.extra = masks_under_binds(fs::weakly_canonical(store.root()), mi.binds);
     spec.mounts = plan_mounts(mi);
     spec.tty = options.process.tty;
     spec.interactive = options.interactive;

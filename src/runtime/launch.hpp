@@ -11,13 +11,15 @@
 #include "oci/image.hpp"
 #include "oci/store.hpp"
 #include "runtime/container.hpp"
+#include "runtime/mounts.hpp"
 #include "runtime/process.hpp"
 
 namespace aishell::runtime {
 
 struct RunOptions {
     ProcessOptions process;
-    std::vector<std::string> volumes;       // -v HOST:CONTAINER[:ro]
+    std::vector<BindSpec> binds;            // resolved binds before -v's (the project, the ssh agent)
+    std::vector<std::string> volumes;       // -v HOST:CONTAINER[:ro] or -v NAME:CONTAINER (a named volume)
     Network network = Network::Host;
     std::vector<std::string> cap_add, cap_drop;
     std::vector<std::string> security_opts;  // seccomp=unconfined|PATH, no-new-privileges[=true|false]
@@ -25,8 +27,10 @@ struct RunOptions {
     bool keep_run_dir = false;
 };
 
-// Runs image under a lease on its blobs and trees, held until the command is over; throws Error
-// for failures before the command starts (status 125 for the caller).
+// Runs image under a lease on its blobs and trees (and named volumes), held until the command
+// is over; throws Error for failures before the command starts (status 125 for the caller).
+// The command's user, when not root, is the caller (choose_mapping_as): what it makes in a
+// bound dir is the caller's on the host.
 RunResult exec_image(oci::Store& store, const oci::Image& image, const RunOptions& options);
 
 // The store's id mapping for this caller, recorded in meta.json on first use; refuses a store

@@ -127,26 +127,54 @@ MountStep make_fs_step(std::string fstype, std::string target, unsigned long fla
     return fs_step(std::move(fstype), std::move(target), flags, std::move(data));
 }
 
-BindSpec parse_bind(const std::string& text) {
-    BindSpec b;
-    std::string host, container, opt;
+VolumeArg split_volume_arg(const std::string& text) {
+    VolumeArg a;
+    std::string opt;
     auto first = text.find(':');
     if (first == std::string::npos) throw Error("bad volume '" + text + "'", "use -v HOST:CONTAINER[:ro]");
-    host = text.substr(0, first);
+    a.source = text.substr(0, first);
     auto rest = text.substr(first + 1);
     auto second = rest.find(':');
-    container = rest.substr(0, second);
+    a.container = rest.substr(0, second);
     if (second != std::string::npos) opt = rest.substr(second + 1);
-    if (opt == "ro") b.read_only = true;
+    if (opt == "ro") a.read_only = true;
     else if (!opt.empty() && opt != "rw") throw Error("bad volume option '" + opt + "' in '" + text + "'", "use ro or rw");
-    if (host.empty() || container.empty() || container.front() != '/')
+    if (a.source.empty() || a.container.empty() || a.container.front() != '/')
         throw Error("bad volume '" + text + "'", "use -v HOST:CONTAINER[:ro] with an absolute CONTAINER path");
+    return a;
+}
+
+bool is_volume_source(const std::string& source) {
+    return !source.empty() && source.front() != '/' && source.front() != '.';
+}
+
+BindSpec bind_for(const std::filesystem::path& host, const VolumeArg& arg) {
+    BindSpec b;
     std::error_code ec;
     b.host = std::filesystem::canonical(std::filesystem::absolute(host), ec);
-    if (ec) throw Error("volume source " + host + ": " + ec.message());
-    b.container = std::filesystem::path(container).lexically_normal().string();
+    if (ec) throw Error("volume source " + host.string() + ": " + ec.message());
+    b.container = std::filesystem::path(arg.container).lexically_normal().string();
     if (b.container.size() > 1 && b.container.back() == '/') b.container.pop_back();
+    b.read_only = arg.read_only;
     return b;
+}
+
+BindSpec parse_bind(const std::string& text) {
+    auto arg = split_volume_arg(text);
+    return bind_for(arg.source, arg);
+}
+
+std::vector<MountStep> masks_under_binds(const std::filesystem::path& hidden, const std::vector<BindSpec>& binds) {
+    std::vector<MountStep> out;
+    for (const auto& b : binds) {
+        auto rel = hidden.lexically_relative(b.host);
+        if (rel.empty() || *rel.begin() == "..") continue;
+        MountStep s;
+        s.kind = Kind::Mask;
+        s.target = rel == "." ? b.container : (std::filesystem::path(b.container) / rel).string();
+        out.push_back(s);
+    }
+    return out;
 }
 
 unsigned long locked_mount_flags(const std::filesystem::path& host_path) {

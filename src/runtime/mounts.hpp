@@ -57,8 +57,27 @@ MountStep make_bind_step(const std::filesystem::path& host, std::string target, 
 // A new filesystem (tmpfs, overlay, ...) on the directory target.
 MountStep make_fs_step(std::string fstype, std::string target, unsigned long flags, std::string data);
 
-// Parses -v HOST:CONTAINER[:ro|:rw]; HOST is made absolute and canonical (it must exist).
+// -v SOURCE:CONTAINER[:ro|:rw] split, checked for syntax only.
+struct VolumeArg {
+    std::string source, container;
+    bool read_only = false;
+};
+VolumeArg split_volume_arg(const std::string& text);
+
+// podman's rule (pkg/specgen/volumes.go): a source that does not start with '/' or '.' names a
+// volume; "./dir" and "../dir" are paths relative to the current directory.
+bool is_volume_source(const std::string& source);
+
+// The bind of host (made absolute and canonical: it must exist) for arg.
+BindSpec bind_for(const std::filesystem::path& host, const VolumeArg& arg);
+
+// Parses -v HOST:CONTAINER[:ro|:rw] where HOST is a path.
 BindSpec parse_bind(const std::string& text);
+
+// Masks (empty read-only tmpfs) over `hidden` wherever a bind makes it visible inside: the
+// store under a bound project dir, which a container must never be able to write (its layer
+// trees and seccomp cache are what later runs trust).
+std::vector<MountStep> masks_under_binds(const std::filesystem::path& hidden, const std::vector<BindSpec>& binds);
 
 // MS_* flags a remount must keep for a host path (nosuid, nodev, noexec, atime flags): the
 // kernel refuses to clear them inside a user namespace (mount_namespaces(7), "locked").

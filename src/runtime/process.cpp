@@ -195,19 +195,8 @@ std::vector<std::string> complete_path(std::vector<std::string>& env) {
 }
 
 ProcessSpec build_process(const oci::ImageConfig& config, const ProcessOptions& opts, const UserDb& db,
-                          const std::optional<HostUser>& keep_id_user) {
+                          const std::optional<HostUser>& keep_id_user, const ExecutableProbe& has_executable) {
     ProcessSpec p;
-    // argv: Entrypoint + Cmd; --entrypoint replaces the first and drops the image's Cmd.
-    std::vector<std::string> entry = config.entrypoint();
-    std::vector<std::string> cmd = config.cmd();
-    if (opts.entrypoint) {
-        entry = opts.entrypoint->empty() ? std::vector<std::string>{} : std::vector<std::string>{*opts.entrypoint};
-        cmd.clear();
-    }
-    if (!opts.command.empty()) cmd = opts.command;
-    p.argv = entry;
-    p.argv.insert(p.argv.end(), cmd.begin(), cmd.end());
-
     // Identity.
     ResolvedUser user;
     std::string user_spec = opts.user.value_or(config.user());
@@ -232,8 +221,10 @@ ProcessSpec build_process(const oci::ImageConfig& config, const ProcessOptions& 
     p.gid = user.gid;
     p.groups = user.groups;
 
-    // Environment: image, then -e; then defaults for what is still unset.
+    // Environment: image, then the host's passthrough (as podman puts its proxy variables over
+    // the image's), then -e; then defaults for what is still unset.
     p.env = config.env();
+    for (const auto& e : opts.host_env) set_env(p.env, e);
     for (const auto& e : opts.env) {
         if (e.find('=') != std::string::npos) set_env(p.env, e);
         else if (auto v = get_env(e.c_str())) set_env(p.env, e + "=" + *v);
@@ -242,6 +233,18 @@ ProcessSpec build_process(const oci::ImageConfig& config, const ProcessOptions& 
     if (!get(p.env, "HOSTNAME")) p.env.push_back("HOSTNAME=" + opts.hostname);
     if (!get(p.env, "HOME")) p.env.push_back("HOME=" + user.home);
     if (opts.tty && !get(p.env, "TERM")) p.env.push_back("TERM=xterm");
+
+    // argv: Entrypoint + Cmd; --entrypoint replaces the first and drops the image's Cmd.
+    std::vector<std::string> entry = config.entrypoint();
+    std::vector<std::string> cmd = config.cmd();
+    if (opts.entrypoint) {
+        entry = opts.entrypoint->empty() ? std::vector<std::string>{} : std::vector<std::string>{*opts.entrypoint};
+        cmd.clear();
+    }
+    if (!opts.command.empty()) cmd = opts.command;
+    else if (opts.default_shell) cmd = {has_executable && has_executable("bash", p.path_dirs) ? "bash" : "sh"};
+    p.argv = entry;
+    p.argv.insert(p.argv.end(), cmd.begin(), cmd.end());
 
     p.cwd = opts.workdir.value_or(config.working_dir());
     if (p.cwd.empty()) p.cwd = "/";

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -22,6 +23,9 @@ struct ProcessOptions {
     std::vector<std::string> command;            // after --; empty: the image's Cmd
     std::optional<std::string> entrypoint;       // --entrypoint ("" clears it)
     std::vector<std::string> env;                // -e K=V or -e K (from aishell's environment)
+    std::vector<std::string> host_env;           // K=V from the host (TERM, proxies, git identity):
+                                                 // over the image's Env, under -e
+    bool default_shell = false;                  // no command: bash when the image has it, else sh
     std::optional<std::string> workdir;          // -w
     std::optional<std::string> user;             // --user name|uid[:group|gid]
     bool keep_id = false;                        // --userns=keep-id
@@ -70,7 +74,14 @@ HostUser current_host_user();
 // RUN both go through it.
 std::vector<std::string> complete_path(std::vector<std::string>& env);
 
+
+// Whether the image has an executable `name` in one of the PATH dirs given (image_fs.hpp).
+using ExecutableProbe = std::function<bool(const std::string& name, const std::vector<std::string>& path_dirs)>;
+
+// The process `docker run` would start. With opts.default_shell and no command, the command
+// is `bash` when has_executable finds it in the container's PATH, else `sh`, handed to the
+// image's ENTRYPOINT like any command (`docker run -it IMAGE bash`).
 ProcessSpec build_process(const oci::ImageConfig& config, const ProcessOptions& opts, const UserDb& db,
-                          const std::optional<HostUser>& keep_id_user);
+                          const std::optional<HostUser>& keep_id_user, const ExecutableProbe& has_executable = {});
 
 }  // namespace aishell::runtime

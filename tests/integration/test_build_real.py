@@ -92,9 +92,10 @@ def test_ci_base_image_with_non_root_user_and_cleaned_cache(aishell, reg, mode, 
         assert (final[path].uid, final[path].gid) == (1000, 1000), (path, final[path].uid, final[path].gid)
     assert (final["/opt/tools/ci-tool"].uid, final["/opt/tools/ci-tool"].mode & 0o7777) == (0, 0o755)
 
+    # From /: a run elsewhere works in its project dir, not in the image's WORKDIR.
     r = aishell("exec", "--image", "ci:base", "--", "sh", "-c",
                 "id -un; pwd; echo $CI; ls -A /var/cache/ci/pkgs | wc -l; ci-tool",
-                user="unpriv", env={"AISHELL_USERNS": mode})
+                user="unpriv", env={"AISHELL_USERNS": mode}, cwd="/")
     assert r.stdout.split("\n") == ["ci", "/home/ci/workspace", "true", "0", "ci-tool ok", ""], r.stdout
 
 

@@ -111,9 +111,16 @@ def test_a_non_root_user_in_single_mode_is_that_user(aishell, pulled, unpriv_use
     assert r.returncode == 0 and r.stdout.split() == ["4242", "4343"], (r.stdout, r.stderr)
 
 
-def test_a_user_outside_the_subuid_range_is_a_runtime_error(aishell, pulled):
+def test_a_user_beyond_the_subuid_range_is_the_caller_too(aishell, pulled, unpriv_user):
+    """The caller is whoever the command runs as, in subuid mode too (podman's
+    --userns=keep-id:uid=N,gid=N): a uid far above the sub range is mapped to the caller, the
+    range below it, and what it makes in a bound dir is the caller's."""
     image = pulled("sudo")
-    r = run(aishell, image, "id", mode="subuid", opts=("--user", "4000000000"))
-    assert r.returncode == 125
-    assert r.stderr.count("aishell: error:") == 1
-    assert "is not mapped in subuid mode" in r.stderr
+    me = caller(unpriv_user)
+    d = aishell.make_dir(os.path.join(aishell.workdir, "proj"))
+    r = run(aishell, image, "sh", "-c", "id -u; id -g; stat -c %u /bin/busybox; touch /proj/made",
+            mode="subuid", opts=("--user", "4000000000:4000000001", "-v", f"{d}:/proj"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["4000000000", "4000000001", "0"]
+    st = os.stat(os.path.join(d, "made"))
+    assert (st.st_uid, st.st_gid) == (me.pw_uid, me.pw_gid)

@@ -79,6 +79,24 @@ TEST_CASE("keep-id with a uid beyond the sub range maps the whole range below it
     CHECK(k.uids == std::vector<IdRange>{{0, 100000, 65536}, {70000, 70000, 1}});
 }
 
+TEST_CASE("the caller as an image's user: that id in single mode, amid the sub range in subuid mode", "[idmap]") {
+    auto h = user_with_range();
+    // podman's --userns=keep-id:uid=1000,gid=1000 for a caller 1000:1001 whose USER is 1000:1000.
+    auto m = choose_mapping_as(h, 1000, 1000);
+    CHECK(m.mode == UsernsMode::Subuid);
+    CHECK(m.uids == std::vector<IdRange>{{0, 100000, 1000}, {1000, 1000, 1}, {1001, 101000, 64536}});
+    CHECK(m.gids == std::vector<IdRange>{{0, 200000, 1000}, {1000, 1001, 1}, {1001, 201000, 64536}});
+    CHECK(choose_mapping_as(h, 0, 0) == choose_mapping(h, false));
+    CHECK(choose_mapping_as(h, h.uid, h.gid) == choose_mapping(h, true));
+    // Near the top of the id space the range above is cut where ids end (4294967294).
+    auto top = choose_mapping_as(h, 4294967290u, 0);
+    CHECK(top.uids == std::vector<IdRange>{{0, 100000, 65536}, {4294967290u, 1000, 1}});
+    h.forced = "single";
+    auto s = choose_mapping_as(h, 1000, 1000);
+    CHECK(s.uids == std::vector<IdRange>{{1000, 1000, 1}});
+    CHECK(s.gids == std::vector<IdRange>{{1000, 1001, 1}});
+}
+
 TEST_CASE("real root gets the identity mapping", "[idmap]") {
     HostIds h;
     auto m = choose_mapping(h, false);

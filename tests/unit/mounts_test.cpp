@@ -80,3 +80,25 @@ TEST_CASE("bind specs from -v HOST:CONTAINER[:ro] are parsed and checked", "[mou
     CHECK_THROWS_WITH(parse_bind("/tmp:/d:rx"), "bad volume option 'rx' in '/tmp:/d:rx'");
     CHECK_THROWS_WITH(parse_bind("/nonexistent-aishell:/d"), Catch::Contains("volume source /nonexistent-aishell"));
 }
+
+TEST_CASE("-v sources: a path starts with / or ., anything else names a volume (podman's rule)", "[mounts]") {
+    CHECK(is_volume_source("cache"));
+    CHECK(is_volume_source("a/b"));  // a volume name, refused later as one
+    CHECK_FALSE(is_volume_source("/abs"));
+    CHECK_FALSE(is_volume_source("./rel"));
+    CHECK_FALSE(is_volume_source(".."));
+    auto a = split_volume_arg("cache:/c:ro");
+    CHECK((a.source == "cache" && a.container == "/c" && a.read_only));
+}
+
+TEST_CASE("the store is masked wherever a bind shows it", "[mounts]") {
+    std::vector<BindSpec> binds{{"/home/me", "/home/me", false},
+                                {"/home/me/.local", "/mnt/local", false},
+                                {"/srv/data", "/data", false}};
+    auto masks = masks_under_binds("/home/me/.local/share/aishell", binds);
+    REQUIRE(masks.size() == 2);
+    CHECK((masks[0].kind == Kind::Mask && masks[0].target == "/home/me/.local/share/aishell"));
+    CHECK(masks[1].target == "/mnt/local/share/aishell");
+    CHECK(masks_under_binds("/home/me", {{"/home/me", "/p", false}}).at(0).target == "/p");
+    CHECK(masks_under_binds("/home/mex/store", {{"/home/me", "/p", false}}).empty());
+}

@@ -8,6 +8,10 @@ padding and end-of-archive blocks, which a strict extractor rightly refuses).
               the shared libraries they need, pam_unix), a merged-/usr layout (/lib -> usr/lib),
               and a user `dev` (1000:1000) with a NOPASSWD sudoers entry
   rt-many     rt-busybox plus 55 one-file layers (overlay options beyond a page with absolute paths)
+  rt-tools    rt-busybox plus bash and git as Debian installed them on this host (with the shared
+              libraries they load, merged /usr): the shell `aishell` prefers, and commits inside
+  rt-entry    rt-busybox with ENTRYPOINT ["/entry.sh"], which prints "ENTRY-RAN <args>" and execs them
+  rt-dev      rt-sudo's layers with USER dev (1000:1000), as a base ending in `USER dev`
   rt-filecaps rt-busybox plus /opt/caps/cat (busybox) with inheritable file capability
               CAP_DAC_OVERRIDE (security.capability v2, effective bit set, permitted empty) and
               an /etc/shadow of mode 0600 (CVE-2022-24769's pattern)
@@ -36,6 +40,7 @@ PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SUDO_ELF = ["/usr/bin/sudo", "/usr/libexec/sudo/sudoers.so", "/usr/libexec/sudo/libsudo_util.so.0",
             "/usr/libexec/sudo/group_file.so", "/usr/libexec/sudo/system_group.so",
             "/usr/libexec/sudo/sesh"]
+TOOLS_ELF = ["/usr/bin/bash", "/usr/bin/git"]
 PAM_MODULES = ["pam_unix.so", "pam_permit.so", "pam_deny.so"]
 PAM_DIR = "/usr/lib/x86_64-linux-gnu/security"
 
@@ -111,7 +116,7 @@ def _write_blob(layout, data):
     return {"digest": digest, "size": len(data)}
 
 
-def _add_image(layout, name, layers, cmd, user=""):
+def _add_image(layout, name, layers, cmd, user="", entrypoint=None):
     """layers: uncompressed tar bytes, bottom first. Adds a manifest named `name`."""
     descriptors, diff_ids = [], []
     for tar in layers:
@@ -120,7 +125,8 @@ def _add_image(layout, name, layers, cmd, user=""):
         descriptors.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
                             **_write_blob(layout, gz)})
     config = {"architecture": host_arch(), "os": "linux",
-              "config": {"Env": [PATH_ENV], "Cmd": cmd, "WorkingDir": "/", "User": user},
+              "config": {"Env": [PATH_ENV], "Cmd": cmd, "WorkingDir": "/", "User": user,
+                         **({"Entrypoint": entrypoint} if entrypoint else {})},
               "rootfs": {"type": "layers", "diff_ids": diff_ids},
               "history": [{"created_by": "runtime_images.py"} for _ in layers]}
     manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -189,14 +195,13 @@ def _usr_name(path):
     return path.lstrip("/")
 
 
-def _sudo_layer():
-    layer = Layer()
+def _add_elf_files(layer, paths, modes=None):
+    """paths (host ELF files) and every library they load, under a merged /usr."""
     layer.symlink("lib", "usr/lib")
     layer.symlink("lib64", "usr/lib64")
-    pam = [os.path.join(PAM_DIR, m) for m in PAM_MODULES]
-    for path in SUDO_ELF + pam:
-        layer.host_file(_merged_usr(path), path, 0o4755 if path == "/usr/bin/sudo" else None)
-    for lib in _ldd_closure(SUDO_ELF + pam):
+    for path in paths:
+        layer.host_file(_merged_usr(path), path, (modes or {}).get(path))
+    for lib in _ldd_closure(paths):
         real = _merged_usr(lib)
         if real not in layer.names:
             layer.host_file(real, os.path.realpath(lib))
@@ -205,6 +210,24 @@ def _sudo_layer():
         wanted = _usr_name(lib)
         if wanted != real and wanted not in layer.names:
             layer.symlink(wanted, "/" + real)
+
+
+def _tools_layer():
+    layer = Layer()
+    _add_elf_files(layer, TOOLS_ELF)
+    return layer.finish()
+
+
+def _entry_layer():
+    layer = Layer()
+    layer.file("entry.sh", '#!/bin/sh\necho "ENTRY-RAN $*"\nexec "$@"\n', 0o755)
+    return layer.finish()
+
+
+def _sudo_layer():
+    layer = Layer()
+    pam = [os.path.join(PAM_DIR, m) for m in PAM_MODULES]
+    _add_elf_files(layer, SUDO_ELF + pam, {"/usr/bin/sudo": 0o4755})
     layer.host_file("etc/sudo.conf", "/etc/sudo.conf")
     layer.file("etc/sudoers", "Defaults env_reset\nroot ALL=(ALL:ALL) ALL\ndev ALL=(ALL:ALL) NOPASSWD: ALL\n", 0o440)
     pam_conf = "auth required pam_unix.so\naccount required pam_unix.so\nsession required pam_unix.so\n"
@@ -250,7 +273,7 @@ def _cache_key():
     h = hashlib.sha256()
     with open(__file__, "rb") as f:
         h.update(f.read())
-    for path in [BUSYBOX] + SUDO_ELF:
+    for path in [BUSYBOX] + SUDO_ELF + TOOLS_ELF:
         with open(path, "rb") as f:
             h.update(hashlib.sha256(f.read()).digest())
     h.update(host_arch().encode())
@@ -264,6 +287,9 @@ class RuntimeImages:
         self.sudo = f"oci:{layout}:rt-sudo"
         self.many = f"oci:{layout}:rt-many"
         self.filecaps = f"oci:{layout}:rt-filecaps"
+        self.tools = f"oci:{layout}:rt-tools"
+        self.entry = f"oci:{layout}:rt-entry"
+        self.dev = f"oci:{layout}:rt-dev"
 
     def push(self, layout_ref, registry, repo_tag):
         return push_image(layout_ref, registry, repo_tag)
@@ -286,7 +312,11 @@ def ensure_runtime_images(cache_root=None):
             json.dump({"schemaVersion": 2, "manifests": []}, f)
         busybox = _busybox_layers()
         _add_image(lay, "rt-busybox", busybox, ["sh"])
-        _add_image(lay, "rt-sudo", busybox + [_sudo_layer()], ["sh"])
+        sudo = _sudo_layer()
+        _add_image(lay, "rt-sudo", busybox + [sudo], ["sh"])
+        _add_image(lay, "rt-dev", busybox + [sudo], ["sh"], user="dev")
+        _add_image(lay, "rt-tools", busybox + [_tools_layer()], ["sh"])
+        _add_image(lay, "rt-entry", busybox + [_entry_layer()], ["sh"], entrypoint=["/entry.sh"])
         _add_image(lay, "rt-many", busybox + _many_layers(), ["sh"])
         _add_image(lay, "rt-filecaps", busybox + [_filecaps_layer()], ["sh"])
         make_world_readable(work)
