@@ -4,21 +4,18 @@ image's ENTRYPOINT, exit statuses, the host's terminal/locale/proxy variables an
 the ssh agent, named volumes (made in the store on first use, leased while used), and who owns
 what a run makes in the project (the caller, by default, with keep-id and with an image whose
 USER is dev, in both user namespace modes). Images from helpers/runtime_images.py."""
-import fcntl
 import os
 import pwd
-import select
 import shutil
 import socket
 import subprocess
 import tempfile
-import termios
 import threading
-import time
 
 import pytest
 
 from helpers import users
+from helpers.terminal import Terminal
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONNECT_SRC = os.path.join(HERE, "..", "fixtures", "unix_connect.c")
@@ -59,47 +56,6 @@ def caller(unpriv_user):
     return pwd.getpwnam(unpriv_user)
 
 
-class Terminal:
-    """aishell on the slave side of a new pty (its controlling terminal), in directory cwd."""
-
-    def __init__(self, aishell, args, mode, cwd):
-        self.master, self.slave = os.openpty()
-        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, b"\x18\x00\x50\x00\x00\x00\x00\x00")
-        self.output = b""
-
-        def become_terminal_owner():
-            os.setsid()
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-        env = aishell.env_for("unpriv", {"AISHELL_USERNS": mode, "TERM": "xterm"})
-        self.proc = subprocess.Popen(aishell.command(args, "unpriv"), stdin=self.slave, stdout=self.slave,
-                                     stderr=self.slave, env=env, cwd=cwd, preexec_fn=become_terminal_owner)
-
-    def read_until(self, needle, timeout=20.0):
-        deadline = time.monotonic() + timeout
-        while needle.encode() not in self.output:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no {needle!r} on the terminal; got:\n{self.output.decode(errors='replace')}")
-            ready, _, _ = select.select([self.master], [], [], min(left, 0.1))
-            if ready:
-                try:
-                    self.output += os.read(self.master, 65536)
-                except OSError:
-                    pass
-        return self.output.decode(errors="replace")
-
-    def type(self, text):
-        os.write(self.master, text.encode())
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        os.close(self.master)
-        os.close(self.slave)
-
-
 # --- the shell --------------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", ["subuid", "single"])
 def test_aishell_alone_is_a_shell_in_the_project_dir_on_a_terminal(aishell, pulled, mode):
@@ -108,7 +64,7 @@ def test_aishell_alone_is_a_shell_in_the_project_dir_on_a_terminal(aishell, pull
     with open(os.path.join(top, "README"), "w") as f:
         f.write("top of the project\n")
     users.chown_tree(top, aishell.entry)
-    term = Terminal(aishell, ["--image", image], mode, sub)
+    term = Terminal(aishell, ["--image", image], mode, cwd=sub)
     try:
         # The project's top is bound (the git top-level, not only the current dir).
         term.type("pwd; cat ../../README; [ -t 0 ] && [ -t 1 ] && echo TERMINAL; echo DONE-$((6*7)); exit 4\n")
