@@ -36,6 +36,7 @@ void add_setup_command(CLI::App& app, CommandContext& ctx);
 void add_exec_command(CLI::App& app, CommandContext& ctx);  // exec, run, __unpack, __rm, ...
 void add_build_command(CLI::App& app, CommandContext& ctx);
 void add_load_command(CLI::App& app, CommandContext& ctx);
+void add_save_command(CLI::App& app, CommandContext& ctx);
 
 // The build engine's options on `aishell build` and its run (cmd_build_helpers.cpp), and the
 // hidden `__build-step` helper it re-executes inside the user namespace.

@@ -9,8 +9,6 @@
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
-#include <zlib.h>
-#include <zstd.h>
 
 #include <algorithm>
 #include <map>
@@ -20,6 +18,7 @@
 #include "common/error.hpp"
 #include "common/unique_fd.hpp"
 #include "oci/archive_api.hpp"
+#include "oci/compress.hpp"
 
 namespace aishell::oci {
 
@@ -42,85 +41,6 @@ using Entry = std::unique_ptr<archive_entry, EntryDeleter>;
 struct DirDeleter {
     void operator()(DIR* d) const noexcept { closedir(d); }
 };
-
-class PlainSink final : public LayerCompressor {
-public:
-    explicit PlainSink(BlobWriter& out) : out_(out) {}
-    void write(const void* data, std::size_t size) override { out_.write(data, size); }
-    void finish() override {}
-
-private:
-    BlobWriter& out_;
-};
-
-class GzipSink final : public LayerCompressor {
-public:
-    GzipSink(BlobWriter& out, int level) : out_(out), buffer_(kChunk) {
-        // windowBits 15 + 16: a gzip header and trailer, as `gzip` writes.
-        if (deflateInit2(&z_, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
-            throw Error("gzip: cannot initialise the compressor");
-        initialised_ = true;
-    }
-    ~GzipSink() override {
-        if (initialised_) deflateEnd(&z_);
-    }
-    void write(const void* data, std::size_t size) override {
-        z_.next_in = static_cast<Bytef*>(const_cast<void*>(data));
-        z_.avail_in = static_cast<uInt>(size);
-        pump(Z_NO_FLUSH);
-    }
-    void finish() override { pump(Z_FINISH); }
-
-private:
-    void pump(int flush) {
-        for (;;) {
-            z_.next_out = buffer_.data();
-            z_.avail_out = static_cast<uInt>(buffer_.size());
-            int rc = deflate(&z_, flush);
-            if (rc == Z_STREAM_ERROR) throw Error("gzip: compression failed");
-            out_.write(buffer_.data(), buffer_.size() - z_.avail_out);
-            if (flush == Z_FINISH ? rc == Z_STREAM_END : (z_.avail_in == 0 && z_.avail_out != 0)) return;
-        }
-    }
-    BlobWriter& out_;
-    std::vector<unsigned char> buffer_;
-    z_stream z_{};
-    bool initialised_ = false;
-};
-
-class ZstdSink final : public LayerCompressor {
-public:
-    ZstdSink(BlobWriter& out, int level) : out_(out), cctx_(ZSTD_createCCtx()), buffer_(ZSTD_CStreamOutSize()) {
-        if (!cctx_) throw Error("zstd: cannot create a compression context");
-        ZSTD_CCtx_setParameter(cctx_.get(), ZSTD_c_compressionLevel, level);
-        ZSTD_CCtx_setParameter(cctx_.get(), ZSTD_c_checksumFlag, 1);
-    }
-    void write(const void* data, std::size_t size) override {
-        ZSTD_inBuffer in{data, size, 0};
-        while (in.pos < in.size) pump(in, ZSTD_e_continue);
-    }
-    void finish() override {
-        ZSTD_inBuffer in{nullptr, 0, 0};
-        while (pump(in, ZSTD_e_end) != 0) {
-        }
-    }
-
-private:
-    std::size_t pump(ZSTD_inBuffer& in, ZSTD_EndDirective mode) {
-        ZSTD_outBuffer out{buffer_.data(), buffer_.size(), 0};
-        std::size_t remaining = ZSTD_compressStream2(cctx_.get(), &out, &in, mode);
-        if (ZSTD_isError(remaining)) throw Error(std::string("zstd: ") + ZSTD_getErrorName(remaining));
-        out_.write(buffer_.data(), out.pos);
-        return remaining;
-    }
-    struct CctxDeleter {
-        void operator()(ZSTD_CCtx* c) const noexcept { ZSTD_freeCCtx(c); }
-    };
-    BlobWriter& out_;
-    std::unique_ptr<ZSTD_CCtx, CctxDeleter> cctx_;
-    std::vector<unsigned char> buffer_;
-};
-
 
 // The tar stream's destination: hashes the uncompressed bytes (diff_id), then compresses.
 struct TarSink {
@@ -376,13 +296,20 @@ private:
 
 }  // namespace
 
+// layer_write.hpp's interface over compress.hpp's compressors.
+class BlobCompressor final : public LayerCompressor {
+public:
+    explicit BlobCompressor(std::unique_ptr<Compressor> inner) : inner_(std::move(inner)) {}
+    void write(const void* data, std::size_t size) override { inner_->write(data, size); }
+    void finish() override { inner_->finish(); }
+
+private:
+    std::unique_ptr<Compressor> inner_;
+};
+
 std::unique_ptr<LayerCompressor> make_layer_compressor(BlobWriter& out, Compression compression, int level) {
-    switch (compression) {
-        case Compression::None: return std::make_unique<PlainSink>(out);
-        case Compression::Gzip: return std::make_unique<GzipSink>(out, level ? level : 1);
-        case Compression::Zstd: return std::make_unique<ZstdSink>(out, level ? level : 3);
-    }
-    throw Error("unknown layer compression");
+    return std::make_unique<BlobCompressor>(
+        make_compressor([&out](const void* data, std::size_t size) { out.write(data, size); }, compression, level));
 }
 
 std::string_view layer_media_type(Compression compression) {

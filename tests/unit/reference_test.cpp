@@ -2,6 +2,7 @@
 #include <catch2/catch.hpp>
 
 #include "common/error.hpp"
+#include "registry/archive_name.hpp"
 #include "registry/reference.hpp"
 
 using aishell::Error;
@@ -95,4 +96,29 @@ TEST_CASE("reference: loopback hosts allow plain HTTP", "[reference]") {
     CHECK(host_without_port("[::1]:5000") == "::1");
     CHECK(host_without_port("host:80") == "host");
     CHECK(host_without_port("host") == "host");
+}
+
+TEST_CASE("reference: familiar names drop docker.io and library/ as Docker shows them", "[reference]") {
+    using aishell::registry::familiar_name;
+    CHECK(familiar_name(Reference::parse("docker.io/library/debian:12")) == "debian");
+    CHECK(familiar_name(Reference::parse("team/app")) == "team/app");
+    CHECK(familiar_name(Reference::parse("library/team/app")) == "library/team/app");
+    CHECK(familiar_name(Reference::parse("127.0.0.1:5000/busybox")) == "127.0.0.1:5000/busybox");
+    CHECK(familiar_name(Reference::parse("localhost/library/x")) == "localhost/library/x");
+}
+
+TEST_CASE("reference: archive names are RepoTags, the containerd name and the tag", "[reference][archive]") {
+    using aishell::oci::image_archive::ArchiveName;
+    using aishell::registry::archive_name;
+    CHECK(archive_name("aishell:base") == ArchiveName{"aishell:base", "docker.io/library/aishell:base", "base"});
+    CHECK(archive_name("b10") == ArchiveName{"b10:latest", "docker.io/library/b10:latest", "latest"});
+    CHECK(archive_name("docker.io/library/busybox:latest") ==
+          ArchiveName{"busybox:latest", "docker.io/library/busybox:latest", "latest"});
+    CHECK(archive_name("127.0.0.1:5000/team/app:1.2") ==
+          ArchiveName{"127.0.0.1:5000/team/app:1.2", "127.0.0.1:5000/team/app:1.2", "1.2"});
+    std::string by_digest = std::string("docker.io/library/busybox@") + kDigest;
+    CHECK(archive_name(by_digest) == ArchiveName{"", by_digest, ""});
+    std::string both = std::string("busybox:1@") + kDigest;
+    CHECK(archive_name(both) == ArchiveName{"busybox:1", "docker.io/library/busybox:1@" + std::string(kDigest), "1"});
+    CHECK_THROWS_AS(archive_name("Not A Name"), Error);
 }
