@@ -49,6 +49,7 @@ constexpr CommandEntry kCommands[] = {
     {"__rm", add_exec_command},        {"__userns-hold", add_exec_command}, {"build", add_build_command},
     {"__build-step", add_build_helper_command}, {"__build-helper", add_build_helper_command},
     {"load", add_load_command},
+    {"push", add_push_command},
 };
 
 // The first word that is neither an option nor the value of --store.
