@@ -29,6 +29,7 @@ struct CommandContext {
 oci::Store open_store(const GlobalOptions& global);
 
 void add_pull_command(CLI::App& app, CommandContext& ctx);
+void add_push_command(CLI::App& app, CommandContext& ctx);
 void add_images_command(CLI::App& app, CommandContext& ctx);
 void add_inspect_command(CLI::App& app, CommandContext& ctx);
 void add_login_commands(CLI::App& app, CommandContext& ctx);  // login and logout

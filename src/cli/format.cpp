@@ -1,8 +1,11 @@
 #include "cli/format.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <ctime>
+
+#include "common/error.hpp"
 
 namespace aishell::cli {
 
@@ -22,6 +25,31 @@ std::string Table::render() const {
         out += line + '\n';
     }
     return out;
+}
+
+std::uint64_t parse_size(std::string_view text) {
+    auto bad = [&] {
+        return Error("invalid size \"" + std::string(text) + "\"", "a number of bytes, or with a unit: 512k, 5m, 1g");
+    };
+    std::size_t digits = 0;
+    std::uint64_t value = 0;
+    for (; digits < text.size() && text[digits] >= '0' && text[digits] <= '9'; ++digits) {
+        if (value > (std::uint64_t{1} << 62) / 10) throw bad();
+        value = value * 10 + static_cast<std::uint64_t>(text[digits] - '0');
+    }
+    if (digits == 0 || value == 0) throw bad();
+    std::string unit;
+    for (char c : text.substr(digits)) unit += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    int shift = 0;
+    if (!unit.empty() && unit != "b") {
+        static constexpr std::string_view kUnits = "kmg";
+        auto at = kUnits.find(unit[0]);
+        std::string_view rest = std::string_view(unit).substr(1);
+        if (at == std::string_view::npos || !(rest.empty() || rest == "b" || rest == "ib")) throw bad();
+        shift = 10 * static_cast<int>(at + 1);
+    }
+    if (value > (std::uint64_t{1} << (62 - shift))) throw bad();
+    return value << shift;
 }
 
 std::string human_size(std::int64_t bytes) {

@@ -50,6 +50,7 @@ constexpr CommandEntry kCommands[] = {
     {"__build-step", add_build_helper_command}, {"__build-helper", add_build_helper_command},
     {"load", add_load_command},
     {"save", add_save_command},
+    {"push", add_push_command},
 };
 
 // The first word that is neither an option nor the value of --store.

@@ -49,7 +49,7 @@ PullProgress::Mode PullProgress::detect_mode(bool quiet) {
     return ::isatty(STDERR_FILENO) ? Mode::Terminal : Mode::Plain;
 }
 
-PullProgress::PullProgress(Mode mode, int fd) : mode_(mode), fd_(fd) {
+PullProgress::PullProgress(Mode mode, int fd, std::string verb) : mode_(mode), fd_(fd), verb_(std::move(verb)) {
     auto no_color = get_env("NO_COLOR");
     color_ = mode == Mode::Terminal && !(no_color && !no_color->empty());
 }
@@ -74,7 +74,7 @@ PullProgress::Row& PullProgress::row(const oci::Descriptor& d) {
 void PullProgress::on_manifest(const registry::Reference& ref, const oci::Descriptor& manifest, std::size_t blobs) {
     if (mode_ == Mode::Quiet) return;
     std::lock_guard lock(mutex_);
-    write("Pulling " + ref.str() + " (manifest " + manifest.digest.short_form() + ", " + std::to_string(blobs) +
+    write(verb_ + " " + ref.str() + " (manifest " + manifest.digest.short_form() + ", " + std::to_string(blobs) +
           " blobs)\n");
 }
 

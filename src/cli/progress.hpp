@@ -34,7 +34,8 @@ public:
     enum class Mode { Quiet, Plain, Terminal };
     // Quiet when quiet, else Terminal when stderr is a terminal, else Plain.
     static Mode detect_mode(bool quiet);
-    explicit PullProgress(Mode mode, int fd = 2);
+    // verb: the first word of the header line ("Pulling", "Pushing").
+    explicit PullProgress(Mode mode, int fd = 2, std::string verb = "Pulling");
     ~PullProgress() override;
 
     void on_manifest(const registry::Reference&, const oci::Descriptor&, std::size_t) override;
@@ -62,6 +63,7 @@ private:
 
     Mode mode_;
     int fd_;
+    std::string verb_;
     bool color_;
     std::mutex mutex_;
     std::vector<Row> rows_;

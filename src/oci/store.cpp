@@ -181,8 +181,9 @@ namespace {
 // setuid to the caller) under a container the caller runs. So the store is refused unless the
 // caller owns each part and no one else can write it, as sshd's StrictModes refuses a loose
 // ~/.ssh; and it is made 0700 (podman keeps its storage 0700 for the same reason).
-// The parts: the root, oci/, layers/, cache/, tmp/, leases/, chain/, volumes/ and, where it
-// exists, meta.json (the id mapping the layer trees are made for). One stat each: exec pays ~9.
+// The parts: the root, oci/, layers/, cache/, tmp/, leases/, chain/, volumes/ and, where they
+// exist, sources/ (push's blob sources) and meta.json (the id mapping the layer trees are made
+// for). One stat each: exec pays ~9.
 constexpr std::string_view kStoreDirs[] = {"oci", "layers", "cache", "tmp", "leases", "chain", "volumes"};
 
 std::string octal_mode(mode_t mode) {
@@ -243,7 +244,8 @@ void open_private_root(const fs::path& root) {
         if (!S_ISDIR(st.st_mode)) throw SystemError(ENOTDIR, "open store part", path.string());
         check_private(st, path, root);
     }
-    if (stat_part(root_fd.get(), "meta.json", root / "meta.json", st)) check_private(st, root / "meta.json", root);
+    for (const char* name : {"sources", "meta.json"})
+        if (stat_part(root_fd.get(), name, root / name, st)) check_private(st, root / name, root);
 }
 
 }  // namespace

@@ -198,7 +198,7 @@ Response RegistryClient::send_with_retries(Transport& transport, Request request
         try {
             response = send_once(transport, attempt);
         } catch (const TransportError& e) {
-            if (!e.transient()) throw;
+            if (!e.transient() || !request.replayable) throw;
             if (received > 0) failures = 0;  // progress was made: a resumed retry is worth it
             if (++failures >= options_.retry.max_attempts) throw;
             auto delay = backoff_delay(options_.retry, failures);
@@ -223,7 +223,7 @@ Response RegistryClient::send_with_retries(Transport& transport, Request request
             }
             throw_unauthorized(response, attempt.method + " " + redact_url(url));
         }
-        if (is_retryable_status(response.status)) {
+        if (is_retryable_status(response.status) && request.replayable) {
             if (++failures >= options_.retry.max_attempts) return response;
             auto delay = backoff_delay(options_.retry, failures);
             if (response.status == 429 || response.status == 503) {
@@ -297,7 +297,7 @@ std::string RegistryClient::fetch_token(Transport& transport, const Challenge& c
     if (!parts || (parts->scheme != "https" && parts->scheme != "http"))
         throw Error("registry " + registry_ + " sent a Bearer challenge with an invalid realm \"" + realm + "\"");
     std::string scope = challenge.param("scope");
-    if (scope.empty() && !repository_.empty()) scope = "repository:" + repository_ + ":pull";
+    if (scope.empty() && !repository_.empty()) scope = "repository:" + repository_ + ":" + options_.actions;
     std::string url = realm;
     char sep = realm.find('?') == std::string::npos ? '?' : '&';
     auto add = [&](std::string_view key, const std::string& value) {

@@ -32,6 +32,9 @@ struct RetryPolicy {
 
 struct ClientOptions {
     bool tls_verify = true;
+    // The actions a Bearer token is asked for when the registry's challenge names no scope
+    // (its /v2/ challenge): "pull", or "pull,push" for a push.
+    std::string actions = "pull";
     RetryPolicy retry;
     DebugLog debug;                             // --debug; null when off
     std::function<bool()> cancelled;  // polled: stops waits and retries when true
@@ -57,7 +60,7 @@ struct Endpoint {
 class RegistryClient {
 public:
     // registry: the name credentials are stored under ("docker.io", "127.0.0.1:5000");
-    // repository: the path whose pull scope to ask for (empty for login).
+    // repository: the path whose scope (options.actions) to ask for (empty for login).
     RegistryClient(Endpoint endpoint, std::string registry, std::string repository,
                    std::optional<Credentials> credentials, ClientOptions options);
 

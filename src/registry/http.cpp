@@ -3,13 +3,19 @@
 
 #include <curl/curl.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cstring>
 #include <exception>
 #include <mutex>
 
 #include "aishell_version.hpp"
 #include "common/file.hpp"
+#include "common/unique_fd.hpp"
 #include "registry/reference.hpp"
 
 namespace aishell::registry {
@@ -54,6 +60,9 @@ struct Transfer {
     Response response;
     std::uint64_t received = 0;
     std::exception_ptr error;  // thrown by the sink or a limit, rethrown after perform
+    // The upload: a file range read with pread, or request->body->data.
+    UniqueFd upload_fd;
+    std::uint64_t sent = 0;
 };
 
 bool success_status(int status) { return status >= 200 && status < 300; }
@@ -97,8 +106,42 @@ size_t on_body(char* data, size_t size, size_t n, void* user) {
     return size * n;
 }
 
-int on_xferinfo(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+size_t on_read(char* buffer, size_t size, size_t n, void* user) {
     auto* t = static_cast<Transfer*>(user);
+    const RequestBody& body = *t->request->body;
+    std::uint64_t want = std::min<std::uint64_t>(size * n, body.size() - t->sent);
+    if (want == 0) return 0;
+    if (body.file.empty()) {
+        std::memcpy(buffer, body.data.data() + t->sent, want);
+    } else {
+        ssize_t got;
+        do {
+            got = ::pread(t->upload_fd.get(), buffer, want, static_cast<off_t>(body.offset + t->sent));
+        } while (got < 0 && errno == EINTR);
+        if (got <= 0) {  // an error, or the file is shorter than the range it should hold
+            if (got < 0)
+                t->error = std::make_exception_ptr(SystemError(errno, "read", body.file.string()));
+            else
+                t->error = std::make_exception_ptr(Error("read " + body.file.string() + ": the file ended before the " +
+                                                         std::to_string(body.offset + body.length) + " bytes to upload"));
+            return CURL_READFUNC_ABORT;
+        }
+        want = static_cast<std::uint64_t>(got);
+    }
+    t->sent += want;
+    return want;
+}
+
+int on_xferinfo(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t uploaded) {
+    auto* t = static_cast<Transfer*>(user);
+    if (uploaded > 0 && t->request->on_upload_progress) {
+        try {
+            t->request->on_upload_progress(static_cast<std::uint64_t>(uploaded));
+        } catch (...) {
+            t->error = std::current_exception();
+            return 1;
+        }
+    }
     return *t->cancelled && (*t->cancelled)() ? 1 : 0;
 }
 
@@ -160,10 +203,33 @@ public:
             (void)headers.release();
             headers.reset(next);
         }
+        const bool uploads = request.body || request.method == "POST" || request.method == "PUT" || request.method == "PATCH";
+        if (uploads) {
+            // No "Expect: 100-continue" (curl adds it to large bodies): registries answer
+            // without it, and waiting for the 100 costs a round trip or curl's 1 s timeout.
+            curl_slist* next = curl_slist_append(headers.get(), "Expect:");
+            if (!next) throw Error("curl_slist_append failed");
+            (void)headers.release();
+            headers.reset(next);
+            if (request.body && !request.body->file.empty()) {
+                t.upload_fd = open_file(request.body->file, O_RDONLY);
+            }
+        }
         curl_easy_setopt(h, CURLOPT_URL, request.url.c_str());
         curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
         if (request.method == "HEAD") curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
-        else if (request.method != "GET") curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, request.method.c_str());
+        if (uploads) {
+            // CURLOPT_UPLOAD streams the body from on_read with a Content-Length (PUT by
+            // default; CUSTOMREQUEST names the method).
+            curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+            curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
+            curl_easy_setopt(h, CURLOPT_READDATA, &t);
+            curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE,
+                             static_cast<curl_off_t>(request.body ? request.body->size() : 0));
+            curl_easy_setopt(h, CURLOPT_UPLOAD_BUFFERSIZE, 512L * 1024);
+        }
+        if (request.method != "GET" && request.method != "HEAD")
+            curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, request.method.c_str());
         curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers.get());
         curl_easy_setopt(h, CURLOPT_USERAGENT, "aishell/" AISHELL_VERSION);
         curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);  // the client follows, dropping credentials

@@ -26,6 +26,17 @@ using Headers = std::vector<std::pair<std::string, std::string>>;
 
 struct Response;
 
+// What a request uploads: bytes in memory, or a range of a file (a blob in the store, read as
+// it is sent, so a large layer never sits in memory). Read again from its start each time the
+// request is sent (a redirect, a new token).
+struct RequestBody {
+    std::string data;            // used when file is empty
+    std::filesystem::path file;  // else: length bytes of this file from offset
+    std::uint64_t offset = 0;
+    std::uint64_t length = 0;
+    std::uint64_t size() const noexcept { return file.empty() ? data.size() : length; }
+};
+
 struct Request {
     std::string method = "GET";
     std::string url;
@@ -40,6 +51,15 @@ struct Request {
     std::function<void(const Response&)> on_head;
     // When set, called with the body bytes received so far.
     std::function<void(std::uint64_t)> on_progress;
+    // Sent as the request body (with Content-Length). POST, PUT and PATCH always send one,
+    // empty when this is unset.
+    std::optional<RequestBody> body;
+    // When set, called with the body bytes sent so far.
+    std::function<void(std::uint64_t)> on_upload_progress;
+    // False for a request that must not be sent twice blindly (an upload's PATCH: a registry
+    // appends what a cut request delivered, so resending it would corrupt the upload): a
+    // transient failure or a 5xx goes back to the caller, which starts over its own way.
+    bool replayable = true;
 };
 
 struct Response {

@@ -8,8 +8,10 @@
 
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "oci/blob_sources.hpp"
 #include "oci/image.hpp"
 #include "registry/auth.hpp"
+#include "registry/workers.hpp"
 
 namespace aishell::registry {
 
@@ -76,14 +78,6 @@ std::optional<std::uint64_t> content_range_start(std::string_view value) {
     return start;
 }
 
-std::vector<oci::Descriptor> blobs_of(const oci::Manifest& manifest) {
-    std::vector<oci::Descriptor> blobs{manifest.config};
-    std::set<oci::Digest> seen{manifest.config.digest};
-    for (const auto& layer : manifest.layers)
-        if (seen.insert(layer.digest).second) blobs.push_back(layer);
-    return blobs;
-}
-
 // The state of one pull attempt against one endpoint.
 class Puller {
 public:
@@ -123,7 +117,7 @@ public:
         result.manifest.digest = image.digest;
         result.manifest.size = static_cast<std::int64_t>(image.bytes.size());
 
-        std::vector<oci::Descriptor> blobs = blobs_of(manifest);
+        std::vector<oci::Descriptor> blobs = manifest_blobs(manifest);
         if (options_.observer) options_.observer->on_manifest(ref_, result.manifest, blobs.size());
         std::vector<std::optional<oci::BlobWriter>> writers = download(blobs, std::move(transport));
         if (options_.cancel && options_.cancel->load()) throw Error("interrupted");
@@ -139,28 +133,9 @@ private:
     std::vector<std::optional<oci::BlobWriter>> download(const std::vector<oci::Descriptor>& blobs,
                                                          std::unique_ptr<Transport> first) {
         std::vector<std::optional<oci::BlobWriter>> writers(blobs.size());
-        std::atomic<std::size_t> next{0};
-        std::mutex error_mutex;
-        std::exception_ptr first_error;
-        auto worker = [&](std::unique_ptr<Transport> transport) {
-            try {
-                if (!transport) transport = factory_();
-                for (std::size_t i; !cancelled_now() && (i = next++) < blobs.size();)
-                    download_one(*transport, blobs[i], writers[i]);
-            } catch (...) {
-                std::lock_guard lock(error_mutex);
-                // The first failure is the cause; the others are workers it stopped.
-                if (!first_error) first_error = std::current_exception();
-                failed_ = true;
-            }
-        };
-        std::size_t count = std::clamp<std::size_t>(static_cast<std::size_t>(std::max(1, options_.parallel)), 1, blobs.size());
-        {
-            std::vector<std::jthread> threads;
-            for (std::size_t i = 1; i < count; ++i) threads.emplace_back(worker, nullptr);
-            worker(std::move(first));
-        }
-        if (first_error) std::rethrow_exception(first_error);
+        run_workers(blobs.size(), options_.parallel, factory_, std::move(first), failed_,
+                    [this] { return cancelled_now(); },
+                    [&](Transport& transport, std::size_t i) { download_one(transport, blobs[i], writers[i]); });
         return writers;
     }
 
@@ -252,6 +227,20 @@ private:
             }
             throw;
         }
+        record_sources(blobs);
+    }
+
+    // Notes where each blob came from, for a later push to the same registry to mount instead
+    // of upload (oci/blob_sources.hpp). The pull is complete by now and the record only an
+    // optimisation: a failure to write it is said under --debug and otherwise costs an upload.
+    void record_sources(const std::vector<oci::Descriptor>& blobs) {
+        for (const auto& d : blobs) {
+            try {
+                oci::record_blob_source(store_, d.digest, {ref_.domain, ref_.path});
+            } catch (const Error& e) {
+                if (options_.debug) options_.debug("not recorded as a blob source: " + e.message());
+            }
+        }
     }
 
     oci::Store& store_;
@@ -264,6 +253,14 @@ private:
 };
 
 }  // namespace
+
+std::vector<oci::Descriptor> manifest_blobs(const oci::Manifest& manifest) {
+    std::vector<oci::Descriptor> blobs{manifest.config};
+    std::set<oci::Digest> seen{manifest.config.digest};
+    for (const auto& layer : manifest.layers)
+        if (seen.insert(layer.digest).second) blobs.push_back(layer);
+    return blobs;
+}
 
 oci::Descriptor select_platform_manifest(const oci::Index& index, const oci::Platform& wanted) {
     const oci::Descriptor* chosen = nullptr;

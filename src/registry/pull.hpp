@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "oci/store.hpp"
 #include "oci/types.hpp"
@@ -54,6 +55,9 @@ struct PullResult {
 };
 
 PullResult pull_image(oci::Store& store, const Reference& ref, const PullOptions& options);
+
+// The blobs a manifest names: its config, then its layers, each digest once.
+std::vector<oci::Descriptor> manifest_blobs(const oci::Manifest& manifest);
 
 // The manifest to pull from an index: the best platform match among image manifests,
 // passing over other media types and attestation entries (platform unknown/unknown).

@@ -163,6 +163,11 @@ std::string Reference::api_host() const {
     return is_docker_hub() ? std::string(kDockerHubApiHost) : domain;
 }
 
+bool names_registry(std::string_view text) {
+    auto slash = text.find('/');
+    return slash != std::string_view::npos && looks_like_domain(text.substr(0, slash));
+}
+
 std::string host_without_port(std::string_view host_port) {
     if (!host_port.empty() && host_port.front() == '[') {
         auto close = host_port.find(']');

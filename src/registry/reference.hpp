@@ -35,6 +35,10 @@ struct Reference {
     bool is_docker_hub() const { return domain == kDockerHubDomain; }
 };
 
+// True when text names its registry ("host:5000/app", "localhost/app", "docker.io/app"), false
+// for a name that only normalization sends to Docker Hub ("debian", "aishell:base").
+bool names_registry(std::string_view text);
+
 // True for registries on this machine: localhost, 127.0.0.0/8 and ::1 (with or without port).
 // Plain HTTP is allowed only for these (or with --tls-verify=false).
 bool is_loopback_host(std::string_view host_port);

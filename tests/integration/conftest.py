@@ -241,8 +241,8 @@ def aishell(request, session_dir, _binary_checked, unpriv_user):
 def registry(session_dir):
     started = []
 
-    def factory(mode="http", tls=None, acl=None):
-        reg = start_registry(mode, base_dir=session_dir, tls=tls, acl=acl)
+    def factory(mode="http", tls=None, acl=None, access_log=False):
+        reg = start_registry(mode, base_dir=session_dir, tls=tls, acl=acl, access_log=access_log)
         started.append(reg)
         return reg
 

@@ -9,6 +9,9 @@ each for the first `times` requests whose path matches a regex:
                                    (GET requests only, unless method= says otherwise)
   respond(pattern, status, ...)    answer locally (e.g. 429 with Retry-After) without upstream
   throttle(bytes_per_second)       slow every response body down (for SIGINT / kill -9 tests)
+  cut_request(pattern, nbytes)     take the head and nbytes of the request body, then reset the
+                                   socket without forwarding anything (an upload cut midway)
+  clear()                          drop the faults not used up yet
 
 Every request is logged (method, path, headers, status, body bytes sent) for assertions such as
 "the rerun sent a Range request".
@@ -97,6 +100,15 @@ class FaultProxy:
                                                        404: "Not Found"}.get(status, "Error"),
                                      headers=headers or {}, body=body))
 
+    def cut_request(self, pattern, nbytes, times=1, method=None):
+        """Cut the next `times` requests matching pattern after nbytes of their body."""
+        with self._lock:
+            self.faults.append(Fault("cut_request", pattern, times, method=method, nbytes=nbytes))
+
+    def clear(self):
+        with self._lock:
+            self.faults = []
+
     def throttle(self, bytes_per_second):
         self.rate = bytes_per_second
 
@@ -143,6 +155,10 @@ class FaultProxy:
                 request_line, headers = _parse_headers(head)
                 method, path = request_line.split(" ")[:2]
                 length = int(headers.get("content-length", "0"))
+                fault = self._take_fault(method, path)
+                if fault and fault.kind == "cut_request":
+                    self._cut_request(client, buf, method, path, headers, fault.params["nbytes"])
+                    return
                 while len(buf) < length:
                     data = client.recv(65536)
                     if not data:
@@ -152,7 +168,6 @@ class FaultProxy:
                 entry = LoggedRequest(method, path, headers)
                 with self._lock:
                     self.requests.append(entry)
-                fault = self._take_fault(method, path)
                 if fault and fault.kind == "respond":
                     entry.fault = "respond"
                     self._respond_locally(client, entry, fault)
@@ -170,6 +185,19 @@ class FaultProxy:
             client.close()
             if upstream is not None:
                 upstream.close()
+
+    def _cut_request(self, client, buf, method, path, headers, nbytes):
+        entry = LoggedRequest(method, path, headers)
+        entry.fault = "cut_request"
+        with self._lock:
+            self.requests.append(entry)
+        while len(buf) < nbytes:
+            data = client.recv(65536)
+            if not data:
+                break
+            buf += data
+        # RST, not FIN: the client sees its upload broken, not an answer.
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
     def _respond_locally(self, client, entry, fault):
         p = fault.params

@@ -7,6 +7,7 @@ TokenIssuer). Storage is the filesystem driver in a temp dir so tests can tamper
 import base64
 import json
 import os
+import re
 import shutil
 import ssl
 import subprocess
@@ -35,12 +36,13 @@ MANIFEST_ACCEPT = ", ".join([
 class Registry:
     """A running registry. .host is "127.0.0.1:PORT"; .url its base URL."""
 
-    def __init__(self, mode, workdir, tls=None, acl=None):
+    def __init__(self, mode, workdir, tls=None, acl=None, access_log=False):
         if mode not in MODES:
             raise ValueError(f"unknown registry mode {mode!r}; one of {MODES}")
         self.mode = mode
         self.tls = (mode == "tls") if tls is None else tls
         self.workdir = workdir
+        self.access_log = access_log
         self.storage_dir = os.path.join(workdir, "storage")
         os.makedirs(self.storage_dir)
         self.ca_path = None
@@ -98,7 +100,7 @@ class Registry:
     def _config(self):
         cfg = {
             "version": 0.1,
-            "log": {"level": "warn", "accesslog": {"disabled": True}},
+            "log": {"level": "warn", "accesslog": {"disabled": not self.access_log}},
             "storage": {"filesystem": {"rootdirectory": self.storage_dir},
                         "delete": {"enabled": True},
                         "maintenance": {"uploadpurging": {"enabled": False}}},
@@ -158,6 +160,15 @@ class Registry:
     def log(self):
         with open(os.path.join(self.workdir, "registry.log"), errors="replace") as f:
             return f.read()
+
+    def requests(self):
+        """(method, path, status) of every request so far, from the access log (the registry
+        writes one combined-log line per request to stdout, i.e. registry.log, once it has
+        answered; start it with access_log=True)."""
+        if not self.access_log:
+            raise RuntimeError("start the registry with access_log=True to read its requests")
+        return [(m.group(1), m.group(2), int(m.group(3)))
+                for m in re.finditer(r'"([A-Z]+) (\S+) HTTP/[\d.]+" (\d{3}) ', self.log())]
 
     # --- what skopeo needs --------------------------------------------------------------------
     def skopeo_dest_args(self, admin=False):
@@ -237,11 +248,11 @@ class Registry:
                             hexd, "data")
 
 
-def start_registry(mode="http", base_dir=None, tls=None, acl=None):
+def start_registry(mode="http", base_dir=None, tls=None, acl=None, access_log=False):
     workdir = tempfile.mkdtemp(prefix=f"registry-{mode}-", dir=base_dir)
     os.chmod(workdir, 0o755)  # the CA must be readable by the unprivileged user
     try:
-        return Registry(mode, workdir, tls=tls, acl=acl)
+        return Registry(mode, workdir, tls=tls, acl=acl, access_log=access_log)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
