@@ -13,6 +13,7 @@
 
 #include "aishell_version.hpp"
 #include "cli/command.hpp"
+#include "cli/store_commands.hpp"
 #include "common/error.hpp"
 #include "common/file.hpp"
 
@@ -49,6 +50,8 @@ constexpr CommandEntry kCommands[] = {
     {"__rm", add_exec_command},        {"__userns-hold", add_exec_command}, {"build", add_build_command},
     {"__build-step", add_build_helper_command}, {"__build-helper", add_build_helper_command},
     {"load", add_load_command},
+    {"rmi", add_rmi_tag_commands},     {"tag", add_rmi_tag_commands},       {"volumes", add_volumes_command},
+    {"system", add_system_command},    {"check", add_check_command},
 };
 
 // The first word that is neither an option nor the value of --store.
