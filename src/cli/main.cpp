@@ -13,6 +13,7 @@
 
 #include "aishell_version.hpp"
 #include "cli/command.hpp"
+#include "cli/store_commands.hpp"
 #include "common/error.hpp"
 #include "common/file.hpp"
 
@@ -51,6 +52,8 @@ constexpr CommandEntry kCommands[] = {
     {"load", add_load_command},
     {"save", add_save_command},
     {"push", add_push_command},
+    {"rmi", add_rmi_tag_commands},     {"tag", add_rmi_tag_commands},       {"volumes", add_volumes_command},
+    {"system", add_system_command},    {"check", add_check_command},
 };
 
 // The first word that is neither an option nor the value of --store.

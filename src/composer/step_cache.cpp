@@ -1,5 +1,6 @@
 // The build step cache (see step_cache.hpp).
 #include "composer/step_cache.hpp"
+#include "composer/step_cache_scan.hpp"
 
 #include <stdio.h>
 
@@ -83,15 +84,28 @@ std::string StepCache::put(const oci::Digest& key, const CacheEntry& entry) cons
     return path;
 }
 
-std::vector<oci::Digest> step_cache_roots(const oci::Store& store) {
-    std::vector<oci::Digest> roots;
+std::vector<std::pair<std::string, std::optional<CacheEntry>>> step_cache_entries(const oci::Store& store) {
+    std::vector<std::pair<std::string, std::optional<CacheEntry>>> entries;
     std::error_code ec;
     for (fs::directory_iterator it(store.cache_dir(), ec), end; !ec && it != end; it.increment(ec)) {
-        if (it->path().extension() != ".json") continue;
+        const std::string name = it->path().filename().string();
+        if (it->path().extension() != ".json" || name.front() == '.') continue;  // a writer's temp file
         auto text = read_file_if_exists(it->path(), 1 << 20);
         if (!text) continue;
-        if (auto e = parse_entry(*text); e && e->layer) roots.push_back(e->layer->descriptor.digest);
+        std::optional<CacheEntry> entry;
+        try {
+            entry = parse_entry(*text);
+        } catch (const std::exception&) {  // e.g. nlohmann's type_error for "version": "1"
+        }
+        entries.emplace_back(it->path().string(), std::move(entry));
     }
+    return entries;
+}
+
+std::vector<oci::Digest> step_cache_roots(const oci::Store& store) {
+    std::vector<oci::Digest> roots;
+    for (const auto& [path, e] : step_cache_entries(store))
+        if (e && e->layer) roots.push_back(e->layer->descriptor.digest);
     return roots;
 }
 

@@ -6,12 +6,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <ctime>
 #include <set>
 
 #include "common/error.hpp"
 #include "common/file.hpp"
 #include "common/unique_fd.hpp"
+#include "oci/gc.hpp"
 #include "oci/lease.hpp"
 #include "oci/store.hpp"
 
@@ -113,14 +115,24 @@ void sweep_blobs(Store& store, const Marks& marks, const GcOptions& options, GcR
     for (const auto& file : fs::directory_iterator(store.oci_dir() / "blobs" / "sha256")) consider(file.path());
 }
 
-// Trees (and their owner tables) that nothing names are renamed into tmp/ at once, under the
-// leases' removal lock, so a command that leases one afterwards finds it gone, never half gone.
-void sweep_layers(Store& store, const Marks& marks, const LiveLeases& leased, const GcOptions& options,
-                  GcResult& result) {
+std::set<std::string> kept_layers(const Marks& marks, const LiveLeases& leased, const GcOptions& options) {
     std::set<std::string> keep = marks.layers;
     keep.insert(leased.layers.begin(), leased.layers.end());
     for (const auto& d : options.extra_layer_roots)
         if (d.is_sha256()) keep.insert(std::string(d.encoded()));
+    return keep;
+}
+
+// Takes a tree out of the store at once (a rename into tmp/, under the leases' removal lock),
+// so a command that leases it afterwards finds it gone, never half gone.
+void trash_tree(Store& store, const fs::path& tree, const std::string& hex, GcResult& result) {
+    fs::path trash = store.tmp_dir() / ("gc-" + hex.substr(0, 12) + "-" + random_hex(8));
+    if (::rename(tree.c_str(), trash.c_str()) != 0) throw_errno("move layer tree " + tree.string() + " to", trash.string());
+    result.layer_trash.push_back(trash);
+}
+
+// Trees (and their owner tables) in layers/ that nothing names.
+void sweep_layers(Store& store, const std::set<std::string>& keep, const GcOptions& options, GcResult& result) {
     for (const auto& entry : fs::directory_iterator(store.layers_dir())) {
         const std::string name = entry.path().filename().string();
         const std::string hex = name.size() == 64 + 7 && name.ends_with(".owners") ? name.substr(0, 64) : name;
@@ -131,11 +143,35 @@ void sweep_layers(Store& store, const Marks& marks, const LiveLeases& leased, co
             continue;
         }
         result.removed_layers.push_back(hex);
-        if (options.dry_run) continue;
-        fs::path trash = store.tmp_dir() / ("gc-" + hex.substr(0, 12) + "-" + random_hex(8));
-        if (::rename(entry.path().c_str(), trash.c_str()) != 0) throw_errno("move layer tree to", trash.string());
-        result.layer_trash.push_back(trash);
+        if (!options.dry_run) trash_tree(store, entry.path(), hex, result);
     }
+}
+
+// Copies of layer trees (layer_copy_dirs): <hex> trees, and `.tmp-<hex>-<random>` ones a copier
+// left behind (one still being made is for a layer its run has leased, so it is kept). A copy's
+// root belongs to a sub id (the keep-id mapping's container root), so the caller may not move it
+// to another directory (rename(2) must then rewrite its ".."): it is renamed within its own
+// directory to `.gc-*`, where only the parent's write permission counts; a `.gc-*` left by a
+// removal that did not finish is trash already.
+void sweep_layer_copies(Store&, const fs::path& dir, const std::set<std::string>& keep, const GcOptions& options,
+                        PruneGcResult& result) {
+    std::error_code ec;
+    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+        const std::string name = it->path().filename().string();
+        if (name.starts_with(".gc-")) {
+            result.removed_layer_copies.push_back(it->path());
+            if (!options.dry_run) result.gc.layer_trash.push_back(it->path());
+            continue;
+        }
+        const std::string hex = name.starts_with(".tmp-") ? name.substr(5, 64) : name;
+        if (!is_layer_hex(hex) || keep.count(hex) || !it->is_directory()) continue;
+        result.removed_layer_copies.push_back(it->path());
+        if (options.dry_run) continue;
+        const fs::path trash = dir / (".gc-" + hex.substr(0, 12) + "-" + random_hex(8));
+        if (::rename(it->path().c_str(), trash.c_str()) != 0) throw_errno("move layer tree copy " + it->path().string() + " to", trash.string());
+        result.gc.layer_trash.push_back(trash);
+    }
+    if (ec && ec != std::errc::no_such_file_or_directory) throw SystemError(ec.value(), "list", dir.string());
 }
 
 void sweep_temp(Store& store, const GcOptions& options, GcResult& result) {
@@ -149,23 +185,38 @@ void sweep_temp(Store& store, const GcOptions& options, GcResult& result) {
 
 }  // namespace
 
-GcResult collect_garbage(Store& store, const GcOptions& options) {
+PruneGcResult collect_garbage(Store& store, const PruneGcOptions& prune, const LeaseRemovalLock&, const LiveLeases& leased) {
+    const GcOptions& options = prune.gc;
     return with_context("garbage collection", [&] {
-        // Held from marking to the end of the sweep: a lease taken meanwhile would not be seen.
-        LeaseRemovalLock held(store);
-        LiveLeases leased = read_live_leases(held, options.own_lease, options.dry_run);
         Marks marks{store, options.sweep_layers, {}, {}};
-        for (const auto& entry : store.list_images()) mark(marks, entry.descriptor);
+        for (const auto& entry : store.list_images())
+            if (std::find(prune.ignore_names.begin(), prune.ignore_names.end(), entry.name) == prune.ignore_names.end())
+                mark(marks, entry.descriptor);
         for (const auto& root : options.extra_roots) mark_root(marks, root);
         for (const auto& root : leased.blobs) mark_root(marks, root);
 
-        GcResult result;
-        result.removed_leases = leased.dead;
-        sweep_blobs(store, marks, options, result);
-        if (options.sweep_layers) sweep_layers(store, marks, leased, options, result);
-        if (!options.only_blobs) sweep_temp(store, options, result);
+        PruneGcResult result;
+        result.gc.removed_leases = leased.dead;
+        sweep_blobs(store, marks, options, result.gc);
+        if (options.sweep_layers) {
+            const std::set<std::string> keep = kept_layers(marks, leased, options);
+            sweep_layers(store, keep, options, result.gc);
+            for (const auto& dir : prune.layer_copy_dirs) sweep_layer_copies(store, dir, keep, options, result);
+        }
+        if (!options.only_blobs) sweep_temp(store, options, result.gc);
         return result;
     });
 }
+
+GcResult collect_garbage(Store& store, const GcOptions& options) {
+    // Held from marking to the end of the sweep: a lease taken meanwhile would not be seen.
+    LeaseRemovalLock held(store);
+    LiveLeases leased = with_context("garbage collection", [&] {
+        return read_live_leases(held, options.own_lease, options.dry_run);
+    });
+    return collect_garbage(store, PruneGcOptions{options, {}, {}}, held, leased).gc;
+}
+
+fs::path volumes_dir(const Store& store) { return store.root() / "volumes"; }
 
 }  // namespace aishell::oci

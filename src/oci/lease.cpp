@@ -10,6 +10,7 @@
 
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "oci/gc.hpp"
 
 namespace aishell::oci {
 
@@ -76,6 +77,17 @@ void check_entry(const LeaseEntry& e) {
 }
 
 }  // namespace
+
+// Docker's volume name rule: [a-zA-Z0-9][a-zA-Z0-9_.-]*.
+bool is_volume_name(std::string_view s) {
+    if (s.empty() || s.size() > 255) return false;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        char c = s[i];
+        bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+        if (!alnum && (i == 0 || (c != '_' && c != '.' && c != '-'))) return false;
+    }
+    return true;
+}
 
 // ---- entries -------------------------------------------------------------------------------
 

@@ -13,15 +13,23 @@
 
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "runtime/host_check.hpp"
 
 extern char** environ;
 
 namespace aishell::runtime {
 
+namespace fs = std::filesystem;
+
 namespace {
 
-constexpr const char* kNewUidMap = "/usr/bin/newuidmap";
-constexpr const char* kNewGidMap = "/usr/bin/newgidmap";
+// The setuid helpers are looked up in $PATH, as podman does (exec.LookPath("newuidmap")): a
+// user's own PATH decides which one runs, and one that is not setuid can map nothing more
+// than the user could alone.
+std::string newidmap_path(const char* tool) {
+    fs::path found = find_in_path(tool);
+    return found.empty() ? std::string(tool) : found.string();
+}
 
 std::optional<std::uint32_t> parse_u32(std::string_view s) {
     std::uint32_t v = 0;
@@ -189,7 +197,7 @@ HostIds probe_host() {
     if (const passwd* pw = ::getpwuid(h.uid)) h.user_name = pw->pw_name;  // not in a child: fine
     if (auto text = read_file_if_exists("/etc/subuid", 1 << 20)) h.subuid = find_subid_range(*text, h.user_name, h.uid);
     if (auto text = read_file_if_exists("/etc/subgid", 1 << 20)) h.subgid = find_subid_range(*text, h.user_name, h.uid);
-    h.have_newidmap = ::access(kNewUidMap, X_OK) == 0 && ::access(kNewGidMap, X_OK) == 0;
+    h.have_newidmap = !find_in_path("newuidmap").empty() && !find_in_path("newgidmap").empty();
     h.forced = get_env("AISHELL_USERNS").value_or("");
     return h;
 }
@@ -241,10 +249,11 @@ void write_id_maps(pid_t pid, const IdMapping& mapping) {
     if (mapping.mode == UsernsMode::Subuid) {
         // Both setuid helpers at once (they write different files): one helper's start-up
         // latency instead of two on every container start.
-        pid_t uid_helper = spawn_newidmap(kNewUidMap, pid, mapping.uids);
+        const std::string newuidmap = newidmap_path("newuidmap"), newgidmap = newidmap_path("newgidmap");
+        pid_t uid_helper = spawn_newidmap(newuidmap.c_str(), pid, mapping.uids);
         pid_t gid_helper = -1;
         try {
-            gid_helper = spawn_newidmap(kNewGidMap, pid, mapping.gids);
+            gid_helper = spawn_newidmap(newgidmap.c_str(), pid, mapping.gids);
         } catch (...) {
             int st;
             while (::waitpid(uid_helper, &st, 0) < 0 && errno == EINTR) {}
@@ -252,12 +261,12 @@ void write_id_maps(pid_t pid, const IdMapping& mapping) {
         }
         std::exception_ptr first_error;
         try {
-            wait_newidmap(kNewUidMap, uid_helper, pid);
+            wait_newidmap(newuidmap.c_str(), uid_helper, pid);
         } catch (...) {
             first_error = std::current_exception();
         }
         try {
-            wait_newidmap(kNewGidMap, gid_helper, pid);
+            wait_newidmap(newgidmap.c_str(), gid_helper, pid);
         } catch (...) {
             if (!first_error) first_error = std::current_exception();
         }

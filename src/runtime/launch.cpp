@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -77,6 +78,11 @@ public:
     RunDir(const oci::Store& store, const IdMapping& mapping, bool keep)
         : path_(store.tmp_dir() / ("run-" + random_hex(16))), mapping_(mapping), keep_(keep) {
         make_dirs(path_, 0700);
+        // A shared flock on the dir marks it in use for garbage collection's tmp/ sweep (which
+        // takes what is old and unlocked) for as long as the container lives: its PID 1
+        // inherits this fd, as it inherits the lease's.
+        in_use_.reset(::open(path_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (in_use_) ::flock(in_use_.get(), LOCK_SH);
     }
     RunDir(const RunDir&) = delete;
     RunDir& operator=(const RunDir&) = delete;
@@ -141,7 +147,8 @@ private:
     fs::path path_;
     IdMapping mapping_;
     bool keep_;
-    UniqueFd word_;  // write end of the reaper's word pipe
+    UniqueFd in_use_;  // the dir, flocked shared
+    UniqueFd word_;    // write end of the reaper's word pipe
 };
 
 // -v SOURCE:CONTAINER: a path, or a named volume of the store, made on first use and leased

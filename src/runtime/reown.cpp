@@ -280,6 +280,14 @@ std::filesystem::path reowned_layers_dir(const std::filesystem::path& store_root
     return store_root / ("layers-idmap-" + std::string(h.finish().encoded().substr(0, 16)));
 }
 
+std::vector<std::filesystem::path> reowned_layers_dirs(const std::filesystem::path& store_root) {
+    std::vector<std::filesystem::path> dirs;
+    std::error_code ec;
+    for (std::filesystem::directory_iterator it(store_root, ec), end; !ec && it != end; it.increment(ec))
+        if (it->path().filename().string().starts_with("layers-idmap-") && it->is_directory(ec)) dirs.push_back(it->path());
+    return dirs;
+}
+
 std::filesystem::path ensure_reowned_layers(const std::filesystem::path& store_root, const IdMapping& store_mapping,
                                             const IdMapping& to, const std::vector<std::string>& layers) {
     auto dir = reowned_layers_dir(store_root, to);

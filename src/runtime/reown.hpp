@@ -38,6 +38,10 @@ ReownStats copy_tree_reowned(const std::filesystem::path& src, const std::filesy
 // Dir holding the trees re-owned for mapping `to` (a sibling of layers/, keyed by the mapping).
 std::filesystem::path reowned_layers_dir(const std::filesystem::path& store_root, const IdMapping& to);
 
+// Every such dir in the store (one per keep-id mapping used), for garbage collection, which
+// sweeps their trees by the rule it applies to layers/ (oci::GcOptions::layer_copy_dirs).
+std::vector<std::filesystem::path> reowned_layers_dirs(const std::filesystem::path& store_root);
+
 // Makes <reowned dir>/<hex> for every layer in `layers` that lacks one, by re-executing aishell
 // (`__reown`) in a user namespace with the store's mapping. Returns that dir.
 std::filesystem::path ensure_reowned_layers(const std::filesystem::path& store_root, const IdMapping& store_mapping,

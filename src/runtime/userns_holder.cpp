@@ -98,8 +98,9 @@ int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pi
 
 bool alive(int pidfd) { return ::syscall(SYS_pidfd_send_signal, pidfd, 0, nullptr, 0) == 0; }
 
-// A pidfd of the recorded holder when every check of the header comment passes.
-UniqueFd verified_holder(const fs::path& record, const IdMapping& mapping) {
+// A pidfd of the process a record names when it is alive, named aishell-userns, the caller's,
+// started when recorded and (with a mapping) has exactly that mapping: the header comment's checks.
+UniqueFd verified_holder(const fs::path& record, const IdMapping* mapping) {
     auto text = read_small(record);
     if (!text) return {};
     auto r = parse_record(*text);
@@ -109,10 +110,19 @@ UniqueFd verified_holder(const fs::path& record, const IdMapping& mapping) {
     auto cs = comm_and_start(r->pid);
     if (!cs || cs->first != kHolderName || cs->second != r->start_time) return {};
     if (real_uid_of(r->pid) != ::getuid()) return {};
-    if (read_map(r->pid, "uid_map") != mapping.uids || read_map(r->pid, "gid_map") != mapping.gids) return {};
+    if (mapping && (read_map(r->pid, "uid_map") != mapping->uids || read_map(r->pid, "gid_map") != mapping->gids)) return {};
     // Still the same process: /proc/PID was read while the pidfd pinned it alive.
     if (!alive(pidfd.get())) return {};
     return pidfd;
+}
+
+UniqueFd verified_holder(const fs::path& record, const IdMapping& mapping) { return verified_holder(record, &mapping); }
+
+bool exited_within(int pidfd, int milliseconds) {
+    pollfd p{pidfd, POLLIN, 0};  // a pidfd polls readable once its process has exited (Linux 5.3)
+    int n;
+    do n = ::poll(&p, 1, milliseconds); while (n < 0 && errno == EINTR);
+    return n > 0;
 }
 
 // Starts a holder (it writes the record itself) and waits until it says the record is written.
@@ -158,6 +168,24 @@ bool join_userns_holder(const fs::path& state_dir, const IdMapping& mapping) {
     }
     // setns with a pidfd needs Linux 5.8; without it the run makes its own namespace.
     return ::setns(pidfd.get(), CLONE_NEWUSER) == 0;
+}
+
+int stop_userns_holders(const fs::path& state_dir) {
+    int stopped = 0;
+    std::error_code ec;
+    for (fs::directory_iterator it(state_dir, ec), end; !ec && it != end; it.increment(ec)) {
+        const std::string name = it->path().filename().string();
+        if (!name.starts_with("userns-") || !name.ends_with(".holder")) continue;
+        UniqueFd pidfd = verified_holder(it->path(), nullptr);
+        if (!pidfd) continue;
+        ::syscall(SYS_pidfd_send_signal, pidfd.get(), SIGTERM, nullptr, 0);
+        if (!exited_within(pidfd.get(), 1000)) {
+            ::syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
+            exited_within(pidfd.get(), 1000);
+        }
+        ++stopped;
+    }
+    return stopped;
 }
 
 int hold_userns_here(const std::vector<std::string>& args) {

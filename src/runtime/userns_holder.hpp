@@ -35,6 +35,11 @@ bool join_userns_holder(const std::filesystem::path& state_dir, const IdMapping&
 // life. args = {RECORD, READY_FD}; the holder writes one byte to READY_FD once RECORD names it.
 int hold_userns_here(const std::vector<std::string>& args);
 
+// Ends every holder recorded in `state_dir` (`aishell system reset`): a record whose process is
+// alive, named aishell-userns, the caller's and started when recorded gets SIGTERM through a
+// pidfd, then SIGKILL if it has not exited within a second. Returns how many were ended.
+int stop_userns_holders(const std::filesystem::path& state_dir);
+
 // The record that names the holder for `mapping` in `state_dir` (exposed for tests).
 std::filesystem::path userns_holder_record(const std::filesystem::path& state_dir, const IdMapping& mapping);
 

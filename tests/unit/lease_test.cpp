@@ -14,6 +14,7 @@
 #include "child_process.hpp"
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "oci/gc.hpp"
 #include "oci/lease.hpp"
 #include "oci/owner_table.hpp"
 #include "oci/store.hpp"
@@ -282,6 +283,58 @@ TEST_CASE("gc: layer trees stay while an image, a root or a live lease names the
             CHECK(fs::exists(t / "usr" / "bin" / "tool"));
         }
     }
+}
+
+TEST_CASE("gc: re-owned copies of layer trees go by the same rule as layers/", "[gc][lease]") {
+    TempDir dir;
+    oci::Store store = oci::Store::open(dir.path);
+    auto lock = store.lock_exclusive();
+    store.tag_image("tagged", put_image(store, "tagged", {hex_of('1')}));
+    const fs::path copies = dir.path / "layers-idmap-0123456789abcdef";
+    for (const std::string name : {hex_of('1'), hex_of('2'), hex_of('3'), ".tmp-" + hex_of('2') + "-abcd1234",
+                                   ".tmp-" + hex_of('4') + "-abcd1234"})
+        fs::create_directories(copies / name / "etc");
+    aishell::write_file_atomic(copies / "mapping", "subuid u=0:1000:1 g=0:1000:1\n");
+    auto lease = oci::Lease::create(store, "exec", {LeaseEntry::layer(oci::Digest::sha256_from_hex(hex_of('2')))});
+
+    oci::PruneGcOptions options;
+    options.gc.sweep_layers = true;
+    options.layer_copy_dirs = {copies};
+    oci::LeaseRemovalLock held(store);
+    oci::PruneGcResult r = oci::collect_garbage(store, options, held, oci::read_live_leases(held));
+    // Kept: the image's layer, the leased one and a copy of it still being made.
+    for (const std::string name : {hex_of('1'), hex_of('2'), ".tmp-" + hex_of('2') + "-abcd1234", std::string("mapping")})
+        CHECK(fs::exists(copies / name));
+    // Gone into tmp/: a copy of a layer nothing names, and a copier's leftover for one.
+    CHECK_FALSE(fs::exists(copies / hex_of('3')));
+    CHECK_FALSE(fs::exists(copies / (".tmp-" + hex_of('4') + "-abcd1234")));
+    CHECK(r.removed_layer_copies.size() == 2);
+    REQUIRE(r.gc.layer_trash.size() == 2);
+    for (const auto& t : r.gc.layer_trash) CHECK(fs::exists(t / "etc"));
+}
+
+TEST_CASE("gc: ignore_names marks as if those names were gone", "[gc]") {
+    TempDir dir;
+    oci::Store store = oci::Store::open(dir.path);
+    auto lock = store.lock_exclusive();
+    oci::Descriptor old_base = put_image(store, "old", {hex_of('1')});
+    oci::Descriptor shared = put_image(store, "shared", {hex_of('2')});
+    store.tag_image("old", old_base);
+    store.tag_image("one", shared);
+    store.tag_image("two", shared);
+    make_tree(store, hex_of('1'));
+    make_tree(store, hex_of('2'));
+
+    oci::PruneGcOptions options;
+    options.gc.dry_run = true;
+    options.gc.sweep_layers = true;
+    options.ignore_names = {"old", "one"};
+    oci::LeaseRemovalLock held(store);
+    oci::GcResult r = oci::collect_garbage(store, options, held, oci::read_live_leases(held)).gc;
+    CHECK(contains(r.removed_blobs, old_base.digest));
+    CHECK_FALSE(contains(r.removed_blobs, shared.digest));  // "two" still names it
+    CHECK(r.removed_layers == std::vector<std::string>{hex_of('1')});
+    CHECK(store.has_blob(old_base.digest));  // a dry run
 }
 
 TEST_CASE("gc: a rollback's collection takes only its candidates, not what another lease holds", "[gc][lease]") {

@@ -1,0 +1,14 @@
+// The commands that look after the store as a whole (registered by main.cpp's table, as
+// command.hpp's are): rmi and tag, volumes ls|rm|prune, system reset, check.
+#pragma once
+
+#include "cli/command.hpp"
+
+namespace aishell::cli {
+
+void add_rmi_tag_commands(CLI::App& app, CommandContext& ctx);  // rmi and tag (cmd_rmi_tag.cpp)
+void add_volumes_command(CLI::App& app, CommandContext& ctx);   // volumes ls|rm|prune (cmd_volumes.cpp)
+void add_system_command(CLI::App& app, CommandContext& ctx);    // system reset (cmd_system.cpp)
+void add_check_command(CLI::App& app, CommandContext& ctx);     // check (cmd_check.cpp)
+
+}  // namespace aishell::cli

@@ -1,0 +1,41 @@
+// What `aishell volumes prune` adds to garbage collection (store.hpp's collect_garbage): the
+// copies of layer trees that runtime re-owns for keep-id (`layers-idmap-*`, swept by the rule
+// that sweeps layers/), names to treat as gone (a dry run of a prune that untags them first),
+// and a collection under the leases' removal lock that the caller already holds, so that it can
+// decide more under the same lock (volumes, cache entries) before anything is swept.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "oci/lease.hpp"
+#include "oci/store.hpp"
+
+namespace aishell::oci {
+
+struct PruneGcOptions {
+    GcOptions gc;
+    // Directories whose entries named <diff_id hex> (and `.tmp-<hex>-*`, a copier's leftover)
+    // are copies of layers/<hex>: swept with layers/ when gc.sweep_layers, by the same rule.
+    std::vector<fs::path> layer_copy_dirs;
+    // index.json names marked as if absent.
+    std::vector<std::string> ignore_names;
+};
+
+struct PruneGcResult {
+    GcResult gc;  // its layer_trash includes the copies taken out
+    std::vector<fs::path> removed_layer_copies;
+};
+
+// collect_garbage with those additions; `leased` is what read_live_leases(held) gave.
+PruneGcResult collect_garbage(Store& store, const PruneGcOptions& options, const LeaseRemovalLock& held,
+                              const LiveLeases& leased);
+
+// The store's named volumes: <root>/volumes/<name>, names by Docker's rule
+// [a-zA-Z0-9][a-zA-Z0-9_.-]* (at most 255 bytes), which lease entries follow too.
+fs::path volumes_dir(const Store& store);
+bool is_volume_name(std::string_view name);
+
+}  // namespace aishell::oci
