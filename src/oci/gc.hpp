@@ -33,9 +33,8 @@ struct PruneGcResult {
 PruneGcResult collect_garbage(Store& store, const PruneGcOptions& options, const LeaseRemovalLock& held,
                               const LiveLeases& leased);
 
-// The store's named volumes: <root>/volumes/<name>, names by Docker's rule
-// [a-zA-Z0-9][a-zA-Z0-9_.-]* (at most 255 bytes), which lease entries follow too.
+// The store's named volumes: <root>/volumes/<name>, names by Docker's rule (is_volume_name,
+// store.hpp), which lease entries follow too.
 fs::path volumes_dir(const Store& store);
-bool is_volume_name(std::string_view name);
 
 }  // namespace aishell::oci

@@ -1,6 +1,7 @@
 // Leases (see lease.hpp): the holder's side (create, join, add) and the remover's (the
 // exclusive lock, reading the live leases).
 #include "oci/lease.hpp"
+#include "oci/store.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -77,17 +78,6 @@ void check_entry(const LeaseEntry& e) {
 }
 
 }  // namespace
-
-// Docker's volume name rule: [a-zA-Z0-9][a-zA-Z0-9_.-]*.
-bool is_volume_name(std::string_view s) {
-    if (s.empty() || s.size() > 255) return false;
-    for (std::size_t i = 0; i < s.size(); ++i) {
-        char c = s[i];
-        bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-        if (!alnum && (i == 0 || (c != '_' && c != '.' && c != '-'))) return false;
-    }
-    return true;
-}
 
 // ---- entries -------------------------------------------------------------------------------
 
