@@ -162,8 +162,10 @@ public:
         }
         // Every link must lead to a member now, whether anything reads it or not.
         for (const auto* links : {&symlinks_, &hardlinks_})
-            for (const auto& [name, target] : *links)
+            for (const auto& link : *links) {
+                const std::string& name = link.first;  // clang 14 cannot capture a structured binding (P1091)
                 with_context("archive member '" + name + "'", [&] { (void)file(name); });
+            }
     }
 
     bool has(const std::string& name) const {

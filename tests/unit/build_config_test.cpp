@@ -62,7 +62,7 @@ TEST_CASE("LABEL, then the request's labels over the Dockerfile's", "[build_conf
     CHECK_FALSE(config_object(none).contains("Labels"));
 }
 
-TEST_CASE("CMD and ENTRYPOINT: shell form through SHELL; ENTRYPOINT drops only an inherited Cmd", "[build_config]") {
+TEST_CASE("CMD and ENTRYPOINT: shell form through SHELL, ENTRYPOINT drops only an inherited Cmd", "[build_config]") {
     ImageState s = scratch_state();
     config_object(s)["Cmd"] = {"inherited"};
     CHECK(command_args(s, CommandLine{{"echo", "hi"}, false}) == std::vector<std::string>{"/bin/sh", "-c", "echo hi"});
@@ -110,7 +110,7 @@ TEST_CASE("WORKDIR: absolute kept as written, relative joined and cleaned", "[bu
     CHECK(absolute_in_workdir(s, "/g") == "/g");
 }
 
-TEST_CASE("history entries as BuildKit writes them; the config's date follows", "[build_config]") {
+TEST_CASE("history entries as BuildKit writes them, the config's date follows", "[build_config]") {
     CHECK(rfc3339(1234567890) == "2009-02-13T23:31:30Z");
     CHECK(history_entry("T", "ENV A=1", true) ==
           json{{"created", "T"}, {"created_by", "ENV A=1"}, {"comment", "buildkit.dockerfile.v0"}, {"empty_layer", true}});
@@ -150,7 +150,7 @@ TEST_CASE("cache keys: each input changes the key, the chain matters", "[build_k
     CHECK(heredoc_key_part("EOF", "x\n") == "<<EOF\nx\n");
 }
 
-TEST_CASE("stages by name or index among the earlier ones; the target's needs", "[build_stages]") {
+TEST_CASE("stages by name or index among the earlier ones, the target's needs", "[build_stages]") {
     Dockerfile df = parse_dockerfile("FROM scratch AS One\nFROM scratch AS unused\nFROM one\nCOPY --from=0 /a /a\n"
                                      "FROM scratch\nRUN --mount=from=2,target=/m true\n",
                                      "Dockerfile");
