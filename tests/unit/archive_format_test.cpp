@@ -117,7 +117,7 @@ std::string document(const archive::ArchivePlan& plan, const std::string& name) 
 
 }  // namespace
 
-TEST_CASE("archive plan: both sides share blobs; zstd layers get gzip copies on the Docker side", "[archive]") {
+TEST_CASE("archive plan: both sides share blobs, zstd layers get gzip copies on the Docker side", "[archive]") {
     archive::SaveImage base{image("aishell:base", kHexM), {{"aishell:base", "docker.io/library/aishell:base", "base"}}};
     auto plan = archive::plan_archive({base}, archive::Sides::Both, copies());
     CHECK(document_names(plan) == std::vector<std::string>{"oci-layout", "index.json", "manifest.json", "repositories"});
@@ -181,7 +181,7 @@ TEST_CASE("archive plan: an image saved without a tag is in index.json and untag
 
 // ---- compress.hpp ---------------------------------------------------------------------------
 
-TEST_CASE("zstd: what the compressor wrote decompresses, two frames too; a cut stream is refused", "[archive]") {
+TEST_CASE("zstd: what the compressor wrote decompresses, two frames too, a cut stream is refused", "[archive]") {
     std::string data(3 << 20, 'x');
     for (std::size_t i = 0; i < data.size(); i += 7) data[i] = static_cast<char>(i * 31);
     std::string frames;

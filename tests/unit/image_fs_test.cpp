@@ -45,7 +45,7 @@ TEST_CASE("the topmost layer wins and a whiteout hides the lower layers' entry",
     CHECK(found(t, "/etc/a") == "mid/etc/a");
     CHECK(found(t, "/etc/b") == "-");
     CHECK(found(t, "etc//./c") == "low/etc/c");
-    CHECK(found(t, "/etc") == "mid/etc");
+    CHECK(found(t, "/etc") == "top/etc");  // top/etc holds the whiteout: a real dir, so the topmost
     CHECK(found(t, "/etc/a/x") == "-");  // not a directory
 }
 
