@@ -103,7 +103,6 @@ int run_exec(const CommandContext& ctx, ExecArgs& a, CLI::App& sub) {
         GitIdentity git = GitIdentity::start();
         auto store = open_store(ctx.global);
         // Without --image: the project's image from the chain (built first when stale).
-        // Without --image: the project's image from the chain (built first when stale).
         if (!a.image.empty() && a.chain.rebuild)
             throw Error("--rebuild rebuilds the project's image; it does not apply to --image " + a.image);
         auto entry = a.image.empty() ? project_image(store, a.chain) : find_or_pull(ctx, store, a.image);

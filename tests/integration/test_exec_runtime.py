@@ -69,21 +69,24 @@ def test_masked_paths_read_empty(aishell, busybox):
 
 def test_no_host_directory_fd_escapes(aishell, busybox, unpriv_user):
     """A host directory that aishell's caller has open (an inherited fd, the working directory)
-    is not reachable from the command: not through /proc/self/fd, /proc/1/fd or the cwd."""
+    is not reachable from the command: not through /proc/self/fd, /proc/1/fd or the cwd. The cwd
+    is the project, bound at its own path by design: the secret is in its parent, which the
+    host's cwd reaches by `..` and the bound project must not."""
     secret = aishell.make_dir(os.path.join(aishell.workdir, "host-secret"))
     with open(os.path.join(secret, "marker"), "w") as f:
         f.write("HOST-SECRET\n")
+    project = aishell.make_dir(os.path.join(secret, "project"))
     users.chown_tree(secret, aishell.entry)
     probe = ("for p in /proc/self/fd/* /proc/1/fd/* /proc/self/cwd /proc/1/cwd .; do "
-             "cat $p/marker $p/../host-secret/marker 2>/dev/null; done; echo done")
+             "cat $p/marker $p/../marker $p/../host-secret/marker 2>/dev/null; done; echo done")
     fd = os.open(secret, os.O_RDONLY | os.O_DIRECTORY)
     try:
         # The control: the same probe outside a container finds the marker through both.
         control = subprocess.run(users.as_user_prefix(aishell.entry) + ["sh", "-c", probe],
-                                 pass_fds=(fd,), cwd=secret, capture_output=True, text=True)
+                                 pass_fds=(fd,), cwd=project, capture_output=True, text=True)
         assert "HOST-SECRET" in control.stdout
         p = aishell.popen("exec", "--image", busybox, "--", "sh", "-c", probe, user="unpriv",
-                          env={"AISHELL_USERNS": "subuid"}, pass_fds=(fd,), cwd=secret)
+                          env={"AISHELL_USERNS": "subuid"}, pass_fds=(fd,), cwd=project)
         out, err = p.communicate(timeout=60)
     finally:
         os.close(fd)

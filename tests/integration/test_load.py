@@ -210,7 +210,8 @@ def inspect(aishell, name, store=None):
 
 
 def check_runs(aishell, name):
-    r = aishell("exec", "--image", name, "--", "sh", "-c", CHECK_SCRIPT, user="unpriv")
+    # From / (outside any project: nothing is bound) the image's WORKDIR applies.
+    r = aishell("exec", "--image", name, "--", "sh", "-c", CHECK_SCRIPT, user="unpriv", cwd="/")
     assert r.stdout == CHECK_OUTPUT
 
 
