@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <map>
@@ -24,6 +25,7 @@
 #include "common/unique_fd.hpp"
 #include "composer/build_copy.hpp"
 #include "composer/build_step.hpp"
+#include "composer/helpers.hpp"
 #include "oci/digest.hpp"
 #include "oci/json_text.hpp"
 #include "runtime/reown.hpp"
@@ -124,7 +126,7 @@ void run_ops_in_userns(const oci::Store& store, const runtime::IdMapping& mappin
     if (ops.empty()) return;
     fs::path spec = work / ("prepare-" + random_hex(8) + ".json");
     write_file_atomic(spec, oci::to_message(json{{"store", store.root().string()}, {"work", work.string()}, {"prepare", ops}}), 0600);
-    int status = runtime::run_in_userns(mapping, {"__build-step", spec.string()});
+    int status = runtime::run_in_userns(mapping, kPrepareRunMounts, {spec.string()});
     ::unlink(spec.c_str());
     if (status != 0) {
         auto msg = read_file_if_exists(spec.string() + ".error", 1 << 16);
@@ -231,10 +233,14 @@ std::uint64_t parse_size_bytes(const std::string& text) {
     std::smatch m;
     if (!std::regex_match(text, m, size))
         throw Error("RUN --mount: invalid value for size: " + text, "e.g. size=64m or size=1g");
-    double v = std::stod(m[1].str());
+    // strtod, not stod: a value too large to be a double is HUGE_VAL here, not a std::out_of_range
+    // whose what() ("stod") would be the user's whole error line.
+    double v = std::strtod(m[1].str().c_str(), nullptr);
     int shift = 0;
     if (m[3].matched) shift = 10 * (1 + static_cast<int>(std::string("kmgtp").find(lower(m[3].str())[0])));
-    return static_cast<std::uint64_t>(v * std::ldexp(1.0, shift));
+    const double bytes = v * std::ldexp(1.0, shift);
+    if (!(bytes < 0x1p64)) throw Error("RUN --mount: invalid value for size: " + text, "at most 16 EiB");
+    return static_cast<std::uint64_t>(bytes);
 }
 
 std::string BuildMount::spec() const {

@@ -5,6 +5,7 @@
 #include "composer/instructions.hpp"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cctype>
 #include <functional>
 #include <regex>
@@ -510,9 +511,10 @@ private:
             if (!std::regex_search(begin, text.cend(), m, part, std::regex_constants::match_continuous)) bad();
             const std::string number = m[1].str();
             if (number.empty() || number == ".") bad();
-            total += std::stod(number) * unit.at(m[2].str());
+            total += std::strtod(number.c_str(), nullptr) * unit.at(m[2].str());  // never throws, as stod would
             begin = m[0].second;
         }
+        if (!(total < 0x1p63)) bad();  // beyond int64 nanoseconds (Go: "invalid duration")
         auto ns = std::chrono::nanoseconds(static_cast<std::int64_t>(negative ? -total : total));
         if (ns.count() != 0 && ns < std::chrono::milliseconds(1))
             fail("HEALTHCHECK: Interval \"" + name + "\" cannot be less than 1ms", "use 0 for the default, or 1ms and more");
