@@ -29,6 +29,7 @@
 #include "oci/store.hpp"
 #include "child_process.hpp"
 #include "temp_dir.hpp"
+#include "skip.hpp"
 
 namespace fs = std::filesystem;
 using aishell::UniqueFd;
@@ -193,8 +194,8 @@ TEST_CASE("crafted tars cannot touch anything outside the layer (O_NOFOLLOW walk
 }
 
 TEST_CASE("features layer: overlay whiteouts, opaque dirs, hardlinks, modes, owners, mtimes, xattrs",
-          "[layer_extract]") {
-    REQUIRE(::geteuid() == 0);  // owners 1000 and /dev/null need root (run the unit tests as root)
+          "[layer_extract][root]") {
+    aishell::test::require_root();  // owners 1000 and /dev/null need root (run the unit tests as root)
     Corpus c;
     fs::path dest = c.dir.path / "dest";
     fs::create_directory(dest);
@@ -424,8 +425,8 @@ TEST_CASE("an interrupted unpack leaves nothing a later run would trust", "[laye
     CHECK(aishell::read_file(target / "locked/secret") == "secret\n");
 }
 
-TEST_CASE("later layers write beneath 000 and read-only dirs of earlier ones (umoci#310)", "[layer_extract]") {
-    REQUIRE(::geteuid() == 0);  // the overlay mount needs root
+TEST_CASE("later layers write beneath 000 and read-only dirs of earlier ones (umoci#310)", "[layer_extract][root]") {
+    aishell::test::require_root();  // the overlay mount needs root
     Corpus c;
     fs::path lower = c.dir.path / "l1", upper_layer = c.dir.path / "l2";
     fs::create_directory(lower);
@@ -465,8 +466,8 @@ TEST_CASE("later layers write beneath 000 and read-only dirs of earlier ones (um
     CHECK(fs::exists(up / "locked/written"));
 }
 
-TEST_CASE("single-mapping user namespace: unmapped owners are counted, whiteouts still work", "[layer_extract]") {
-    REQUIRE(::geteuid() == 0);
+TEST_CASE("single-mapping user namespace: unmapped owners are counted, whiteouts still work", "[layer_extract][root]") {
+    aishell::test::require_root();
     Corpus c;
     fs::path dest = c.dir.path / "dest";
     fs::create_directory(dest);
