@@ -231,7 +231,9 @@ SshSource parse_ssh_flag(const std::string& value, const std::optional<std::stri
 std::uint64_t parse_size_bytes(const std::string& text) {
     static const std::regex size("^([0-9]+(\\.[0-9]+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$");
     std::smatch m;
-    if (!std::regex_match(text, m, size))
+    // Length first: libstdc++'s regex recurses per character, and a few thousand digits would
+    // overflow the stack (no size needs more than 32 characters).
+    if (text.size() > 32 || !std::regex_match(text, m, size))
         throw Error("RUN --mount: invalid value for size: " + text, "e.g. size=64m or size=1g");
     // strtod, not stod: a value too large to be a double is HUGE_VAL here, not a std::out_of_range
     // whose what() ("stod") would be the user's whole error line.

@@ -503,7 +503,9 @@ private:
         double total = 0;
         auto bad = [&]() { fail("HEALTHCHECK: invalid duration for --" + name + ": \"" + s + "\"", "a Go duration such as 30s, 1m30s or 500ms"); };
         if (rest == "0") return std::chrono::nanoseconds(0);
-        if (rest.empty()) bad();
+        // Length first: libstdc++'s regex recurses per character (a long value would overflow
+        // the stack); no duration that fits in int64 nanoseconds needs 64 characters.
+        if (rest.empty() || rest.size() > 64) bad();
         std::string text(rest);
         auto begin = text.cbegin();
         std::smatch m;
