@@ -342,7 +342,8 @@ private:
         if (has("size") && literal(m.options["size"])) {
             // go-units RAMInBytes: a number, an optional space, then k m g t p (binary), i and b optional.
             static const std::regex size("^[0-9]+(\\.[0-9]+)* ?([kKmMgGtTpP])?[iI]?[bB]?$");
-            if (!std::regex_match(m.options["size"], size))
+            // Length first (no size needs 32 characters): libstdc++'s regex recurses per character.
+            if (m.options["size"].size() > 32 || !std::regex_match(m.options["size"], size))
                 fail("RUN --mount: invalid value for size: " + m.options["size"], "e.g. size=64m or size=1g");
         }
     }

@@ -149,10 +149,10 @@ TEST_CASE("errors: each bad instruction names FILE:LINE", "[dockerfile][errors]"
 
 TEST_CASE("errors: numbers beyond a double are the field's error, not std::stod's", "[dockerfile][errors]") {
     const std::string huge = "1" + std::string(400, '0');  // std::stod throws out_of_range ("stod")
+    REQUIRE(check_error("FROM a\nRUN --mount=type=tmpfs,target=/t,size=" + huge + "g x\n"));
+    REQUIRE(check_error("FROM a\nHEALTHCHECK --interval=" + huge + "s CMD x\n"));
     CHECK(check_error("FROM a\nRUN --mount=type=tmpfs,target=/t,size=" + huge + "g x\n")->message() ==
           "Dockerfile:2: RUN --mount: invalid value for size: " + huge + "g");
-    CHECK(check_error("FROM a\nRUN --mount=type=tmpfs,target=/t,size=17179869184g x\n")->message() ==
-          "Dockerfile:2: RUN --mount: invalid value for size: 17179869184g");
     CHECK(check_error("FROM a\nHEALTHCHECK --interval=" + huge + "s CMD x\n")->message() ==
           "Dockerfile:2: HEALTHCHECK: invalid duration for --interval: \"" + huge + "s\"");
 }
