@@ -2,7 +2,6 @@
 #include "composer/build_mounts.hpp"
 
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <sched.h>
 #include <sys/file.h>
 #include <sys/mount.h>
@@ -21,6 +20,7 @@
 #include <set>
 
 #include "common/error.hpp"
+#include "common/resolve_path.hpp"
 #include "common/file.hpp"
 #include "common/unique_fd.hpp"
 #include "composer/build_copy.hpp"
@@ -63,15 +63,9 @@ std::vector<std::string> components(const std::string& abs) {
     return out;
 }
 
-// Opens path beneath rootfd as if rootfd were "/" (openat2 RESOLVE_IN_ROOT, Linux 5.6).
+// Opens path beneath rootfd as if rootfd were "/" (common/resolve_path.hpp).
 UniqueFd open_in_root(int rootfd, const std::string& path, int flags) {
-    open_how how{};
-    how.flags = static_cast<std::uint64_t>(flags | O_CLOEXEC);
-    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
-    std::string rel = path;
-    while (!rel.empty() && rel.front() == '/') rel.erase(0, 1);
-    if (rel.empty()) rel = ".";
-    return UniqueFd(static_cast<int>(::syscall(SYS_openat2, rootfd, rel.c_str(), &how, sizeof how)));
+    return open_resolved(rootfd, path, flags, Resolve::InRoot);
 }
 
 std::string fd_real_path(int fd) {
