@@ -1,8 +1,6 @@
 // `aishell build` without --check: the build engine's own options (-t, --label, --no-cache, --quiet,
-// --compression, --source-date-epoch, --progress, --secret, --ssh) and the call into composer::build_image, plus
-// the hidden helpers the engine re-executes inside the user namespace (composer/build_step.hpp):
-// `__build-helper FD`, the build's step helper, and `__build-step SPEC` for RUN --mount's
-// prepare ops.
+// --compression, --source-date-epoch, --progress, --secret, --ssh) and the call into
+// composer::build_image. The helpers the engine re-executes are in composer/helpers.hpp.
 #include <iostream>
 
 #include "cli/command.hpp"
@@ -10,6 +8,7 @@
 #include "cli/progress.hpp"
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "common/parse_number.hpp"
 #include "composer/build_engine.hpp"
 #include "composer/build_step.hpp"
 #include "registry/pull.hpp"
@@ -23,12 +22,7 @@ std::optional<std::int64_t> source_date_epoch(const BuildEngineFlags& flags) {
     std::string text = flags.source_date_epoch;
     if (text.empty()) text = get_env("SOURCE_DATE_EPOCH").value_or("");
     if (text.empty()) return std::nullopt;
-    try {
-        std::size_t used = 0;
-        long long v = std::stoll(text, &used);
-        if (used == text.size() && v >= 0) return v;
-    } catch (const std::exception&) {
-    }
+    if (auto v = to_number<std::int64_t>(text); v && *v >= 0) return *v;
     throw Error("invalid SOURCE_DATE_EPOCH \"" + text + "\"", "seconds since 1970, e.g. 1700000000");
 }
 
@@ -134,17 +128,6 @@ int run_engine_build(const BuildEngineFlags& flags, const std::string& context, 
         for (const auto& tag : flags.tags) std::cerr << "tagged " << tag << std::endl;
     std::cout << result.image_id.str() << std::endl;
     return 0;
-}
-
-void add_build_helper_command(CLI::App& app, CommandContext& ctx) {
-    auto spec = std::make_shared<std::string>();
-    auto* step = app.add_subcommand("__build-step", "")->group("");  // hidden: RUN --mount prepare ops
-    step->add_option("spec", *spec)->required();
-    step->callback([&ctx, spec] { ctx.run = [spec] { return composer::run_build_step_here(*spec); }; });
-    auto fd = std::make_shared<int>(-1);
-    auto* helper = app.add_subcommand("__build-helper", "")->group("");  // hidden: the build's step helper
-    helper->add_option("fd", *fd)->required()->check(CLI::NonNegativeNumber);
-    helper->callback([&ctx, fd] { ctx.run = [fd] { return composer::serve_build_steps(*fd); }; });
 }
 
 }  // namespace aishell::cli

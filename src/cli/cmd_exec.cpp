@@ -1,10 +1,7 @@
 // `aishell exec` and `aishell run` (and `aishell` alone, which is `run` with no command: a shell):
 // run a command in an image of the store (pulled first when missing, as `docker run` does), in
-// the project of the current directory (bound at its own path), plus the hidden helpers the runtime re-executes inside the user
-// namespace: `__unpack` (unpack layers so owners land as mapped ids), `__reown` (layer copies
-// re-owned for --userns=keep-id in subuid mode), `__rm` (remove a run's upper layer, whose
-// files may belong to sub ids) and `__userns-hold` (the user namespace holder that subuid-mode
-// runs join, runtime/userns_holder.hpp).
+// the project of the current directory (bound at its own path). The helpers the runtime
+// re-executes are in runtime/helpers.hpp.
 #include <unistd.h>
 
 #include <filesystem>
@@ -14,6 +11,7 @@
 
 #include "cli/chain_image.hpp"
 #include "cli/command.hpp"
+#include "cli/error_line.hpp"
 #include "cli/host_context.hpp"
 #include "cli/image_lookup.hpp"
 #include "cli/pull_runner.hpp"
@@ -22,9 +20,6 @@
 #include "oci/image.hpp"
 #include "registry/reference.hpp"
 #include "runtime/launch.hpp"
-#include "runtime/reown.hpp"
-#include "runtime/userns_exec.hpp"
-#include "runtime/userns_holder.hpp"
 
 namespace aishell::cli {
 
@@ -47,11 +42,6 @@ struct ExecArgs {
     ChainRunOptions chain;  // --rebuild, --quiet: the project's image
     std::vector<std::string> unused_positional;  // see add_exec_options
 };
-
-void report(const std::string& message, const std::string& hint) {
-    std::string line = "aishell: error: " + message + (hint.empty() ? "" : " (hint: " + hint + ")") + "\n";
-    (void)!::write(STDERR_FILENO, line.data(), line.size());
-}
 
 // The name as written first, then its normalized form; only a miss is pulled (as `docker run`),
 // with the same progress output and Ctrl-C handling as `aishell pull`.
@@ -117,16 +107,13 @@ int run_exec(const CommandContext& ctx, ExecArgs& a, CLI::App& sub) {
         set_terminal(a);
         add_host_context(a, sub, git);
         auto result = runtime::exec_image(store, image, a.run);
-        if (!result.error.empty()) report(result.error, {});
+        if (!result.error.empty()) print_error(result.error);
         return result.status;
     } catch (const Interrupted&) {
         throw;  // main reports it and exits 128+N
-    } catch (const Error& e) {
-        report(e.message(), e.hint());
-        return 125;  // aishell failed before the command ran, as `docker run`
     } catch (const std::exception& e) {
-        report(e.what(), {});
-        return 125;
+        print_error(e);
+        return 125;  // aishell failed before the command ran, as `docker run`
     }
 }
 
@@ -185,26 +172,6 @@ void add_exec_command(CLI::App& app, CommandContext& ctx) {
     add_exec_options(run, run_args);
     run->footer("Usage: aishell run [OPTIONS] [--] [CMD [ARG...]]\n       aishell [OPTIONS]   (the same, a shell)");
     set_run_callback(ctx, run, run_args);
-
-    auto unpack_args = std::make_shared<std::vector<std::string>>();
-    auto* unpack = app.add_subcommand("__unpack", "")->group("");  // hidden: runtime helper
-    unpack->add_option("args", *unpack_args)->take_all();
-    unpack->callback([&ctx, unpack_args] { ctx.run = [unpack_args] { return runtime::unpack_layers_here(*unpack_args); }; });
-
-    auto reown_args = std::make_shared<std::vector<std::string>>();
-    auto* reown = app.add_subcommand("__reown", "")->group("");  // hidden: keep-id layer copies
-    reown->add_option("args", *reown_args)->take_all();
-    reown->callback([&ctx, reown_args] { ctx.run = [reown_args] { return runtime::reown_layers_here(*reown_args); }; });
-
-    auto rm_dir = std::make_shared<std::string>();
-    auto* rm = app.add_subcommand("__rm", "")->group("");
-    rm->add_option("dir", *rm_dir)->required();
-    rm->callback([&ctx, rm_dir] { ctx.run = [rm_dir] { return runtime::remove_tree_here(*rm_dir); }; });
-
-    auto hold_args = std::make_shared<std::vector<std::string>>();
-    auto* hold = app.add_subcommand("__userns-hold", "")->group("");
-    hold->add_option("args", *hold_args)->take_all();
-    hold->callback([&ctx, hold_args] { ctx.run = [hold_args] { return runtime::hold_userns_here(*hold_args); }; });
 }
 
 }  // namespace aishell::cli

@@ -34,13 +34,12 @@ void add_images_command(CLI::App& app, CommandContext& ctx);
 void add_inspect_command(CLI::App& app, CommandContext& ctx);
 void add_login_commands(CLI::App& app, CommandContext& ctx);  // login and logout
 void add_setup_command(CLI::App& app, CommandContext& ctx);
-void add_exec_command(CLI::App& app, CommandContext& ctx);  // exec, run, __unpack, __rm, ...
+void add_exec_command(CLI::App& app, CommandContext& ctx);  // exec and run
 void add_build_command(CLI::App& app, CommandContext& ctx);
 void add_load_command(CLI::App& app, CommandContext& ctx);
 void add_save_command(CLI::App& app, CommandContext& ctx);
 
-// The build engine's options on `aishell build` and its run (cmd_build_helpers.cpp), and the
-// hidden `__build-step` helper it re-executes inside the user namespace.
+// The build engine's options on `aishell build` and its run (cmd_build_helpers.cpp).
 struct BuildEngineFlags {
     const GlobalOptions* global = nullptr;
     std::vector<std::string> tags;
@@ -57,7 +56,6 @@ void add_build_engine_options(CLI::App& build, BuildEngineFlags& flags, const Gl
 int run_engine_build(const BuildEngineFlags& flags, const std::string& context, const std::string& dockerfile,
                      const std::map<std::string, std::string>& build_args, const std::string& target,
                      const std::string& platform);
-void add_build_helper_command(CLI::App& app, CommandContext& ctx);
 
 // A build's FROM image that is not in the store, pulled (with a "pulling REF" line unless
 // quiet); returns its index name. SIGINT/SIGTERM stop the pull as an interruption.

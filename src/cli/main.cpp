@@ -1,5 +1,6 @@
-// aishell's entry point: global options, the subcommand table, and the one place where an
-// error becomes "aishell: error: ..." and an exit status.
+// aishell's entry point: the hidden helpers (helper_table.hpp), global options, the subcommand
+// table, and where an error that escapes a command becomes its one line (error_line.hpp) and an
+// exit status.
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,6 +14,8 @@
 
 #include "aishell_version.hpp"
 #include "cli/command.hpp"
+#include "cli/error_line.hpp"
+#include "cli/helper_table.hpp"
 #include "cli/store_commands.hpp"
 #include "common/error.hpp"
 #include "common/file.hpp"
@@ -26,18 +29,11 @@ oci::Store open_store(const GlobalOptions& global) {
 
 namespace {
 
-void print_error(const std::string& message, const std::string& hint) {
-    std::string line = "aishell: error: " + message;
-    if (!hint.empty()) line += " (hint: " + hint + ")";
-    line += '\n';
-    // One write so the line is not interleaved with other output.
-    (void)!::write(STDERR_FILENO, line.data(), line.size());
-}
-
 // Which function registers a subcommand. CLI11 builds every option of every subcommand before it
 // parses (about 0.2 ms, 4% of an `aishell exec` of an unpacked image), so a command line that
 // names its subcommand gets only that one registered; anything else (no subcommand, help, a
-// typo, a helper not listed here) gets them all, and CLI11 reports as it always has.
+// typo) gets them all, and CLI11 reports as it always has. Hidden helpers are not here: main()
+// runs them from helper_table.hpp before CLI11 sees the command line.
 using CommandAdder = void (*)(CLI::App&, CommandContext&);
 struct CommandEntry {
     std::string_view name;
@@ -46,12 +42,8 @@ struct CommandEntry {
 constexpr CommandEntry kCommands[] = {
     {"pull", add_pull_command},        {"login", add_login_commands},       {"logout", add_login_commands},
     {"images", add_images_command},    {"inspect", add_inspect_command},    {"setup", add_setup_command},
-    {"exec", add_exec_command},        {"run", add_exec_command},           {"__unpack", add_exec_command},      {"__reown", add_exec_command},
-    {"__rm", add_exec_command},        {"__userns-hold", add_exec_command}, {"build", add_build_command},
-    {"__build-step", add_build_helper_command}, {"__build-helper", add_build_helper_command},
-    {"load", add_load_command},
-    {"save", add_save_command},
-    {"push", add_push_command},
+    {"exec", add_exec_command},        {"run", add_exec_command},           {"build", add_build_command},
+    {"load", add_load_command},        {"save", add_save_command},          {"push", add_push_command},
     {"rmi", add_rmi_tag_commands},     {"tag", add_rmi_tag_commands},       {"volumes", add_volumes_command},
     {"system", add_system_command},    {"check", add_check_command},
 };
@@ -102,6 +94,10 @@ void add_commands(CLI::App& app, CommandContext& ctx, std::string_view word) {
 }
 
 int run_main(int argc, char** argv) {
+    // A helper is started as `aishell NAME ARGS...` (runtime::spawn_in_userns), never by hand
+    // with global options before NAME.
+    if (argc >= 2)
+        if (const HelperEntry* helper = find_helper(argv[1])) return helper->main({argv + 2, argv + argc});
     std::vector<std::string> bare = bare_form_args(argc, argv);
     std::vector<char*> bare_argv;
     if (!bare.empty()) {
@@ -143,12 +139,10 @@ int main(int argc, char** argv) {
     try {
         return aishell::cli::run_main(argc, argv);
     } catch (const aishell::Interrupted& e) {
-        aishell::cli::print_error(e.message(), e.hint());
+        aishell::cli::print_error(e);
         return e.exit_status();
-    } catch (const aishell::Error& e) {
-        aishell::cli::print_error(e.message(), e.hint());
     } catch (const std::exception& e) {
-        aishell::cli::print_error(e.what(), {});
+        aishell::cli::print_error(e);
     }
     return 1;
 }

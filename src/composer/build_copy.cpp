@@ -4,7 +4,6 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <fnmatch.h>
-#include <linux/openat2.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/xattr.h>
@@ -24,6 +23,7 @@
 
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "common/resolve_path.hpp"
 #include "common/unique_fd.hpp"
 #include "oci/json_parse.hpp"
 #include "oci/json_text.hpp"
@@ -68,21 +68,9 @@ std::vector<std::string> list_dir(int dirfd, const std::string& rel) {
     return names;
 }
 
-// openat2 beneath root: symlinks (absolute ones too) resolve inside root, ".." stops at it.
-UniqueFd open_in_root(int root_fd, const std::string& rel, std::uint64_t flags) {
-    open_how how{};
-    how.flags = flags | O_CLOEXEC;
-    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
-    long fd = ::syscall(SYS_openat2, root_fd, rel.c_str(), &how, sizeof how);
-    return UniqueFd(fd < 0 ? -1 : static_cast<int>(fd));
-}
-
-std::optional<std::string> read_link(const std::string& path) {
-    std::string target(PATH_MAX, '\0');
-    ssize_t n = ::readlink(path.c_str(), target.data(), target.size());
-    if (n < 0) return std::nullopt;
-    target.resize(static_cast<std::size_t>(n));
-    return target;
+// Beneath root as a chroot would resolve it: symlinks (absolute ones too) and ".." stay inside.
+UniqueFd open_in_root(int root_fd, const std::string& rel, int flags) {
+    return open_resolved(root_fd, rel, flags, Resolve::InRoot);
 }
 
 bool excluded(const IgnoreMatcher* matcher, const std::string& rel) {
@@ -574,45 +562,16 @@ oci::OwnerTable OwnerRecorder::finish() const {
 }
 
 std::string resolve_in_root(const std::string& root, const std::string& path) {
-    const std::string base = root == "/" ? "" : root;
-    std::vector<std::string> done;                  // resolved components
-    std::vector<std::string> todo = split_path(path);  // still to walk, in reverse order
-    std::reverse(todo.begin(), todo.end());
-    auto joined = [&](const std::vector<std::string>& parts) {
-        std::string out = base;
-        for (const auto& p : parts) out += "/" + p;
-        return out;
-    };
-    int links = 0;
-    bool missing = false;  // nothing exists below a missing component: no more links to follow
-    while (!todo.empty()) {
-        std::string comp = std::move(todo.back());
-        todo.pop_back();
-        if (comp == ".") continue;
-        if (comp == "..") {
-            if (!done.empty()) done.pop_back();  // never above root
-            missing = false;                       // back where things may exist
-            continue;
-        }
-        done.push_back(comp);
-        if (missing) continue;
-        const std::string full = joined(done);
-        struct stat st {};
-        if (::lstat(full.c_str(), &st) != 0) {
-            missing = true;  // ENOENT, or ENOTDIR below a file: the copy reports it when it gets there
-            continue;
-        }
-        if (!S_ISLNK(st.st_mode)) continue;
-        if (++links > 255) throw Error("resolve " + path + ": too many levels of symbolic links at " + full);
-        auto target = read_link(full);
-        if (!target) throw_errno("readlink", full);
-        done.pop_back();
-        if (!target->empty() && target->front() == '/') done.clear();
-        auto parts = split_path(*target);
-        todo.insert(todo.end(), parts.rbegin(), parts.rend());
+    UniqueFd root_fd(::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!root_fd) throw_errno("open", root);
+    char resolved[PATH_MAX];
+    if (!resolve_in_root_path(root_fd.get(), path.c_str(), resolved, sizeof resolved)) {
+        if (errno == ELOOP) throw Error("resolve " + path + " in " + root + ": too many levels of symbolic links");
+        throw_errno("resolve " + path + " in", root);
     }
-    std::string out = joined(done);
-    return out.empty() ? "/" : out;
+    const std::string base = root == "/" ? "" : root;
+    if (!resolved[0]) return base.empty() ? "/" : base;
+    return base + "/" + resolved;
 }
 
 std::string clean_source_path(const std::string& path) {

@@ -86,7 +86,7 @@ private:
 // start again at root, ".." stops at root, a dangling link leads to where it points (COPY f
 // /link/sub/ with /link -> target writes /target/sub/f), and what does not exist is kept as
 // written. Returns root joined with the resolved path, without a trailing '/' (root itself as
-// given). Throws Error after 255 links (a loop).
+// given). Throws Error after 40 links (a loop; common/resolve_path.hpp does the walk).
 std::string resolve_in_root(const std::string& root, const std::string& path);
 
 // Cleans a source path as BuildKit does: relative to the source root, "." for the root itself.

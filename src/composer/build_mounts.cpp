@@ -2,7 +2,6 @@
 #include "composer/build_mounts.hpp"
 
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <sched.h>
 #include <sys/file.h>
 #include <sys/mount.h>
@@ -13,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <map>
@@ -20,10 +20,12 @@
 #include <set>
 
 #include "common/error.hpp"
+#include "common/resolve_path.hpp"
 #include "common/file.hpp"
 #include "common/unique_fd.hpp"
 #include "composer/build_copy.hpp"
 #include "composer/build_step.hpp"
+#include "composer/helpers.hpp"
 #include "oci/digest.hpp"
 #include "oci/json_text.hpp"
 #include "runtime/reown.hpp"
@@ -61,15 +63,9 @@ std::vector<std::string> components(const std::string& abs) {
     return out;
 }
 
-// Opens path beneath rootfd as if rootfd were "/" (openat2 RESOLVE_IN_ROOT, Linux 5.6).
+// Opens path beneath rootfd as if rootfd were "/" (common/resolve_path.hpp).
 UniqueFd open_in_root(int rootfd, const std::string& path, int flags) {
-    open_how how{};
-    how.flags = static_cast<std::uint64_t>(flags | O_CLOEXEC);
-    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
-    std::string rel = path;
-    while (!rel.empty() && rel.front() == '/') rel.erase(0, 1);
-    if (rel.empty()) rel = ".";
-    return UniqueFd(static_cast<int>(::syscall(SYS_openat2, rootfd, rel.c_str(), &how, sizeof how)));
+    return open_resolved(rootfd, path, flags, Resolve::InRoot);
 }
 
 std::string fd_real_path(int fd) {
@@ -124,7 +120,7 @@ void run_ops_in_userns(const oci::Store& store, const runtime::IdMapping& mappin
     if (ops.empty()) return;
     fs::path spec = work / ("prepare-" + random_hex(8) + ".json");
     write_file_atomic(spec, oci::to_message(json{{"store", store.root().string()}, {"work", work.string()}, {"prepare", ops}}), 0600);
-    int status = runtime::run_in_userns(mapping, {"__build-step", spec.string()});
+    int status = runtime::run_in_userns(mapping, kPrepareRunMounts, {spec.string()});
     ::unlink(spec.c_str());
     if (status != 0) {
         auto msg = read_file_if_exists(spec.string() + ".error", 1 << 16);
@@ -229,12 +225,18 @@ SshSource parse_ssh_flag(const std::string& value, const std::optional<std::stri
 std::uint64_t parse_size_bytes(const std::string& text) {
     static const std::regex size("^([0-9]+(\\.[0-9]+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$");
     std::smatch m;
-    if (!std::regex_match(text, m, size))
+    // Length first: libstdc++'s regex recurses per character, and a few thousand digits would
+    // overflow the stack (no size needs more than 32 characters).
+    if (text.size() > 32 || !std::regex_match(text, m, size))
         throw Error("RUN --mount: invalid value for size: " + text, "e.g. size=64m or size=1g");
-    double v = std::stod(m[1].str());
+    // strtod, not stod: a value too large to be a double is HUGE_VAL here, not a std::out_of_range
+    // whose what() ("stod") would be the user's whole error line.
+    double v = std::strtod(m[1].str().c_str(), nullptr);
     int shift = 0;
     if (m[3].matched) shift = 10 * (1 + static_cast<int>(std::string("kmgtp").find(lower(m[3].str())[0])));
-    return static_cast<std::uint64_t>(v * std::ldexp(1.0, shift));
+    const double bytes = v * std::ldexp(1.0, shift);
+    if (!(bytes < 0x1p64)) throw Error("RUN --mount: invalid value for size: " + text, "at most 16 EiB");
+    return static_cast<std::uint64_t>(bytes);
 }
 
 std::string BuildMount::spec() const {

@@ -9,7 +9,7 @@
 //  - MountSession: the host side of one RUN's mounts while it runs (cache dirs under
 //    <store>/cache/mounts held with flock, secret files in a private tmpfs dir, the mount work
 //    dir for copies and overlay uppers), turned into runtime::MountStep entries and env;
-//  - the in-namespace side (run by `aishell __build-step`): preparing owners and copies that
+//  - the in-namespace side (run by `aishell __prepare-run-mounts`): preparing owners and copies that
 //    need container ids, and removing the mountpoints the runtime had to create from the RUN's
 //    upper dir, so no empty stub of a mount lands in the layer.
 #pragma once
@@ -142,7 +142,7 @@ private:
     std::vector<std::string> stubs_;
 };
 
-// ---- inside the user namespace (aishell __build-step) ----------------------------------------
+// ---- inside the user namespace (aishell __prepare-run-mounts) ----------------------------------------
 
 // Runs the "prepare" ops of a helper spec: {"op":"chown",path,uid,gid,mode?},
 // {"op":"mkdirs",root,path} (no symlinks), {"op":"extract",layers,source,dest} (a copy of a

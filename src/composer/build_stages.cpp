@@ -2,6 +2,7 @@
 #include "composer/build_stages.hpp"
 
 #include "common/error.hpp"
+#include "common/parse_number.hpp"
 #include "composer/build_keys.hpp"
 #include "oci/image.hpp"
 
@@ -46,8 +47,8 @@ std::optional<int> stage_by_name(const Dockerfile& df, const std::string& name, 
         if (!s.name.empty() && s.name == n) return s.index;
     }
     if (!n.empty() && n.find_first_not_of("0123456789") == std::string::npos) {
-        int i = std::stoi(n);
-        if (i < before) return i;
+        // A number too large for an index names an image, as BuildKit's strconv.Atoi fails.
+        if (auto i = to_number<int>(n); i && *i < before) return *i;
     }
     return std::nullopt;
 }

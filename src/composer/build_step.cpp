@@ -19,6 +19,7 @@
 #include "composer/build_copy.hpp"
 #include "composer/build_mounts.hpp"
 #include "composer/build_step_spec.hpp"
+#include "composer/helpers.hpp"
 #include "oci/archive_api.hpp"
 #include "oci/json_text.hpp"
 #include "oci/layer_write.hpp"
@@ -352,7 +353,7 @@ void StepHelper::start() {
     int fds[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) throw_errno("socketpair", "build step helper");
     UniqueFd mine(fds[0]), theirs(fds[1]);
-    helper_.emplace(runtime::spawn_in_userns(mapping_, {"__build-helper", std::to_string(theirs.get())}, {.keep_fd = theirs.get()}));
+    helper_.emplace(runtime::spawn_in_userns(mapping_, kBuildStepServer, {std::to_string(theirs.get())}, {.keep_fd = theirs.get()}));
     channel_ = std::move(mine);  // theirs closes here: the helper's copy is the only one left
 }
 

@@ -9,14 +9,14 @@
 // Before the commit of a RUN, the mountpoints its RUN --mount needed are removed from the upper
 // dir (build_mounts.hpp).
 //
-// One helper per build does this: `aishell __build-helper FD`, started by StepHelper with
+// One helper per build does this: `aishell __build-step-server FD`, started by StepHelper with
 // runtime::spawn_in_userns when the first step needs it (never on a fully cached build), fed
 // step specs over a socketpair (FD) and answering each with the layer or one error; it runs
 // each step in a forked child (its own mount namespace, cwd and memory) and removes the steps'
 // work dirs after answering, off the engine's path. Started once, it saves every step a user
 // namespace, a newuidmap + newgidmap pair and a re-exec of aishell (31-36 ms per step here),
 // and the work dir removal (which needs the namespace when a RUN left sub-id owned files).
-// `aishell __build-step SPEC` (one spec file, one run) remains for RUN --mount's prepare ops.
+// `aishell __prepare-run-mounts SPEC` (one spec file, one run) remains for RUN --mount's prepare ops.
 #pragma once
 
 #include <filesystem>
@@ -69,13 +69,13 @@ private:
     UniqueFd channel_;
 };
 
-// Body of `aishell __build-helper FD`: serves StepHelper's requests on FD until it is closed.
+// Body of `aishell __build-step-server FD`: serves StepHelper's requests on FD until it is closed.
 int serve_build_steps(int fd);
 
-// Body of `aishell __build-step SPEC_FILE`; returns the exit status (1 with one error line).
+// Body of `aishell __prepare-run-mounts SPEC_FILE`; returns the exit status (1 with one error line).
 int run_build_step_here(const std::string& spec_path);
 
-// Writes a scratch file of `__build-step SPEC` (its error file): no fsync, no rename. It lives
+// Writes a scratch file of `__prepare-run-mounts SPEC` (its error file): no fsync, no rename. It lives
 // in a work dir removed right after; a crash leaves only that dir, which nothing reads again
 // (durability would cost two fsyncs, 6-11 ms on this disk, per file).
 void write_scratch_file(const std::filesystem::path& path, std::string_view data);

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.hpp"
+#include "common/parse_number.hpp"
 #include "composer/shell_lex.hpp"
 #include "oci/json_parse.hpp"
 
@@ -437,7 +438,8 @@ std::optional<Heredoc> parse_heredoc_word(std::string_view word) {
     while (digits < word.size() && std::isdigit(static_cast<unsigned char>(word[digits]))) ++digits;
     if (word.substr(digits, 2) != "<<") return std::nullopt;
     Heredoc doc;
-    if (digits > 0) doc.fd = static_cast<unsigned>(std::stoul(std::string(word.substr(0, digits))));
+    if (digits > 0) doc.fd = parse_number<unsigned>(
+        word.substr(0, digits), {.what = "heredoc file descriptor", .hint = "the digits before << name a file descriptor, e.g. 3<<EOF"});
     std::string_view rest = word.substr(digits + 2);
     if (!rest.empty() && rest.front() == '-') {
         doc.chomp = true;
@@ -494,7 +496,8 @@ ParsedDockerfile parse_dockerfile_text(std::string_view text, const std::string&
         Node node = builder.build(line, start, static_cast<int>(i));
         if (can_contain_heredoc(node)) {
             Node& target = node.keyword == "ONBUILD" ? *node.next : node;
-            for (Heredoc doc : heredocs_in_line(line)) {
+            const auto docs = with_context(filename + ":" + std::to_string(start), [&] { return heredocs_in_line(line); });
+            for (Heredoc doc : docs) {
                 bool terminated = false;
                 while (i < lines.size()) {
                     std::string_view body = lines[i++];

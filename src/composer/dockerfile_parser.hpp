@@ -63,7 +63,7 @@ ParsedDockerfile parse_dockerfile_text(std::string_view text, const std::string&
 const std::vector<std::string>& known_instructions();
 
 // Heredoc word parsing shared with the instruction layer: "<<EOF", "<<-'EOF'", "3<<EOF".
-// Returns nullopt when word is not a heredoc opener.
+// Returns nullopt when word is not a heredoc opener; throws Error when its fd does not fit.
 std::optional<Heredoc> parse_heredoc_word(std::string_view word);
 
 // Throws Error("FILE:LINE: message", hint).

@@ -5,6 +5,7 @@
 #include "composer/instructions.hpp"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cctype>
 #include <functional>
 #include <regex>
@@ -341,7 +342,8 @@ private:
         if (has("size") && literal(m.options["size"])) {
             // go-units RAMInBytes: a number, an optional space, then k m g t p (binary), i and b optional.
             static const std::regex size("^[0-9]+(\\.[0-9]+)* ?([kKmMgGtTpP])?[iI]?[bB]?$");
-            if (!std::regex_match(m.options["size"], size))
+            // Length first (no size needs 32 characters): libstdc++'s regex recurses per character.
+            if (m.options["size"].size() > 32 || !std::regex_match(m.options["size"], size))
                 fail("RUN --mount: invalid value for size: " + m.options["size"], "e.g. size=64m or size=1g");
         }
     }
@@ -502,7 +504,9 @@ private:
         double total = 0;
         auto bad = [&]() { fail("HEALTHCHECK: invalid duration for --" + name + ": \"" + s + "\"", "a Go duration such as 30s, 1m30s or 500ms"); };
         if (rest == "0") return std::chrono::nanoseconds(0);
-        if (rest.empty()) bad();
+        // Length first: libstdc++'s regex recurses per character (a long value would overflow
+        // the stack); no duration that fits in int64 nanoseconds needs 64 characters.
+        if (rest.empty() || rest.size() > 64) bad();
         std::string text(rest);
         auto begin = text.cbegin();
         std::smatch m;
@@ -510,9 +514,10 @@ private:
             if (!std::regex_search(begin, text.cend(), m, part, std::regex_constants::match_continuous)) bad();
             const std::string number = m[1].str();
             if (number.empty() || number == ".") bad();
-            total += std::stod(number) * unit.at(m[2].str());
+            total += std::strtod(number.c_str(), nullptr) * unit.at(m[2].str());  // never throws, as stod would
             begin = m[0].second;
         }
+        if (!(total < 0x1p63)) bad();  // beyond int64 nanoseconds (Go: "invalid duration")
         auto ns = std::chrono::nanoseconds(static_cast<std::int64_t>(negative ? -total : total));
         if (ns.count() != 0 && ns < std::chrono::milliseconds(1))
             fail("HEALTHCHECK: Interval \"" + name + "\" cannot be less than 1ms", "use 0 for the default, or 1ms and more");

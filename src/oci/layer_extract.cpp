@@ -7,7 +7,6 @@
 #include <isa-l/igzip_lib.h>
 #include <dirent.h>
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -25,6 +24,7 @@
 #include <vector>
 
 #include "common/error.hpp"
+#include "common/resolve_path.hpp"
 #include "common/unique_fd.hpp"
 #include "oci/archive_api.hpp"
 
@@ -405,10 +405,8 @@ public:
     // reported to on_create) when create is set; otherwise ENOENT is an error.
     UniqueFd open_dir(const std::string& path, bool create) {
         if (path.empty()) return reopen_root(O_PATH);
-        if (!use_walk_) {
-            if (auto fd = try_openat2(path, O_PATH)) return std::move(*fd);
-            if (!use_walk_ && !create) throw SystemError(ENOENT, "open directory", path);
-        }
+        if (auto fd = open_existing(path, O_PATH)) return std::move(*fd);
+        if (!create) throw SystemError(ENOENT, "open directory", path);
         return walk(path, create);
     }
 
@@ -416,15 +414,8 @@ public:
     // one openat2 for the whole path, or the walk to its parent and an O_NOFOLLOW open.
     UniqueFd open_dir_rdonly(const std::string& path) {
         if (path.empty()) return reopen_root(O_RDONLY);
-        if (!use_walk_) {
-            if (auto fd = try_openat2(path, O_RDONLY)) return std::move(*fd);
-            if (!use_walk_) throw SystemError(ENOENT, "open directory", path);
-        }
-        auto [parent_path, leaf] = split_parent(path);
-        UniqueFd parent = parent_path.empty() ? reopen_root(O_PATH) : walk(parent_path, false);
-        int fd = ::openat(parent.get(), leaf.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0) throw_errno("open directory", path);
-        return UniqueFd(fd);
+        if (auto fd = open_existing(path, O_RDONLY)) return std::move(*fd);
+        throw SystemError(ENOENT, "open directory", path);
     }
 
 private:
@@ -434,34 +425,26 @@ private:
         return UniqueFd(fd);
     }
 
-    // nullopt when a component is missing (the walk creates it) or openat2 is unavailable
-    // (use_walk_ is then set for the rest of the extraction). RESOLVE_NO_SYMLINKS covers the
-    // last component too, so the fd is never a symlink's target.
-    std::optional<UniqueFd> try_openat2(const std::string& path, int flags) {
-        open_how how{};
-        how.flags = static_cast<std::uint64_t>(flags | O_DIRECTORY | O_CLOEXEC);
-        how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-        for (int attempt = 0; attempt < 8; ++attempt) {
-            long fd = ::syscall(SYS_openat2, root_, path.c_str(), &how, sizeof how);
-            if (fd >= 0) return UniqueFd(static_cast<int>(fd));
-            switch (errno) {
-                case EAGAIN: continue;  // a concurrent rename somewhere; retry
-                case ENOENT: return std::nullopt;
-                case ENOSYS:
-                case E2BIG:  // openat2 without these resolve flags
-                    use_walk_ = true;
-                    return std::nullopt;
-                case ELOOP: throw Error("'" + path + "' goes through a symlink");
-                case ENOTDIR: throw Error("'" + path + "' goes through something that is not a directory");
-                case EXDEV: throw Error("'" + path + "' escapes the layer root");
-                default: throw_errno("open directory", path);
-            }
+    // The directory path, nullopt when a component is missing (the walk creates it): one
+    // resolver call (common/resolve_path.hpp: openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, else
+    // its O_NOFOLLOW walk; force_walk takes the walk at once). No symlink on the way, the last
+    // component included, so the fd is never a symlink's target.
+    std::optional<UniqueFd> open_existing(const std::string& path, int flags) {
+        const int how = flags | O_DIRECTORY;
+        UniqueFd fd(use_walk_ ? open_resolved_walk(root_, path.c_str(), how, Resolve::BeneathNoSymlinks)
+                              : open_resolved(root_, path.c_str(), how, Resolve::BeneathNoSymlinks));
+        if (fd) return fd;
+        switch (errno) {
+            case ENOENT: return std::nullopt;
+            case ELOOP: throw Error("'" + path + "' goes through a symlink");
+            case ENOTDIR: throw Error("'" + path + "' goes through something that is not a directory");
+            case EXDEV: throw Error("'" + path + "' escapes the layer root");
+            default: throw_errno("open directory", path);
         }
-        return std::nullopt;
     }
 
-    // The fallback: one openat(O_NOFOLLOW) per component. Components never contain "/", "."
-    // or "..", so each step stays beneath the previous directory.
+    // Creating what is missing: one openat(O_NOFOLLOW) per component, mkdir where one is absent.
+    // Components never contain "/", "." or "..", so each step stays beneath the previous one.
     UniqueFd walk(const std::string& path, bool create) {
         UniqueFd cur = reopen_root(O_PATH);
         std::string so_far;

@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
-#include <linux/openat2.h>
 #include <net/if.h>
 #include <signal.h>
 #include <sched.h>
@@ -27,6 +26,7 @@
 #include <cstring>
 #include <iterator>
 
+#include "common/resolve_path.hpp"
 #include "runtime/fakeroot.hpp"
 
 #ifndef CLOSE_RANGE_CLOEXEC
@@ -103,43 +103,10 @@ const char* fd_path(char (&buf)[32], int fd) noexcept {
 // ---- paths beneath the rootfs ----------------------------------------------------------------
 
 // Opens path (absolute inside the container) beneath rootfd, resolving symlinks as if rootfd
-// were "/" (openat2 RESOLVE_IN_ROOT, Linux 5.6). Without openat2 (ENOSYS), an O_NOFOLLOW walk
-// that refuses symlinks and "..": stricter, never looser.
+// were "/" (common/resolve_path.hpp: openat2 RESOLVE_IN_ROOT, else its userspace walk). The
+// resolver allocates nothing and throws nothing, so it is safe here between clone and exec.
 int open_in_root(int rootfd, const char* path, int flags) noexcept {
-    open_how how{};
-    how.flags = static_cast<std::uint64_t>(flags | O_CLOEXEC);
-    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
-    long fd = ::syscall(SYS_openat2, rootfd, path, &how, sizeof how);
-    if (fd >= 0 || errno != ENOSYS) return static_cast<int>(fd);
-
-    int cur = ::fcntl(rootfd, F_DUPFD_CLOEXEC, 3);
-    if (cur < 0) return -1;
-    char comp[256];
-    const char* p = path;
-    for (;;) {
-        while (*p == '/') ++p;
-        if (!*p) return cur;
-        std::size_t n = 0;
-        while (p[n] && p[n] != '/') ++n;
-        if (n >= sizeof comp) { ::close(cur); errno = ENAMETOOLONG; return -1; }
-        std::memcpy(comp, p, n);
-        comp[n] = '\0';
-        p += n;
-        while (*p == '/') ++p;
-        if (std::strcmp(comp, ".") == 0) continue;
-        if (std::strcmp(comp, "..") == 0) { ::close(cur); errno = EXDEV; return -1; }
-        bool last = *p == '\0';
-        int next = ::openat(cur, comp, last ? (flags | O_NOFOLLOW | O_CLOEXEC) : (O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-        int saved = errno;
-        struct stat st {};
-        // A symlink on the way is refused as such (ELOOP), not as "not a directory".
-        if (next < 0 && saved == ENOTDIR && ::fstatat(cur, comp, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
-            saved = ELOOP;
-        ::close(cur);
-        if (next < 0) { errno = saved; return -1; }
-        if (last) return next;
-        cur = next;
-    }
+    return open_resolved(rootfd, path, flags, Resolve::InRoot);
 }
 
 // mkdir -p beneath rootfd; the last component becomes a dir or an empty file.

@@ -3,7 +3,6 @@
 #include "runtime/chown_supervisor.hpp"
 
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <seccomp.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -18,6 +17,7 @@
 
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "common/resolve_path.hpp"
 #include "runtime/fakeroot.hpp"
 
 namespace aishell::runtime {
@@ -28,17 +28,6 @@ namespace {
 
 UniqueFd open_path(const std::string& path, int flags) {
     return UniqueFd(::open(path.c_str(), flags | O_CLOEXEC));
-}
-
-// openat2(dirfd, path, O_PATH[|O_NOFOLLOW], resolve); -1 with errno on failure.
-UniqueFd open_resolved(int dirfd, const std::string& path, bool nofollow, std::uint64_t resolve) {
-    open_how how{};
-    how.flags = static_cast<std::uint64_t>(O_PATH | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0));
-    how.resolve = resolve;
-    long fd;
-    do fd = ::syscall(SYS_openat2, dirfd, path.c_str(), &how, sizeof how);
-    while (fd < 0 && errno == EAGAIN);  // a rename raced with the lookup
-    return UniqueFd(static_cast<int>(fd));
 }
 
 std::optional<std::string> read_link(const std::string& path) {
@@ -232,7 +221,7 @@ int ChownSupervisor::answer_chown(const seccomp_notif& req, Call call) {
                 full = *base + "/" + full;
             }
             const bool nofollow = call.kind == Kind::PathNoFollow || (flags & AT_SYMLINK_NOFOLLOW);
-            target = open_resolved(root.get(), full, nofollow, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+            target = open_resolved(root.get(), full, O_PATH | (nofollow ? O_NOFOLLOW : 0), Resolve::InRoot);
             if (!target) return errno;
         }
     }
@@ -275,7 +264,7 @@ int ChownSupervisor::answer_chown(const seccomp_notif& req, Call call) {
 std::optional<oci::EntryIdentity> ChownSupervisor::upper_identity(const std::string& rel) const {
     const auto slash = rel.rfind('/');
     const std::string parent = slash == std::string::npos ? "." : rel.substr(0, slash);
-    UniqueFd dir = open_resolved(upper_.get(), parent, false, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS);
+    UniqueFd dir = open_resolved(upper_.get(), parent, O_PATH, Resolve::BeneathNoSymlinks);
     if (!dir) return std::nullopt;
     return oci::entry_identity_at(dir.get(), slash == std::string::npos ? rel : rel.substr(slash + 1));
 }

@@ -14,10 +14,12 @@
 
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "common/parse_number.hpp"
 #include "common/unique_fd.hpp"
 #include "oci/layer_unpack.hpp"
 #include "oci/lease.hpp"
 #include "runtime/capabilities.hpp"
+#include "runtime/helpers.hpp"
 #include "runtime/image_fs.hpp"
 #include "runtime/mounts.hpp"
 #include "runtime/reown.hpp"
@@ -194,7 +196,7 @@ std::vector<std::string> ensure_image_layers(oci::Store& store, const oci::Image
     // one error line, the helper's, and not a second one from here. It records the trees it
     // installs in the store's lease.
     const fs::path error_file = store.tmp_dir() / ("unpack-" + random_hex(8) + ".error");
-    std::vector<std::string> names, args{"__unpack", store.root().string(), error_file.string(),
+    std::vector<std::string> names, args{store.root().string(), error_file.string(),
                                          store.lease() ? store.lease()->path().string() : "-"};
     const std::size_t fixed_args = args.size();
     for (std::size_t i = 0; i < layers.size(); ++i) {
@@ -204,7 +206,7 @@ std::vector<std::string> ensure_image_layers(oci::Store& store, const oci::Image
         args.insert(args.end(), {layers[i].media_type, layers[i].digest.str(), std::to_string(layers[i].size), diff_ids[i].str()});
     }
     if (args.size() > fixed_args) {
-        int status = run_in_userns(mapping, args);
+        int status = run_in_userns(mapping, kUnpackLayers, args);
         if (status != 0) {
             std::optional<std::string> report;
             try {
@@ -224,10 +226,8 @@ std::vector<std::string> ensure_image_layers(oci::Store& store, const oci::Image
 }
 
 int unpack_layers_here(const std::vector<std::string>& args) {
-    if (args.size() < 3 || (args.size() - 3) % 4 != 0) {
-        std::cerr << "aishell: error: __unpack: bad arguments\n";
-        return 2;
-    }
+    if (args.size() < 3 || (args.size() - 3) % 4 != 0)
+        throw Error(std::string(kUnpackLayers.name) + ": bad arguments", "it is started by aishell exec and build");
     try {
         auto store = oci::Store::open(args[0]);
         if (args[2] != "-") store = store.with_lease(oci::Lease::join(args[2]));
@@ -235,18 +235,15 @@ int unpack_layers_here(const std::vector<std::string>& args) {
             oci::Descriptor d;
             d.media_type = args[i];
             d.digest = oci::Digest::parse(args[i + 1]);
-            d.size = std::stoll(args[i + 2]);
+            d.size = parse_number<std::int64_t>(args[i + 2], {.what = "layer size", .where = kUnpackLayers.name});
             auto diff_id = oci::Digest::parse(args[i + 3]);
             oci::ensure_layer_unpacked(store, d, diff_id, {});
         }
         return 0;
     } catch (const Error& e) {
-        // For the parent, which turns it into the one error line (see ensure_image_layers).
-        try {
-            write_file_atomic(args[1], e.message() + "\n" + e.hint(), 0600);
-        } catch (const Error&) {
-            std::cerr << "aishell: error: " << e.message() << (e.hint().empty() ? "" : " (hint: " + e.hint() + ")") << "\n";
-        }
+        // For the parent, which turns it into the one error line (see ensure_image_layers);
+        // when that cannot be written, cli prints it here.
+        write_file_atomic(args[1], e.message() + "\n" + e.hint(), 0600);
         return 1;
     }
 }

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "common/error.hpp"
+#include "common/parse_number.hpp"
 #include "common/file.hpp"
 
 namespace aishell::runtime {
@@ -25,12 +26,7 @@ std::vector<std::string> split(const std::string& s, char sep) {
     return out;
 }
 
-std::optional<std::uint32_t> number(const std::string& s) {
-    std::uint32_t v = 0;
-    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-    if (s.empty() || ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
-    return v;
-}
+std::optional<std::uint32_t> number(const std::string& s) { return to_number<std::uint32_t>(s); }
 
 struct PasswdEntry {
     std::string name;

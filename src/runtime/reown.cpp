@@ -19,6 +19,7 @@
 #include "common/file.hpp"
 #include "common/unique_fd.hpp"
 #include "oci/digest.hpp"
+#include "runtime/helpers.hpp"
 #include "runtime/userns_exec.hpp"
 
 namespace aishell::runtime {
@@ -291,54 +292,49 @@ std::vector<std::filesystem::path> reowned_layers_dirs(const std::filesystem::pa
 std::filesystem::path ensure_reowned_layers(const std::filesystem::path& store_root, const IdMapping& store_mapping,
                                             const IdMapping& to, const std::vector<std::string>& layers) {
     auto dir = reowned_layers_dir(store_root, to);
-    std::vector<std::string> args{"__reown", store_root.string(), store_mapping.to_string(), to.to_string()};
+    std::vector<std::string> args{store_root.string(), store_mapping.to_string(), to.to_string()};
     for (const auto& hex : layers)
         if (!std::filesystem::exists(dir / hex)) args.push_back(hex);
-    if (args.size() == 4) return dir;
+    if (args.size() == 3) return dir;
     make_dirs(dir, 0700);
     // Which mapping these trees are for, for people looking at the store.
     write_file_atomic(dir / "mapping", to.to_string() + "\n", 0644);
-    int status = run_in_userns(store_mapping, args);
+    int status = run_in_userns(store_mapping, kReownLayers, args);
     if (status != 0) throw Error("re-owning layers for --userns=keep-id failed (status " + std::to_string(status) + ")");
     return dir;
 }
 
 int reown_layers_here(const std::vector<std::string>& args) {
-    try {
-        if (args.size() < 3) throw Error("__reown: bad arguments");
-        std::filesystem::path root(args[0]);
-        auto from = IdMapping::parse(args[1]), to = IdMapping::parse(args[2]);
-        auto shift = owner_shift(from, to);
-        auto dir = reowned_layers_dir(root, to);
-        for (std::size_t i = 3; i < args.size(); ++i) {
-            const std::string& hex = args[i];
-            if (hex.size() != 64 || hex.find_first_not_of("0123456789abcdef") != std::string::npos)
-                throw Error("__reown: bad layer name '" + hex + "'");
-            auto final_path = dir / hex;
-            if (std::filesystem::exists(final_path)) continue;
-            // Built under a temporary name and renamed: a crash never leaves a tree a later run trusts.
-            auto tmp = dir / (".tmp-" + hex + "-" + random_hex(8));
-            try {
-                auto stats = copy_tree_reowned(root / "layers" / hex, tmp, shift);
-                if (stats.skipped_devices > 0)
-                    std::cerr << "aishell: note: " << stats.skipped_devices << " device node(s) skipped in layer " << hex.substr(0, 12) << "\n";
-                // Durable before the rename publishes it (as layers/ are: syncfs, then rename).
-                UniqueFd tmp_fd(::open(tmp.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-                if (!tmp_fd || ::syncfs(tmp_fd.get()) != 0) throw_errno("sync", tmp.string());
-                if (::rename(tmp.c_str(), final_path.c_str()) != 0) {
-                    if (errno != EEXIST && errno != ENOTEMPTY) throw_errno("rename", final_path.string());
-                    remove_tree_here(tmp.string());  // another run made it first
-                }
-            } catch (...) {
-                remove_tree_here(tmp.string());
-                throw;
+    if (args.size() < 3) throw Error(std::string(kReownLayers.name) + ": bad arguments");
+    std::filesystem::path root(args[0]);
+    auto from = IdMapping::parse(args[1]), to = IdMapping::parse(args[2]);
+    auto shift = owner_shift(from, to);
+    auto dir = reowned_layers_dir(root, to);
+    for (std::size_t i = 3; i < args.size(); ++i) {
+        const std::string& hex = args[i];
+        if (hex.size() != 64 || hex.find_first_not_of("0123456789abcdef") != std::string::npos)
+            throw Error(std::string(kReownLayers.name) + ": bad layer name '" + hex + "'");
+        auto final_path = dir / hex;
+        if (std::filesystem::exists(final_path)) continue;
+        // Built under a temporary name and renamed: a crash never leaves a tree a later run trusts.
+        auto tmp = dir / (".tmp-" + hex + "-" + random_hex(8));
+        try {
+            auto stats = copy_tree_reowned(root / "layers" / hex, tmp, shift);
+            if (stats.skipped_devices > 0)
+                std::cerr << "aishell: note: " << stats.skipped_devices << " device node(s) skipped in layer " << hex.substr(0, 12) << "\n";
+            // Durable before the rename publishes it (as layers/ are: syncfs, then rename).
+            UniqueFd tmp_fd(::open(tmp.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+            if (!tmp_fd || ::syncfs(tmp_fd.get()) != 0) throw_errno("sync", tmp.string());
+            if (::rename(tmp.c_str(), final_path.c_str()) != 0) {
+                if (errno != EEXIST && errno != ENOTEMPTY) throw_errno("rename", final_path.string());
+                remove_tree_here(tmp.string());  // another run made it first
             }
+        } catch (...) {
+            remove_tree_here(tmp.string());
+            throw;
         }
-        return 0;
-    } catch (const Error& e) {
-        std::cerr << "aishell: error: " << e.message() << (e.hint().empty() ? "" : " (hint: " + e.hint() + ")") << "\n";
-        return 1;
     }
+    return 0;
 }
 
 }  // namespace aishell::runtime

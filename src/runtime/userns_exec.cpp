@@ -14,6 +14,7 @@
 
 #include "common/error.hpp"
 #include "common/unique_fd.hpp"
+#include "runtime/helpers.hpp"
 
 extern char** environ;
 
@@ -63,12 +64,13 @@ int UsernsHelper::wait() {
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
-int run_in_userns(const IdMapping& mapping, const std::vector<std::string>& args) {
-    return spawn_in_userns(mapping, args).wait();
+int run_in_userns(const IdMapping& mapping, const HelperEntry& helper, const std::vector<std::string>& args) {
+    return spawn_in_userns(mapping, helper, args).wait();
 }
 
-UsernsHelper spawn_in_userns(const IdMapping& mapping, const std::vector<std::string>& args, const HelperOptions& options) {
-    std::vector<std::string> full{"aishell"};
+UsernsHelper spawn_in_userns(const IdMapping& mapping, const HelperEntry& helper, const std::vector<std::string>& args,
+                             const HelperOptions& options) {
+    std::vector<std::string> full{"aishell", std::string(helper.name)};
     full.insert(full.end(), args.begin(), args.end());
     std::vector<char*> argv;
     for (auto& a : full) argv.push_back(a.data());
@@ -83,16 +85,16 @@ UsernsHelper spawn_in_userns(const IdMapping& mapping, const std::vector<std::st
     if (pid < 0) throw_errno("clone", "user namespace");
     if (pid == 0) helper_child(rd.get(), wr.get(), root_mapped, options.keep_fd, argv.data(), envp);
     rd.reset();
-    UsernsHelper helper(pid);
+    UsernsHelper started(pid);
     try {
         write_id_maps(pid, mapping);
     } catch (...) {
         wr.reset();  // the child sees EOF and exits 125
-        helper.wait();
+        started.wait();
         throw;
     }
     if (::write(wr.get(), "g", 1) != 1) throw_errno("release helper");
-    return helper;
+    return started;
 }
 
 int remove_tree_here(const std::string& dir) noexcept {
@@ -107,10 +109,15 @@ int remove_tree_here(const std::string& dir) noexcept {
     }
 }
 
+int remove_tree_main(const std::vector<std::string>& args) {
+    if (args.size() != 1) throw Error(std::string(kRemoveTree.name) + ": expected one directory", "it is started by aishell exec and build");
+    return remove_tree_here(args[0]);
+}
+
 void remove_tree(const IdMapping& mapping, const std::string& dir) {
     if (remove_tree_here(dir) == 0) return;
-    if (run_in_userns(mapping, {"__rm", dir}) != 0)
-        throw Error("remove " + dir + ": some files could not be removed", "remove them with `aishell __rm " + dir + "` or as root");
+    if (run_in_userns(mapping, kRemoveTree, {dir}) != 0)
+        throw Error("remove " + dir + ": some files could not be removed", "remove them with `aishell " + std::string(kRemoveTree.name) + " " + dir + "` or as root");
 }
 
 }  // namespace aishell::runtime

@@ -10,13 +10,15 @@
 #include <utility>
 #include <vector>
 
+#include "common/helper_entry.hpp"
 #include "runtime/idmap.hpp"
 
 namespace aishell::runtime {
 
-// clone(CLONE_NEWUSER), maps written by the parent, then execve(/proc/self/exe, args) as root of
-// the namespace. Returns the helper's exit status; throws Error when it cannot be started.
-int run_in_userns(const IdMapping& mapping, const std::vector<std::string>& args);
+// clone(CLONE_NEWUSER), maps written by the parent, then execve(/proc/self/exe, helper.name,
+// args...) as root of the namespace. helper is one of a module's helpers.hpp entries. Returns
+// the helper's exit status; throws Error when it cannot be started.
+int run_in_userns(const IdMapping& mapping, const HelperEntry& helper, const std::vector<std::string>& args);
 
 // A helper started by spawn_in_userns and still running: killed (SIGKILL) and reaped on
 // destruction unless wait() reaped it.
@@ -50,11 +52,11 @@ struct HelperOptions {
 };
 
 // As run_in_userns, but returns once the maps are written, with the helper running.
-UsernsHelper spawn_in_userns(const IdMapping& mapping, const std::vector<std::string>& args,
+UsernsHelper spawn_in_userns(const IdMapping& mapping, const HelperEntry& helper, const std::vector<std::string>& args,
                              const HelperOptions& options = {});
 
 // Removes dir; files the caller cannot remove on the host are removed inside the namespace by
-// `aishell __rm DIR` (its body: remove_tree_here()).
+// `aishell __rm DIR` (runtime/helpers.hpp; its body: remove_tree_here()).
 void remove_tree(const IdMapping& mapping, const std::string& dir);
 int remove_tree_here(const std::string& dir) noexcept;
 

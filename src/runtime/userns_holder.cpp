@@ -21,6 +21,7 @@
 #include "common/file.hpp"
 #include "common/stable_hash.hpp"
 #include "common/unique_fd.hpp"
+#include "runtime/helpers.hpp"
 #include "runtime/userns_exec.hpp"
 
 namespace aishell::runtime {
@@ -131,7 +132,7 @@ bool start_holder(const fs::path& record, const IdMapping& mapping) {
     if (::pipe2(fds, O_CLOEXEC) != 0) return false;
     UniqueFd ready_read(fds[0]), ready_write(fds[1]);
     try {
-        UsernsHelper holder = spawn_in_userns(mapping, {"__userns-hold", record.string(), std::to_string(ready_write.get())},
+        UsernsHelper holder = spawn_in_userns(mapping, kHoldUserns, {record.string(), std::to_string(ready_write.get())},
                                               {.keep_fd = ready_write.get(), .become_root = false, .inherit_environment = false});
         ready_write.reset();
         char byte = 0;

@@ -205,6 +205,11 @@ TEST_CASE("sizes as go-units RAMInBytes reads them", "[build_mounts]") {
     CHECK(parse_size_bytes("512 KiB") == 512ull << 10);
     CHECK(parse_size_bytes("2GB") == 2ull << 30);
     CHECK(error_of([] { parse_size_bytes("lots"); }) == "RUN --mount: invalid value for size: lots");
+    // Beyond a double (std::stod threw out_of_range: "aishell: error: stod") or beyond 64 bits.
+    const std::string huge = "1" + std::string(400, '0') + "g";
+    CHECK(error_of([&] { parse_size_bytes(huge); }) == "RUN --mount: invalid value for size: " + huge);
+    CHECK(error_of([] { parse_size_bytes("17179869184g"); }) == "RUN --mount: invalid value for size: 17179869184g");
+    CHECK(parse_size_bytes("17179869183g") == 17179869183ull << 30);
 }
 
 TEST_CASE("a cache's dir name: its id, its from source and its creation settings", "[build_mounts]") {

@@ -3,7 +3,12 @@
 #pragma once
 
 #include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <sched.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -61,6 +66,31 @@ inline bool enter_single_id_userns() {
     };
     return ::unshare(CLONE_NEWUSER) == 0 && write_proc("/proc/self/uid_map", "0 0 1") &&
            write_proc("/proc/self/setgroups", "deny") && write_proc("/proc/self/gid_map", "0 0 1");
+}
+
+// In the calling (child) process: a seccomp filter that makes openat2 fail with ENOSYS, as on
+// a kernel before 5.6 (crun's tests force its fallback the same way), so that the code under
+// test takes its userspace path. Irreversible: call it in a forked child only.
+inline bool block_openat2() {
+    sock_filter prog[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_openat2, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    sock_fprog fprog{static_cast<unsigned short>(sizeof prog / sizeof prog[0]), prog};
+    return ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
+           ::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &fprog) == 0;
+}
+
+// body's result in a forked child where openat2 fails with ENOSYS (block_openat2), or what
+// went wrong.
+inline std::string output_without_openat2(const std::function<std::string()>& body) {
+    int status = 0;
+    std::string out = output_of_child([&]() -> std::string { return block_openat2() ? body() : "error: seccomp filter not loaded"; },
+                                      status);
+    if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) return "error: child failed: " + out;
+    return out;
 }
 
 }  // namespace aishell::test

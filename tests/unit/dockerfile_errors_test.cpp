@@ -69,6 +69,9 @@ const ErrorCase kCases[] = {
      "Dockerfile:2: RUN: when using JSON array syntax, arrays must be comprised of strings only"},
     {"RUN JSON trailing text", "FROM a\nRUN [\"a\"] b\n", "Dockerfile:2: RUN: unexpected text after the JSON array: b"},
     {"RUN heredoc unterminated", "FROM a\nRUN <<EOF\necho\n", "Dockerfile:2: unterminated heredoc <<EOF"},
+    // Numbers too large for their type: the field and line, never std::stoul's "stoul".
+    {"RUN heredoc fd out of range", "FROM a\nRUN 99999999999999999999<<EOF\nx\nEOF\n",
+     "Dockerfile:2: heredoc file descriptor \"99999999999999999999\" is out of range (0 to 4294967295)"},
     {"CMD empty", "FROM a\nCMD\n", "Dockerfile:2: CMD requires at least one argument"},
     {"ENTRYPOINT empty", "FROM a\nENTRYPOINT\n", "Dockerfile:2: ENTRYPOINT requires at least one argument"},
     {"LABEL empty", "FROM a\n\nLABEL\n", "Dockerfile:3: LABEL requires at least one argument"},
@@ -142,6 +145,16 @@ TEST_CASE("errors: each bad instruction names FILE:LINE", "[dockerfile][errors]"
         REQUIRE(error);
         CHECK(error->message() == c.message);
     }
+}
+
+TEST_CASE("errors: numbers beyond a double are the field's error, not std::stod's", "[dockerfile][errors]") {
+    const std::string huge = "1" + std::string(400, '0');  // std::stod throws out_of_range ("stod")
+    REQUIRE(check_error("FROM a\nRUN --mount=type=tmpfs,target=/t,size=" + huge + "g x\n"));
+    REQUIRE(check_error("FROM a\nHEALTHCHECK --interval=" + huge + "s CMD x\n"));
+    CHECK(check_error("FROM a\nRUN --mount=type=tmpfs,target=/t,size=" + huge + "g x\n")->message() ==
+          "Dockerfile:2: RUN --mount: invalid value for size: " + huge + "g");
+    CHECK(check_error("FROM a\nHEALTHCHECK --interval=" + huge + "s CMD x\n")->message() ==
+          "Dockerfile:2: HEALTHCHECK: invalid duration for --interval: \"" + huge + "s\"");
 }
 
 TEST_CASE("errors: unknown things come with a hint", "[dockerfile][errors]") {

@@ -17,6 +17,7 @@
 #include "common/unique_fd.hpp"
 #include "oci/owner_table.hpp"
 #include "temp_dir.hpp"
+#include "skip.hpp"
 
 namespace fs = std::filesystem;
 using namespace aishell;
@@ -270,8 +271,8 @@ void record_entry(OwnerTable& t, const fs::path& tree, const std::string& path, 
 
 }  // namespace
 
-TEST_CASE("a stack of layer trees gives the owner of the layer an overlay shows", "[owner_table]") {
-    REQUIRE(::geteuid() == 0);  // whiteouts are device nodes
+TEST_CASE("a stack of layer trees gives the owner of the layer an overlay shows", "[owner_table][root]") {
+    aishell::test::require_root();  // whiteouts are device nodes
     TempDir layers;
     const fs::path l0 = layers.path / "l0", l1 = layers.path / "l1", l2 = layers.path / "l2", l3 = layers.path / "l3";
     for (const auto& d : {l0 / "opt", l1 / "hidden", l2 / "opt" / "app", l2 / "hidden", l2 / "etc", l2 / "through",

@@ -16,6 +16,7 @@
 #include "runtime/idmap.hpp"
 #include "runtime/reown.hpp"
 #include "temp_dir.hpp"
+#include "skip.hpp"
 
 using namespace aishell::runtime;
 namespace fs = std::filesystem;
@@ -70,8 +71,8 @@ TEST_CASE("owner shift for keep-id: each file keeps its container owner under th
     for (std::uint32_t u : {0u, 1u, 999u, 1000u, 1001u, 65536u}) CHECK(back.uid(*shift.uid(u)) == u);
 }
 
-TEST_CASE("a re-owned copy keeps the tree and shifts every owner", "[runtime][reown]") {
-    REQUIRE(::geteuid() == 0);  // chown to arbitrary ids (run the unit tests as root)
+TEST_CASE("a re-owned copy keeps the tree and shifts every owner", "[runtime][reown][root]") {
+    aishell::test::require_root();  // chown to arbitrary ids (run the unit tests as root)
     TempDir tmp;
     auto src = tmp.path / "src", dst = tmp.path / "dst";
     fs::create_directories(src / "d");
@@ -138,8 +139,8 @@ TEST_CASE("a re-owned copy keeps the tree and shifts every owner", "[runtime][re
     CHECK((cap[20] | cap[21] << 8 | cap[22] << 16 | cap[23] << 24) == 10);
 }
 
-TEST_CASE("a re-owned copy refuses owners the new mapping cannot show", "[runtime][reown]") {
-    REQUIRE(::geteuid() == 0);
+TEST_CASE("a re-owned copy refuses owners the new mapping cannot show", "[runtime][reown][root]") {
+    aishell::test::require_root();
     TempDir tmp;
     auto src = tmp.path / "src";
     fs::create_directories(src);
