@@ -36,7 +36,7 @@ int run_push(const CommandContext& ctx, const PushCommandOptions& o) {
     registry::Reference target = destination_of(o);
     registry::PushOptions options;
     options.tls_verify = o.tls_verify;
-    if (!o.chunk_size.empty()) options.chunk_size = parse_size(o.chunk_size);
+    if (!o.chunk_size.empty()) options.chunk_size = parse_size(o.chunk_size, "--chunk-size");
     oci::Store store = open_store(ctx.global);
     oci::ImageEntry image = with_context("push " + o.name, [&] { return require_local_image(store, o.name); });
 

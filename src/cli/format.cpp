@@ -6,6 +6,7 @@
 #include <ctime>
 
 #include "common/error.hpp"
+#include "common/parse_number.hpp"
 
 namespace aishell::cli {
 
@@ -27,17 +28,14 @@ std::string Table::render() const {
     return out;
 }
 
-std::uint64_t parse_size(std::string_view text) {
-    auto bad = [&] {
-        return Error("invalid size \"" + std::string(text) + "\"", "a number of bytes, or with a unit: 512k, 5m, 1g");
-    };
-    std::size_t digits = 0;
-    std::uint64_t value = 0;
-    for (; digits < text.size() && text[digits] >= '0' && text[digits] <= '9'; ++digits) {
-        if (value > (std::uint64_t{1} << 62) / 10) throw bad();
-        value = value * 10 + static_cast<std::uint64_t>(text[digits] - '0');
-    }
-    if (digits == 0 || value == 0) throw bad();
+std::uint64_t parse_size(std::string_view text, std::string_view what) {
+    constexpr std::string_view kHint = "a number of bytes, or with a unit: 512k, 5m, 1g";
+    const std::string quoted = std::string(what) + " \"" + std::string(text) + "\"";
+    const auto digits = std::min(text.find_first_not_of("0123456789"), text.size());
+    // The digits through the one checked integer parser (common/parse_number.hpp); too many of
+    // them is out of range like a value that overflows with its unit.
+    const auto value = to_number<std::uint64_t>(text.substr(0, digits));
+    if (digits == 0) throw Error(quoted + " is not a size", std::string(kHint));
     std::string unit;
     for (char c : text.substr(digits)) unit += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     int shift = 0;
@@ -45,11 +43,13 @@ std::uint64_t parse_size(std::string_view text) {
         static constexpr std::string_view kUnits = "kmg";
         auto at = kUnits.find(unit[0]);
         std::string_view rest = std::string_view(unit).substr(1);
-        if (at == std::string_view::npos || !(rest.empty() || rest == "b" || rest == "ib")) throw bad();
+        if (at == std::string_view::npos || !(rest.empty() || rest == "b" || rest == "ib"))
+            throw Error(quoted + " is not a size", std::string(kHint));
         shift = 10 * static_cast<int>(at + 1);
     }
-    if (value > (std::uint64_t{1} << (62 - shift))) throw bad();
-    return value << shift;
+    if (!value || *value == 0 || *value > (std::uint64_t{1} << (62 - shift)))
+        throw Error(quoted + " is out of range (1 byte to 4 EiB)", std::string(kHint));
+    return *value << shift;
 }
 
 std::string human_size(std::int64_t bytes) {

@@ -22,9 +22,9 @@ private:
 // 1234567 -> "1.23 MB" (decimal units, as docker and podman).
 std::string human_size(std::int64_t bytes);
 // "5242880", "512k", "5m", "5MiB", "1g" -> bytes: binary units, as Docker's RAMInBytes reads
-// them (b, k, m, g, with an optional "b" or "ib"; any case). Throws Error on anything else,
-// zero, or more than 2^62.
-std::uint64_t parse_size(std::string_view text);
+// them (b, k, m, g, with an optional "b" or "ib"; any case). Throws Error naming the field
+// (what: "--chunk-size") on anything else, zero, or more than 2^62.
+std::uint64_t parse_size(std::string_view text, std::string_view what);
 // RFC 3339 timestamp -> "3 days ago"; "" or unparsable -> "unknown".
 std::string human_age(const std::string& rfc3339, std::int64_t now_epoch = -1);
 

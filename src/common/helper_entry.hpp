@@ -19,4 +19,8 @@ struct HelperEntry {
     int (*main)(const std::vector<std::string>& args);
 };
 
+// The hint of a helper's argument errors: only aishell starts helpers, so a bad argument list
+// means someone typed the name by hand.
+inline constexpr const char* kHelperHint = "aishell starts it itself; it is not a command";
+
 }  // namespace aishell

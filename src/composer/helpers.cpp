@@ -11,7 +11,7 @@ namespace aishell::composer {
 namespace {
 
 void expect_args(const HelperEntry& helper, const std::vector<std::string>& args, const char* usage) {
-    if (args.size() != 1) throw Error(std::string(helper.name) + ": expected " + usage, "it is started by aishell build");
+    if (args.size() != 1) throw Error(std::string(helper.name) + ": expected " + usage, kHelperHint);
 }
 
 }  // namespace

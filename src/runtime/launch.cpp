@@ -227,7 +227,7 @@ std::vector<std::string> ensure_image_layers(oci::Store& store, const oci::Image
 
 int unpack_layers_here(const std::vector<std::string>& args) {
     if (args.size() < 3 || (args.size() - 3) % 4 != 0)
-        throw Error(std::string(kUnpackLayers.name) + ": bad arguments", "it is started by aishell exec and build");
+        throw Error(std::string(kUnpackLayers.name) + ": bad arguments", kHelperHint);
     try {
         auto store = oci::Store::open(args[0]);
         if (args[2] != "-") store = store.with_lease(oci::Lease::join(args[2]));

@@ -305,7 +305,7 @@ std::filesystem::path ensure_reowned_layers(const std::filesystem::path& store_r
 }
 
 int reown_layers_here(const std::vector<std::string>& args) {
-    if (args.size() < 3) throw Error(std::string(kReownLayers.name) + ": bad arguments");
+    if (args.size() < 3) throw Error(std::string(kReownLayers.name) + ": bad arguments", kHelperHint);
     std::filesystem::path root(args[0]);
     auto from = IdMapping::parse(args[1]), to = IdMapping::parse(args[2]);
     auto shift = owner_shift(from, to);

@@ -110,7 +110,7 @@ int remove_tree_here(const std::string& dir) noexcept {
 }
 
 int remove_tree_main(const std::vector<std::string>& args) {
-    if (args.size() != 1) throw Error(std::string(kRemoveTree.name) + ": expected one directory", "it is started by aishell exec and build");
+    if (args.size() != 1) throw Error(std::string(kRemoveTree.name) + ": expected one directory", kHelperHint);
     return remove_tree_here(args[0]);
 }
 

@@ -19,6 +19,7 @@
 
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "common/parse_number.hpp"
 #include "common/stable_hash.hpp"
 #include "common/unique_fd.hpp"
 #include "runtime/helpers.hpp"
@@ -190,10 +191,10 @@ int stop_userns_holders(const fs::path& state_dir) {
 }
 
 int hold_userns_here(const std::vector<std::string>& args) {
-    if (args.size() != 2) return 2;
+    if (args.size() != 2) throw Error(std::string(kHoldUserns.name) + ": expected RECORD FD", kHelperHint);
     const fs::path record = args[0];
-    int ready = -1;
-    if (std::from_chars(args[1].data(), args[1].data() + args[1].size(), ready).ec != std::errc() || ready < 3) return 2;
+    const int ready = parse_number<int>(args[1], {.what = "FD", .where = kHoldUserns.name, .hint = kHelperHint});
+    if (ready < 3) throw Error(std::string(kHoldUserns.name) + ": FD " + args[1] + " is not a pipe aishell passed", kHelperHint);
     // Detach from whoever started it: own session, no terminal, stdio on /dev/null (a caller
     // reading aishell's output to EOF must not wait for the holder), cwd /, a name joiners check.
     ::setsid();

@@ -11,7 +11,8 @@
 - A push cut off midway (the fault proxy resets the big layer's PATCH every time) fails with the
   tag unwritten; repeated, it completes uploading only what the registry did not get.
 - Errors: a wrong password, a name not in the store, a registry that is down, a local name
-  without a destination: one `aishell: error:` line each, text checked.
+  without a destination, a --chunk-size that is not a size or does not fit: one
+  `aishell: error:` line each, text checked.
 
 The image (rt-busybox plus a small and a 1.5 MiB random layer) is built once per module by the
 unprivileged user."""
@@ -288,3 +289,14 @@ def test_a_local_name_needs_a_destination(built):
     assert assert_one_error(proc) == (
         f"aishell: error: push {NAME}: the name has no registry to push to (hint: give the "
         f"destination: aishell push {NAME} REGISTRY/REPOSITORY[:TAG])")
+
+
+@pytest.mark.parametrize("size, line", [
+    ("5x", 'aishell: error: --chunk-size "5x" is not a size (hint: a number of bytes, or with a unit: 512k, 5m, 1g)'),
+    ("99999999999999999999", 'aishell: error: --chunk-size "99999999999999999999" is out of range (1 byte to 4 EiB) '
+                             '(hint: a number of bytes, or with a unit: 512k, 5m, 1g)'),
+])
+def test_a_bad_chunk_size_is_one_line_naming_the_flag(aishell, size, line):
+    proc = aishell("push", NAME, "127.0.0.1:1/team/app:1", "--chunk-size", size, user="unpriv", check=False)
+    assert assert_one_error(proc) == line
+    assert proc.returncode == 1

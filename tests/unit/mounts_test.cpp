@@ -81,7 +81,7 @@ TEST_CASE("bind specs from -v HOST:CONTAINER[:ro] are parsed and checked", "[mou
     CHECK_THROWS_WITH(parse_bind("/nonexistent-aishell:/d"), Catch::Contains("volume source /nonexistent-aishell"));
 }
 
-TEST_CASE("-v sources: a path starts with / or ., anything else names a volume (podman's rule)", "[mounts]") {
+TEST_CASE("run -v sources: a path starts with / or ., anything else names a volume (podman's rule)", "[mounts]") {
     CHECK(is_volume_source("cache"));
     CHECK(is_volume_source("a/b"));  // a volume name, refused later as one
     CHECK_FALSE(is_volume_source("/abs"));

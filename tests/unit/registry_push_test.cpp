@@ -107,14 +107,19 @@ TEST_CASE("only a name with a registry is a push destination by itself", "[push]
     CHECK_FALSE(names_registry("team/app:1"));
 }
 
-TEST_CASE("--chunk-size reads sizes in binary units", "[push][format]") {
-    CHECK(cli::parse_size("1048576") == 1048576);
-    CHECK(cli::parse_size("512k") == 512 * 1024);
-    CHECK(cli::parse_size("5m") == 5 * 1024 * 1024);
-    CHECK(cli::parse_size("5MiB") == 5 * 1024 * 1024);
-    CHECK(cli::parse_size("5MB") == 5 * 1024 * 1024);
-    CHECK(cli::parse_size("1g") == 1024ull * 1024 * 1024);
-    CHECK(cli::parse_size("7b") == 7);
-    for (const char* bad : {"", "0", "k", "5x", "5 m", "-1", "5mm", "99999999999999999999", "5000000000g"})
-        CHECK_THROWS_WITH(cli::parse_size(bad), Catch::StartsWith("invalid size"));
+TEST_CASE("push --chunk-size reads sizes in binary units, errors naming the flag", "[push][format]") {
+    CHECK(cli::parse_size("1048576", "--chunk-size") == 1048576);
+    CHECK(cli::parse_size("512k", "--chunk-size") == 512 * 1024);
+    CHECK(cli::parse_size("5m", "--chunk-size") == 5 * 1024 * 1024);
+    CHECK(cli::parse_size("5MiB", "--chunk-size") == 5 * 1024 * 1024);
+    CHECK(cli::parse_size("5MB", "--chunk-size") == 5 * 1024 * 1024);
+    CHECK(cli::parse_size("1g", "--chunk-size") == 1024ull * 1024 * 1024);
+    CHECK(cli::parse_size("7b", "--chunk-size") == 7);
+    for (const char* bad : {"", "k", "5x", "5 m", "-1", "5mm", "+5", " 5"})
+        CHECK_THROWS_WITH(cli::parse_size(bad, "--chunk-size"),
+                          "--chunk-size \"" + std::string(bad) + "\" is not a size");
+    for (const char* big : {"0", "0k", "99999999999999999999", "5000000000g", "4611686018427387905"})
+        CHECK_THROWS_WITH(cli::parse_size(big, "--chunk-size"),
+                          "--chunk-size \"" + std::string(big) + "\" is out of range (1 byte to 4 EiB)");
+    CHECK(cli::parse_size("4611686018427387904", "--chunk-size") == std::uint64_t{1} << 62);
 }
