@@ -5,10 +5,12 @@
   files, the deleted one gone, and the config applied; the image ID Docker gives is aishell's
   config digest. A zstd image loads through the gzip copies the Docker side gets.
 - podman, rootless (the unprivileged user with a private HOME and XDG dirs, vfs storage):
-  `podman load`, then `podman image inspect` shows the name and config.
+  `podman load`, then `podman image inspect` shows the config and `podman run` (runc) the
+  files, the deleted one gone, and the config applied.
 - skopeo: `inspect oci-archive:FILE` and `inspect docker-archive:FILE` both succeed.
 - The tar: several images share blobs (each member once); `-o -` gives the same bytes as
-  `-o FILE`; `--format oci` has no manifest.json; a save holds a lease on every blob it reads.
+  `-o FILE`; `--format oci` has no manifest.json, `--format docker` no index.json (and gzip
+  copies of zstd layers); a save holds a lease on every blob it reads.
 - Round trips: save then load into a fresh store (three images, zstd layers, `--format both`
   and `oci`) gives the same manifest digests; what Docker loaded from a save and then `docker
   save`d (its own old layout) loads into aishell and runs there.
@@ -204,6 +206,12 @@ def test_podman_loads_the_saved_image_rootless(saved):
         assert "GREETING=hello-from-save" in config["Env"]
         assert (config["WorkingDir"], config["User"]) == ("/work", "1234:1234")
         assert config["Cmd"] == ["sh", "-c", "echo cmd:$GREETING:$(pwd):$(id -u)"]
+        # And it runs: the config applied, every layer's files, the deleted one gone.
+        r = podman(saved, home, "run", "--rm", "--network", "none", image_id)
+        assert r.stdout == "cmd:hello-from-save:/work:1234\n", r.stdout + r.stderr
+        r = podman(saved, home, "run", "--rm", "--network", "none", image_id, "sh", "-c",
+                   "cat /data/a.txt /work/made.txt; test -e /data/b.txt || echo b-gone")
+        assert r.stdout == "file a\nmade\nb-gone\n", r.stdout + r.stderr
     finally:
         podman(saved, home, "system", "reset", "--force")
         shutil.rmtree(home, ignore_errors=True)
@@ -271,6 +279,24 @@ def test_format_oci_has_no_docker_side(saved):
     assert {n for n in names if n.startswith("blobs/sha256/") and len(n) == 77} == {
         "blobs/sha256/" + d[7:] for d in wanted}
     subprocess.run(["skopeo", "inspect", f"oci-archive:{path}"], capture_output=True, check=True)
+
+
+def test_format_docker_has_no_oci_side(saved):
+    # Only manifest.json, repositories and the blobs it names: the zstd layers' gzip copies in
+    # place of the zstd blobs, and no manifest (a Docker archive has none).
+    path, r = save_file(saved, "zstd-test:1", "--format", "docker")
+    assert sum("to gzip for the Docker side" in line for line in r.stderr.splitlines()) == 2, r.stderr
+    names = members(path)
+    assert "index.json" not in names and "oci-layout" not in names
+    manifest, _ = manifest_and_config(saved.store, "zstd-test:1")
+    item = json.loads(read_member(path, "manifest.json"))[0]
+    assert item["RepoTags"] == ["zstd-test:1"]
+    assert item["Config"] == "blobs/sha256/" + manifest["config"]["digest"][7:]
+    blobs = {n for n in names if n.startswith("blobs/sha256/") and len(n) == 77}
+    assert blobs == {item["Config"], *item["Layers"]}
+    assert not {"blobs/sha256/" + d["digest"][7:] for d in manifest["layers"] if d["mediaType"] == ZSTD_LAYER} & blobs
+    r = subprocess.run(["skopeo", "inspect", "--config", f"docker-archive:{path}"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
 
 
 def test_save_leases_the_blobs_it_reads(saved):
