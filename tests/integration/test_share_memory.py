@@ -1,8 +1,8 @@
 """Memory bounds of the ways in and out (issue 9: "a 2 GB image saves under 64 MB RSS").
 
 An image whose one layer is a tar of a 300 MB file of random bytes (helpers/big_image.py, made
-once for the module) is loaded from an OCI archive, saved to a file and pushed to a loopback
-registry, each as the unprivileged user. Each command's peak resident set stays under 64 MB:
+once and cached with the other fixtures) is loaded from an OCI archive, saved to a file and
+pushed to a loopback registry, each as the unprivileged user. Each command's peak resident set stays under 64 MB:
 blobs stream through fixed buffers, so the peak does not grow with the image; a command holding
 a layer in memory would need more than 300 MB. A resource bound, not a timing. The 2 GB figures
 are in docs/performance.md.
@@ -17,7 +17,7 @@ import tempfile
 
 import pytest
 
-from helpers.big_image import make_big_archive
+from helpers.big_image import cached_big_archive
 from helpers.build import index_digest, module_runner
 
 LIMIT_KIB = 64 * 1024
@@ -40,12 +40,8 @@ def measured(runner, *args):
 def big(session_dir, _binary_checked, unpriv_user):
     """(runner, name, manifest digest, peak RSS of the load): the image loaded into runner.store."""
     runner = module_runner(session_dir, _binary_checked, unpriv_user, "memory")
-    archive = os.path.join(runner.workdir, "big.tar")
-    name, digest, _ = make_big_archive(archive, SIZE)
-    try:
-        code, rss, err = measured(runner, "load", "-i", archive)
-    finally:
-        os.unlink(archive)  # 300 MB: the store has it now
+    archive, name, digest = cached_big_archive(SIZE)
+    code, rss, err = measured(runner, "load", "-i", archive)
     assert code == 0, err
     return runner, name, digest, rss
 

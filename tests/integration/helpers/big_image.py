@@ -1,6 +1,6 @@
 """An OCI archive (what `aishell load -i` reads) of one image whose only layer is a tar of one
 file of SIZE random bytes: the memory bounds of load, save and push (test_share_memory.py) and
-the 2 GB measurement of docs/performance.md.
+the 2 GB measurement of docs/performance.md. The tests' copy is cached (cached_big_archive).
 
 The layer is a gzip of stored (level 0) deflate blocks: a valid gzip that costs no compression
 time, and random data would not shrink anyway. Everything is streamed in 1 MiB pieces, so making
@@ -89,6 +89,26 @@ def make_big_archive(path, size):
             os.unlink(layer_path)
     os.chmod(path, 0o644)
     return NAME, manifest_digest, layer_size
+
+
+def cached_big_archive(size):
+    """make_big_archive's archive of size, made once and kept under $AISHELL_FIXTURES_CACHE
+    (default /var/tmp/aishell-fixtures, as helpers/runtime_images.py): the suite runs twice in
+    CI, and writing 300 MB of random bytes is most of what the memory tests cost. Readable by
+    every user. Returns (path, image name, manifest digest)."""
+    cache = os.path.join(os.environ.get("AISHELL_FIXTURES_CACHE", "/var/tmp/aishell-fixtures"), "big-image")
+    os.makedirs(cache, exist_ok=True)
+    os.chmod(cache, 0o755)
+    path = os.path.join(cache, f"big-{size}.tar")
+    digest_path = path + ".digest"
+    if not (os.path.exists(path) and os.path.exists(digest_path)):
+        tmp = f"{path}.tmp-{os.getpid()}"
+        _, digest, _ = make_big_archive(tmp, size)
+        with open(digest_path, "w") as f:
+            f.write(digest)
+        os.rename(tmp, path)
+    with open(digest_path) as f:
+        return path, NAME, f.read().strip()
 
 
 if __name__ == "__main__":
