@@ -15,7 +15,7 @@ AISHELL_BUILD_PACKAGES=(
 AISHELL_TEST_PACKAGES=(
   docker-registry skopeo umoci oci-image-tool busybox-static apache2-utils uidmap util-linux
   python3 python3-pytest python3-jwt python3-cryptography sudo tmux openssl
-  golang-github-docker-docker-dev debootstrap docker.io podman
+  golang-github-docker-docker-dev debootstrap docker.io podman time
 )
 # What scripts/fuzz needs beyond the build: clang, libFuzzer and llvm-symbolizer.
 AISHELL_FUZZ_PACKAGES=(clang libclang-rt-dev llvm)

@@ -89,10 +89,10 @@ public:
 private:
     // ---- stages ------------------------------------------------------------------------------
     void load_ignore() {
-        if (auto file = find_dockerignore(req_.context, req_.dockerfile)) {
+        if (auto file = find_dockerignore(req_.context, req_.dockerfile))
             ignore_patterns_ = read_dockerignore(read_file(*file, 4 * 1024 * 1024), file->string());
-            matcher_.emplace(ignore_patterns_);
-        }
+        ignore_patterns_.insert(ignore_patterns_.end(), req_.context_excludes.begin(), req_.context_excludes.end());
+        if (!ignore_patterns_.empty()) matcher_.emplace(ignore_patterns_);
     }
 
     // The state a FROM or --from names: an earlier stage's, else an image's (pulled if missing).

@@ -32,6 +32,9 @@ struct BuildRequest {
     // the same key loses), as `docker build --label` with BuildKit: no history entry, no step,
     // so the step cache serves a rebuild with other labels (dockerfile2llb's opt.Labels).
     std::map<std::string, std::string> labels;
+    // .dockerignore patterns the caller adds after the file's own (so they win): the chain
+    // keeps aishell's own files in ~/.aishell (certs.d) out of the base build's context.
+    std::vector<std::string> context_excludes;
     bool no_cache = false;
     bool quiet = false;                        // no step lines; RUN output only when a step fails
     std::string compression = "gzip";          // gzip | zstd

@@ -34,7 +34,14 @@ constexpr std::int64_t kSettleNs = 2'000'000'000;
 struct TierFiles {
     fs::path context;     // real path of the .aishell dir
     fs::path dockerfile;  // context / "Dockerfile"
+    std::vector<std::string> excludes;  // .dockerignore patterns aishell adds after the user's
 };
+
+// ~/.aishell is also aishell's own configuration: certs.d holds registry CAs and client keys
+// (certs.d/HOST/client.key), which a `COPY . /x` in the base Dockerfile would bake into an
+// image that may be pushed to a registry, and whose changes would rebuild the base. The base
+// build never sees it; being last, this pattern beats any `!certs.d/...` exception.
+const std::vector<std::string> kBaseContextExcludes = {"certs.d"};
 
 std::int64_t ns_of(const struct timespec& t) { return static_cast<std::int64_t>(t.tv_sec) * 1'000'000'000 + t.tv_nsec; }
 
@@ -56,11 +63,11 @@ bool is_regular(const fs::path& p) {
 }
 
 // The tier's Dockerfile when it exists (the context dir resolved), else nullopt.
-std::optional<TierFiles> tier_files(const fs::path& aishell_dir) {
+std::optional<TierFiles> tier_files(const fs::path& aishell_dir, std::vector<std::string> excludes = {}) {
     if (!is_regular(aishell_dir / "Dockerfile")) return std::nullopt;
     auto context = real_path(aishell_dir);
     if (!context) return std::nullopt;
-    return TierFiles{*context, *context / "Dockerfile"};
+    return TierFiles{*context, *context / "Dockerfile", std::move(excludes)};
 }
 
 // ---- the inputs of a tier: stat memo, then content ------------------------------------------
@@ -100,6 +107,7 @@ ContextScan scan_context(const TierFiles& files) {
         append_stat(stats, "\x01" + ignore->string(), st, youngest);
         patterns = read_dockerignore(read_file(*ignore, 4 << 20), ignore->string());
     }
+    patterns.insert(patterns.end(), files.excludes.begin(), files.excludes.end());
     ContextScan scan;
     scan.entries = walk_context(files.context, IgnoreMatcher(patterns));
     for (const auto& rel : scan.entries) {
@@ -328,6 +336,7 @@ ChainBuild run_tier_build(oci::Store& store, const ChainState& s, const TierBuil
     BuildRequest req;
     req.context = t.files.context;
     req.dockerfile = t.files.dockerfile;
+    req.context_excludes = t.files.excludes;
     req.tags = {t.name};
     req.no_cache = t.no_cache;
     req.quiet = true;  // the step output shows when a step fails; the progress says the rest
@@ -382,7 +391,7 @@ fs::path home_of(const ChainOptions& o) { return o.home.empty() ? home_dir() : o
 // anything it depends on changed, else the foundation's alias.
 void ensure_base(oci::Store& store, ChainState& s, const ChainOptions& o) {
     oci::Descriptor foundation = require_foundation(s);
-    auto files = tier_files(home_of(o) / ".aishell");
+    auto files = tier_files(home_of(o) / ".aishell", kBaseContextExcludes);
     if (!files) {
         if (!base_is_alias(s, foundation)) {
             alias_base(store);
@@ -489,7 +498,7 @@ SetupChainResult setup_chain(oci::Store& store, bool force, const ChainOptions& 
     if (force) update_record(store, [](ChainRecord& r, oci::Store&) { ++r.generation; });
     ChainState s = load_state(store);
     oci::Descriptor foundation = require_foundation(s);
-    auto files = tier_files(home_of(options) / ".aishell");
+    auto files = tier_files(home_of(options) / ".aishell", kBaseContextExcludes);
     SetupChainResult result;
     result.custom_base = files.has_value();
     if (!files || !s.named(kBaseImage)) {

@@ -121,6 +121,23 @@ def test_a_new_base_dockerfile_builds_on_the_next_run_only(chain):
     assert chain.names() == names
 
 
+def test_certs_d_stays_out_of_the_base_context(chain):
+    """~/.aishell/certs.d holds registry CAs and client keys: `COPY . /ctx/` in the base
+    Dockerfile must not bake them into an image (which may be pushed), even against a
+    .dockerignore exception, and a change there does not rebuild the base."""
+    home = chain.aishell.home
+    chain.write(os.path.join(home, ".aishell", "certs.d", "reg.example:5000", "client.key"), "PRIVATE KEY\n")
+    chain.write(os.path.join(home, ".aishell", "tools.txt"), "tools\n")
+    chain.write(os.path.join(home, ".aishell", ".dockerignore"), "!certs.d/**\n")
+    chain.base_dockerfile("FROM aishell:foundation\nCOPY . /ctx/\n")
+    project = chain.project()
+    r = chain.exec(project, "sh", "-c", "cd /ctx && find . | sort")
+    assert built(r) == [BASE_LINE]
+    assert r.stdout.split() == [".", "./.dockerignore", "./Dockerfile", "./tools.txt"]
+    chain.write(os.path.join(home, ".aishell", "certs.d", "reg.example:5000", "ca.crt"), "CA\n")
+    assert built(chain.exec(project, "true")) == []
+
+
 def test_base_edits_rebuild_base_then_ext_and_project_edits_only_ext(chain):
     chain.base_dockerfile(BASE)
     project = chain.project(dockerfile="FROM aishell:base\nCOPY data /data\nRUN cat /base-marker /data > /both\n",

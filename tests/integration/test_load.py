@@ -339,7 +339,8 @@ def test_skopeo_oci_archive_with_two_images(aishell, docker_images):
 
 
 def test_round_trip_keeps_manifest_digests(aishell, docker_images):
-    # `aishell save` is not on main yet: the way out is skopeo's oci-archive of the store.
+    # The way out is skopeo's oci-archive of the store (another writer than aishell save, whose
+    # round trips test_save.py checks).
     one = docker_images.path("skopeo-one.tar")
     skopeo("copy", f"docker-archive:{docker_images.old_tar}:load-app:1", f"oci-archive:{one}:team/app:1")
     os.chmod(one, 0o644)

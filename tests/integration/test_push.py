@@ -10,6 +10,8 @@
   the first push or a pull recorded), a push of what the registry has uploading nothing.
 - A push cut off midway (the fault proxy resets the big layer's PATCH every time) fails with the
   tag unwritten; repeated, it completes uploading only what the registry did not get.
+- The team flow of docs/usage.md: a base pushed by one user is another store's foundation
+  (`setup --foundation REF`), aishell:foundation and aishell:base at the pushed digest.
 - Errors: a wrong password, a name not in the store, a registry that is down, a local name
   without a destination, a --chunk-size that is not a size or does not fit: one
   `aishell: error:` line each, text checked.
@@ -248,6 +250,24 @@ def test_cut_push_fails_without_a_tag_and_the_rerun_uploads_only_what_is_missing
     for d in done_first:
         assert ("HEAD", f"/v2/team/app/blobs/{d}", 200) in rerun
     assert reg.get_manifest("team/app", "1")[1] == digest
+
+
+# --- the team flow (docs/usage.md "Sharing a base with your team") --------------------------
+def test_a_pushed_base_is_a_teammates_foundation(built, registry):
+    # The unprivileged user pushes the base over TLS; root, with a store of its own (the
+    # teammate), runs `setup --foundation` with that reference: its aishell:foundation and
+    # aishell:base (no ~/.aishell/Dockerfile: the foundation's alias) are the pushed manifest.
+    runner, digest, _, _ = built
+    reg = registry("tls")
+    login(runner, reg)
+    ref = f"{reg.host}/team/base:2026-12"
+    push(runner, NAME, ref)
+    store = root_store(runner, "team")
+    r = runner("setup", "--foundation", ref, env={"AISHELL_STORE": store}, timeout=180)
+    assert f"Foundation: {ref} ({digest})" in r.stdout, r.stdout
+    assert "Base image: default (foundation alias)" in r.stdout
+    assert local_digest(store, "aishell:foundation") == digest
+    assert local_digest(store, "aishell:base") == digest
 
 
 # --- errors -------------------------------------------------------------------------------------

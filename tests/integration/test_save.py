@@ -5,11 +5,17 @@
   files, the deleted one gone, and the config applied; the image ID Docker gives is aishell's
   config digest. A zstd image loads through the gzip copies the Docker side gets.
 - podman, rootless (the unprivileged user with a private HOME and XDG dirs, vfs storage):
-  `podman load`, then `podman image inspect` shows the name and config.
+  `podman load`, then `podman image inspect` shows the config and `podman run` (runc) the
+  files, the deleted one gone, and the config applied.
 - skopeo: `inspect oci-archive:FILE` and `inspect docker-archive:FILE` both succeed.
 - The tar: several images share blobs (each member once); `-o -` gives the same bytes as
-  `-o FILE`; `--format oci` has no manifest.json; a save holds a lease on every blob it reads.
-- Errors: an unknown name lists the store's images; a terminal on stdout is refused.
+  `-o FILE`; `--format oci` has no manifest.json, `--format docker` no index.json (and gzip
+  copies of zstd layers); a save holds a lease on every blob it reads.
+- Round trips: save then load into a fresh store (three images, zstd layers, `--format both`
+  and `oci`) gives the same manifest digests; what Docker loaded from a save and then `docker
+  save`d (its own old layout) loads into aishell and runs there.
+- Errors: an unknown name lists the store's images; a terminal on stdout is refused; a save that
+  fails midway (a damaged blob) leaves the file it was to replace untouched and no temp file.
 
 Everything runs as the unprivileged user; images are built once per module on rt-busybox."""
 import io
@@ -77,6 +83,11 @@ def save_file(runner, *args):
     return path, r
 
 
+def fresh_store(runner):
+    """An empty store dir of the unprivileged user's (another store than the module's)."""
+    return runner.make_dir(tempfile.mkdtemp(prefix="store-", dir=runner.workdir))
+
+
 def members(path):
     with tarfile.open(path) as t:
         return [m.name for m in t.getmembers()]
@@ -135,6 +146,32 @@ def test_docker_loads_a_zstd_image_through_gzip_copies(saved, dockerd):
     dockerd.docker("rmi", "zstd-test:1")
 
 
+def test_docker_saves_what_it_loaded_and_aishell_loads_and_runs_it(saved, dockerd):
+    # aishell -> docker load -> docker save (Docker 20.10's own layout: <id>/layer.tar, no
+    # compression) -> aishell load into a fresh store: the same image, and it runs.
+    path, _ = save_file(saved, "save-test:1")
+    dockerd.docker("load", "-i", path)
+    back = os.path.join(out_dir(saved), "docker-saved.tar")
+    try:
+        dockerd.docker("save", "-o", back, "save-test:1")
+    finally:
+        dockerd.docker("rmi", "save-test:1")
+    users.chown_tree(os.path.dirname(back), saved.entry)
+    assert "manifest.json" in members(back) and "index.json" not in members(back)
+    store = fresh_store(saved)
+    r = saved("load", "-i", back, user="unpriv", env={"AISHELL_STORE": store})
+    assert r.stdout == "Loaded image: save-test:1\n", r.stdout + r.stderr
+    # Docker kept the config's bytes (the image ID) and the layers' contents (the diff_ids).
+    _, config = manifest_and_config(saved.store, "save-test:1")
+    manifest, loaded_config = manifest_and_config(store, "save-test:1")
+    assert manifest["config"]["digest"] == config_digest(saved, "save-test:1")
+    assert loaded_config["rootfs"]["diff_ids"] == config["rootfs"]["diff_ids"]
+    r = saved("exec", "--image", "save-test:1", "--", "sh", "-c",
+              "cat /data/a.txt /work/made.txt; test -e /data/b.txt || echo b-gone; echo $GREETING; pwd",
+              user="unpriv", env={"AISHELL_STORE": store}, cwd="/", timeout=180)
+    assert r.stdout == "file a\nmade\nb-gone\nhello-from-save\n/work\n", r.stdout + r.stderr
+
+
 # --- podman and skopeo -----------------------------------------------------------------------
 
 def podman(runner, home, *args):
@@ -169,6 +206,12 @@ def test_podman_loads_the_saved_image_rootless(saved):
         assert "GREETING=hello-from-save" in config["Env"]
         assert (config["WorkingDir"], config["User"]) == ("/work", "1234:1234")
         assert config["Cmd"] == ["sh", "-c", "echo cmd:$GREETING:$(pwd):$(id -u)"]
+        # And it runs: the config applied, every layer's files, the deleted one gone.
+        r = podman(saved, home, "run", "--rm", "--network", "none", image_id)
+        assert r.stdout == "cmd:hello-from-save:/work:1234\n", r.stdout + r.stderr
+        r = podman(saved, home, "run", "--rm", "--network", "none", image_id, "sh", "-c",
+                   "cat /data/a.txt /work/made.txt; test -e /data/b.txt || echo b-gone")
+        assert r.stdout == "file a\nmade\nb-gone\n", r.stdout + r.stderr
     finally:
         podman(saved, home, "system", "reset", "--force")
         shutil.rmtree(home, ignore_errors=True)
@@ -238,6 +281,24 @@ def test_format_oci_has_no_docker_side(saved):
     subprocess.run(["skopeo", "inspect", f"oci-archive:{path}"], capture_output=True, check=True)
 
 
+def test_format_docker_has_no_oci_side(saved):
+    # Only manifest.json, repositories and the blobs it names: the zstd layers' gzip copies in
+    # place of the zstd blobs, and no manifest (a Docker archive has none).
+    path, r = save_file(saved, "zstd-test:1", "--format", "docker")
+    assert sum("to gzip for the Docker side" in line for line in r.stderr.splitlines()) == 2, r.stderr
+    names = members(path)
+    assert "index.json" not in names and "oci-layout" not in names
+    manifest, _ = manifest_and_config(saved.store, "zstd-test:1")
+    item = json.loads(read_member(path, "manifest.json"))[0]
+    assert item["RepoTags"] == ["zstd-test:1"]
+    assert item["Config"] == "blobs/sha256/" + manifest["config"]["digest"][7:]
+    blobs = {n for n in names if n.startswith("blobs/sha256/") and len(n) == 77}
+    assert blobs == {item["Config"], *item["Layers"]}
+    assert not {"blobs/sha256/" + d["digest"][7:] for d in manifest["layers"] if d["mediaType"] == ZSTD_LAYER} & blobs
+    r = subprocess.run(["skopeo", "inspect", "--config", f"docker-archive:{path}"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
 def test_save_leases_the_blobs_it_reads(saved):
     """While the save waits to open its output (a FIFO nobody reads yet), its lease names the
     manifest, the config and every layer: a prune running then keeps them."""
@@ -271,6 +332,51 @@ def test_save_leases_the_blobs_it_reads(saved):
     with tarfile.open(fileobj=io.BytesIO(data)) as t:
         assert "manifest.json" in t.getnames()
     assert not [n for n in os.listdir(os.path.join(saved.store, "leases")) if not n.startswith(".")]
+
+
+@pytest.mark.parametrize("fmt", ["both", "oci"])
+def test_save_then_load_into_a_fresh_store_keeps_manifest_digests(saved, fmt):
+    # Three images in one file, one with zstd layers: the load takes the OCI side (the only one
+    # with --format oci), so every manifest, and so every digest, comes back as it was.
+    names = ["save-test:1", "zstd-test:1", saved.base]
+    path, _ = save_file(saved, *names, "--format", fmt)
+    store = fresh_store(saved)
+    r = saved("load", "-i", path, user="unpriv", env={"AISHELL_STORE": store})
+    # Names come from RepoTags when there is a Docker side, else from io.containerd.image.name:
+    # the normalized reference, which `--image save-test:1` finds too (cli/image_lookup.hpp).
+    loaded = {n: (n if fmt == "both" or "/" in n else "docker.io/library/" + n) for n in names}
+    assert sorted(r.stdout.splitlines()) == sorted(f"Loaded image: {n}" for n in loaded.values()), r.stdout
+    for name, as_loaded in loaded.items():
+        assert index_digest(store, as_loaded) == manifest_digest(saved, name), name
+    zstd, _ = manifest_and_config(store, loaded["zstd-test:1"])
+    assert [l["mediaType"] for l in zstd["layers"]][-2:] == [ZSTD_LAYER, ZSTD_LAYER]
+
+
+def test_a_failed_save_leaves_the_old_file_and_no_temp_file(saved):
+    # A copy of the store with the top layer of save-test:1 damaged: the save stops at that
+    # blob; -o FILE went to a temp file beside FILE, which is removed, and FILE is untouched.
+    store = fresh_store(saved)
+    shutil.copytree(os.path.join(saved.store, "oci"), os.path.join(store, "oci"), symlinks=True)
+    users.chown_tree(store, saved.entry)
+    manifest, _ = manifest_and_config(store, "save-test:1")
+    top = os.path.join(store, "oci", "blobs", "sha256", manifest["layers"][-1]["digest"][7:])
+    with open(top, "r+b") as f:
+        f.seek(-1, os.SEEK_END)
+        last = f.read(1)
+        f.seek(-1, os.SEEK_END)
+        f.write(bytes([last[0] ^ 0xFF]))
+    d = out_dir(saved)
+    target = os.path.join(d, "image.tar")
+    with open(target, "w") as f:
+        f.write("the previous archive\n")
+    users.chown_tree(d, saved.entry)
+    r = saved("save", "save-test:1", "-o", target, user="unpriv", env={"AISHELL_STORE": store}, check=False)
+    assert r.returncode == 1
+    line = assert_one_error(r)
+    assert manifest["layers"][-1]["digest"] in line and "does not match its digest" in line, line
+    assert os.listdir(d) == ["image.tar"]
+    with open(target) as f:
+        assert f.read() == "the previous archive\n"
 
 
 # --- errors ----------------------------------------------------------------------------------

@@ -3,6 +3,10 @@
 // daemon/internal/image/tarexport/save.go), checked field by field.
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <fstream>
 #include <map>
 #include <string>
 #include <vector>
@@ -10,9 +14,12 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.hpp"
+#include "common/unique_fd.hpp"
 #include "oci/archive_format.hpp"
 #include "oci/archive_write.hpp"
 #include "oci/compress.hpp"
+#include "oci/store.hpp"
+#include "temp_dir.hpp"
 
 using aishell::Error;
 using nlohmann::json;
@@ -200,4 +207,57 @@ TEST_CASE("zstd: what the compressor wrote decompresses, two frames too, a cut s
     oci::ZstdDecompressor cut([](const void*, std::size_t) {});
     cut.write(frames.data(), frames.size() / 4);
     CHECK_THROWS_WITH(cut.finish(), "zstd: the stream ends inside a frame (truncated)");
+}
+
+// ---- write_image_archive: the output path -----------------------------------------------------
+
+namespace {
+
+// write(2) calls this process has made (proc(5), /proc/pid/io syscw).
+std::uint64_t write_syscalls() {
+    std::ifstream io("/proc/self/io");
+    std::string key;
+    std::uint64_t value = 0;
+    while (io >> key >> value)
+        if (key == "syscw:") return value;
+    FAIL("/proc/self/io has no syscw");
+    return 0;
+}
+
+}  // namespace
+
+TEST_CASE("save: an 8 MiB layer goes out in 1 MiB writes, not one per 512-byte tar block", "[archive]") {
+    TempDir dir;
+    oci::Store store = oci::Store::open(dir.path / "store");
+    std::string layer(8 << 20, '\0');
+    for (std::size_t i = 0; i < layer.size(); ++i) layer[i] = static_cast<char>((i * 2654435761u) >> 13);
+    oci::Image img;
+    img.name = "big:1";
+    img.manifest.config = {std::string(oci::media_type::kOciConfig), store.put_blob("{}"), 2, {}, {}, {}, {}};
+    img.manifest.layers = {{std::string(oci::media_type::kOciLayerGzip), store.put_blob(layer),
+                            static_cast<std::int64_t>(layer.size()), {}, {}, {}, {}}};
+    const std::string manifest = "{\"schemaVersion\":2}";
+    img.manifest_descriptor = {std::string(oci::media_type::kOciManifest), store.put_blob(manifest),
+                               static_cast<std::int64_t>(manifest.size()), {}, {}, {}, {}};
+    archive::SaveImage saved{img, {{"big:1", "docker.io/library/big:1", "1"}}};
+
+    aishell::UniqueFd out(::open((dir.path / "out.tar").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+    REQUIRE(out.get() >= 0);
+    std::uint64_t before = write_syscalls();
+    archive::write_image_archive(store, {saved}, out.get(), {});
+    std::uint64_t writes = write_syscalls() - before;
+    CHECK(writes <= 12);  // 8 MiB of layer + documents and headers: 9 blocks (16,400 with 512)
+
+    // The tar is whole: the layer's bytes follow its header, the end blocks close it, no padding.
+    struct stat st {};
+    REQUIRE(::fstat(out.get(), &st) == 0);
+    std::ifstream in(dir.path / "out.tar", std::ios::binary);
+    std::string tar((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    REQUIRE(tar.size() == static_cast<std::size_t>(st.st_size));
+    CHECK(tar.size() % 512 == 0);
+    CHECK(tar.substr(tar.size() - 1024) == std::string(1024, '\0'));
+    auto at = tar.find(layer.substr(0, 4096));
+    REQUIRE(at != std::string::npos);
+    CHECK(at % 512 == 0);
+    CHECK(tar.compare(at, layer.size(), layer) == 0);
 }
