@@ -90,18 +90,31 @@ void copy_str(char* dst, std::size_t cap, const char* src) noexcept {
     ::_exit(status);
 }
 
-// "/proc/self/fd/N" into buf.
-const char* fd_path(char (&buf)[32], int fd) noexcept {
+// prefix followed by the decimal n, into buf ("/proc/self/fd/N", "/dev/pts/N").
+const char* numbered_path(char (&buf)[32], const char* prefix, unsigned n) noexcept {
     char digits[12];
-    int n = 0;
-    unsigned v = static_cast<unsigned>(fd);
-    do { digits[n++] = static_cast<char>('0' + v % 10); v /= 10; } while (v && n < 11);
-    const char prefix[] = "/proc/self/fd/";
+    int k = 0;
+    do { digits[k++] = static_cast<char>('0' + n % 10); n /= 10; } while (n && k < 11);
     std::size_t i = 0;
-    for (; prefix[i]; ++i) buf[i] = prefix[i];
-    while (n) buf[i++] = digits[--n];
+    for (; prefix[i] && i + 12 < sizeof buf; ++i) buf[i] = prefix[i];
+    while (k) buf[i++] = digits[--k];
     buf[i] = '\0';
     return buf;
+}
+
+const char* fd_path(char (&buf)[32], int fd) noexcept {
+    return numbered_path(buf, "/proc/self/fd/", static_cast<unsigned>(fd));
+}
+
+// fd to sock as the one descriptor of a one-byte message (SCM_RIGHTS); false with errno.
+bool send_fd(int sock, int fd) noexcept {
+    FdMessage m;
+    cmsghdr* cm = CMSG_FIRSTHDR(&m.msg);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+    return ::sendmsg(sock, &m.msg, MSG_NOSIGNAL) == 1;
 }
 
 // ---- paths beneath the rootfs ----------------------------------------------------------------
@@ -417,19 +430,6 @@ void reset_signals() noexcept {
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
 }
 
-// "/dev/pts/N" into buf: the peer of a master whose TIOCGPTN is n.
-const char* pts_path(char (&buf)[32], unsigned n) noexcept {
-    char digits[12];
-    int k = 0;
-    do { digits[k++] = static_cast<char>('0' + n % 10); n /= 10; } while (n && k < 11);
-    const char prefix[] = "/dev/pts/";
-    std::size_t i = 0;
-    for (; prefix[i]; ++i) buf[i] = prefix[i];
-    while (k) buf[i++] = digits[--k];
-    buf[i] = '\0';
-    return buf;
-}
-
 // The peer of master: TIOCGPTPEER (Linux 4.13) opens it through the master, not by a path
 // someone could have replaced; before 4.13 (EINVAL/ENOTTY), by the number TIOCGPTN gives.
 // ptsname(3)/grantpt(3) are not async-signal-safe and grantpt has nothing to do on a devpts
@@ -442,7 +442,7 @@ int open_peer(const ChildContext& ctx, int master) noexcept {
     unsigned n = 0;
     if (::ioctl(master, TIOCGPTN, &n) != 0) fail(ctx, ChildStep::Terminal, "TIOCGPTN");
     char path[32];
-    slave = ::open(pts_path(path, n), flags);
+    slave = ::open(numbered_path(path, "/dev/pts/", n), flags);
     if (slave < 0) fail(ctx, ChildStep::Terminal, path);
     return slave;
 }
@@ -464,13 +464,7 @@ int open_terminal(const ChildContext& ctx) noexcept {
     // EPERM/EINVAL: the id is not ours to give (single mode); the pty stays container root's.
     if (::fchown(slave, ctx.spec->process.uid, static_cast<gid_t>(-1)) != 0 && errno != EPERM && errno != EINVAL)
         fail(ctx, ChildStep::Terminal, "chown pty");
-    FdMessage m;
-    cmsghdr* cm = CMSG_FIRSTHDR(&m.msg);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(cm), &master, sizeof(int));
-    if (::sendmsg(ctx.console_sock, &m.msg, MSG_NOSIGNAL) != 1) fail(ctx, ChildStep::Terminal, "send the pty master");
+    if (!send_fd(ctx.console_sock, master)) fail(ctx, ChildStep::Terminal, "send the pty master");
     ::close(master);
     ::close(ctx.console_sock);
     return slave;
@@ -500,13 +494,7 @@ void load_notifying_filter(const ChildContext& ctx) noexcept {
     int listener = static_cast<int>(
         ::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &ctx.fakeroot));
     if (listener < 0) fail(ctx, ChildStep::FakeRoot, nullptr);
-    FdMessage m;
-    cmsghdr* cm = CMSG_FIRSTHDR(&m.msg);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(cm), &listener, sizeof(int));
-    if (::sendmsg(ctx.owner_sock, &m.msg, MSG_NOSIGNAL) != 1) fail(ctx, ChildStep::FakeRoot, "send the listener");
+    if (!send_fd(ctx.owner_sock, listener)) fail(ctx, ChildStep::FakeRoot, "send the listener");
     ::close(listener);
     ::close(ctx.owner_sock);
 }
