@@ -54,7 +54,7 @@ const char* step_name(ChildStep step) noexcept {
         case ChildStep::Home: return "create the home directory";
         case ChildStep::Chdir: return "chdir to the working directory";
         case ChildStep::Fork: return "fork the command";
-        case ChildStep::Terminal: return "set the controlling terminal";
+        case ChildStep::Terminal: return "set up the terminal";
         case ChildStep::Stdio: return "set up stdio";
         case ChildStep::CapBounding: return "drop bounding capabilities";
         case ChildStep::NoNewPrivs: return "set no_new_privs";
