@@ -29,6 +29,10 @@
 #include "common/resolve_path.hpp"
 #include "runtime/fakeroot.hpp"
 
+#ifndef TIOCGPTPEER
+#define TIOCGPTPEER _IO('T', 0x41)  // Linux 4.13, include/uapi/asm-generic/ioctls.h
+#endif
+
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
@@ -50,7 +54,7 @@ const char* step_name(ChildStep step) noexcept {
         case ChildStep::Home: return "create the home directory";
         case ChildStep::Chdir: return "chdir to the working directory";
         case ChildStep::Fork: return "fork the command";
-        case ChildStep::Terminal: return "set the controlling terminal";
+        case ChildStep::Terminal: return "set up the terminal";
         case ChildStep::Stdio: return "set up stdio";
         case ChildStep::CapBounding: return "drop bounding capabilities";
         case ChildStep::NoNewPrivs: return "set no_new_privs";
@@ -86,18 +90,31 @@ void copy_str(char* dst, std::size_t cap, const char* src) noexcept {
     ::_exit(status);
 }
 
-// "/proc/self/fd/N" into buf.
-const char* fd_path(char (&buf)[32], int fd) noexcept {
+// prefix followed by the decimal n, into buf ("/proc/self/fd/N", "/dev/pts/N").
+const char* numbered_path(char (&buf)[32], const char* prefix, unsigned n) noexcept {
     char digits[12];
-    int n = 0;
-    unsigned v = static_cast<unsigned>(fd);
-    do { digits[n++] = static_cast<char>('0' + v % 10); v /= 10; } while (v && n < 11);
-    const char prefix[] = "/proc/self/fd/";
+    int k = 0;
+    do { digits[k++] = static_cast<char>('0' + n % 10); n /= 10; } while (n && k < 11);
     std::size_t i = 0;
-    for (; prefix[i]; ++i) buf[i] = prefix[i];
-    while (n) buf[i++] = digits[--n];
+    for (; prefix[i] && i + 12 < sizeof buf; ++i) buf[i] = prefix[i];
+    while (k) buf[i++] = digits[--k];
     buf[i] = '\0';
     return buf;
+}
+
+const char* fd_path(char (&buf)[32], int fd) noexcept {
+    return numbered_path(buf, "/proc/self/fd/", static_cast<unsigned>(fd));
+}
+
+// fd to sock as the one descriptor of a one-byte message (SCM_RIGHTS); false with errno.
+bool send_fd(int sock, int fd) noexcept {
+    FdMessage m;
+    cmsghdr* cm = CMSG_FIRSTHDR(&m.msg);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+    return ::sendmsg(sock, &m.msg, MSG_NOSIGNAL) == 1;
 }
 
 // ---- paths beneath the rootfs ----------------------------------------------------------------
@@ -380,12 +397,54 @@ void reset_signals() noexcept {
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
 }
 
-void setup_stdio(const ChildContext& ctx) noexcept {
+// The peer of master: TIOCGPTPEER (Linux 4.13) opens it through the master, not by a path
+// someone could have replaced; before 4.13 (EINVAL/ENOTTY), by the number TIOCGPTN gives.
+// ptsname(3)/grantpt(3) are not async-signal-safe and grantpt has nothing to do on a devpts
+// that gives the opener the pty.
+int open_peer(const ChildContext& ctx, int master) noexcept {
+    constexpr int flags = O_RDWR | O_NOCTTY | O_CLOEXEC;
+    int slave = ::ioctl(master, TIOCGPTPEER, flags);
+    if (slave >= 0) return slave;
+    if (errno != EINVAL && errno != ENOTTY) fail(ctx, ChildStep::Terminal, "TIOCGPTPEER");
+    unsigned n = 0;
+    if (::ioctl(master, TIOCGPTN, &n) != 0) fail(ctx, ChildStep::Terminal, "TIOCGPTN");
+    char path[32];
+    slave = ::open(numbered_path(path, "/dev/pts/", n), flags);
+    if (slave < 0) fail(ctx, ChildStep::Terminal, path);
+    return slave;
+}
+
+// -t: a pty from the container's own devpts (/dev/ptmx -> pts/ptmx, mounts.cpp), opened after
+// pivot_root so that the command's terminal is a /dev/pts/N that exists inside (ttyname(3)), as
+// crun and runc do. The master goes to aishell over console_sock (runc's console socket) and is
+// closed here: nothing inside holds it. Returns the slave, with the user's terminal's modes and
+// size, owned by the command's user (runc's fixStdioPermissions).
+int open_terminal(const ChildContext& ctx) noexcept {
+    int master = ::open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (master < 0) fail(ctx, ChildStep::Terminal, "/dev/ptmx");
+    int unlock = 0;
+    if (::ioctl(master, TIOCSPTLCK, &unlock) != 0) fail(ctx, ChildStep::Terminal, "TIOCSPTLCK");
+    int slave = open_peer(ctx, master);
+    const TerminalSettings& t = ctx.terminal;
+    if (t.has_modes && ::tcsetattr(slave, TCSANOW, &t.modes) != 0) fail(ctx, ChildStep::Terminal, "tcsetattr");
+    if (t.has_size && ::ioctl(master, TIOCSWINSZ, &t.size) != 0) fail(ctx, ChildStep::Terminal, "TIOCSWINSZ");
+    // EPERM/EINVAL: the id is not ours to give (single mode); the pty stays container root's.
+    if (::fchown(slave, ctx.spec->process.uid, static_cast<gid_t>(-1)) != 0 && errno != EPERM && errno != EINVAL)
+        fail(ctx, ChildStep::Terminal, "chown pty");
+    if (!send_fd(ctx.console_sock, master)) fail(ctx, ChildStep::Terminal, "send the pty master");
+    ::close(master);
+    ::close(ctx.console_sock);
+    return slave;
+}
+
+// slave: the pty from open_terminal, or -1 without -t.
+void setup_stdio(const ChildContext& ctx, int slave) noexcept {
     if (::setsid() < 0) fail(ctx, ChildStep::Terminal, "setsid");
-    if (ctx.tty_slave >= 0) {
-        if (::ioctl(ctx.tty_slave, TIOCSCTTY, 0) != 0) fail(ctx, ChildStep::Terminal, "pty");
+    if (slave >= 0) {
+        if (::ioctl(slave, TIOCSCTTY, 0) != 0) fail(ctx, ChildStep::Terminal, "pty");
         for (int fd = 0; fd < 3; ++fd)
-            if (::dup2(ctx.tty_slave, fd) < 0) fail(ctx, ChildStep::Stdio, "pty");
+            if (::dup2(slave, fd) < 0) fail(ctx, ChildStep::Stdio, "pty");
+        if (slave > 2) ::close(slave);
         if (ctx.stdin_null >= 0 && ::dup2(ctx.stdin_null, 0) < 0) fail(ctx, ChildStep::Stdio, "/dev/null");
     } else if (ctx.stdin_null >= 0) {
         if (::dup2(ctx.stdin_null, 0) < 0) fail(ctx, ChildStep::Stdio, "/dev/null");
@@ -402,13 +461,7 @@ void load_notifying_filter(const ChildContext& ctx) noexcept {
     int listener = static_cast<int>(
         ::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &ctx.fakeroot));
     if (listener < 0) fail(ctx, ChildStep::FakeRoot, nullptr);
-    ListenerMessage m;
-    cmsghdr* cm = CMSG_FIRSTHDR(&m.msg);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(cm), &listener, sizeof(int));
-    if (::sendmsg(ctx.owner_sock, &m.msg, MSG_NOSIGNAL) != 1) fail(ctx, ChildStep::FakeRoot, "send the listener");
+    if (!send_fd(ctx.owner_sock, listener)) fail(ctx, ChildStep::FakeRoot, "send the listener");
     ::close(listener);
     ::close(ctx.owner_sock);
 }
@@ -482,7 +535,7 @@ void drop_privileges(const ChildContext& ctx) noexcept {
 
 [[noreturn]] void command_main(const ChildContext& ctx, bool apt_config) noexcept {
     reset_signals();
-    setup_stdio(ctx);
+    setup_stdio(ctx, ctx.console_sock >= 0 ? open_terminal(ctx) : -1);
     drop_privileges(ctx);
     // Nothing of aishell's may reach the command: every fd but 0-2 closes on exec.
     if (::syscall(SYS_close_range, 3u, ~0u, CLOSE_RANGE_CLOEXEC) != 0)
@@ -656,7 +709,7 @@ void child_main(const ChildContext& ctx) noexcept {
     // are done, not only after the namespaces' teardown.
     for (int fd = 0; fd <= 2; ++fd) ::close(fd);
     ::close(ctx.report_fd);
-    if (ctx.tty_slave >= 0) ::close(ctx.tty_slave);
+    if (ctx.console_sock >= 0) ::close(ctx.console_sock);
     if (ctx.owner_sock >= 0) ::close(ctx.owner_sock);
     init_loop(pid, ctx.status_fd);
 }

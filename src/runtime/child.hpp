@@ -14,25 +14,27 @@
 #include <vector>
 
 #include "runtime/container.hpp"
+#include "runtime/terminal.hpp"
 
 namespace aishell::runtime {
 
-// The message that carries the seccomp listener from the command to aishell over owner_sock:
-// one byte and room for one descriptor (SCM_RIGHTS). Only struct set-up (no allocation, no
-// call), so the command's side may use it between clone and exec.
-struct ListenerMessage {
-    char byte = 'L';
+// The message that carries a descriptor from the command to aishell (the seccomp listener over
+// owner_sock, the pty master over console_sock): one byte and room for one descriptor
+// (SCM_RIGHTS). Only struct set-up (no allocation, no call), so the command's side may use it
+// between clone and exec.
+struct FdMessage {
+    char byte = 'F';
     iovec iov{&byte, 1};
     alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
     msghdr msg{};
-    ListenerMessage() noexcept {
+    FdMessage() noexcept {
         msg.msg_iov = &iov;
         msg.msg_iovlen = 1;
         msg.msg_control = control;
         msg.msg_controllen = sizeof control;
     }
-    ListenerMessage(const ListenerMessage&) = delete;  // points into itself
-    ListenerMessage& operator=(const ListenerMessage&) = delete;
+    FdMessage(const FdMessage&) = delete;  // points into itself
+    FdMessage& operator=(const FdMessage&) = delete;
 };
 
 enum class ChildStep : std::int32_t {
@@ -54,7 +56,8 @@ struct ChildContext {
     int sync_fd = -1;       // read end: one byte once the id maps are written
     int report_fd = -1;     // write end, O_CLOEXEC: closes on a successful exec
     int status_fd = -1;     // early_status: PID 1 writes the command's exit status here (int)
-    int tty_slave = -1;     // -t: the pty slave for the command's stdio
+    int console_sock = -1;  // -t: the command sends the master of the pty it opens here (SCM_RIGHTS)
+    TerminalSettings terminal;  // -t: the pty starts with these (the user's terminal's)
     int stdin_null = -1;    // without -i: /dev/null as stdin
     std::string rootfs;     // <run> itself: the overlay is mounted over it
     std::string layers_dir;

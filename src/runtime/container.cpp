@@ -91,15 +91,16 @@ Pipe make_socket_pair() {
     return {UniqueFd(fds[0]), UniqueFd(fds[1])};
 }
 
-// The seccomp listener the command sent before its exec.
-UniqueFd receive_listener(int sock) {
-    ListenerMessage m;
+// A descriptor the command sent before its exec (its exec closed the report pipe, so it is
+// queued by now); what names it in the error.
+UniqueFd receive_fd(int sock, const char* what) {
+    FdMessage m;
     ssize_t n;
     do n = ::recvmsg(sock, &m.msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
     while (n < 0 && errno == EINTR);
     cmsghdr* cm = n == 1 ? CMSG_FIRSTHDR(&m.msg) : nullptr;
     if (!cm || cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS || cm->cmsg_len != CMSG_LEN(sizeof(int)))
-        throw Error("start container: the command sent no seccomp listener for the root emulation");
+        throw Error(std::string("start container: the command sent no ") + what);
     int fd = -1;
     std::memcpy(&fd, CMSG_DATA(cm), sizeof fd);
     return UniqueFd(fd);
@@ -307,15 +308,19 @@ RunResult run_container(const ContainerSpec& spec) {
         ctx.owner_sock = owner_sock->write.get();
     }
 
-    std::optional<PtyPair> pty;
-    if (spec.tty && ::isatty(STDIN_FILENO)) pty = open_pty(STDIN_FILENO);
-    else if (spec.tty) pty = open_pty(STDOUT_FILENO);
+    // -t: the command opens its pty from the container's devpts (child.cpp, open_terminal) and
+    // sends the master here, so that inside, its terminal is /dev/pts/N of its own /dev/pts
+    // (ttyname(3), `tty`, ssh, sudo, script need that); a host pty would be no file inside.
+    std::optional<Pipe> console;
+    if (spec.tty) {
+        console = make_socket_pair();
+        ctx.console_sock = console->write.get();
+    }
     UniqueFd dev_null;
     if (!spec.interactive) {
         dev_null.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
         if (!dev_null) throw_errno("open", "/dev/null");
     }
-    ctx.tty_slave = pty ? pty->slave.get() : -1;
     ctx.stdin_null = dev_null.get();
 
     Pipe sync = make_pipe(), report = make_pipe();
@@ -327,6 +332,8 @@ RunResult run_container(const ContainerSpec& spec) {
         ctx.status_fd = status->write.get();
     }
     SignalBlock sigs;
+    // After the signals are blocked: a resize from now on is a SIGWINCH the relay sees.
+    if (spec.tty) ctx.terminal = read_terminal_settings(::isatty(STDIN_FILENO) ? STDIN_FILENO : STDOUT_FILENO);
 
     unsigned long flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | SIGCHLD;
     if (!spec.in_joined_userns) flags |= CLONE_NEWUSER;
@@ -345,7 +352,7 @@ RunResult run_container(const ContainerSpec& spec) {
     report.write.reset();
     if (owner_sock) owner_sock->write.reset();
     if (status) status->write.reset();
-    if (pty) pty->slave.reset();
+    if (console) console->write.reset();
     if (!spec.in_joined_userns) write_id_maps(pid, spec.mapping);
     if (::write(sync.write.get(), "g", 1) != 1) throw_errno("release the child");
     sync.write.reset();
@@ -360,14 +367,16 @@ RunResult run_container(const ContainerSpec& spec) {
         child.wait(false);
         return res;
     }
+    UniqueFd master;
+    if (console) master = receive_fd(console->read.get(), "pty master");
     std::optional<ChownSupervisor> chowns;
     if (owner_sock)
-        chowns.emplace(receive_listener(owner_sock->read.get()), spec.run_dir / "upper", spec.run_dir / kOwnerTableName,
+        chowns.emplace(receive_fd(owner_sock->read.get(), "seccomp listener for the root emulation"), spec.run_dir / "upper", spec.run_dir / kOwnerTableName,
                        spec.mapping, spec.emulated_identity);
     std::optional<RawTerminal> raw;
-    if (pty && spec.interactive) raw.emplace(STDIN_FILENO);
+    if (master && spec.interactive) raw.emplace(STDIN_FILENO);
     int stopped = 0;
-    Supervised done = supervise(child, sigs, pty ? pty->master.get() : -1, pty && spec.interactive,
+    Supervised done = supervise(child, sigs, master.get(), master && spec.interactive,
                                 chowns ? &*chowns : nullptr, status ? status->read.get() : -1, stopped);
     raw.reset();
     if (!done.early_code) return {exit_status_from_wait(done.wait_status), {}, stopped, {}};

@@ -1,30 +1,17 @@
-// Pty pair, raw mode guard and window size (see terminal.hpp).
+// Terminal settings, raw mode guard and window size (see terminal.hpp).
 #include "runtime/terminal.hpp"
 
 #include <fcntl.h>
-#include <stdlib.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-#include "common/error.hpp"
-
 namespace aishell::runtime {
 
-PtyPair open_pty(int size_from) {
-    PtyPair p;
-    p.master.reset(::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC));
-    if (!p.master) throw_errno("open", "/dev/ptmx");
-    if (::grantpt(p.master.get()) != 0) throw_errno("grantpt");
-    if (::unlockpt(p.master.get()) != 0) throw_errno("unlockpt");
-    char name[128];
-    if (::ptsname_r(p.master.get(), name, sizeof name) != 0) throw_errno("ptsname");
-    p.slave.reset(::open(name, O_RDWR | O_NOCTTY | O_CLOEXEC));
-    if (!p.slave) throw_errno("open", name);
-    copy_window_size(size_from, p.master.get());
-    // The host terminal's modes (erase char, ...) carry over, so the shell behaves as outside.
-    termios t{};
-    if (::tcgetattr(size_from, &t) == 0) ::tcsetattr(p.slave.get(), TCSANOW, &t);
-    return p;
+TerminalSettings read_terminal_settings(int fd) noexcept {
+    TerminalSettings t;
+    t.has_modes = ::tcgetattr(fd, &t.modes) == 0;
+    t.has_size = ::ioctl(fd, TIOCGWINSZ, &t.size) == 0;
+    return t;
 }
 
 bool copy_window_size(int from, int to) noexcept {

@@ -4,8 +4,10 @@ with ENOSYS (a seccomp filter loaded as root, then the unprivileged user), as cr
   fsopen         -> overlay by mount(2) with lowerdirs relative to layers/ (page-size limit)
   mount_setattr  -> read-only binds by MS_REMOUNT
   close_range    -> fds marked close-on-exec one by one
+  TIOCGPTPEER    -> (ENOTTY, before Linux 4.13) the -t pty's peer opened as /dev/pts/N (TIOCGPTN)
 Unpacking (src/oci) also runs under the wrapper here, so its openat2 fallback is exercised."""
 import os
+import re
 import subprocess
 
 import pytest
@@ -110,3 +112,13 @@ def test_mount_target_through_a_symlink_without_openat2(aishell, enosys, pulled)
             r = run_without(aishell, enosys, missing, image, "cat", "/usr/lib/probe/f", opts=("-v", f"{d}:{target}"))
             assert r.returncode == 0, (missing, target, r.stderr)
             assert r.stdout == "probe\n"
+
+
+def test_terminal_without_tiocgptpeer_opens_the_peer_by_its_number(aishell, enosys, pulled):
+    """Before Linux 4.13 the pty's peer is /dev/pts/<TIOCGPTN>: -t still gives the command a
+    terminal of the container's devpts (stdout and stderr are the pty; stdin /dev/null without -i)."""
+    image = pulled("busybox")
+    r = run_without(aishell, enosys, ["TIOCGPTPEER"], image,
+                    "sh", "-c", 't=$(tty 0<&2) && [ -c "$t" ] && echo "INSIDE $t"', opts=("-t",))
+    assert r.returncode == 0, r.stderr
+    assert re.fullmatch(r"INSIDE /dev/pts/\d+\n", r.stdout), r.stdout

@@ -1,7 +1,9 @@
 """aishell exec -it under a pseudo-terminal (a Python pty harness standing in for the user's
-terminal): an interactive shell with job control, Ctrl-C reaching the foreground job, the window
-size following the host terminal, and the host terminal restored on exit."""
+terminal): the command's terminal is a pty of the container's own devpts, an interactive shell
+with job control, Ctrl-C reaching the foreground job, the window size following the host
+terminal, and the host terminal restored on exit."""
 import os
+import re
 import signal
 import termios
 import time
@@ -45,6 +47,8 @@ def test_interactive_shell_job_control_ctrl_c_resize_and_restore(aishell, busybo
     try:
         term.type("echo READY-$((6*7))\n")  # wait for output, not for the echo of the typing
         term.read_until("READY-42")
+        term.type("tty; echo TTY-$((1+2))\n")
+        assert re.search(r"\r\n/dev/pts/\d+\r\nTTY-3", term.read_until("TTY-3"))
         # aishell put the host terminal in raw mode for the session (the pty inside echoes).
         modes = termios.tcgetattr(term.slave)
         assert not modes[3] & (termios.ICANON | termios.ECHO)
@@ -93,5 +97,40 @@ def test_tty_without_interactive_input(aishell, busybox):
         text = term.read_until("\n")
         assert "out-tty" in text and "in-not-tty" in text and "TERM=xterm" in text
         assert termios.tcgetattr(term.slave) == term.initial_modes
+    finally:
+        term.close()
+
+
+def fd_targets(listing):
+    """{fd: link target} from busybox `ls -l /proc/PID/fd` output (an fd whose link cannot be
+    read has no arrow and no entry)."""
+    return {int(m[1]): m[2] for m in re.finditer(r" (\d+) -> (\S+)\r\n", listing)}
+
+
+@pytest.mark.parametrize("mode", ["subuid", "single"])
+def test_the_terminal_is_a_pts_of_the_containers_own_devpts(aishell, busybox, mode):
+    """The command's terminal is /dev/pts/N of the container's devpts (not a host pty, which is
+    no file inside): `tty` names it, the path is that character device inside, stdin is a
+    terminal of the host terminal's size, the user the command runs as owns it (and may write to
+    it), and no process inside holds the pty master."""
+    term = Terminal(aishell, ["exec", "-it", "--user", "1000:1000", "--image", busybox, "--", "sh"], mode)
+    try:
+        term.type('t=$(tty); echo "TTY=[$t]"\n')
+        tty = re.search(r"TTY=\[(/dev/pts/\d+)\]", term.read_until("]\r\n")).group(1)
+        term.type('[ -c "$t" ] && echo CHAR-DEVICE; test -t 0 && echo STDIN-TTY\n')
+        term.type('echo OWNER-$(stat -c %u "$t"); echo written > "$t" && echo WROTE-$((5*5))\n')
+        term.type("stty size\n")
+        term.type("echo SELF; ls -l /proc/self/fd; echo ALL; ls -l /proc/[0-9]*/fd 2>&1; echo DONE-$((6*7))\n")
+        out = term.read_until("DONE-42")
+        assert "\r\nCHAR-DEVICE\r\n" in out and "\r\nSTDIN-TTY\r\n" in out
+        assert "\r\nOWNER-1000\r\n" in out and "WROTE-25" in out
+        assert "\r\n24 80\r\n" in out
+        self_fds = fd_targets(out.rsplit("\r\nSELF\r\n", 1)[1].split("\r\nALL\r\n", 1)[0])
+        assert {self_fds[fd] for fd in (0, 1, 2)} == {tty}
+        # Besides stdio, only busybox sh's own descriptor for job control (/dev/tty, fd 10).
+        assert set(self_fds.values()) <= {tty, "/dev/tty"}, self_fds
+        assert "ptmx" not in out.rsplit("\r\nALL\r\n", 1)[1]
+        term.type("exit 0\n")
+        assert term.proc.wait(timeout=10) == 0
     finally:
         term.close()

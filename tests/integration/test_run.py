@@ -6,6 +6,7 @@ what a run makes in the project (the caller, by default, with keep-id and with a
 USER is dev, in both user namespace modes). Images from helpers/runtime_images.py."""
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -67,11 +68,14 @@ def test_aishell_alone_is_a_shell_in_the_project_dir_on_a_terminal(aishell, pull
     term = Terminal(aishell, ["--image", image], mode, cwd=sub)
     try:
         # The project's top is bound (the git top-level, not only the current dir).
-        term.type("pwd; cat ../../README; [ -t 0 ] && [ -t 1 ] && echo TERMINAL; echo DONE-$((6*7)); exit 4\n")
+        term.type("pwd; cat ../../README; [ -t 0 ] && [ -t 1 ] && echo TERMINAL\n")
+        # The terminal is the container's own /dev/pts/N (a host pty would be "not a tty").
+        term.type('t=$(tty) && [ -c "$t" ] && echo "INSIDE $t"; echo DONE-$((6*7)); exit 4\n')
         out = term.read_until("DONE-42")
         assert f"{sub}\r\n" in out, out
         assert "top of the project" in out
         assert "TERMINAL\r\n" in out
+        assert re.search(r"\r\nINSIDE /dev/pts/\d+\r\n", out), out
         assert term.proc.wait(timeout=20) == 4
     finally:
         term.close()
@@ -107,6 +111,22 @@ def test_run_passes_the_commands_status_and_has_no_terminal_without_one(aishell,
     assert (r.returncode, r.stdout) == (0, "piped\n"), r.stderr
     r = run_in(aishell, cwd, "exec", "--image", image, "cat", input="piped\n")
     assert (r.returncode, r.stdout) == (0, ""), r.stderr
+
+
+def test_run_on_a_terminal_gives_the_command_a_pts_of_the_containers_devpts(aishell, pulled):
+    """On a terminal, run's command has /dev/pts/N of the container's own devpts as stdio, of
+    the host terminal's size (a host pty would be no file inside: `tty` says "not a tty")."""
+    image = pulled("busybox")
+    _, cwd = project(aishell)
+    term = Terminal(aishell, ["run", "--image", image, "--", "sh", "-c",
+                              't=$(tty) && [ -c "$t" ] && echo "INSIDE $t"; test -t 0 && echo STDIN-TTY; '
+                              'stty size; exit 5'], "subuid", cwd=cwd)
+    try:
+        assert term.proc.wait(timeout=20) == 5
+        out = term.read_until("\r\n24 80\r\n")
+        assert re.search(r"INSIDE /dev/pts/\d+\r\nSTDIN-TTY\r\n", out), out
+    finally:
+        term.close()
 
 
 def test_exec_runs_in_the_current_dir_of_the_project_and_not_in_the_root(aishell, pulled):

@@ -5,7 +5,9 @@
  *
  *   enosys UID GID SYSCALL[,SYSCALL...] -- CMD [ARG...]
  *
- * Known names: openat2, fsopen, fsconfig, fsmount, move_mount, mount_setattr, close_range, clone3.
+ * Known names: openat2, fsopen, fsconfig, fsmount, move_mount, mount_setattr, close_range, clone3;
+ * and TIOCGPTPEER: that ioctl fails with ENOTTY, as on a kernel before 4.13 (tty_ioctl turns
+ * the unknown request's ENOIOCTLCMD into ENOTTY).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -17,9 +19,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#ifndef TIOCGPTPEER
+#define TIOCGPTPEER _IO('T', 0x41)
+#endif
 
 #if defined(__x86_64__)
 #define NATIVE_ARCH AUDIT_ARCH_X86_64
@@ -49,10 +56,12 @@ int main(int argc, char **argv) {
     }
     uid_t uid = (uid_t)strtoul(argv[1], NULL, 10);
     gid_t gid = (gid_t)strtoul(argv[2], NULL, 10);
-    int nrs[16], n = 0;
-    for (char *tok = strtok(argv[3], ","); tok && n < 16; tok = strtok(NULL, ",")) nrs[n++] = lookup(tok);
+    int nrs[16], n = 0, no_ptpeer = 0;
+    for (char *tok = strtok(argv[3], ","); tok && n < 16; tok = strtok(NULL, ","))
+        if (strcmp(tok, "TIOCGPTPEER") == 0) no_ptpeer = 1;
+        else nrs[n++] = lookup(tok);
 
-    struct sock_filter prog[4 + 2 * 16 + 1];
+    struct sock_filter prog[4 + 2 * 16 + 4 + 1];
     int i = 0;
     prog[i++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch));
     prog[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, NATIVE_ARCH, 1, 0);
@@ -61,6 +70,12 @@ int main(int argc, char **argv) {
     for (int k = 0; k < n; ++k) {
         prog[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)nrs[k], 0, 1);
         prog[i++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS);
+    }
+    if (no_ptpeer) {  /* ioctl(fd, TIOCGPTPEER, ...): the request is args[1]'s low word */
+        prog[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_ioctl, 0, 3);
+        prog[i++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[1]));
+        prog[i++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TIOCGPTPEER, 0, 1);
+        prog[i++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOTTY);
     }
     prog[i++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
     struct sock_fprog fprog = {.len = (unsigned short)i, .filter = prog};
