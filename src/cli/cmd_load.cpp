@@ -2,6 +2,8 @@
 // (docker save, podman save, skopeo oci-archive, aishell save; plain or gzip-compressed) from a
 // file or stdin into the store and names its images (oci/image_archive.hpp).
 #include <fcntl.h>
+#include <poll.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <iostream>
@@ -9,6 +11,7 @@
 #include "cli/command.hpp"
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "common/held_signals.hpp"
 #include "composer/chain_names.hpp"
 #include "oci/image_archive.hpp"
 #include "registry/reference.hpp"
@@ -47,6 +50,17 @@ int run_load(const CommandContext& ctx, const LoadCommandOptions& o) {
     if (!o.name.empty()) options.name = o.name;
     options.check_name = check_loaded_name;
     oci::Store store = open_store(ctx.global);
+    // A Ctrl-C stops the load at its next read, even one waiting on a stalled pipe, and the
+    // loader's rollback leaves the store as it was (as pull and build do).
+    HeldSignals signals;
+    options.before_read = [&signals](int in) {
+        if (int sig = signals.wait(in, POLLIN)) {
+            const char* abbrev = sigabbrev_np(sig);
+            throw Interrupted("interrupted by " + (abbrev ? "SIG" + std::string(abbrev) : std::to_string(sig)) +
+                                  "; the store is unchanged",
+                              {}, sig);
+        }
+    };
     std::vector<oci::LoadedImage> loaded = with_context(
         "load " + (from_stdin ? std::string("from stdin") : o.input), [&] { return oci::load_image_archive(store, fd, options); });
     if (!o.quiet)

@@ -2,10 +2,14 @@
 #include "common/held_signals.hpp"
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
+#include <sys/signalfd.h>
 #include <time.h>
 
 #include <initializer_list>
+
+#include "common/error.hpp"
 
 namespace aishell {
 
@@ -41,6 +45,24 @@ int HeldSignals::take() noexcept {
         int sig = sigtimedwait(&set_, nullptr, &now);
         if (sig > 0) return sig;
         if (errno != EINTR) return 0;  // EAGAIN: nothing pending
+    }
+}
+
+int HeldSignals::wait(int fd, short events) {
+    if (!signal_fd_) {
+        // Readable while one of the set is pending; reading it is left to take(), which
+        // consumes the signal itself (an outer guard's pending signal makes it readable too).
+        signal_fd_ = UniqueFd(::signalfd(-1, &set_, SFD_CLOEXEC | SFD_NONBLOCK));
+        if (!signal_fd_) throw_errno("signalfd");
+    }
+    for (;;) {
+        if (int sig = take()) return sig;
+        pollfd fds[2] = {{fd, events, 0}, {signal_fd_.get(), POLLIN, 0}};
+        if (::poll(fds, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            throw_errno("poll");
+        }
+        if (fds[0].revents != 0) return take();  // ready (or an error, which the I/O reports)
     }
 }
 

@@ -13,6 +13,8 @@
 
 #include <signal.h>
 
+#include "common/unique_fd.hpp"
+
 namespace aishell {
 
 class HeldSignals {
@@ -29,9 +31,17 @@ public:
     // a build holds them, and so does a download within it).
     int take() noexcept;
 
+    // Waits until fd is ready for events (POLLIN, POLLOUT) or a held signal arrives, and
+    // returns take(): 0 when fd is ready and nothing arrived. A read or write on a pipe waits
+    // in the kernel with the signals blocked, where no checkpoint ever runs (`aishell load`
+    // fed by a writer that stalls, `save -o -` into a reader that stopped reading); this wait
+    // watches a signalfd of the held set beside fd instead (signalfd(2)).
+    int wait(int fd, short events);
+
 private:
     sigset_t set_{};
     sigset_t previous_{};
+    UniqueFd signal_fd_;  // made by the first wait()
 };
 
 }  // namespace aishell

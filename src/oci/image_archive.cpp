@@ -136,21 +136,22 @@ public:
         std::uint64_t size = 0;
     };
 
-    void spool(Store& store, int fd) {
+    void spool(Store& store, int fd, const std::function<void(int)>& before_read) {
         ScopedCtype ctype(ScopedCtype::Kind::Posix);  // names as bytes (archive_api.hpp)
         ArchiveReader a = new_reader();
+        source_ = Source{fd, before_read, std::vector<char>(kReadBlock), nullptr};
         archive_read_support_filter_gzip(a.get());
         archive_read_support_filter_zstd(a.get());
         archive_read_support_filter_xz(a.get());
         archive_read_support_filter_bzip2(a.get());
         archive_read_support_format_tar(a.get());
         archive_read_support_format_gnutar(a.get());
-        if (archive_read_open_fd(a.get(), fd, kReadBlock) != ARCHIVE_OK)
-            throw Error("read the archive: " + archive_message(a.get()));
+        if (archive_read_open(a.get(), &source_, nullptr, read_source, nullptr) != ARCHIVE_OK) fail(a.get());
         for (;;) {
             archive_entry* entry = nullptr;
             int rc = archive_read_next_header(a.get(), &entry);
             if (rc == ARCHIVE_EOF) break;
+            if (rc < ARCHIVE_WARN && source_.error) std::rethrow_exception(source_.error);
             if (rc < ARCHIVE_WARN)
                 throw Error("read the archive: " + archive_message(a.get()),
                             "aishell load reads the tar files of docker save, podman save, skopeo and aishell save, "
@@ -188,6 +189,38 @@ public:
     }
 
 private:
+    // The archive's fd as libarchive reads it: before_read is asked before each read(2).
+    struct Source {
+        int fd = -1;
+        std::function<void(int)> before_read;
+        std::vector<char> buffer;
+        std::exception_ptr error;  // what a read threw: it cannot cross libarchive's C frames
+    };
+
+    static la_ssize_t read_source(archive* a, void* data, const void** block) {
+        auto* source = static_cast<Source*>(data);
+        try {
+            if (source->before_read) source->before_read(source->fd);
+            for (;;) {
+                ssize_t n = ::read(source->fd, source->buffer.data(), source->buffer.size());
+                if (n >= 0) {
+                    *block = source->buffer.data();
+                    return n;
+                }
+                if (errno != EINTR) throw_errno("read");
+            }
+        } catch (...) {
+            source->error = std::current_exception();
+            archive_set_error(a, EIO, "read interrupted");
+            return -1;
+        }
+    }
+
+    [[noreturn]] void fail(archive* a) {
+        if (source_.error) std::rethrow_exception(source_.error);
+        throw Error("read the archive: " + archive_message(a));
+    }
+
     void add(Store& store, archive* a, archive_entry* entry, std::string name) {
         const bool is_dir = archive_entry_filetype(entry) == AE_IFDIR && !archive_entry_hardlink(entry);
         if (is_dir) {  // a directory may come twice (tar -r); a directory and a file may not
@@ -227,7 +260,7 @@ private:
             la_int64_t offset = 0;
             int rc = archive_read_data_block(a, &buf, &size, &offset);
             if (rc == ARCHIVE_EOF) break;
-            if (rc < ARCHIVE_WARN) throw Error("read the archive: " + archive_message(a));
+            if (rc < ARCHIVE_WARN) fail(a);
             // Sparse members (GNU tar) come with holes: a layer or a blob never is one.
             if (static_cast<std::uint64_t>(offset) != f.writer.size()) throw Error("sparse members are not supported");
             f.writer.write(buf, size);
@@ -238,6 +271,7 @@ private:
         files_.emplace(std::move(name), std::move(f));
     }
 
+    Source source_;
     std::map<std::string, File> files_;
     std::map<std::string, std::string> symlinks_, hardlinks_;
     std::set<std::string> names_;    // every member but directories, for duplicates
@@ -333,7 +367,7 @@ public:
     Loader(Store& store, const ArchiveLoadOptions& options) : store_(store), options_(options) {}
 
     std::vector<LoadedImage> run(int fd) {
-        members_.spool(store_, fd);
+        members_.spool(store_, fd, options_.before_read);
         read_repo_tags();
         if (members_.has("index.json")) load_oci_side();
         else if (members_.has("manifest.json")) load_docker_side();

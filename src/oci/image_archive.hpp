@@ -58,6 +58,10 @@ struct ArchiveLoadOptions {
     std::optional<std::string> name;
     // Called for every name before anything is committed; throws Error to refuse it.
     std::function<void(const std::string& name)> check_name;
+    // Called before each read of the archive's fd, with the fd: waits until it is readable
+    // and throws to stop the load (an interrupt: the store is then as it was). Unset: plain
+    // blocking reads.
+    std::function<void(int fd)> before_read;
 };
 
 struct LoadedImage {

@@ -7,16 +7,22 @@ store's files exactly as they were.
 The Docker images: a busybox rootfs `docker import`ed, and a classic-builder image on it with two
 RUN layers (the second deletes a file the first made), ENV and WORKDIR.
 """
+import fcntl
 import gzip
 import hashlib
 import io
 import json
 import os
 import pty
+import re
 import shutil
+import signal
+import struct
 import subprocess
 import tarfile
 import tempfile
+import termios
+import time
 
 import pytest
 
@@ -522,3 +528,53 @@ def test_hostile_archive_fails_and_leaves_the_store_unchanged(aishell, docker_im
     assert r.stderr.count("\n") == 1 and r.stderr.startswith(f"aishell: error: load {path}: "), r.stderr
     assert expected in r.stderr, r.stderr
     assert store_check.snapshot(aishell.store, ignore_top=("lock",)) == before
+
+
+# --- interrupted ------------------------------------------------------------------------------
+
+def _pipe_unread(fd):
+    """Bytes written to a pipe and not yet read (FIONREAD works on either end)."""
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
+def test_sigint_while_reading_stdin_exits_130_and_leaves_the_store_unchanged(aishell, docker_images):
+    # The archive comes through a pipe that stops in the middle of its largest blob and stays
+    # open: aishell waits in read(2) for more. A Ctrl-C there stops the load (it did not before:
+    # no watcher, so SIGINT's default action killed it and left its spool files in tmp/).
+    members, _ = docker_images.docker25()
+    path = docker_images.path("interrupted.tar")
+    write_members(path, members)
+    with tarfile.open(path) as tar:
+        blob = max((m for m in tar.getmembers() if m.name.startswith("blobs/")), key=lambda m: m.size)
+    with open(path, "rb") as f:
+        prefix = f.read(blob.offset_data + blob.size // 2)
+    assert loaded_names(run_load(aishell, "-i", docker_images.old_tar))
+    before = store_check.snapshot(aishell.store, ignore_top=("lock",))
+    index_before = store_check.read_index(aishell.store)
+
+    read_end, write_end = os.pipe()
+    proc = aishell.popen("load", user="unpriv", stdin=read_end)
+    os.close(read_end)
+    try:
+        view = memoryview(prefix)
+        while view:  # blocks while the pipe is full: aishell reads as it goes
+            view = view[os.write(write_end, view):]
+        deadline = time.monotonic() + 60
+        while _pipe_unread(write_end) and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling a condition: every byte of the prefix read by aishell
+        assert _pipe_unread(write_end) == 0
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        os.close(write_end)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert out == ""
+    # One line, naming the member it stopped in.
+    assert re.fullmatch(r"aishell: error: load from stdin: archive member 'blobs/sha256/[0-9a-f]{64}': "
+                        r"interrupted by SIGINT; the store is unchanged\n", err), err
+    assert store_check.read_index(aishell.store) == index_before
+    assert store_check.diff_snapshots(before, store_check.snapshot(aishell.store, ignore_top=("lock",))) == ""
+    check_store(aishell)
