@@ -4,6 +4,7 @@
 #include "composer/dockerfile_json.hpp"
 
 #include <algorithm>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -163,13 +164,10 @@ private:
         }
     }
 
-    json instruction(const Instruction& ins, StageScope& scope) {
+    // The instruction's arguments as expanded (ENV and ARG update scope as they go), checking
+    // the EXPOSE and STOPSIGNAL values; nullopt for an instruction whose arguments do not expand.
+    std::optional<json> expanded_args(const Instruction& ins, StageScope& scope, std::set<std::string>& unresolved) {
         const Node& node = ins.node;
-        json out = {{"name", node.keyword}, {"line", node.start_line}, {"flags", flags_json(node)},
-                    {"args", args_json(node)}, {"json", node.json}};
-        const Node& doc_node = node.keyword == "ONBUILD" && node.next ? *node.next : node;
-        if (!doc_node.heredocs.empty()) out["heredocs"] = heredocs_json(doc_node.heredocs);
-        std::set<std::string> unresolved;
         json expanded = json::array();
         bool expands = true;
         auto word = [&](const std::string& w) { return expand(w, scope, ins, unresolved).word; };
@@ -224,7 +222,19 @@ private:
                 }
             },
             ins.command);
-        if (expands) out["expanded"] = std::move(expanded);
+        if (!expands) return std::nullopt;
+        return expanded;
+    }
+
+    json instruction(const Instruction& ins, StageScope& scope) {
+        const Node& node = ins.node;
+        json out = {{"name", node.keyword}, {"line", node.start_line}, {"flags", flags_json(node)},
+                    {"args", args_json(node)}, {"json", node.json}};
+        const Node& doc_node = node.keyword == "ONBUILD" && node.next ? *node.next : node;
+        if (!doc_node.heredocs.empty()) out["heredocs"] = heredocs_json(doc_node.heredocs);
+        std::set<std::string> unresolved;
+        if (auto expanded = expanded_args(ins, scope, unresolved)) out["expanded"] = std::move(*expanded);
+        auto word = [&](const std::string& w) { return expand(w, scope, ins, unresolved).word; };
         json flags = expanded_flags(ins, word);
         if (!flags.empty()) out["expanded_flags"] = std::move(flags);
         // COPY/ADD heredoc bodies expand unless the delimiter was quoted; RUN leaves its bodies

@@ -164,6 +164,49 @@ struct IgnoreMatcher::Pattern {
     // character (a 600 KB line overflowed the stack; scripts/fuzz's dockerignore target).
     static constexpr std::size_t kMaxPatternBytes = 4096;
 
+    // "*" at p[i] (i moves past a "**" and its "/"): "[^/]*", or "**" as any number of
+    // directories, a prefix at the end, a suffix at the start.
+    void star(const std::wstring& p, std::size_t& i, std::wstring& re) {
+        if (i + 1 < p.size() && p[i + 1] == L'*') {
+            const bool first = i == 0;
+            ++i;
+            if (i + 1 < p.size() && p[i + 1] == L'/') ++i;  // "**/" reads as "**"
+            if (i + 1 >= p.size()) {
+                // "**" at the end matches everything below (as .gitignore does).
+                if (kind == MatchKind::Exact) {
+                    kind = MatchKind::Prefix;
+                } else {
+                    re += L".*";
+                    kind = MatchKind::Regexp;
+                }
+            } else {
+                re += L"(.*/)?";  // any number of directories, even none
+                kind = MatchKind::Regexp;
+            }
+            if (first) kind = MatchKind::Suffix;
+        } else {
+            re += L"[^/]*";
+            kind = MatchKind::Regexp;
+        }
+    }
+
+    // "\\" at p[i]: an octal escape, the next character taken literally, or a trailing "\\"
+    // matched as itself; i moves past what it consumed.
+    void backslash(const std::wstring& p, std::size_t& i, std::wstring& re) {
+        if (i + 1 >= p.size()) {
+            re += L"\\\\";
+            return;
+        }
+        if (p[i + 1] >= L'0' && p[i + 1] <= L'9') {
+            re += octal_escape(p, i, cleaned);
+            kind = MatchKind::Regexp;
+            return;
+        }
+        re += L'\\';
+        re += p[++i];
+        kind = MatchKind::Regexp;
+    }
+
     void compile() {
         if (cleaned.size() > kMaxPatternBytes)
             throw Error(".dockerignore: a pattern of " + std::to_string(cleaned.size()) + " bytes (" + shown() +
@@ -175,27 +218,7 @@ struct IgnoreMatcher::Pattern {
         for (std::size_t i = 0; i < p.size(); ++i) {
             wchar_t c = p[i];
             if (c == L'*') {
-                if (i + 1 < p.size() && p[i + 1] == L'*') {
-                    const bool first = i == 0;
-                    ++i;
-                    if (i + 1 < p.size() && p[i + 1] == L'/') ++i;  // "**/" reads as "**"
-                    if (i + 1 >= p.size()) {
-                        // "**" at the end matches everything below (as .gitignore does).
-                        if (kind == MatchKind::Exact) {
-                            kind = MatchKind::Prefix;
-                        } else {
-                            re += L".*";
-                            kind = MatchKind::Regexp;
-                        }
-                    } else {
-                        re += L"(.*/)?";  // any number of directories, even none
-                        kind = MatchKind::Regexp;
-                    }
-                    if (first) kind = MatchKind::Suffix;
-                } else {
-                    re += L"[^/]*";
-                    kind = MatchKind::Regexp;
-                }
+                star(p, i, re);
             } else if (c == L'?') {
                 re += L"[^/]";
                 kind = MatchKind::Regexp;
@@ -203,18 +226,7 @@ struct IgnoreMatcher::Pattern {
                 re += L'\\';
                 re += c;
             } else if (c == L'\\') {
-                if (i + 1 < p.size()) {
-                    if (p[i + 1] >= L'0' && p[i + 1] <= L'9') {
-                        re += octal_escape(p, i, cleaned);
-                        kind = MatchKind::Regexp;
-                        continue;
-                    }
-                    re += L'\\';
-                    re += p[++i];
-                    kind = MatchKind::Regexp;
-                } else {
-                    re += L"\\\\";
-                }
+                backslash(p, i, re);
             } else if (c == L'[' || c == L']') {
                 re += c;
                 kind = MatchKind::Regexp;

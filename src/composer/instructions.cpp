@@ -230,12 +230,65 @@ private:
 
 
     RunMount mount(const std::string& spec) const {
+        RunMount m;
+        std::vector<std::pair<std::string, std::string>> fields;
+        for (const auto& field : csv_fields(spec)) {
+            if (field.empty()) continue;
+            auto [key, value] = mount_field(field);
+            if (key == "type") m.type = lower(value);
+            else fields.emplace_back(std::move(key), std::move(value));
+        }
+        set_mount_options(m, fields);
+        // Unless told, bind, secret and ssh mounts are read-only, cache and tmpfs writable.
+        if (!m.options.count("readonly"))
+            m.options["readonly"] = m.type == "cache" || m.type == "tmpfs" ? "false" : "true";
+        check_mount(m);
+        return m;
+    }
+
+    // One KEY[=VALUE] of --mount as (canonical key, value): aliases resolved, a bare boolean key
+    // "true", rw/readwrite turned into readonly's negation.
+    std::pair<std::string, std::string> mount_field(const std::string& field) const {
         static const std::map<std::string, std::string> aliases = {
             {"type", "type"},   {"from", "from"},         {"source", "source"},     {"src", "source"},
             {"target", "target"}, {"dst", "target"},      {"destination", "target"}, {"readonly", "readonly"},
             {"ro", "readonly"}, {"rw", "rw"},             {"readwrite", "rw"},       {"id", "id"},
             {"sharing", "sharing"}, {"mode", "mode"},     {"uid", "uid"},            {"gid", "gid"},
             {"size", "size"},   {"required", "required"}, {"env", "env"}};
+        auto eq = field.find('=');
+        std::string key = lower(field.substr(0, eq));
+        std::string value = eq == std::string::npos ? "" : field.substr(eq + 1);
+        auto alias = aliases.find(key);
+        if (alias == aliases.end()) {
+            std::vector<std::string> keys;
+            for (const auto& [k, v] : aliases) keys.push_back(k);
+            auto guess = suggest(key, keys);
+            fail("RUN --mount: unexpected key '" + key + "' in '" + field + "'",
+                 guess ? "did you mean " + *guess + "?"
+                       : "keys: type, target, source, from, id, sharing, mode, uid, gid, size, required, readonly, env");
+        }
+        std::string canonical = alias->second;
+        if (eq == std::string::npos) {
+            if (canonical != "readonly" && canonical != "rw" && canonical != "required")
+                fail("RUN --mount: invalid field '" + field + "' must be a key=value pair", "write " + key + "=VALUE");
+            value = "true";
+        }
+        if (canonical == "type") return {canonical, value};
+        if (canonical == "from" && value.find('$') != std::string::npos && value.find('$') + 1 != value.size())
+            fail("RUN --mount: 'from' doesn't support variable expansion, define alias stage instead",
+                 "add a stage FROM ${VAR} AS name and mount from=name");
+        if (canonical == "readonly" || canonical == "rw" || canonical == "required") {
+            value = bool_value(key, value);
+            if (canonical == "rw") {  // rw/readwrite are the negation of readonly
+                canonical = "readonly";
+                if (value == "true" || value == "false") value = value == "true" ? "false" : "true";
+            }
+        }
+        return {canonical, value};
+    }
+
+    // The fields into m.options, each checked against the options m.type takes.
+    void set_mount_options(RunMount& m, const std::vector<std::pair<std::string, std::string>>& fields) const {
         // Which options each type takes (BuildKit's runmount.go: mode/uid/gid only for cache,
         // secret and ssh, size only for tmpfs, required only for secret and ssh, sharing only
         // for cache, no from for secrets).
@@ -245,62 +298,19 @@ private:
             {"tmpfs", {"target", "size", "readonly"}},
             {"secret", {"target", "source", "id", "required", "mode", "uid", "gid", "env", "readonly"}},
             {"ssh", {"target", "id", "required", "mode", "uid", "gid", "readonly"}}};
-        RunMount m;
-        std::vector<std::pair<std::string, std::string>> fields;
-        for (const auto& field : csv_fields(spec)) {
-            if (field.empty()) continue;
-            auto eq = field.find('=');
-            std::string key = lower(field.substr(0, eq));
-            std::string value = eq == std::string::npos ? "" : field.substr(eq + 1);
-            auto alias = aliases.find(key);
-            if (alias == aliases.end()) {
-                std::vector<std::string> keys;
-                for (const auto& [k, v] : aliases) keys.push_back(k);
-                auto guess = suggest(key, keys);
-                fail("RUN --mount: unexpected key '" + key + "' in '" + field + "'",
-                     guess ? "did you mean " + *guess + "?"
-                           : "keys: type, target, source, from, id, sharing, mode, uid, gid, size, required, readonly, env");
-            }
-            std::string canonical = alias->second;
-            if (eq == std::string::npos) {
-                if (canonical != "readonly" && canonical != "rw" && canonical != "required")
-                    fail("RUN --mount: invalid field '" + field + "' must be a key=value pair", "write " + key + "=VALUE");
-                value = "true";
-            }
-            if (canonical == "type") {
-                m.type = lower(value);
-                continue;
-            }
-            if (canonical == "from" && value.find('$') != std::string::npos && value.find('$') + 1 != value.size())
-                fail("RUN --mount: 'from' doesn't support variable expansion, define alias stage instead",
-                     "add a stage FROM ${VAR} AS name and mount from=name");
-            if (canonical == "readonly" || canonical == "rw" || canonical == "required") {
-                value = bool_value(key, value);
-                if (canonical == "rw") {  // rw/readwrite are the negation of readonly
-                    canonical = "readonly";
-                    if (value == "true" || value == "false") value = value == "true" ? "false" : "true";
-                }
-            }
-            fields.emplace_back(canonical, value);
-        }
         auto types = allowed.find(m.type);
         if (types == allowed.end()) {
             auto guess = suggest(m.type, {"bind", "cache", "tmpfs", "secret", "ssh"});
             fail("RUN --mount: unsupported mount type \"" + m.type + "\"",
                  guess ? "did you mean " + *guess + "?" : "use bind, cache, tmpfs, secret or ssh");
         }
-        for (auto& [key, value] : fields) {
+        for (const auto& [key, value] : fields) {
             const auto& ok = types->second;
             if (std::find(ok.begin(), ok.end(), key) == ok.end())
                 fail("RUN --mount: option '" + key + "' is not allowed with type=" + m.type,
                      "type=" + m.type + " takes " + join(ok, ", "));
             m.options[key] = value;
         }
-        // Unless told, bind, secret and ssh mounts are read-only, cache and tmpfs writable.
-        if (!m.options.count("readonly"))
-            m.options["readonly"] = m.type == "cache" || m.type == "tmpfs" ? "false" : "true";
-        check_mount(m);
-        return m;
     }
 
     // strconv.ParseBool's spellings, normalized to "true"/"false"; "$..." is left for later.
