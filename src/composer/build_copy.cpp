@@ -677,6 +677,29 @@ mode_t parse_chmod(const std::string& text, const std::string& instruction) {
     return static_cast<mode_t>(std::stoul(text, nullptr, 8));
 }
 
+namespace {
+
+// A COPY heredoc source: a new 0644 file named after its delimiter when dest is a directory,
+// its content written as it was expanded, owner and mode as any copied file's.
+void copy_heredoc(Copier& copier, const std::string& name, const std::string& dest, bool dest_dir) {
+    struct stat st {};
+    st.st_mode = S_IFREG | 0644;
+    st.st_nlink = 1;
+    ::clock_gettime(CLOCK_REALTIME, &st.st_mtim);
+    st.st_atim = st.st_mtim;
+    struct stat dst_st {};
+    std::string target = dest_dir || (::stat(dest.c_str(), &dst_st) == 0 && S_ISDIR(dst_st.st_mode)) ? dest + "/" + name : dest;
+    copier.make_parents(fs::path(target).parent_path().string());
+    copier.clear_target(target, false);
+    const std::string& content = copier.req.heredocs.at(name);
+    UniqueFd out(::open(target.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
+    check(static_cast<bool>(out), "create", target);
+    check(::write(out.get(), content.data(), content.size()) == static_cast<ssize_t>(content.size()), "write", target);
+    copier.set_owner_mode(target, st, copier.owner_for(st, ""), false);
+}
+
+}  // namespace
+
 void copy_files(int src_root_fd, const std::string& dest_root, const CopyRequest& req, const IgnoreMatcher* matcher,
                 OwnerRecorder* owners, const oci::LayeredOwners* source_owners) {
     auto sources = resolve_sources(src_root_fd, req, matcher);
@@ -694,22 +717,7 @@ void copy_files(int src_root_fd, const std::string& dest_root, const CopyRequest
         // on its own, fsutil's copier tracking inodes per copy; Docker 20.10 the same).
         copier.links.clear();
         if (!src.heredoc.empty()) {
-            struct stat st {};
-            st.st_mode = S_IFREG | 0644;
-            st.st_nlink = 1;
-            ::clock_gettime(CLOCK_REALTIME, &st.st_mtim);
-            st.st_atim = st.st_mtim;
-            struct stat dst_st {};
-            std::string target = dest_dir || (::stat(dest.c_str(), &dst_st) == 0 && S_ISDIR(dst_st.st_mode))
-                                     ? dest + "/" + src.heredoc : dest;
-            copier.make_parents(fs::path(target).parent_path().string());
-            copier.clear_target(target, false);
-            const std::string& content = req.heredocs.at(src.heredoc);
-            UniqueFd out(::open(target.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
-            check(static_cast<bool>(out), "create", target);
-            check(::write(out.get(), content.data(), content.size()) == static_cast<ssize_t>(content.size()),
-                  "write", target);
-            copier.set_owner_mode(target, st, copier.owner_for(st, ""), false);
+            copy_heredoc(copier, src.heredoc, dest, dest_dir);
             continue;
         }
         UniqueFd path_fd = open_in_root(src_root_fd, src.rel, O_PATH);

@@ -349,6 +349,20 @@ std::vector<std::string> mount_key_parts(const std::vector<BuildMount>& mounts, 
 
 // ---- MountSession ----------------------------------------------------------------------------
 
+namespace {
+
+// The --secret or --ssh source a mount's id names (the last given with that id), nullptr for none.
+template <typename Source>
+const Source* source_by_id(const std::vector<Source>* sources, const std::string& id) {
+    const Source* found = nullptr;
+    if (sources)
+        for (const auto& s : *sources)
+            if (s.id == id) found = &s;
+    return found;
+}
+
+}  // namespace
+
 struct MountSession::Impl {
     const MountInputs& in;
     fs::path work;               // <store>/tmp/mnt-XXX: copies, overlay uppers, empty lowers
@@ -486,6 +500,19 @@ struct MountSession::Impl {
     };
     std::vector<PendingBind> pending_binds;
 
+    // Runs the preparation ops in the user namespace, then fills in the steps of the binds
+    // that waited for their copies.
+    void prepare(std::vector<runtime::MountStep>& steps) {
+        run_ops_in_userns(*in.store, in.mapping, ops, work);
+        for (auto& f : after_ops) f();
+        init_locks.clear();
+        for (const auto& p : pending_binds) {
+            struct stat st {};
+            if (::lstat(p.host.c_str(), &st) != 0) throw_errno("stat", p.host.string());
+            steps[p.index] = runtime::make_bind_step(p.host, p.mount.target, S_ISDIR(st.st_mode), p.mount.readonly);
+        }
+    }
+
     // ---- cache ----
     runtime::MountStep cache(const BuildMount& m) {
         std::string from_key = m.from.empty() ? "" : in.from_key(m.from).str();
@@ -619,10 +646,7 @@ MountSession::MountSession(const std::vector<BuildMount>& mounts, const MountInp
                 std::string data = m.size ? "size=" + std::to_string(*m.size) : "";
                 steps_.push_back(runtime::make_fs_step("tmpfs", m.target, MS_NOSUID | (m.readonly ? MS_RDONLY : 0), data));
             } else if (m.type == "secret") {
-                const SecretSource* src = nullptr;
-                if (in.secrets)
-                    for (const auto& s : *in.secrets)
-                        if (s.id == m.id) src = &s;
+                const SecretSource* src = source_by_id(in.secrets, m.id);
                 std::optional<std::string> content = src ? read_secret(*src) : std::nullopt;
                 if (!content) {
                     if (m.required)
@@ -633,10 +657,7 @@ MountSession::MountSession(const std::vector<BuildMount>& mounts, const MountInp
                 if (!m.target.empty()) steps_.push_back(runtime::make_bind_step(I.secret_file(*content, m), m.target, false, m.readonly));
             } else if (m.type == "ssh") {
                 if (first_ssh_target.empty()) first_ssh_target = m.target;
-                const SshSource* src = nullptr;
-                if (in.ssh)
-                    for (const auto& s : *in.ssh)
-                        if (s.id == m.id) src = &s;
+                const SshSource* src = source_by_id(in.ssh, m.id);
                 if (!src) {
                     if (m.required)
                         throw Error("no SSH agent \"" + m.id + "\" forwarded for RUN --mount=type=ssh",
@@ -657,14 +678,7 @@ MountSession::MountSession(const std::vector<BuildMount>& mounts, const MountInp
     // BuildKit's ExecOp: SSH_AUTH_SOCK names the first ssh mount unless the env sets it.
     if (!first_ssh_target.empty() && !env_has_auth_sock) env_.push_back("SSH_AUTH_SOCK=" + first_ssh_target);
 
-    run_ops_in_userns(*in.store, in.mapping, I.ops, I.work);
-    for (auto& f : I.after_ops) f();
-    I.init_locks.clear();
-    for (const auto& p : I.pending_binds) {
-        struct stat st {};
-        if (::lstat(p.host.c_str(), &st) != 0) throw_errno("stat", p.host.string());
-        steps_[p.index] = runtime::make_bind_step(p.host, p.mount.target, S_ISDIR(st.st_mode), p.mount.readonly);
-    }
+    I.prepare(steps_);
     // Parents before children (BuildKit sorts an exec's mounts by target).
     std::stable_sort(steps_.begin(), steps_.end(),
                      [](const runtime::MountStep& a, const runtime::MountStep& b) { return a.target < b.target; });
