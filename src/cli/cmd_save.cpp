@@ -2,6 +2,7 @@
 // tar that `docker load`, `podman load` and skopeo (oci-archive:, docker-archive:) read
 // (oci/archive_write.hpp). Docker's and podman's word for it; `export` is a container's files.
 #include <fcntl.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -72,7 +73,8 @@ std::vector<ia::SaveImage> lease_images(const oci::Store& store, oci::Lease& lea
         try {
             image = oci::load_image(store, *entry);
         } catch (Error& e) {
-            throw e.add_context("save " + name);
+            e.add_context("save " + name);
+            throw;  // as it is: `throw e` would slice an Interrupted into an Error (exit 1, not 130)
         }
         lease.add(blob_entries(image));
         ia::ArchiveName archive_name = registry::archive_name(entry->name);
@@ -100,13 +102,14 @@ int run_save(const CommandContext& ctx, const SaveFlags& flags) {
     ia::ArchiveWriteOptions options;
     options.sides = parse_sides(flags.format);
     options.notice = notice;
-    options.checkpoint = [&signals] {
-        if (int sig = signals.take()) {
-            const char* abbrev = sigabbrev_np(sig);
-            throw Interrupted("save: interrupted by " + (abbrev ? "SIG" + std::string(abbrev) : std::to_string(sig)),
-                              {}, sig);
-        }
+    auto stop = [](int sig) {
+        if (!sig) return;
+        const char* abbrev = sigabbrev_np(sig);
+        throw Interrupted("interrupted by " + (abbrev ? "SIG" + std::string(abbrev) : std::to_string(sig)), {}, sig);
     };
+    options.checkpoint = [&signals, stop] { stop(signals.take()); };
+    // -o - into a reader that stopped reading: the save waits for the pipe, or for a Ctrl-C.
+    options.before_write = [&signals, stop](int fd) { stop(signals.wait(fd, POLLOUT)); };
 
     if (to_stdout) {
         ia::write_image_archive(store, images, STDOUT_FILENO, options);

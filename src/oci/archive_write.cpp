@@ -4,6 +4,9 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -199,7 +202,8 @@ std::map<Digest, GzipCopy> make_gzip_copies(const Store& store, const std::vecto
             try {
                 copies.emplace(layer.digest, make_gzip_copy(store, layer, diff_ids.at(i), options.checkpoint));
             } catch (Error& e) {
-                throw e.add_context("save " + s.image.name + ": gzip copy of layer " + layer.digest.str());
+                e.add_context("save " + s.image.name + ": gzip copy of layer " + layer.digest.str());
+                throw;  // as it is: `throw e` would slice an Interrupted into an Error (exit 1, not 130)
             }
         }
     }
@@ -217,13 +221,46 @@ struct EntryDeleter {
 
 struct FdSink {
     int fd = -1;
+    bool stream = false;  // a pipe or a socket: writes wait in before_write, not in write(2)
+    std::function<void(int)> before_write;
     std::exception_ptr error;  // an exception cannot cross libarchive's C frames
 };
+
+bool is_stream(int fd) {
+    struct stat st {};
+    return ::fstat(fd, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode));
+}
+
+// How much one write(2) to a writable stream may carry without blocking: an empty pipe takes
+// its whole capacity (F_GETPIPE_SZ); otherwise PIPE_BUF, which a pipe that polls writable
+// (a free page slot, pipe(7)) and a socket above its low-water mark take at once.
+std::size_t writable_bytes(int fd) {
+    int queued = 0;
+    if (::ioctl(fd, FIONREAD, &queued) == 0 && queued == 0) {
+        int capacity = ::fcntl(fd, F_GETPIPE_SZ);
+        if (capacity > 0) return static_cast<std::size_t>(capacity);
+    }
+    return PIPE_BUF;
+}
+
+void write_stream(FdSink& sink, std::string_view data) {
+    while (!data.empty()) {
+        sink.before_write(sink.fd);
+        ssize_t n = ::write(sink.fd, data.data(), std::min(data.size(), writable_bytes(sink.fd)));
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            throw_errno("write", "the archive");
+        }
+        data.remove_prefix(static_cast<std::size_t>(n));
+    }
+}
 
 la_ssize_t fd_write_callback(::archive*, void* client, const void* buffer, size_t length) {
     auto* sink = static_cast<FdSink*>(client);
     try {
-        write_all(sink->fd, std::string_view(static_cast<const char*>(buffer), length), "the archive");
+        std::string_view data(static_cast<const char*>(buffer), length);
+        if (sink->stream && sink->before_write) write_stream(*sink, data);
+        else write_all(sink->fd, data, "the archive");
         return static_cast<la_ssize_t>(length);
     } catch (...) {
         sink->error = std::current_exception();
@@ -235,9 +272,12 @@ la_ssize_t fd_write_callback(::archive*, void* client, const void* buffer, size_
 // give the same bytes (Docker 25 sets its metadata files' times to the epoch too).
 class TarStream {
 public:
-    TarStream(int fd, std::function<void()> checkpoint) : a_(archive_write_new()), checkpoint_(std::move(checkpoint)) {
+    TarStream(int fd, std::function<void()> checkpoint, std::function<void(int)> before_write)
+        : a_(archive_write_new()), checkpoint_(std::move(checkpoint)) {
         if (!a_) throw Error("out of memory");
         sink_.fd = fd;
+        sink_.stream = is_stream(fd);
+        sink_.before_write = std::move(before_write);
         // PAX restricted: ustar headers, a pax record only for what ustar cannot hold (a blob
         // over 8 GiB), as Go's archive/tar writes Docker's.
         archive_write_set_format_pax_restricted(a_.get());
@@ -324,12 +364,14 @@ void write_image_archive(const Store& store, const std::vector<SaveImage>& image
     for (const auto& [layer, copy] : copies) copy_fds.emplace(copy.descriptor.digest, copy.file.fd());
 
     ScopedCtype ctype(ScopedCtype::Kind::Utf8);  // member names are ASCII; pinned as layer_write does
-    TarStream tar(out_fd, options.checkpoint);
-    for (const auto& [name, content] : plan.documents) tar.file(name, content);
-    if (!plan.blobs.empty()) {
-        tar.directory(std::string(kBlobsDir) + "/");
-        tar.directory(std::string(kBlobsDir) + "/sha256/");
-    }
+    TarStream tar(out_fd, options.checkpoint, options.before_write);
+    with_context("save", [&] {  // a failed write of these names the save, as a blob's does
+        for (const auto& [name, content] : plan.documents) tar.file(name, content);
+        if (!plan.blobs.empty()) {
+            tar.directory(std::string(kBlobsDir) + "/");
+            tar.directory(std::string(kBlobsDir) + "/sha256/");
+        }
+    });
     for (const auto& b : plan.blobs) {
         try {
             int fd = -1;
@@ -339,10 +381,11 @@ void write_image_archive(const Store& store, const std::vector<SaveImage>& image
             }
             tar.blob(store, b, fd);
         } catch (Error& e) {
-            throw e.add_context("save: blob " + b.digest.str());
+            e.add_context("save: blob " + b.digest.str());
+            throw;  // as it is: `throw e` would slice an Interrupted into an Error (exit 1, not 130)
         }
     }
-    tar.close();
+    with_context("save", [&] { tar.close(); });
 }
 
 }  // namespace aishell::oci::image_archive

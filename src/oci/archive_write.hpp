@@ -66,6 +66,11 @@ struct ArchiveWriteOptions {
     // Called before each chunk of at most 1 MiB is read; may throw to stop the save (a held
     // Ctrl-C: the caller then removes what it wrote).
     std::function<void()> checkpoint;
+    // When out_fd is a pipe or a socket: called with it before each write(2), to wait until it
+    // is writable; may throw to stop the save (a reader that stopped reading would otherwise
+    // hold the save in write(2), where no checkpoint runs). Writes then never block: at most
+    // what the pipe has room for.
+    std::function<void(int fd)> before_write;
 };
 
 // Writes the archive of images to out_fd (a file or a pipe; nothing is seeked). The caller

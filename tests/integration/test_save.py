@@ -18,14 +18,20 @@
   fails midway (a damaged blob) leaves the file it was to replace untouched and no temp file.
 
 Everything runs as the unprivileged user; images are built once per module on rt-busybox."""
+import fcntl
 import io
 import json
 import os
 import pty
+import re
+import select
 import shutil
+import signal
+import struct
 import subprocess
 import tarfile
 import tempfile
+import termios
 import time
 
 import pytest
@@ -48,6 +54,7 @@ FROM {base}
 COPY z.txt /z.txt
 RUN echo from-zstd-run > /run.txt
 """
+F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)  # Python 3.10+ has it
 ZSTD_LAYER = "application/vnd.oci.image.layer.v1.tar+zstd"
 
 
@@ -404,3 +411,56 @@ def test_a_terminal_on_stdout_is_refused(saved):
     assert proc.returncode == 1
     line = assert_one_error(proc)
     assert "refusing to write a tar archive to a terminal" in line, line
+
+
+# --- interrupted -----------------------------------------------------------------------------
+
+def test_sigint_while_stdout_is_blocked_exits_130(saved):
+    # -o - into a pipe nobody reads: once the pipe is full the save waits for room. A Ctrl-C
+    # there stops it (before, it waited in write(2) with the signal held, for as long as the
+    # reader did not read). stdout is never drained here: draining would let it go on.
+    read_end, write_end = os.pipe()
+    capacity = fcntl.fcntl(read_end, F_GETPIPE_SZ)
+    proc = saved.popen("save", "save-test:1", "-o", "-", user="unpriv", stdout=write_end)
+    os.close(write_end)
+    try:
+        while _pipe_unread(read_end) < capacity and proc.poll() is None:
+            select.select([], [], [], 0.01)  # polling a condition: the pipe full
+        assert proc.poll() is None, "the save ended before filling the pipe"
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)  # without the fix: still blocked, TimeoutExpired
+        err = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(read_end)
+    assert proc.returncode == 130, err
+    assert re.fullmatch(r"aishell: error: save: (blob sha256:[0-9a-f]{64}: )?interrupted by SIGINT\n", err), err
+
+
+def _sigint_pending():
+    """preexec_fn: SIGINT blocked and pending in the child, as if Ctrl-C came at its start; a
+    pending signal survives execve(2), so aishell's first checkpoint takes it."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_sigint_during_a_save_to_a_file_leaves_the_old_file_and_no_temp_file(saved):
+    d = out_dir(saved)
+    target = os.path.join(d, "image.tar")
+    with open(target, "w") as f:
+        f.write("the previous archive\n")
+    users.chown_tree(d, saved.entry)
+    proc = saved.popen("save", "save-test:1", "-o", target, user="unpriv", preexec_fn=_sigint_pending)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert out == ""
+    assert re.fullmatch(r"aishell: error: save: blob sha256:[0-9a-f]{64}: interrupted by SIGINT\n", err), err
+    assert os.listdir(d) == ["image.tar"]  # the temp file the tar had begun in is gone
+    with open(target) as f:
+        assert f.read() == "the previous archive\n"
+
+
+def _pipe_unread(fd):
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
