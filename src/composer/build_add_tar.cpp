@@ -12,6 +12,7 @@
 #include <archive_entry.h>
 
 #include "common/error.hpp"
+#include "oci/archive_api.hpp"
 
 namespace aishell::composer {
 
@@ -26,18 +27,11 @@ struct ArchiveWriteDeleter {
     void operator()(archive* a) const noexcept { archive_write_free(a); }
 };
 
-// A tar that ADD extracts: recognised by its content, plain or compressed with one of the
-// four compressions Docker's pkg/archive DecompressStream knows (BuildKit uses the same code):
-// gzip, bzip2, xz, zstd. Not filter_all: it would also unwrap uuencode, lzip, lz4, ... that
-// Docker copies as they are, and some of its filters exec external programs.
+// A tar that ADD extracts: recognised by its content, plain or compressed as Docker reads it
+// (BuildKit uses the same code: oci::support_docker_tar).
 std::unique_ptr<archive, ArchiveReadDeleter> open_tar(int fd) {
     std::unique_ptr<archive, ArchiveReadDeleter> a(archive_read_new());
-    archive_read_support_format_tar(a.get());
-    archive_read_support_format_gnutar(a.get());
-    archive_read_support_filter_gzip(a.get());
-    archive_read_support_filter_bzip2(a.get());
-    archive_read_support_filter_xz(a.get());
-    archive_read_support_filter_zstd(a.get());
+    oci::support_docker_tar(a.get());
     if (archive_read_open_fd(a.get(), fd, 1 << 16) != ARCHIVE_OK) return nullptr;
     return a;
 }

@@ -110,6 +110,15 @@ namespace aishell::oci {
 
 void load_libarchive() { (void)api(); }
 
+void support_docker_tar(archive* a) {
+    archive_read_support_format_tar(a);
+    archive_read_support_format_gnutar(a);
+    archive_read_support_filter_gzip(a);
+    archive_read_support_filter_bzip2(a);
+    archive_read_support_filter_xz(a);
+    archive_read_support_filter_zstd(a);
+}
+
 ScopedCtype::ScopedCtype(Kind kind) {
     if (kind == Kind::Utf8) locale_ = ::newlocale(LC_CTYPE_MASK, "C.UTF-8", locale_t{});
     if (!locale_) locale_ = ::newlocale(LC_CTYPE_MASK, "C", locale_t{});  // built in: cannot fail but for ENOMEM

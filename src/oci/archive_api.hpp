@@ -4,9 +4,18 @@
 
 #include <locale.h>
 
+struct archive;  // libarchive's handle
+
 namespace aishell::oci {
 
 void load_libarchive();  // throws Error naming the library and its package when it is missing
+
+// A reader's formats and filters for a tar from the Docker world (ADD's archives, docker save
+// and podman save files): ustar, pax and GNU tar, plain or compressed with one of the four
+// compressions Docker's pkg/archive DecompressStream knows: gzip, bzip2, xz, zstd. Not
+// filter_all: it would also unwrap uuencode, lzip, lz4, ... that Docker copies as they are, and
+// some of its filters exec external programs.
+void support_docker_tar(archive* a);
 
 // The calling thread's LC_CTYPE, set for a scope (uselocale(3)) and restored after it.
 // libarchive converts names and link targets between the thread's charset and the tar's (UTF-8

@@ -140,12 +140,7 @@ public:
         ScopedCtype ctype(ScopedCtype::Kind::Posix);  // names as bytes (archive_api.hpp)
         ArchiveReader a = new_reader();
         source_ = Source{fd, before_read, std::vector<char>(kReadBlock), nullptr};
-        archive_read_support_filter_gzip(a.get());
-        archive_read_support_filter_zstd(a.get());
-        archive_read_support_filter_xz(a.get());
-        archive_read_support_filter_bzip2(a.get());
-        archive_read_support_format_tar(a.get());
-        archive_read_support_format_gnutar(a.get());
+        support_docker_tar(a.get());
         if (archive_read_open(a.get(), &source_, nullptr, read_source, nullptr) != ARCHIVE_OK) fail(a.get());
         for (;;) {
             archive_entry* entry = nullptr;
