@@ -12,6 +12,8 @@
   tag unwritten; repeated, it completes uploading only what the registry did not get.
 - The team flow of docs/usage.md: a base pushed by one user is another store's foundation
   (`setup --foundation REF`), aishell:foundation and aishell:base at the pushed digest.
+- Uploads on another authority (helpers/upload_front.py): an upload session's Location, or a
+  307, naming a storage host; the push follows them, with no Authorization header there.
 - Errors: a wrong password, a name not in the store, a registry that is down, a local name
   without a destination, a --chunk-size that is not a size or does not fit: one
   `aishell: error:` line each, text checked.
@@ -30,6 +32,7 @@ from helpers.checks import assert_one_error
 from helpers.registry import start_registry
 from helpers.runtime_images import ensure_runtime_images
 from helpers.store import read_blob
+from helpers.upload_front import UploadFront
 
 MONOLITHIC_MAX = 1024 * 1024  # registry/push.hpp kMonolithicUploadMax
 NAME = "pushme:1"
@@ -320,3 +323,36 @@ def test_a_bad_chunk_size_is_one_line_naming_the_flag(aishell, size, line):
     proc = aishell("push", NAME, "127.0.0.1:1/team/app:1", "--chunk-size", size, user="unpriv", check=False)
     assert assert_one_error(proc) == line
     assert proc.returncode == 1
+
+
+# --- uploads sent to another authority ------------------------------------------------------
+@pytest.mark.parametrize("how", ["location", "redirect"])
+def test_uploads_on_another_authority_get_no_credentials(built, registry, session_dir, how):
+    # An htpasswd registry over TLS whose upload sessions live on a storage host (another port,
+    # so another authority, and plain HTTP: a downgrade to loopback, allowed): named by the
+    # upload's Location, or reached by a 307 from the registry. The push follows both, and the
+    # credentials go only to the registry (scheme, host and port), never to the storage.
+    runner, digest, blobs, big = built
+    reg = registry("htpasswd", tls=True)
+    front = UploadFront(reg, how, workdir=session_dir)
+    try:
+        runner.install_ca(front)
+        runner("login", front.host, "-u", reg.username, "--password-stdin", input=reg.password, user="unpriv")
+        ref = f"{front.host}/team/app:1"
+        proc = push(runner, NAME, ref)
+        assert proc.stdout == f"Pushed {ref}\nDigest: {digest}\n"
+        assert reg.get_manifest("team/app", "1")[1] == digest
+        # Every blob's bytes went to the storage, without an Authorization header.
+        sent = {urllib.parse.parse_qs(urllib.parse.urlsplit(p).query).get("digest", [None])[0]
+                for m, p, _ in front.storage_requests if m == "PUT"}
+        assert set(blobs) <= sent, (sent, front.storage_requests)
+        assert any(m == "PATCH" for m, _, _ in front.storage_requests)  # the big layer, streamed
+        for method, path, headers in front.storage_requests:
+            assert "authorization" not in headers, f"{method} {path} on the storage: {headers}"
+        # ... while the registry's own requests carried them.
+        assert all("authorization" in h for m, p, h in front.front_requests
+                   if m in ("POST", "PUT", "HEAD") and p.startswith("/v2/team/")), front.front_requests
+        if how == "redirect":
+            assert any(m in ("PATCH", "PUT") and "/blobs/uploads/" in p for m, p, _ in front.front_requests)
+    finally:
+        front.stop()
