@@ -14,6 +14,8 @@
   (`setup --foundation REF`), aishell:foundation and aishell:base at the pushed digest.
 - Uploads on another authority (helpers/upload_front.py): an upload session's Location, or a
   307, naming a storage host; the push follows them, with no Authorization header there.
+- SIGINT while the storage holds the big layer's PATCH: 130, one line, no tag, the store as it
+  was.
 - Errors: a wrong password, a name not in the store, a registry that is down, a local name
   without a destination, a --chunk-size that is not a size or does not fit: one
   `aishell: error:` line each, text checked.
@@ -22,7 +24,9 @@ The image (rt-busybox plus a small and a 1.5 MiB random layer) is built once per
 unprivileged user."""
 import os
 import re
+import signal
 import subprocess
+import time
 import urllib.parse
 
 import pytest
@@ -31,7 +35,8 @@ from helpers.build import make_context, module_runner
 from helpers.checks import assert_one_error
 from helpers.registry import start_registry
 from helpers.runtime_images import ensure_runtime_images
-from helpers.store import read_blob
+from helpers.store import diff_snapshots, read_blob
+from helpers.store import snapshot as store_snapshot
 from helpers.upload_front import UploadFront
 
 MONOLITHIC_MAX = 1024 * 1024  # registry/push.hpp kMonolithicUploadMax
@@ -356,3 +361,34 @@ def test_uploads_on_another_authority_get_no_credentials(built, registry, sessio
             assert any(m in ("PATCH", "PUT") and "/blobs/uploads/" in p for m, p, _ in front.front_requests)
     finally:
         front.stop()
+
+
+def test_sigint_mid_upload_leaves_no_tag_and_the_store_unchanged(built, registry, session_dir):
+    # The storage holds the big layer's PATCH unanswered: the push is mid-upload when the
+    # Ctrl-C comes. It stops (130, one line), the manifest is never PUT, and the store is as
+    # it was (its lease gone, no blob source recorded).
+    runner, digest, blobs, big = built
+    reg = registry("http")
+    front = UploadFront(reg, "location", workdir=session_dir, hold_patches=True)
+    try:
+        runner.install_ca(front)
+        before = store_snapshot(runner.store, ignore_top=("lock",))
+        ref = f"{front.host}/team/app:1"
+        proc = runner.popen("push", NAME, ref, user="unpriv")
+        deadline = time.monotonic() + 120
+        while not any(m == "PATCH" for m, _, _ in front.storage_requests) and proc.poll() is None \
+                and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling a condition: the PATCH's body at the storage
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        front.stop()
+    assert proc.returncode == 130, err
+    assert out == ""
+    assert err.endswith(f"aishell: error: push {NAME} to {ref}: interrupted; the tag was not written "
+                        "(hint: run the push again: blobs the registry has already are not sent again)\n") \
+        and err.count("aishell: error:") == 1, err
+    assert reg.request("GET", "/v2/team/app/manifests/1")[0] == 404
+    assert not any(m == "PUT" and "/manifests/" in p for m, p, _ in front.front_requests)
+    assert diff_snapshots(before, store_snapshot(runner.store, ignore_top=("lock",))) == ""

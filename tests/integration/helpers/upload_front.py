@@ -12,6 +12,8 @@ Two listeners on 127.0.0.1:
            (what a presigned URL stands for) and answers with its response.
 
 `.front_requests` and `.storage_requests` are the logs: (method, path, lower-case headers).
+hold_patches=True: the storage takes a PATCH's body, logs it, and answers only once `.release`
+is set (or the front stops): a push caught mid-upload, for SIGINT tests.
 """
 import base64
 import http.client
@@ -30,10 +32,12 @@ UPLOAD_PATH = re.compile(r"^/v2/.+/blobs/uploads/[^?]+")
 
 
 class UploadFront:
-    def __init__(self, registry, mode, workdir=None):
+    def __init__(self, registry, mode, workdir=None, hold_patches=False):
         assert mode in ("location", "redirect")
         self.registry = registry
         self.mode = mode
+        self.hold_patches = hold_patches
+        self.release = threading.Event()
         self.front_requests = []
         self.storage_requests = []
         self._dir = tempfile.mkdtemp(prefix="upload-front-", dir=workdir)
@@ -52,6 +56,7 @@ class UploadFront:
             threading.Thread(target=self._accept_loop, args=(listener, is_front), daemon=True).start()
 
     def stop(self):
+        self.release.set()
         for listener in (self._front, self._storage):
             try:
                 listener.close()
@@ -123,11 +128,13 @@ class UploadFront:
 
             def _handle(self):
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                (front.front_requests if is_front else front.storage_requests).append(
-                    (self.command, self.path, headers))
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                (front.front_requests if is_front else front.storage_requests).append(
+                    (self.command, self.path, headers))
                 head_only = self.command == "HEAD"
+                if not is_front and front.hold_patches and self.command == "PATCH":
+                    front.release.wait(300)
                 upload = UPLOAD_PATH.match(self.path)
                 if is_front and upload and front.mode == "redirect" and self.command in ("PATCH", "PUT"):
                     return self._answer(307, [("Location", f"http://{front.storage_host}{self.path}")], b"", head_only)
