@@ -82,11 +82,12 @@ public:
     // Sleeps (interruptibly) and throws "interrupted" when cancelled.
     void wait(std::chrono::milliseconds delay) const;
     void check_cancelled() const;
+    // Throws when a redirect from `from` to `to` goes from HTTPS to plain HTTP (see client.cpp);
+    // the push applies it to the upload URLs a registry names too.
+    void check_redirect(std::string_view from, std::string_view to) const;
 
 private:
     Response send_once(Transport& transport, Request& request);
-    // Throws when a redirect from `from` to `to` goes from HTTPS to plain HTTP (see client.cpp).
-    void check_redirect(std::string_view from, std::string_view to) const;
     Response send_with_retries(Transport& transport, Request request, bool with_auth,
                                const std::function<void(Request&)>& prepare);
     // Handles a 401: returns true when new credentials were obtained and the request should be

@@ -236,8 +236,17 @@ private:
             return std::string();
         }
         if (response.status == 201) return std::nullopt;
-        if (response.status == 202) return upload_location(request.url, response.header("location"));
+        if (response.status == 202) return next_location(request.url, response.header("location"));
         return std::string();
+    }
+
+    // The upload URL the registry's answer names, followed as a redirect is (pull's rule): from
+    // https to plain http only to a loopback address or with --tls-verify=false, since the blob
+    // would cross the network in clear.
+    std::string next_location(std::string_view answered_url, std::optional<std::string_view> location) {
+        std::string url = upload_location(answered_url, location);
+        client_->check_redirect(answered_url, url);
+        return url;
     }
 
     std::string start_upload(Transport& transport) {
@@ -247,7 +256,7 @@ private:
         request.replayable = false;  // each POST opens a session; the caller's retry opens one
         Response response = client_->send(transport, request);
         if (response.status != 202) throw_upload_failure("POST " + request.url, response);
-        return upload_location(request.url, response.header("location"));
+        return next_location(request.url, response.header("location"));
     }
 
     RequestBody body_of(const oci::Descriptor& blob, std::uint64_t offset, std::uint64_t length) const {
@@ -304,7 +313,7 @@ private:
                 throw Error("PATCH " + redact_url(location) + ": the registry holds \"" + *range + "\" of the upload, not 0-" +
                             std::to_string(offset + length - 1));
         }
-        return upload_location(location, response.header("location"));
+        return next_location(location, response.header("location"));
     }
 
     // PUT ?digest= (with the whole blob, or empty after PATCHes): the registry verifies the

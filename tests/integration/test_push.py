@@ -14,6 +14,8 @@
   (`setup --foundation REF`), aishell:foundation and aishell:base at the pushed digest.
 - Uploads on another authority (helpers/upload_front.py): an upload session's Location, or a
   307, naming a storage host; the push follows them, with no Authorization header there.
+- An upload Location from https to plain http on a non-loopback address of this host:
+  refused, as pull refuses such a redirect; allowed with --tls-verify=false.
 - SIGINT while the storage holds the big layer's PATCH: 130, one line, no tag, the store as it
   was.
 - Errors: a wrong password, a name not in the store, a registry that is down, a local name
@@ -392,3 +394,38 @@ def test_sigint_mid_upload_leaves_no_tag_and_the_store_unchanged(built, registry
     assert reg.request("GET", "/v2/team/app/manifests/1")[0] == 404
     assert not any(m == "PUT" and "/manifests/" in p for m, p, _ in front.front_requests)
     assert diff_snapshots(before, store_snapshot(runner.store, ignore_top=("lock",))) == ""
+
+
+def _non_loopback_address():
+    out = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) > 3 and fields[1] != "lo" and not fields[3].startswith("127."):
+            return fields[3].split("/")[0]
+    return None
+
+
+def test_an_upload_location_from_https_to_plain_http_is_refused(built, registry, session_dir):
+    # The registry (over TLS, at a non-loopback address of this host) names a plain-HTTP upload
+    # URL on another non-loopback authority: the blob would cross the network in clear. Refused
+    # as pull refuses such a redirect; --tls-verify=false lets it through.
+    address = _non_loopback_address()
+    if address is None:
+        pytest.skip("this host has no non-loopback IPv4 address to stand for a remote registry")
+    runner, digest, blobs, big = built
+    reg = registry("http")
+    front = UploadFront(reg, "location", workdir=session_dir, address=address)
+    try:
+        runner.install_ca(front)
+        ref = f"{front.host}/team/app:1"
+        proc = push(runner, NAME, ref, check=False)
+        line = assert_one_error(proc)
+        assert f"refusing a redirect from https://{front.host}/v2/team/app/blobs/uploads/ to plain HTTP " \
+               f"http://{front.storage_host}/v2/team/app/blobs/uploads/" in line, line
+        assert front.storage_requests == []
+        assert reg.request("GET", "/v2/team/app/manifests/1")[0] == 404
+        push(runner, NAME, ref, "--tls-verify=false")
+        assert any(m == "PUT" for m, _, _ in front.storage_requests)
+        assert reg.get_manifest("team/app", "1")[1] == digest
+    finally:
+        front.stop()

@@ -1,7 +1,7 @@
 """A TLS front for a registry whose blob uploads go to another authority, as registries with
 a storage backend send them (an upload URL on the storage host, or a 307 to it).
 
-Two listeners on 127.0.0.1:
+Two listeners on 127.0.0.1 (or address, e.g. a non-loopback one of this host):
   front    (TLS, its own CA at .ca_path; .host) relays every request to the registry,
            Authorization included, and answers with the registry's response. mode "location":
            the Location of an upload session (POST /v2/NAME/blobs/uploads/ and what follows)
@@ -32,7 +32,7 @@ UPLOAD_PATH = re.compile(r"^/v2/.+/blobs/uploads/[^?]+")
 
 
 class UploadFront:
-    def __init__(self, registry, mode, workdir=None, hold_patches=False):
+    def __init__(self, registry, mode, workdir=None, hold_patches=False, address="127.0.0.1"):
         assert mode in ("location", "redirect")
         self.registry = registry
         self.mode = mode
@@ -43,15 +43,15 @@ class UploadFront:
         self._dir = tempfile.mkdtemp(prefix="upload-front-", dir=workdir)
         self.ca_path = os.path.join(self._dir, "ca.crt")
         cert, key = os.path.join(self._dir, "server.crt"), os.path.join(self._dir, "server.key")
-        make_ca_and_server_cert(self.ca_path, cert, key)
+        make_ca_and_server_cert(self.ca_path, cert, key, hosts=(address, "127.0.0.1", "localhost"))
         os.chmod(self._dir, 0o755)
         os.chmod(self.ca_path, 0o644)
         self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self._tls.load_cert_chain(cert, key)
-        self._front, port = listen_on_loopback()
-        self._storage, storage_port = listen_on_loopback()
-        self.host = f"127.0.0.1:{port}"
-        self.storage_host = f"127.0.0.1:{storage_port}"
+        self._front, port = listen_on_loopback(address=address)
+        self._storage, storage_port = listen_on_loopback(address=address)
+        self.host = f"{address}:{port}"
+        self.storage_host = f"{address}:{storage_port}"
         for listener, is_front in ((self._front, True), (self._storage, False)):
             threading.Thread(target=self._accept_loop, args=(listener, is_front), daemon=True).start()
 

@@ -20,11 +20,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def listen_on_loopback(backlog=64):
-    """A listening TCP socket on 127.0.0.1 and a free port: (socket, port)."""
+def listen_on_loopback(backlog=64, address="127.0.0.1"):
+    """A listening TCP socket on 127.0.0.1 (or address) and a free port: (socket, port)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind((address, 0))
     sock.listen(backlog)
     return sock, sock.getsockname()[1]
 
