@@ -19,10 +19,9 @@ import socket
 import ssl
 import tempfile
 import threading
-from http.server import BaseHTTPRequestHandler
 
 from .certs import make_ca_and_server_cert
-from .util import listen_on_loopback
+from .util import RelayHandler, listen_on_loopback
 
 BLOB_PATH = re.compile(r"^/v2/.+/blobs/(sha256:[0-9a-f]{64})$")
 
@@ -75,22 +74,7 @@ class DowngradeFront:
     def _handler(self, tls):
         front = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def _answer(self, status, headers, body, head_only):
-                self.send_response(status)
-                for k, v in headers:
-                    if k.lower() not in ("content-length", "transfer-encoding", "connection"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if not head_only:
-                    self.wfile.write(body)
-
+        class Handler(RelayHandler):
             def _handle(self, head_only):
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 (front.tls_requests if tls else front.plain_requests).append(

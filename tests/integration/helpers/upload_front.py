@@ -23,10 +23,9 @@ import socket
 import ssl
 import tempfile
 import threading
-from http.server import BaseHTTPRequestHandler
 
 from .certs import make_ca_and_server_cert
-from .util import listen_on_loopback
+from .util import RelayHandler, listen_on_loopback
 
 UPLOAD_PATH = re.compile(r"^/v2/.+/blobs/uploads/[^?]+")
 
@@ -110,22 +109,7 @@ class UploadFront:
     def _handler(self, is_front):
         front = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def _answer(self, status, headers, body, head_only):
-                self.send_response(status)
-                for k, v in headers:
-                    if k.lower() not in ("content-length", "transfer-encoding", "connection"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if not head_only:
-                    self.wfile.write(body)
-
+        class Handler(RelayHandler):
             def _handle(self):
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 length = int(self.headers.get("Content-Length") or 0)

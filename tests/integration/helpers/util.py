@@ -7,6 +7,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from http.server import BaseHTTPRequestHandler
 
 
 def free_port():
@@ -82,3 +83,22 @@ def make_world_readable(path):
             p = os.path.join(root, name)
             if not os.path.islink(p):
                 os.chmod(p, os.stat(p).st_mode | 0o444)
+
+
+class RelayHandler(BaseHTTPRequestHandler):
+    """An HTTP/1.1 handler for the test fronts that relay a registry: quiet, and _answer sends
+    a response with a Content-Length of its own (relayed framing headers dropped)."""
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def _answer(self, status, headers, body, head_only):
+        self.send_response(status)
+        for k, v in headers:
+            if k.lower() not in ("content-length", "transfer-encoding", "connection"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if not head_only:
+            self.wfile.write(body)
