@@ -57,10 +57,6 @@ std::string utc_time(std::time_t t) {
 
 // ---- store and images ------------------------------------------------------------------------
 
-fs::path store_root(const GlobalOptions& global) {
-    return fs::absolute(global.store_dir.empty() ? oci::Store::default_root() : fs::path(global.store_dir));
-}
-
 // The store, when there is one (check never creates it); a store that is refused is a problem.
 std::optional<oci::Store> open_existing_store(const GlobalOptions& global, Report& r) {
     const fs::path root = store_root(global);

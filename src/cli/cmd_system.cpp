@@ -34,10 +34,6 @@ struct ResetOptions {
     bool force = false;
 };
 
-fs::path store_root(const GlobalOptions& global) {
-    return fs::absolute(global.store_dir.empty() ? oci::Store::default_root() : fs::path(global.store_dir));
-}
-
 // Only a directory that is an aishell store is removed: --store pointed at $HOME by mistake
 // must not empty it.
 void require_store(const fs::path& root) {

@@ -22,10 +22,12 @@
 
 namespace aishell::cli {
 
-oci::Store open_store(const GlobalOptions& global) {
-    if (!global.store_dir.empty()) return oci::Store::open(global.store_dir);
-    return oci::Store::open(oci::Store::default_root());
+std::filesystem::path store_root(const GlobalOptions& global) {
+    return std::filesystem::absolute(global.store_dir.empty() ? oci::Store::default_root()
+                                                               : std::filesystem::path(global.store_dir));
 }
+
+oci::Store open_store(const GlobalOptions& global) { return oci::Store::open(store_root(global)); }
 
 namespace {
 

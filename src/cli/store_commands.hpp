@@ -2,9 +2,16 @@
 // command.hpp's are): rmi and tag, volumes ls|rm|prune, system reset, check.
 #pragma once
 
+#include <filesystem>
+
 #include "cli/command.hpp"
 
 namespace aishell::cli {
+
+// The store's root as an absolute path (--store, AISHELL_STORE, else the default), without
+// opening or creating it: check and system reset must not make the store they look at.
+// open_store (command.hpp) opens this same path.
+std::filesystem::path store_root(const GlobalOptions& global);
 
 void add_rmi_tag_commands(CLI::App& app, CommandContext& ctx);  // rmi and tag (cmd_rmi_tag.cpp)
 void add_volumes_command(CLI::App& app, CommandContext& ctx);   // volumes ls|rm|prune (cmd_volumes.cpp)

@@ -21,11 +21,6 @@ using nlohmann::json;
 
 namespace {
 
-// The store format (store.hpp's kStoreFormatVersion, kept here until the header is next
-// touched): 2 adds the three-tier chain's record (chain/) and named volumes (volumes/); a format
-// 1 store is upgraded in place when opened.
-constexpr int kFormatVersion = 2;
-
 constexpr std::string_view kEmptyIndex =
     R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]})";
 constexpr std::string_view kOciLayoutFile = R"({"imageLayoutVersion":"1.0.0"})";
@@ -272,7 +267,7 @@ void upgrade_store(const fs::path& root, const std::string& from) {
     StoreLock lock = take_lock(root, LOCK_EX);
     fs::path version_file = root / "version";
     if (read_version(version_file) != from) return;  // another process upgraded it meanwhile
-    if (from == "1") write_file_atomic(version_file, std::to_string(kFormatVersion) + "\n");
+    if (from == "1") write_file_atomic(version_file, std::to_string(kStoreFormatVersion) + "\n");
 }
 
 }  // namespace
@@ -309,15 +304,15 @@ Store Store::open(const fs::path& root_in) {
         fs::path version_file = root / "version";
         if (auto v = read_version(version_file)) {
             if (*v == "1") upgrade_store(root, *v);
-            else if (*v != std::to_string(kFormatVersion))
+            else if (*v != std::to_string(kStoreFormatVersion))
                 throw Error("store format version " + *v + " is not supported (this aishell uses " +
-                                std::to_string(kFormatVersion) + ")",
+                                std::to_string(kStoreFormatVersion) + ")",
                             "use the aishell release that created it, or point --store at a new directory");
         }
         make_dirs(root / "oci" / "blobs" / "sha256", 0700);
         write_if_absent(root / "oci" / "oci-layout", kOciLayoutFile);
         write_if_absent(root / "oci" / "index.json", kEmptyIndex);
-        write_if_absent(version_file, std::to_string(kFormatVersion) + "\n");
+        write_if_absent(version_file, std::to_string(kStoreFormatVersion) + "\n");
         return Store(root);
     });
 }

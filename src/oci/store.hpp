@@ -8,6 +8,8 @@
 //   <root>/cache/         build step cache (its entries are GC roots)
 //   <root>/tmp/           partial downloads and work dirs; never visible as blobs
 //   <root>/leases/        one file per running command naming what it uses (lease.hpp)
+//   <root>/chain/         the three-tier chain's record and build locks (composer/chain_record.hpp)
+//   <root>/volumes/<name>/  named volumes (`-v NAME:/path`), made on first use
 //   <root>/meta.json      small key/value facts (the foundation reference, the id mapping)
 #pragma once
 
@@ -29,7 +31,10 @@ namespace aishell::oci {
 
 namespace fs = std::filesystem;
 
-inline constexpr int kStoreFormatVersion = 1;
+// The store format written to <root>/version. 2 added chain/ (the three-tier chain's record)
+// and volumes/ (named volumes); nothing of format 1 changed meaning, so Store::open upgrades a
+// format 1 store in place. A store of any other version is refused.
+inline constexpr int kStoreFormatVersion = 2;
 
 // A held flock on <root>/lock; released on destruction.
 class StoreLock {

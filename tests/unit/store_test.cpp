@@ -54,6 +54,7 @@ TEST_CASE("store: open creates a valid OCI layout and the aishell areas", "[stor
     CHECK(json::parse(aishell::read_file(root / "oci" / "index.json")) ==
           json::parse(R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]})"));
     CHECK(aishell::read_file(root / "version") == "2\n");
+    CHECK(oci::kStoreFormatVersion == 2);  // the one constant the header declares is what open writes
     CHECK(store.list_images().empty());
     // Reopening changes nothing.
     CHECK_NOTHROW(oci::Store::open(root));
