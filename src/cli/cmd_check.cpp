@@ -18,6 +18,7 @@
 #include "common/error.hpp"
 #include "common/disk_usage.hpp"
 #include "common/file.hpp"
+#include "composer/chain.hpp"
 #include "composer/chain_names.hpp"
 #include "composer/prune.hpp"
 #include "oci/json_text.hpp"
@@ -94,6 +95,71 @@ void check_foundation(const oci::Store& store, Report& r) {
     struct stat st {};
     if (::stat(store.blob_path(entry->descriptor.digest).c_str(), &st) == 0) f["pulled"] = utc_time(st.st_mtime);
     r.facts["foundation"] = f;
+}
+
+// The base and this project's ext: which they are and whether the next run builds them, and
+// why (composer::chain_status: the chain's own freshness test, run without writing anything).
+json tier_json(const composer::TierStatus& t, const fs::path& dockerfile) {
+    json j = {{"name", t.name},
+              {"digest", t.manifest ? json(t.manifest->str()) : json(nullptr)},
+              {"dockerfile", dockerfile.empty() ? json(nullptr) : json(dockerfile.string())},
+              {"upToDate", !t.stale},
+              {"reasons", t.reasons}};
+    if (!t.error.empty()) j["error"] = t.error;
+    return j;
+}
+
+void tier_problem(const composer::TierStatus& t, const fs::path& dockerfile, Report& r) {
+    if (t.error.empty()) return;
+    r.problem("the next run cannot build " + t.name + ": " + t.error,
+              t.error_hint.empty() ? "fix " + dockerfile.string() : t.error_hint);
+}
+
+void check_chain(const oci::Store& store, Report& r) {
+    composer::ChainStatus st;
+    try {
+        st = composer::chain_status(store, fs::current_path(), {});
+    } catch (const Error& e) {
+        r.problem("the image chain cannot be checked: " + e.message(), e.hint());
+        return;
+    }
+    json base = tier_json(st.base, st.base_dockerfile);
+    base["custom"] = st.custom_base;
+    r.facts["base"] = base;
+    tier_problem(st.base, st.base_dockerfile, r);
+    json project = {{"path", st.project.string()}, {"ext", nullptr}};
+    if (st.ext) {
+        project["ext"] = tier_json(*st.ext, st.ext_dockerfile);
+        tier_problem(*st.ext, st.ext_dockerfile, r);
+    }
+    r.facts["project"] = project;
+}
+
+// "up to date", or "stale (why; why): the next run <does what>".
+std::string freshness(const json& tier, const std::string& next_run) {
+    if (tier["upToDate"].get<bool>()) return "up to date";
+    std::string why;
+    for (const auto& reason : tier["reasons"]) why += (why.empty() ? "" : "; ") + reason.get<std::string>();
+    if (tier.contains("error")) why += (why.empty() ? "" : "; ") + std::string("cannot be read");
+    return "stale (" + why + "): the next run " + next_run;
+}
+
+void print_chain(const json& f) {
+    if (f.contains("base")) {
+        const json& b = f["base"];
+        const bool custom = b["custom"].get<bool>();
+        std::cout << (custom ? "Base image: custom (~/.aishell/Dockerfile), " : "Base image: default (foundation alias), ")
+                  << freshness(b, custom ? "rebuilds it" : "points it at the foundation") << "\n";
+    }
+    if (f.contains("project")) {
+        const json& p = f["project"];
+        std::cout << "Project: " << p["path"].get<std::string>() << "\n";
+        if (p["ext"].is_null())
+            std::cout << "Project image: none (no .aishell/Dockerfile: runs aishell:base)\n";
+        else
+            std::cout << "Project image: " << p["ext"]["name"].get<std::string>() << " ("
+                      << p["ext"]["dockerfile"].get<std::string>() << "), " << freshness(p["ext"], "rebuilds it") << "\n";
+    }
 }
 
 // ---- user namespaces and the kernel ----------------------------------------------------------
@@ -227,6 +293,7 @@ void print_text(const Report& r) {
             std::cout << ")\n";
         }
     }
+    print_chain(f);
     if (f.contains("userns") && !f["userns"]["mode"].is_null())
         std::cout << "User namespace mode: " << f["userns"]["mode"].get<std::string>() << " ("
                   << f["userns"]["why"].get<std::string>() << ")\n";
@@ -245,6 +312,7 @@ int run_check(const CommandContext& ctx, const CheckOptions& o) {
     std::optional<oci::Store> store = open_existing_store(ctx.global, r);
     if (store) {
         check_foundation(*store, r);
+        check_chain(*store, r);
         check_store_usage(*store, r);
     }
     check_userns_mode(store, r);

@@ -153,12 +153,19 @@ void read_from_lines(const TierFiles& files, ContextMemo& memo) {
     }
 }
 
+// How a tier's inputs are hashed: a run remembers the file digests it computed (in the build's
+// ContextDigestMemo, which it shares), a status check only reads them (check writes nothing).
+enum class MemoWrites { Save, ReadOnly };
+
 // sha256 over the Dockerfile and every entry the context sends: path, mode, link target, the
-// sha256 of each file's content (through the build's ContextDigestMemo, which it shares).
-std::string hash_context(const oci::Store& store, const TierFiles& files, const ContextScan& scan) {
+// sha256 of each file's content. Sets memo.content_hash and memo.dockerfile_hash.
+void hash_context(const oci::Store& store, const TierFiles& files, const ContextScan& scan, MemoWrites writes,
+                  ContextMemo& out) {
+    const std::string dockerfile = read_file(files.dockerfile, 16 << 20);
+    out.dockerfile_hash = oci::sha256_of(dockerfile).str();
     oci::Sha256 h;
     hash_field(h, "aishell-chain-context-1");
-    hash_field(h, read_file(files.dockerfile, 16 << 20));
+    hash_field(h, dockerfile);
     UniqueFd root(::open(files.context.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!root) throw_errno("open", files.context.string());
     ContextDigestMemo memo(store.cache_dir(), files.context.string());
@@ -182,12 +189,13 @@ std::string hash_context(const oci::Store& store, const TierFiles& files, const 
             hash_field(h, target);
         }
     }
-    memo.save();
-    return h.finish().str();
+    if (writes == MemoWrites::Save) memo.save();
+    out.content_hash = h.finish().str();
 }
 
 // The memo of the tier's context: the record's when the stat data is unchanged, else made anew.
-ContextMemo context_memo(const oci::Store& store, const ChainRecord& record, const TierFiles& files) {
+ContextMemo context_memo(const oci::Store& store, const ChainRecord& record, const TierFiles& files,
+                         MemoWrites writes = MemoWrites::Save) {
     ContextScan scan = scan_context(files);
     auto it = record.contexts.find(files.context.string());
     if (it != record.contexts.end() && !scan.fingerprint.empty() && it->second.fingerprint == scan.fingerprint)
@@ -195,7 +203,7 @@ ContextMemo context_memo(const oci::Store& store, const ChainRecord& record, con
     ContextMemo memo;
     memo.fingerprint = scan.fingerprint;
     read_from_lines(files, memo);
-    memo.content_hash = hash_context(store, files, scan);
+    hash_context(store, files, scan, writes, memo);
     return memo;
 }
 
@@ -234,15 +242,43 @@ std::map<std::string, std::string> from_digests(const ChainState& s, const Conte
     return out;
 }
 
-// Whether the build the record holds for name is what the inputs would build now.
+// Why the build the record holds for a tier is not what its inputs would build now; empty when
+// it is. The rebuild decision (is_fresh) and `aishell check` (chain_status) both ask this, so
+// what check says and what the next run does cannot disagree. generation: the record's, for an
+// ext (setup --force bumps it); none for the base (setup --force builds that at once).
+std::vector<std::string> stale_reasons(const ChainState& s, const std::optional<ChainBuild>& b, const ContextMemo& memo,
+                                       std::optional<std::uint64_t> generation) {
+    if (!b || !b->custom) return {"not built yet"};
+    std::vector<std::string> why;
+    auto now = s.named(b->name);
+    if (!now) why.push_back(b->name + " is not in the store");
+    else if (now->digest != b->manifest) why.push_back(b->name + " names another image than the one the chain built");
+    if (b->content_hash != memo.content_hash) {
+        if (b->dockerfile_hash.empty() || memo.dockerfile_hash.empty())
+            why.push_back("its Dockerfile or a file in its context changed");
+        else if (b->dockerfile_hash != memo.dockerfile_hash)
+            why.push_back("its Dockerfile changed");
+        else
+            why.push_back("a file in its context changed");
+    }
+    const auto from_now = from_digests(s, memo);
+    if (b->from != from_now) {
+        bool said = false;
+        for (const auto& [name, digest] : from_now) {
+            auto was = b->from.find(name);
+            if (was == b->from.end() || was->second == digest) continue;  // a new FROM is a Dockerfile change
+            why.push_back(digest.empty() ? name + " is not in the store" : name + " moved on since it was built");
+            said = true;
+        }
+        if (!said && b->content_hash == memo.content_hash) why.push_back("the images its FROM lines name changed");
+    }
+    if (generation && b->generation != *generation) why.push_back("`aishell setup --force` marked it for a rebuild");
+    return why;
+}
+
 bool is_fresh(const ChainState& s, const std::optional<ChainBuild>& b, const ContextMemo& memo,
               std::optional<std::uint64_t> generation) {
-    if (!b || !b->custom) return false;
-    auto now = s.named(b->name);
-    if (!now || now->digest != b->manifest) return false;
-    if (b->content_hash != memo.content_hash) return false;
-    if (b->from != from_digests(s, memo)) return false;
-    return !generation || b->generation == *generation;
+    return stale_reasons(s, b, memo, generation).empty();
 }
 
 // What the labels say: one hash over the context and the FROM images' digests.
@@ -306,11 +342,18 @@ void alias_base(oci::Store& store) {
     });
 }
 
-bool base_is_alias(const ChainState& s, const oci::Descriptor& foundation) {
+// Why aishell:base is not (yet) the foundation's alias the chain recorded; empty when it is.
+std::vector<std::string> alias_reasons(const ChainState& s, const oci::Descriptor& foundation) {
     auto base = s.named(kBaseImage);
-    return base && base->digest == foundation.digest && s.record.base && !s.record.base->custom &&
-           s.record.base->manifest == foundation.digest;
+    if (!base) return {std::string(kBaseImage) + " is not in the store"};
+    if (s.record.base && s.record.base->custom) return {"~/.aishell/Dockerfile is gone: aishell:base is still the image built from it"};
+    if (!s.record.base) return {"the chain has no record of aishell:base yet"};
+    if (base->digest != foundation.digest || s.record.base->manifest != foundation.digest)
+        return {std::string(kFoundationImage) + " moved on"};
+    return {};
 }
+
+bool base_is_alias(const ChainState& s, const oci::Descriptor& foundation) { return alias_reasons(s, foundation).empty(); }
 
 // ---- building --------------------------------------------------------------------------------
 
@@ -328,6 +371,7 @@ ChainBuild run_tier_build(oci::Store& store, const ChainState& s, const TierBuil
     b.name = t.name;
     b.custom = true;
     b.content_hash = t.memo.content_hash;
+    b.dockerfile_hash = t.memo.dockerfile_hash;
     b.from = from_digests(s, t.memo);
     if (!t.memo.final_from.empty()) b.built_on = b.from[t.memo.final_from];
     b.input_hash = input_hash(b.content_hash, b.from);
@@ -492,6 +536,62 @@ ProjectImage image_for_project(oci::Store& store, const fs::path& cwd, const Cha
         return {std::string(kBaseImage), *base, project};
     }
     return ensure_ext(store, s, project.string(), *files, options);
+}
+
+namespace {
+
+// One tier's status; an input the chain cannot read (a Dockerfile that does not parse, a
+// context file it may not open) is what the next run would fail on.
+template <typename F>
+TierStatus tier_status(std::string name, F&& reasons) {
+    TierStatus t;
+    t.name = std::move(name);
+    try {
+        t.reasons = reasons();
+    } catch (const Error& e) {
+        t.error = e.message();
+        t.error_hint = e.hint();
+    }
+    t.stale = !t.reasons.empty() || !t.error.empty();
+    return t;
+}
+
+}  // namespace
+
+ChainStatus chain_status(const oci::Store& store, const fs::path& cwd, const ChainOptions& options) {
+    const ChainState s = load_state(store);
+    ChainStatus st;
+    st.project = find_project(cwd);
+    auto base_files = tier_files(home_of(options) / ".aishell");
+    st.custom_base = base_files.has_value();
+    if (base_files) st.base_dockerfile = base_files->dockerfile;
+    auto foundation = s.named(kFoundationImage);
+    st.foundation = foundation.has_value();
+    st.base = tier_status(std::string(kBaseImage), [&]() -> std::vector<std::string> {
+        if (!foundation) return {std::string(kFoundationImage) + " is not in the store"};
+        if (!base_files) return alias_reasons(s, *foundation);
+        return stale_reasons(s, s.record.base, context_memo(store, s.record, *base_files, MemoWrites::ReadOnly), std::nullopt);
+    });
+    if (auto base = s.named(kBaseImage)) st.base.manifest = base->digest;
+
+    auto files = ext_files(st.project, options);
+    if (!files) return st;
+    st.ext_dockerfile = files->dockerfile;
+    const std::string project = st.project.string();
+    st.ext = tier_status(ext_name_of(s, project), [&] {
+        ContextMemo memo = context_memo(store, s.record, *files, MemoWrites::ReadOnly);
+        auto it = s.record.exts.find(project);
+        std::optional<ChainBuild> recorded;
+        if (it != s.record.exts.end()) recorded = it->second;
+        auto why = stale_reasons(s, recorded, memo, s.record.generation);
+        // The next run rebuilds a stale base first; an ext on it is then built on a new image.
+        bool on_base = std::find(memo.from_images.begin(), memo.from_images.end(), kBaseImage) != memo.from_images.end();
+        if (on_base && st.base.stale && recorded && recorded->custom)
+            why.push_back(std::string(kBaseImage) + ", which it is built on, is stale");
+        return why;
+    });
+    if (auto ext = s.named(st.ext->name)) st.ext->manifest = ext->digest;
+    return st;
 }
 
 SetupChainResult setup_chain(oci::Store& store, bool force, const ChainOptions& options) {

@@ -16,7 +16,9 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "composer/chain_record.hpp"
 #include "oci/store.hpp"
@@ -77,5 +79,30 @@ struct SetupChainResult {
     bool built = false;
 };
 SetupChainResult setup_chain(oci::Store& store, bool force, const ChainOptions& options);
+
+// ---- status (`aishell check`) ------------------------------------------------------------------
+
+struct TierStatus {
+    std::string name;                    // aishell:base, aishell:ext-<hash>
+    std::optional<oci::Digest> manifest;  // what the name points at now (none: not in the store)
+    bool stale = false;                  // the next run builds (or, for an alias, re-points) it
+    std::vector<std::string> reasons;    // why it is stale: "its Dockerfile changed", "aishell:foundation moved on", ...
+    std::string error, error_hint;       // an input the chain cannot read: the next run fails on it
+};
+
+struct ChainStatus {
+    bool foundation = false;              // aishell:foundation is in the store
+    bool custom_base = false;             // ~/.aishell/Dockerfile exists (else base is the foundation's alias)
+    std::filesystem::path base_dockerfile;  // when custom_base
+    TierStatus base;
+    std::filesystem::path project;        // find_project(cwd)
+    std::filesystem::path ext_dockerfile;  // when ext
+    std::optional<TierStatus> ext;        // none: the project has no .aishell/Dockerfile (it runs aishell:base)
+};
+
+// What the next run in cwd's project would build and why, decided by the same hashing and the
+// same comparison image_for_project uses, without building, locking or writing anything (the
+// context digests it computes are not remembered either).
+ChainStatus chain_status(const oci::Store& store, const std::filesystem::path& cwd, const ChainOptions& options);
 
 }  // namespace aishell::composer

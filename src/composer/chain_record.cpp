@@ -21,7 +21,7 @@ constexpr std::uint64_t kMaxRecordSize = 64u << 20;
 
 json build_to_json(const ChainBuild& b) {
     return json{{"name", b.name},           {"manifest", b.manifest.str()}, {"custom", b.custom},
-                {"input_hash", b.input_hash}, {"content_hash", b.content_hash}, {"from", b.from},
+                {"input_hash", b.input_hash}, {"content_hash", b.content_hash}, {"dockerfile_hash", b.dockerfile_hash}, {"from", b.from},
                 {"built_on", b.built_on},   {"generation", b.generation}};
 }
 
@@ -34,6 +34,7 @@ ChainBuild build_from_json(const json& j) {
     b.custom = j.at("custom").get<bool>();
     b.input_hash = j.at("input_hash").get<std::string>();
     b.content_hash = j.at("content_hash").get<std::string>();
+    b.dockerfile_hash = j.value("dockerfile_hash", std::string());  // added after version 1 was out
     b.from = j.at("from").get<std::map<std::string, std::string>>();
     b.built_on = j.at("built_on").get<std::string>();
     b.generation = j.at("generation").get<std::uint64_t>();
@@ -43,6 +44,7 @@ ChainBuild build_from_json(const json& j) {
 json memo_to_json(const ContextMemo& m) {
     return json{{"fingerprint", m.fingerprint},
                 {"content_hash", m.content_hash},
+                {"dockerfile_hash", m.dockerfile_hash},
                 {"from_images", m.from_images},
                 {"final_from", m.final_from}};
 }
@@ -51,6 +53,7 @@ ContextMemo memo_from_json(const json& j) {
     ContextMemo m;
     m.fingerprint = j.at("fingerprint").get<std::string>();
     m.content_hash = j.at("content_hash").get<std::string>();
+    m.dockerfile_hash = j.value("dockerfile_hash", std::string());  // added after version 1 was out
     m.from_images = j.at("from_images").get<std::vector<std::string>>();
     m.final_from = j.at("final_from").get<std::string>();
     return m;

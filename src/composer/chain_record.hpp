@@ -36,6 +36,8 @@ struct ChainBuild {
     std::map<std::string, std::string> from;  // aishell:* images its FROM lines name -> manifest digest
     std::string built_on;           // manifest digest of the image its target stage is built FROM ("" when none is aishell's)
     std::uint64_t generation = 0;   // the record's generation when built (setup --force bumps it)
+    std::string dockerfile_hash;    // sha256:... of the Dockerfile alone, to say which input changed ("" in
+                                    // records written before it was kept)
     bool operator==(const ChainBuild&) const = default;
 };
 
@@ -47,6 +49,7 @@ struct ContextMemo {
     std::string content_hash;               // sha256:...
     std::vector<std::string> from_images;   // aishell:* names the FROM lines give, in order, unique
     std::string final_from;                 // the aishell:* image the target stage is built on, or ""
+    std::string dockerfile_hash;            // sha256:... of the Dockerfile's text ("" in older records)
     bool operator==(const ContextMemo&) const = default;
 };
 

@@ -3,7 +3,6 @@ setup, aishell:base built from ~/.aishell/Dockerfile or the foundation's alias, 
 project's aishell:ext-<hash> built from <project>/.aishell/Dockerfile, each rebuilt lazily,
 once, when something it is built from changed. Driven through `aishell exec` without --image,
 as the unprivileged user, with the rt-busybox fixture as the foundation."""
-import hashlib
 import json
 import os
 import shutil
@@ -11,80 +10,14 @@ import tarfile
 
 import pytest
 
-from helpers.build import manifest_and_config
-from helpers.checks import assert_one_error, entry
-from helpers.store import image_names, verify_store
-
-BASE_LINE = "Building global base image..."
-EXT_LINE = "Building project image..."
+from helpers.chain import BASE, BASE_LINE, EXT, EXT_LINE, built, ext_name, set_up_chain
+from helpers.checks import assert_one_error, skopeo_inspect
+from helpers.store import image_names, read_blob, verify_store
 
 
 @pytest.fixture
 def chain(aishell, registry, rt_images):
-    """A store set up with rt-busybox as the foundation; returns the helper below."""
-    reg = registry("http")
-    rt_images.push(rt_images.busybox, reg, "lib/foundation:1")
-    aishell("setup", "--foundation", f"{reg.host}/lib/foundation:1", user="unpriv")
-    return Chain(aishell)
-
-
-class Chain:
-    def __init__(self, aishell):
-        self.aishell = aishell
-
-    def write(self, path, text):
-        """Write path (under the test's workdir or HOME) as the unprivileged user would."""
-        rel = os.path.relpath(path, self.aishell.home)
-        if not rel.startswith(".."):
-            return self.aishell.write_home_file(rel, text)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
-            f.write(text)
-        d = path
-        while d != self.aishell.workdir:
-            os.chown(d, self.aishell.entry.pw_uid, self.aishell.entry.pw_gid)
-            d = os.path.dirname(d)
-        return path
-
-    def base_dockerfile(self, text):
-        return self.write(os.path.join(self.aishell.home, ".aishell", "Dockerfile"), text)
-
-    def project(self, name="proj", dockerfile=None, files=None):
-        path = os.path.join(self.aishell.workdir, name)
-        self.aishell.make_dir(path)
-        if dockerfile is not None:
-            self.write(os.path.join(path, ".aishell", "Dockerfile"), dockerfile)
-        for rel, text in (files or {}).items():
-            self.write(os.path.join(path, ".aishell", rel), text)
-        return path
-
-    def exec(self, cwd, *cmd, check=True):
-        return self.aishell("exec", "--network", "none", *cmd, user="unpriv", cwd=cwd, check=check,
-                            timeout=300)
-
-    def names(self):
-        return {name: d["digest"] for name, d in image_names(self.aishell.store).items()}
-
-    def labels(self, name):
-        return manifest_and_config(self.aishell.store, name)[1]["config"].get("Labels") or {}
-
-    def record(self):
-        with open(os.path.join(self.aishell.store, "chain", "record.json")) as f:
-            return json.load(f)
-
-
-def built(proc):
-    """Which tiers a run built, from its plain progress lines (stderr is not a terminal)."""
-    return [line for line in proc.stderr.splitlines() if line in (BASE_LINE, EXT_LINE)]
-
-
-def ext_name(project):
-    real = os.path.realpath(project)
-    return "aishell:ext-" + hashlib.sha256(real.encode()).hexdigest()[:12]
-
-
-BASE = "FROM aishell:foundation\nRUN echo base-1 > /base-marker\n"
-EXT = "FROM aishell:base\nRUN echo ext-1 > /ext-marker\n"
+    return set_up_chain(aishell, registry, rt_images)
 
 
 def test_no_dockerfile_base_is_the_foundation_and_nothing_is_built(chain):
@@ -175,11 +108,29 @@ def test_base_edits_rebuild_base_then_ext_and_project_edits_only_ext(chain):
     assert built(chain.exec(project, "true")) == []
 
 
-def test_deleting_the_base_dockerfile_re_aliases_base(chain):
+def image_parts(store, name):
+    """(blob digests, layer tree names) of an image named in index.json."""
+    digest = image_names(store)[name]["digest"]
+    manifest = json.loads(read_blob(store, digest))
+    config = json.loads(read_blob(store, manifest["config"]["digest"]))
+    blobs = {digest, manifest["config"]["digest"]} | {layer["digest"] for layer in manifest["layers"]}
+    return blobs, {d.split(":", 1)[1] for d in config["rootfs"]["diff_ids"]}
+
+
+def store_parts(store):
+    blobs = {"sha256:" + n for n in os.listdir(os.path.join(store, "oci", "blobs", "sha256"))}
+    return blobs, set(os.listdir(os.path.join(store, "layers")))
+
+
+def test_deleting_the_base_dockerfile_re_aliases_base_and_prune_takes_the_old_one(chain):
     project = chain.project()
     path = chain.base_dockerfile(BASE)
     chain.exec(project, "true")
     custom = chain.names()["aishell:base"]
+    foundation_blobs, foundation_trees = image_parts(chain.aishell.store, "aishell:foundation")
+    custom_blobs, custom_trees = image_parts(chain.aishell.store, "aishell:base")
+    own_blobs, own_trees = custom_blobs - foundation_blobs, custom_trees - foundation_trees
+    assert own_blobs and own_trees and own_blobs <= store_parts(chain.aishell.store)[0]
     os.unlink(path)
     r = chain.exec(project, "sh", "-c", "test -e /base-marker || echo gone")
     assert r.stdout == "gone\n"
@@ -189,6 +140,16 @@ def test_deleting_the_base_dockerfile_re_aliases_base(chain):
     assert custom not in names.values()
     assert chain.record()["base"]["custom"] is False
     assert verify_store(chain.aishell.store) == []
+
+    # The old base's blobs and layer trees go at the next prune; what remains verifies and runs.
+    chain.aishell("volumes", "prune", "--yes", user="unpriv")
+    blobs, trees = store_parts(chain.aishell.store)
+    assert not own_blobs & blobs and not own_trees & {t for t in trees if not t.endswith(".owners")}
+    assert foundation_blobs <= blobs
+    assert verify_store(chain.aishell.store) == []
+    for name in chain.names():
+        skopeo_inspect(chain.aishell.store, name)
+    assert chain.exec(project, "sh", "-c", "echo runs").stdout == "runs\n"
 
 
 def test_from_foundation_builds_and_survives_a_base_change_unbuilt(chain):
@@ -298,3 +259,19 @@ def test_a_format_1_store_written_by_the_previous_release_is_upgraded(aishell, f
     assert after["aishell:base"] == after["aishell:foundation"]
     assert os.path.isdir(os.path.join(aishell.store, "volumes"))
     assert verify_store(aishell.store) == []
+
+
+@pytest.mark.parametrize("mode", ["subuid", "single"])
+def test_files_made_through_an_ext_ending_in_user_dev_belong_to_the_caller(chain, mode):
+    """The project's image sets USER dev: the caller is mapped to dev, so what dev makes in the
+    project is the caller's on the host, in both user namespace modes."""
+    project = chain.project(dockerfile="FROM aishell:base\n"
+                                       "RUN echo dev:x:1234:1234::/home/dev:/bin/sh >> /etc/passwd && "
+                                       "echo dev:x:1234: >> /etc/group && mkdir -p /home/dev && chown 1234:1234 /home/dev\n"
+                                       "USER dev\n")
+    r = chain.aishell("exec", "--network", "none", "sh", "-c", "id -un; id -u; mkdir made && touch made/file",
+                      user="unpriv", cwd=project, env={"AISHELL_USERNS": mode}, timeout=300)
+    assert r.stdout.split() == ["dev", "1234"], r.stderr
+    for rel in ("made", "made/file"):
+        st = os.stat(os.path.join(project, rel))
+        assert (st.st_uid, st.st_gid) == (chain.aishell.entry.pw_uid, chain.aishell.entry.pw_gid), rel

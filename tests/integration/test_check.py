@@ -14,6 +14,7 @@ import subprocess
 import pytest
 
 from helpers import users
+from helpers.chain import BASE, BASE_LINE, EXT_LINE, built, ext_name, set_up_chain
 from helpers.store import image_names, snapshot, diff_snapshots
 
 NOSUB_USER = "aishell-nosub"
@@ -152,3 +153,148 @@ def test_check_with_user_namespaces_disabled_names_the_sysctl_and_its_fix(aishel
                        "(unshare(CLONE_NEWUSER|CLONE_NEWNS): No space left on device)",
             "fix": "sudo sysctl -w user.max_user_namespaces=15000 (and the same setting in "
                    "/etc/sysctl.d/60-aishell.conf to keep it after a reboot)"} in j["problems"]
+
+
+# ---- the image chain: what the next run builds, and why ---------------------------------------
+# Each state check reports is followed by the run it predicts: check and the chain's rebuild
+# decision are one code path (composer::chain_status), so "up to date" means the next run builds
+# nothing and "stale" means it builds. check writes nothing, in any state.
+
+@pytest.fixture
+def chain(aishell, registry, rt_images):
+    return set_up_chain(aishell, registry, rt_images)
+
+
+def chain_check(chain, cwd, status=0):
+    """check's chain lines (text) and its JSON facts, run in cwd. (tmp/ is left out of the
+    comparison: the previous exec's run dir may still be going away in the background.)"""
+    before = snapshot(chain.aishell.store)
+    r = chain.aishell("check", user="unpriv", cwd=cwd, check=False)
+    assert r.returncode == status, r.stdout + r.stderr
+    j = json.loads(chain.aishell("check", "--json", user="unpriv", cwd=cwd, check=False).stdout)
+    assert diff_snapshots(before, snapshot(chain.aishell.store)) == ""
+    lines = [line for line in r.stdout.splitlines() if line.startswith(("Base image:", "Project"))]
+    return lines, j
+
+
+def stale(*reasons, alias=False):
+    return "stale (" + "; ".join(reasons) + "): the next run " + ("points it at the foundation" if alias else
+                                                                 "rebuilds it")
+
+
+def test_check_shows_the_default_base_and_a_project_without_an_image(chain):
+    project = os.path.realpath(chain.project())
+    lines, j = chain_check(chain, project)
+    assert lines == ["Base image: default (foundation alias), up to date", f"Project: {project}",
+                     "Project image: none (no .aishell/Dockerfile: runs aishell:base)"]
+    assert j["base"] == {"custom": False, "name": "aishell:base", "digest": chain.names()["aishell:foundation"],
+                         "dockerfile": None, "upToDate": True, "reasons": []}
+    assert j["project"] == {"path": project, "ext": None}
+    assert built(chain.exec(project, "true")) == []
+
+
+def test_check_follows_a_custom_base_through_its_changes(chain, rt_images):
+    project = os.path.realpath(chain.project())
+    path = chain.base_dockerfile("FROM aishell:foundation\nCOPY data /data\n")
+    data = os.path.join(chain.aishell.home, ".aishell", "data")
+    chain.write(data, "1\n")
+
+    def base_says(state, reasons):
+        lines, j = chain_check(chain, project)
+        assert lines[0] == "Base image: custom (~/.aishell/Dockerfile), " + state
+        assert j["base"]["custom"] is True and j["base"]["dockerfile"] == os.path.realpath(path)
+        assert j["base"]["upToDate"] is (reasons == []) and j["base"]["reasons"] == reasons
+        return j
+
+    base_says(stale("not built yet"), ["not built yet"])
+    assert built(chain.exec(project, "true")) == [BASE_LINE]
+    j = base_says("up to date", [])
+    assert j["base"]["digest"] == chain.names()["aishell:base"]
+    assert built(chain.exec(project, "true")) == []
+
+    chain.write(data, "2\n")
+    base_says(stale("a file in its context changed"), ["a file in its context changed"])
+    assert built(chain.exec(project, "cat", "/data")) == [BASE_LINE]
+
+    chain.base_dockerfile("FROM aishell:foundation\nCOPY data /data\nRUN true\n")
+    base_says(stale("its Dockerfile changed"), ["its Dockerfile changed"])
+    assert built(chain.exec(project, "true")) == [BASE_LINE]
+    base_says("up to date", [])
+
+    # A foundation pulled again under another digest: the base was built on the old one.
+    rt_images.push(rt_images.sudo, chain.registry, "lib/foundation:2")
+    chain.aishell("setup", "--foundation", f"{chain.registry.host}/lib/foundation:2", user="unpriv")
+    moved = "aishell:foundation moved on since it was built"
+    base_says(stale(moved), [moved])
+    assert built(chain.exec(project, "true")) == [BASE_LINE]
+
+    os.unlink(path)
+    reason = "~/.aishell/Dockerfile is gone: aishell:base is still the image built from it"
+    lines, j = chain_check(chain, project)
+    assert lines[0] == "Base image: default (foundation alias), " + stale(reason, alias=True)
+    assert j["base"]["custom"] is False and j["base"]["reasons"] == [reason]
+    assert built(chain.exec(project, "true")) == []
+    lines, j = chain_check(chain, project)
+    assert lines[0] == "Base image: default (foundation alias), up to date"
+    assert j["base"]["digest"] == chain.names()["aishell:foundation"]
+
+
+def test_check_follows_a_projects_image_through_its_changes(chain):
+    chain.base_dockerfile(BASE)
+    project = os.path.realpath(chain.project(dockerfile="FROM aishell:base\nCOPY data /data\n", files={"data": "1\n"}))
+    ext = ext_name(project)
+    dockerfile = os.path.join(project, ".aishell", "Dockerfile")
+
+    def ext_says(state, reasons, base_reasons=()):
+        lines, j = chain_check(chain, project)
+        assert lines[1:] == [f"Project: {project}", f"Project image: {ext} ({dockerfile}), {state}"]
+        assert j["base"]["reasons"] == list(base_reasons)
+        e = j["project"]["ext"]
+        assert e["name"] == ext and e["dockerfile"] == dockerfile
+        assert e["upToDate"] is (reasons == []) and e["reasons"] == reasons
+        return e
+
+    ext_says(stale("not built yet"), ["not built yet"], ["not built yet"])
+    assert built(chain.exec(project, "true")) == [BASE_LINE, EXT_LINE]
+    assert ext_says("up to date", [])["digest"] == chain.names()[ext]
+    assert built(chain.exec(project, "true")) == []
+
+    chain.write(os.path.join(project, ".aishell", "data"), "2\n")
+    ext_says(stale("a file in its context changed"), ["a file in its context changed"])
+    assert built(chain.exec(project, "true")) == [EXT_LINE]
+
+    chain.write(dockerfile, "FROM aishell:base\nCOPY data /data\nRUN true\n")
+    ext_says(stale("its Dockerfile changed"), ["its Dockerfile changed"])
+    assert built(chain.exec(project, "true")) == [EXT_LINE]
+
+    # A stale base is rebuilt first, and the ext with it.
+    chain.base_dockerfile(BASE.replace("base-1", "base-2"))
+    ext_says(stale("aishell:base, which it is built on, is stale"), ["aishell:base, which it is built on, is stale"],
+             ["its Dockerfile changed"])
+    assert built(chain.exec(project, "true")) == [BASE_LINE, EXT_LINE]
+
+    # The base rebuilt by a run in another project: this ext is built on the old one.
+    other = chain.project("other")
+    chain.base_dockerfile(BASE.replace("base-1", "base-3"))
+    assert built(chain.exec(other, "true")) == [BASE_LINE]
+    ext_says(stale("aishell:base moved on since it was built"), ["aishell:base moved on since it was built"])
+    assert built(chain.exec(project, "true")) == [EXT_LINE]
+
+    # setup --force rebuilds the base at once (the same content) and marks every ext stale.
+    chain.aishell("setup", "--force", user="unpriv")
+    e = json.loads(chain.aishell("check", "--json", user="unpriv", cwd=project).stdout)["project"]["ext"]
+    assert "`aishell setup --force` marked it for a rebuild" in e["reasons"] and e["upToDate"] is False
+    assert built(chain.exec(project, "true")) == [EXT_LINE]
+    ext_says("up to date", [])
+
+
+def test_check_names_a_project_dockerfile_the_next_run_cannot_read(chain):
+    project = chain.project(dockerfile="FROM aishell:base\nNOT-AN-INSTRUCTION x\n")
+    dockerfile = os.path.join(project, ".aishell", "Dockerfile")
+    lines, j = chain_check(chain, project, status=1)
+    e = j["project"]["ext"]
+    assert e["upToDate"] is False and e["error"]
+    prefix = f"the next run cannot build {ext_name(project)}: "
+    problem = next(p for p in j["problems"] if p["problem"].startswith(prefix))
+    assert dockerfile in problem["problem"] + problem["fix"], problem
+    assert chain.exec(project, "true", check=False).returncode == 125

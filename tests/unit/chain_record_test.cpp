@@ -32,6 +32,7 @@ ChainBuild ext_build(const std::string& project, const Digest& manifest, const D
     b.from = {{"aishell:base", base.str()}};
     b.built_on = base.str();
     b.generation = 2;
+    b.dockerfile_hash = digest_of("Dockerfile").str();
     return b;
 }
 
@@ -57,7 +58,8 @@ TEST_CASE("chain record: JSON round trip, and a store without one reads as empty
     base.from = {{"aishell:foundation", digest_of("f").str()}};
     r.base = base;
     r.exts["/p"] = ext_build("/p", digest_of("ext"), digest_of("base"));
-    r.contexts["/p/.aishell"] = ContextMemo{"0123456789abcdef", digest_of("c").str(), {"aishell:base"}, "aishell:base"};
+    r.contexts["/p/.aishell"] =
+        ContextMemo{"0123456789abcdef", digest_of("c").str(), {"aishell:base"}, "aishell:base", digest_of("d").str()};
     {
         auto lock = store.lock_exclusive();
         write_chain_record(store, lock, r);
@@ -129,4 +131,19 @@ TEST_CASE("chain record: orphans are exts of gone projects, of moved bases, and 
     CHECK(orphans[2].project.empty());
     CHECK(forget_ext(r, gone));
     CHECK_FALSE(forget_ext(r, gone));
+}
+
+TEST_CASE("chain record: a record from before the Dockerfile hash was kept reads with it empty", "[chain]") {
+    // What the first release of the chain wrote: no dockerfile_hash in builds or memos. Its
+    // staleness is then reported as "its Dockerfile or a file in its context changed".
+    const std::string d = digest_of("x").str();
+    ChainRecord r = chain_record_from_json(
+        R"({"version":1,"generation":0,"base":{"name":"aishell:base","manifest":")" + d +
+            R"(","custom":true,"input_hash":"","content_hash":"","from":{},"built_on":"","generation":0},)"
+            R"("exts":{},"contexts":{"/c":{"fingerprint":"f","content_hash":"","from_images":[],"final_from":""}}})",
+        "record.json");
+    REQUIRE(r.base);
+    CHECK(r.base->dockerfile_hash.empty());
+    CHECK(r.contexts.at("/c").dockerfile_hash.empty());
+    CHECK(chain_record_from_json(chain_record_to_json(r), "x") == r);
 }
