@@ -241,13 +241,13 @@ def test_prune_takes_unused_blobs_trees_cache_and_keep_id_copies_and_the_rest_st
     assert "CACHED" in r.stdout + r.stderr
 
 
-def test_prune_during_a_running_exec_leaves_its_image_trees_and_run_dir(aishell, busybox):
+def test_prune_during_a_running_exec_leaves_its_image_trees_volumes_and_run_dir(aishell, busybox):
     ai(aishell, "tag", busybox, "held:1")
     blobs, trees = parts(aishell.store, busybox)
     gate = aishell.make_dir(os.path.join(aishell.workdir, "gate"))
-    run = aishell.popen("exec", "--image", "held:1", "-v", f"{gate}:/gate", "--", "sh", "-c",
-                        "echo before > /state; touch /gate/started; until [ -e /gate/go ]; do sleep 0.02; done; "
-                        "cat /state; ls /bin | wc -l",
+    run = aishell.popen("exec", "--image", "held:1", "-v", f"{gate}:/gate", "-v", "held-data:/data", "--", "sh", "-c",
+                        "echo before > /state; echo kept > /data/f; touch /gate/started; "
+                        "until [ -e /gate/go ]; do sleep 0.02; done; cat /state /data/f; ls /bin | wc -l",
                         user="unpriv", env=MODE)
     try:
         wait_for(lambda: os.path.exists(os.path.join(gate, "started")) or run.poll() is not None,
@@ -259,7 +259,9 @@ def test_prune_during_a_running_exec_leaves_its_image_trees_and_run_dir(aishell,
         for run_dir in glob.glob(os.path.join(aishell.store, "tmp", "run-*")):
             old = time.time() - 3 * 24 * 3600
             os.utime(run_dir, (old, old))
-        ai(aishell, "volumes", "prune", "--yes")
+        # --volumes too: the volume the run uses is leased as well.
+        ai(aishell, "volumes", "prune", "--volumes", "--yes")
+        assert os.path.isfile(os.path.join(aishell.store, "volumes", "held-data", "f"))
         assert blobs <= blobs_on_disk(aishell.store)
         assert set(trees) <= trees_on_disk(aishell.store)
         assert glob.glob(os.path.join(aishell.store, "tmp", "run-*"))
@@ -267,10 +269,11 @@ def test_prune_during_a_running_exec_leaves_its_image_trees_and_run_dir(aishell,
         open(os.path.join(gate, "go"), "w").close()
         out, err = run.communicate(timeout=60)
     assert run.returncode == 0, err
-    assert out.splitlines()[0] == "before"
-    assert int(out.splitlines()[1]) > 30
+    assert out.splitlines()[:2] == ["before", "kept"]
+    assert int(out.splitlines()[2]) > 30
     # Once it has ended, its lease protects nothing.
-    ai(aishell, "volumes", "prune", "--yes")
+    ai(aishell, "volumes", "prune", "--volumes", "--yes")
+    assert not os.path.exists(os.path.join(aishell.store, "volumes", "held-data"))
     assert not blobs & blobs_on_disk(aishell.store)
     assert not set(trees) & trees_on_disk(aishell.store)
 
