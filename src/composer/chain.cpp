@@ -431,11 +431,17 @@ void build_base_locked(oci::Store& store, const TierFiles& files, const ChainOpt
 
 fs::path home_of(const ChainOptions& o) { return o.home.empty() ? home_dir() : o.home; }
 
+// The base tier's files: ~/.aishell/Dockerfile with ~/.aishell as context, certs.d left out.
+// One place, so a run, setup and check all see the same inputs.
+std::optional<TierFiles> base_tier_files(const ChainOptions& o) {
+    return tier_files(home_of(o) / ".aishell", kBaseContextExcludes);
+}
+
 // aishell:base as the chain wants it: built from ~/.aishell/Dockerfile when it exists and
 // anything it depends on changed, else the foundation's alias.
 void ensure_base(oci::Store& store, ChainState& s, const ChainOptions& o) {
     oci::Descriptor foundation = require_foundation(s);
-    auto files = tier_files(home_of(o) / ".aishell", kBaseContextExcludes);
+    auto files = base_tier_files(o);
     if (!files) {
         if (!base_is_alias(s, foundation)) {
             alias_base(store);
@@ -562,7 +568,7 @@ ChainStatus chain_status(const oci::Store& store, const fs::path& cwd, const Cha
     const ChainState s = load_state(store);
     ChainStatus st;
     st.project = find_project(cwd);
-    auto base_files = tier_files(home_of(options) / ".aishell");
+    auto base_files = base_tier_files(options);
     st.custom_base = base_files.has_value();
     if (base_files) st.base_dockerfile = base_files->dockerfile;
     auto foundation = s.named(kFoundationImage);
@@ -598,7 +604,7 @@ SetupChainResult setup_chain(oci::Store& store, bool force, const ChainOptions& 
     if (force) update_record(store, [](ChainRecord& r, oci::Store&) { ++r.generation; });
     ChainState s = load_state(store);
     oci::Descriptor foundation = require_foundation(s);
-    auto files = tier_files(home_of(options) / ".aishell", kBaseContextExcludes);
+    auto files = base_tier_files(options);
     SetupChainResult result;
     result.custom_base = files.has_value();
     if (!files || !s.named(kBaseImage)) {
