@@ -3,8 +3,10 @@ setup, aishell:base built from ~/.aishell/Dockerfile or the foundation's alias, 
 project's aishell:ext-<hash> built from <project>/.aishell/Dockerfile, each rebuilt lazily,
 once, when something it is built from changed. Driven through `aishell exec` without --image,
 as the unprivileged user, with the rt-busybox fixture as the foundation."""
+import fcntl
 import json
 import os
+import select
 import shutil
 import tarfile
 
@@ -211,6 +213,47 @@ def test_two_execs_started_together_build_the_ext_once(chain):
     assert len(chain.record()["exts"]) == 1
 
 
+def test_a_run_waits_for_the_build_lock_and_says_so(chain):
+    """Another aishell holds this ext's build lock (here: the test, so the wait is certain):
+    the run says it waits, then checks again and builds."""
+    project = chain.project(dockerfile=EXT)
+    lock = os.path.join(chain.aishell.store, "chain", ext_name(project).replace("aishell:", "") + ".lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.fchown(fd, chain.aishell.entry.pw_uid, chain.aishell.entry.pw_gid)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        p = chain.aishell.popen("exec", "--network", "none", "cat", "/ext-marker", user="unpriv", cwd=project)
+        ready, _, _ = select.select([p.stderr], [], [], 120)
+        assert ready, "no output while the lock is held"
+        assert p.stderr.readline() == "Waiting for another aishell to finish building the project image...\n"
+        assert p.poll() is None
+    finally:
+        os.close(fd)  # releases the lock
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    assert out == "ext-1\n"
+    assert err.splitlines().count(EXT_LINE) == 1
+
+
+def test_rebuild_builds_the_ext_again_without_the_step_cache_and_quiet_says_nothing(chain):
+    project = chain.project(dockerfile="FROM aishell:base\nRUN cat /proc/sys/kernel/random/uuid > /id\n")
+    first = chain.exec(project, "cat", "/id")
+    assert built(first) == [EXT_LINE]
+    assert chain.exec(project, "cat", "/id").stdout == first.stdout
+    again = chain.aishell("exec", "--network", "none", "--rebuild", "cat", "/id", user="unpriv", cwd=project,
+                          timeout=300)
+    assert built(again) == [EXT_LINE]
+    assert again.stdout != first.stdout, "the RUN step ran again (no step cache)"
+    quiet = chain.aishell("exec", "--network", "none", "--rebuild", "-q", "cat", "/id", user="unpriv", cwd=project,
+                          timeout=300)
+    assert quiet.stderr == ""
+    assert quiet.stdout not in (first.stdout, again.stdout)
+    r = chain.aishell("exec", "--rebuild", "--image", "aishell:foundation", "true", user="unpriv", cwd=project,
+                      check=False)
+    assert r.returncode == 125
+    assert_one_error(r, r"--rebuild rebuilds the project's image; it does not apply to --image aishell:foundation")
+
+
 def test_setup_force_rebuilds_the_base_at_once_and_marks_exts_stale(chain):
     chain.base_dockerfile(BASE)
     project = chain.project(dockerfile=EXT)
@@ -267,7 +310,8 @@ def test_files_made_through_an_ext_ending_in_user_dev_belong_to_the_caller(chain
     project is the caller's on the host, in both user namespace modes."""
     project = chain.project(dockerfile="FROM aishell:base\n"
                                        "RUN echo dev:x:1234:1234::/home/dev:/bin/sh >> /etc/passwd && "
-                                       "echo dev:x:1234: >> /etc/group && mkdir -p /home/dev && chown 1234:1234 /home/dev\n"
+                                       "echo dev:x:1234: >> /etc/group && mkdir -p /home/dev && "
+                                       "chown 1234:1234 /home/dev\n"
                                        "USER dev\n")
     r = chain.aishell("exec", "--network", "none", "sh", "-c", "id -un; id -u; mkdir made && touch made/file",
                       user="unpriv", cwd=project, env={"AISHELL_USERNS": mode}, timeout=300)

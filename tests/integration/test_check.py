@@ -211,6 +211,10 @@ def test_check_follows_a_custom_base_through_its_changes(chain, rt_images):
     j = base_says("up to date", [])
     assert j["base"]["digest"] == chain.names()["aishell:base"]
     assert built(chain.exec(project, "true")) == []
+    # ~/.aishell/certs.d is aishell's configuration, not the base's context: for check either.
+    chain.write(os.path.join(chain.aishell.home, ".aishell", "certs.d", "reg.example", "ca.crt"), "CA\n")
+    base_says("up to date", [])
+    assert built(chain.exec(project, "true")) == []
 
     chain.write(data, "2\n")
     base_says(stale("a file in its context changed"), ["a file in its context changed"])
