@@ -9,6 +9,7 @@
 
 #include "cli/format.hpp"
 #include "common/file.hpp"
+#include "common/signal_free_thread.hpp"
 
 namespace aishell::cli {
 
@@ -227,7 +228,7 @@ void ChainSpinner::building(composer::ChainStep step) {
         return;
     }
     spinning_ = true;
-    thread_ = std::thread([this, text] {
+    thread_ = start_signal_free_thread([this, text] {
         static constexpr const char* kFrames[] = {"⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"};
         const auto start = std::chrono::steady_clock::now();
         for (std::size_t i = 0; spinning_.load(); ++i) {
@@ -268,7 +269,7 @@ InterruptWatcher::InterruptWatcher() {
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, &old_mask_);
-    thread_ = std::thread([this, set] {
+    thread_ = start_signal_free_thread([this, set] {
         // sigtimedwait with a short timeout so the destructor can stop the thread without
         // sending it a signal.
         timespec timeout{0, 100 * 1000 * 1000};

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/signal_free_thread.hpp"
 #include "registry/http.hpp"
 
 namespace aishell::registry {
@@ -43,7 +44,8 @@ inline void run_workers(std::size_t items, int parallel, const TransportFactory&
     std::size_t count = std::clamp<std::size_t>(static_cast<std::size_t>(std::max(1, parallel)), 1, items);
     {
         std::vector<std::jthread> threads;
-        for (std::size_t i = 1; i < count; ++i) threads.emplace_back(worker, nullptr);
+        for (std::size_t i = 1; i < count; ++i)
+            threads.push_back(start_signal_free_thread<std::jthread>(worker, nullptr));
         worker(std::move(first));
     }
     if (first_error) std::rethrow_exception(first_error);

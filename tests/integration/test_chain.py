@@ -8,6 +8,7 @@ import json
 import os
 import select
 import shutil
+import signal
 import tarfile
 
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from helpers.chain import BASE, BASE_LINE, EXT, EXT_LINE, built, ext_name, set_up_chain
 from helpers.checks import assert_one_error, skopeo_inspect
 from helpers.store import image_names, read_blob, verify_store
+from helpers.terminal import Terminal
 
 
 @pytest.fixture
@@ -252,6 +254,57 @@ def test_rebuild_builds_the_ext_again_without_the_step_cache_and_quiet_says_noth
                       check=False)
     assert r.returncode == 125
     assert_one_error(r, r"--rebuild rebuilds the project's image; it does not apply to --image aishell:foundation")
+
+
+def test_aishell_on_a_terminal_builds_with_the_progress_line_and_starts_a_shell_in_the_project(chain):
+    """Bare `aishell` on a pty, through the chain (no --image): the project's image is built
+    with the terminal's progress (the green check mark, not the plain lines), then the shell
+    starts in the current directory of the project."""
+    project = chain.project(dockerfile=EXT)
+    sub = chain.aishell.make_dir(os.path.join(project, "src"))
+    chain.aishell.make_dir(os.path.join(project, ".git"))
+    term = Terminal(chain.aishell, [], "subuid", cwd=sub)
+    try:
+        out = term.read_until("Project image built (", timeout=300)
+        assert "\x1b[32m✓\x1b[0m Project image built (" in out
+        assert EXT_LINE + "\r\n" not in out, "plain progress lines on a terminal"
+        term.type("pwd; cat /ext-marker; exit 3\n")
+        out = term.read_until("ext-1", timeout=60)
+        assert f"{sub}\r\n" in out
+        assert term.proc.wait(timeout=20) == 3
+    finally:
+        term.close()
+
+
+def blocked_signals(pid, tid):
+    with open(f"/proc/{pid}/task/{tid}/status") as f:
+        mask = int(next(line for line in f if line.startswith("SigBlk:")).split()[1], 16)
+    return {sig for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD) if mask & (1 << (sig - 1))}
+
+
+def test_the_spinner_thread_takes_no_signal_and_ctrl_c_stops_the_build(chain):
+    """The spinner draws from a thread. A process-directed signal goes to any thread that does
+    not block it: SIGCHLD taken by the spinner was dropped (the RUN step's PID 1 exited, the
+    supervisor never heard: `aishell` hung behind the spinner in one run of four) and Ctrl-C
+    killed aishell past the build's rollback. Every thread but the main one blocks them, and
+    Ctrl-C during the build exits 130 and leaves the store as it was."""
+    project = chain.project(dockerfile="FROM aishell:base\nRUN echo started; sleep 60\n")
+    before = chain.names()
+    term = Terminal(chain.aishell, [], "subuid", cwd=project)
+    try:
+        term.read_until("Building project image", timeout=120)
+        pid = term.proc.pid
+        assert os.readlink(f"/proc/{pid}/exe") == os.path.realpath(chain.aishell.binary)
+        threads = [int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid]
+        assert threads, "no spinner thread"
+        for tid in threads:
+            assert blocked_signals(pid, tid) == {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}, tid
+        term.type("\x03")
+        assert term.proc.wait(timeout=60) == 130
+    finally:
+        term.close()
+    assert chain.names() == before
+    assert verify_store(chain.aishell.store) == []
 
 
 def test_setup_force_rebuilds_the_base_at_once_and_marks_exts_stale(chain):

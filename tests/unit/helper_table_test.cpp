@@ -14,6 +14,7 @@ TEST_CASE("helper table: each module's helpers are dispatched by their entry's n
     for (const auto& h : runtime::kHelpers) CHECK(dispatched(h));
     for (const auto& h : composer::kHelpers) CHECK(dispatched(h));
     CHECK(cli::kHelperTable.size() == std::size(runtime::kHelpers) + std::size(composer::kHelpers));
+    for (const auto& h : cli::kHelperTable) CHECK(h.main != nullptr);  // not in the static_assert
 }
 
 TEST_CASE("helper table: public commands and old names are not helpers", "[helper_table]") {
