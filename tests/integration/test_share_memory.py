@@ -20,7 +20,10 @@ import pytest
 from helpers.big_image import cached_big_archive
 from helpers.build import index_digest, module_runner
 
-LIMIT_KIB = 64 * 1024
+# The sanitizer build (AISHELL_SANITIZER_LOG_DIR set by scripts/test) adds shadow memory and a
+# quarantine of freed blocks (114-119 MiB measured here); its bound still catches a whole
+# 300 MB layer held in memory.
+LIMIT_KIB = (192 if os.environ.get("AISHELL_SANITIZER_LOG_DIR") else 64) * 1024
 TIME = "/usr/bin/time"  # GNU time (Debian's `time`), installed by scripts/test
 SIZE = 300 * 1000 * 1000
 
