@@ -246,7 +246,9 @@ TEST_CASE("save: an 8 MiB layer goes out in 1 MiB writes, not one per 512-byte t
     std::uint64_t before = write_syscalls();
     archive::write_image_archive(store, {saved}, out.get(), {});
     std::uint64_t writes = write_syscalls() - before;
-    CHECK(writes <= 12);  // 8 MiB of layer + documents and headers: 9 blocks (16,400 with 512)
+    // 8 MiB of layer + documents and headers: 9 blocks (16,400 with 512). The count is the
+    // process's (/proc/self/io): the sanitizer build's runtime adds a few writes of its own.
+    CHECK(writes < 100);
 
     // The tar is whole: the layer's bytes follow its header, the end blocks close it, no padding.
     struct stat st {};
