@@ -269,6 +269,19 @@ def busybox(aishell, registry, rt_images):
     return name
 
 
+@pytest.fixture
+def pulled(aishell, registry, rt_images):
+    """pulled(name) pushes rt-<name> to a fresh registry and pulls it as the unprivileged user."""
+    reg = registry("http")
+
+    def pull(name):
+        ref = f"{reg.host}/{name}:latest"
+        rt_images.push(getattr(rt_images, name), reg, f"{name}:latest")
+        aishell("pull", ref, user="unpriv")
+        return ref
+    return pull
+
+
 @pytest.fixture(scope="session")
 def images():
     cache = os.environ.get("AISHELL_FIXTURES_CACHE", "/var/tmp/aishell-fixtures")

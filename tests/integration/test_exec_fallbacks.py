@@ -25,18 +25,6 @@ def enosys(session_dir):
     return path
 
 
-@pytest.fixture
-def pulled(aishell, registry, rt_images):
-    reg = registry("http")
-
-    def pull(name):
-        ref = f"{reg.host}/{name}:latest"
-        rt_images.push(getattr(rt_images, name), reg, f"{name}:latest")
-        aishell("pull", ref, user="unpriv")
-        return ref
-    return pull
-
-
 def run_without(aishell, enosys, syscalls, image, *cmd, mode="subuid", opts=()):
     """aishell exec as the unprivileged user with `syscalls` failing with ENOSYS."""
     e = aishell.entry

@@ -8,20 +8,6 @@ import pwd
 import pytest
 
 
-
-@pytest.fixture
-def pulled(aishell, registry, rt_images):
-    """pulled(name) pushes rt-<name> to a fresh registry and pulls it as the unprivileged user."""
-    reg = registry("http")
-
-    def pull(name):
-        ref = f"{reg.host}/{name}:latest"
-        rt_images.push(getattr(rt_images, name), reg, f"{name}:latest")
-        aishell("pull", ref, user="unpriv")
-        return ref
-    return pull
-
-
 def run(aishell, image, *cmd, mode="subuid", opts=(), **kw):
     return aishell("exec", "--image", image, *opts, "--", *cmd, user="unpriv",
                    env={"AISHELL_USERNS": mode}, check=False, **kw)

@@ -22,19 +22,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CONNECT_SRC = os.path.join(HERE, "..", "fixtures", "unix_connect.c")
 
 
-@pytest.fixture
-def pulled(aishell, registry, rt_images):
-    """pulled(name) pushes rt-<name> to a fresh registry and pulls it as the unprivileged user."""
-    reg = registry("http")
-
-    def pull(name):
-        ref = f"{reg.host}/{name}:latest"
-        rt_images.push(getattr(rt_images, name), reg, f"{name}:latest")
-        aishell("pull", ref, user="unpriv")
-        return ref
-    return pull
-
-
 def project(aishell, *sub):
     """A git project (a .git dir at its top) owned by the unprivileged user; returns the path of
     its subdir sub (or its top)."""
