@@ -489,8 +489,12 @@ ProjectImage ensure_ext(oci::Store& store, ChainState& s, const std::string& pro
     UniqueFd lock = take_build_lock(store, "ext-" + name.substr(kExtImagePrefix.size()), ChainStep::Ext, o.progress);
     s = load_state(store);
     memo = context_memo(store, s.record, files);
-    if (o.rebuild || !is_fresh(s, recorded(s), memo, s.record.generation)) {
-        ChainBuild b = run_tier_build(store, s, {ChainStep::Ext, name, files, memo, project, o.rebuild}, o);
+    const auto was = recorded(s);
+    if (o.rebuild || !is_fresh(s, was, memo, s.record.generation)) {
+        // setup --force (a generation bump) rebuilds without the step cache, as --rebuild does:
+        // with the cache, an ext whose inputs did not move would come back unchanged.
+        const bool no_cache = o.rebuild || (was && was->generation != s.record.generation);
+        ChainBuild b = run_tier_build(store, s, {ChainStep::Ext, name, files, memo, project, no_cache}, o);
         update_record(store, [&](ChainRecord& r, oci::Store&) {
             r.exts[project] = b;
             if (!memo.fingerprint.empty()) r.contexts[files.context.string()] = memo;

@@ -73,7 +73,7 @@ ProjectImage image_for_project(oci::Store& store, const std::filesystem::path& c
 // builds: without ~/.aishell/Dockerfile (or without any base yet) aishell:base becomes the
 // foundation's alias; a custom base is rebuilt lazily by the next run. force (setup --force):
 // the record's generation is bumped, so every ext rebuilds on its project's next run, and a
-// custom base is built at once, without the step cache. Returns whether the base is custom.
+// custom base is built at once; both without the step cache. Returns whether the base is custom.
 struct SetupChainResult {
     bool custom_base = false;
     bool built = false;

@@ -307,20 +307,43 @@ def test_the_spinner_thread_takes_no_signal_and_ctrl_c_stops_the_build(chain):
     assert verify_store(chain.aishell.store) == []
 
 
-def test_setup_force_rebuilds_the_base_at_once_and_marks_exts_stale(chain):
-    chain.base_dockerfile(BASE)
-    project = chain.project(dockerfile=EXT)
-    chain.exec(project, "true")
+def test_setup_force_rebuilds_the_base_at_once_and_every_ext_on_its_next_run_without_the_step_cache(chain):
+    """setup --force rebuilds everything (DESIGN.md): the base at once and each ext on its
+    project's next run, none from the step cache. Each RUN writes a random value, so a step
+    cache hit would keep it. The ext on the foundation is the telling one: the foundation is
+    re-pulled unchanged, so nothing it is built on moved and only the generation says rebuild."""
+    uuid = "cat /proc/sys/kernel/random/uuid"
+    chain.base_dockerfile(f"FROM aishell:foundation\nRUN {uuid} > /base-id\n")
+    on_base = chain.project("on-base", dockerfile=f"FROM aishell:base\nRUN {uuid} > /ext-id\n")
+    on_foundation = chain.project("on-foundation", dockerfile=f"FROM aishell:foundation\nRUN {uuid} > /ext-id\n")
+    ext_ids = {p: chain.exec(p, "cat", "/ext-id").stdout for p in (on_base, on_foundation)}
+    base_id = chain.exec(on_base, "cat", "/base-id").stdout
     before = chain.names()
+
     r = chain.aishell("setup", "--force", user="unpriv")
     assert built(r) == [BASE_LINE]
     assert "Base image: custom (~/.aishell/Dockerfile)" in r.stdout
     assert chain.record()["generation"] == 1
-    # The same inputs: the step cache was not used, yet the rebuilt base is the same content.
-    r = chain.exec(project, "cat", "/ext-marker")
-    assert built(r) == [EXT_LINE], "every ext rebuilds once after setup --force"
-    assert built(chain.exec(project, "true")) == []
-    assert set(chain.names()) == set(before)
+    after_setup = chain.names()
+    assert after_setup["aishell:foundation"] == before["aishell:foundation"]
+    assert after_setup["aishell:base"] != before["aishell:base"], "the base is rebuilt at once"
+    for p in (on_base, on_foundation):
+        assert after_setup[ext_name(p)] == before[ext_name(p)], "setup itself builds no ext"
+    assert chain.exec(on_base, "--image", "aishell:base", "cat", "/base-id").stdout != base_id, \
+        "the base's RUN ran again (no step cache)"
+
+    for p in (on_base, on_foundation):
+        r = chain.exec(p, "cat", "/ext-id")
+        assert built(r) == [EXT_LINE], "every ext rebuilds once after setup --force"
+        assert r.stdout != ext_ids[p], "the ext's RUN ran again (no step cache)"
+        assert built(chain.exec(p, "true")) == []
+    after = chain.names()
+    assert set(after) == set(before)
+    assert after["aishell:foundation"] == before["aishell:foundation"]
+    assert after["aishell:base"] == after_setup["aishell:base"]
+    for p in (on_base, on_foundation):
+        assert after[ext_name(p)] != before[ext_name(p)]
+        assert chain.labels(ext_name(p))["aishell.base.id"] == after["aishell:base" if p == on_base else "aishell:foundation"]
 
 
 def test_a_format_1_store_written_by_the_previous_release_is_upgraded(aishell, fixtures_dir):
