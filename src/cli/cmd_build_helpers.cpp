@@ -11,6 +11,7 @@
 #include "common/parse_number.hpp"
 #include "composer/build_engine.hpp"
 #include "composer/build_step.hpp"
+#include "composer/chain_names.hpp"
 #include "registry/pull.hpp"
 #include "registry/reference.hpp"
 
@@ -85,6 +86,10 @@ void add_build_engine_options(CLI::App& build, BuildEngineFlags& flags, const Gl
 int run_engine_build(const BuildEngineFlags& flags, const std::string& context, const std::string& dockerfile,
                      const std::map<std::string, std::string>& build_args, const std::string& target,
                      const std::string& platform) {
+    // aishell:foundation, aishell:base and aishell:ext-* are the chain's: a build -t that moved
+    // one would be taken for the chain's own image (or undone by the next run), as tag would.
+    for (const auto& tag : flags.tags)
+        if (auto refusal = composer::chain_name_refusal(tag, "overwritten by build -t")) throw Error(*refusal);
     std::error_code ec;
     if (!std::filesystem::is_directory(context, ec))
         throw Error("build context " + context + " is not a directory", "aishell build [OPTIONS] CONTEXT_DIR");

@@ -161,16 +161,16 @@ def debian_foundation(reg):
 def test_debian_global_base_with_apt_and_useradd(aishell, debian_foundation, mode, tmp_path):
     foundation, layout = debian_foundation
     ctx = make_context(aishell, {"Dockerfile": DEBIAN_DOCKERFILE.format(foundation=foundation)})
-    r = build(aishell, ctx, "-t", "aishell:base", mode=mode, timeout=300)
+    r = build(aishell, ctx, "-t", "debian-base", mode=mode, timeout=300)
     assert re.search(r"Setting up tree ", r.stdout + r.stderr), r.stdout[-3000:] + r.stderr[-3000:]
     store = aishell.store
     assert not verify_store(store)
-    manifest, config = manifest_and_config(store, "aishell:base")
+    manifest, config = manifest_and_config(store, "debian-base")
     # The foundation's one layer, the apt layer, the useradd layer.
     assert len(manifest["layers"]) == 3, manifest["layers"]
     assert config["config"]["Labels"] == {"org.example.base": "global"}
     assert "DEBIAN_FRONTEND=noninteractive" in config["config"]["Env"]
-    info = skopeo_inspect(store, "aishell:base")
+    info = skopeo_inspect(store, "debian-base")
     assert info["Layers"] == [d["digest"] for d in manifest["layers"]] and info["Os"] == "linux"
 
     # The apt layer: the package's files; the lists `apt-get update` fetched are gone again
@@ -191,7 +191,7 @@ def test_debian_global_base_with_apt_and_useradd(aishell, debian_foundation, mod
         assert (final[path].uid, final[path].gid) == (1000, 1000), (path, final[path].uid)
     assert final["/usr/bin/tree"].uid == 0
 
-    rootfs = umoci_unpack(store, "aishell:base", tmp_path / "bundle")
+    rootfs = umoci_unpack(store, "debian-base", tmp_path / "bundle")
     assert tree(rootfs, "/home") == {"/home/dev": "dir", "/home/dev/.bashrc": "file",
                                      "/home/dev/.profile": "file", "/home/dev/.bash_logout": "file"}
     assert tree(rootfs, "/var/lib/apt/lists") == {}
@@ -202,7 +202,7 @@ def test_debian_global_base_with_apt_and_useradd(aishell, debian_foundation, mod
     assert re.search(r"^Package: tree\nStatus: install ok installed$", status, re.M)
 
     user = ["--user", "0"] if mode == "single" else []
-    r = aishell("exec", "--image", "aishell:base", *user, "--", "sh", "-c",
+    r = aishell("exec", "--image", "debian-base", *user, "--", "sh", "-c",
                 "id dev; tree --version; mkdir -p /tmp/t/a && touch /tmp/t/a/f && tree -i --noreport /tmp/t",
                 user="unpriv", env={"AISHELL_USERNS": mode})
     lines = r.stdout.splitlines()
@@ -210,12 +210,12 @@ def test_debian_global_base_with_apt_and_useradd(aishell, debian_foundation, mod
     assert lines[1].startswith("tree v2."), r.stdout
     assert lines[2:] == ["/tmp/t", "a", "f"], r.stdout
     if mode == "subuid":
-        r = aishell("exec", "--image", "aishell:base", "--user", "dev", "--", "sh", "-c", "id -un; cd && pwd",
+        r = aishell("exec", "--image", "debian-base", "--user", "dev", "--", "sh", "-c", "id -un; cd && pwd",
                     user="unpriv", env={"AISHELL_USERNS": mode})
         assert r.stdout == "dev\n/home/dev\n"
 
     # An unchanged rebuild is all cached (no network), the same image.
-    again = build(aishell, ctx, "-t", "aishell:base2", mode=mode)
+    again = build(aishell, ctx, "-t", "debian-base2", mode=mode)
     assert all(line.startswith("CACHED") for line in step_lines(again.stderr)[1:]), again.stderr
     assert image_id(again) == manifest["config"]["digest"]
 

@@ -97,6 +97,20 @@ def test_rmi_and_tag_refuse_the_chain_names(aishell, busybox, name):
     assert diff_snapshots(before, snapshot(aishell.store)) == ""
 
 
+@pytest.mark.parametrize("name", sorted(CHAIN_HINTS))
+def test_build_t_refuses_the_chain_names(aishell, busybox, name):
+    """build -t would move a chain name as tag would: refused before anything is built, among
+    other -t names too."""
+    ctx = make_context(aishell, {"Dockerfile": f"FROM {busybox}\nRUN echo built > /m\n"})
+    before = snapshot(aishell.store)
+    r = ai(aishell, "build", "-t", "mine:1", "-t", name, ctx, check=False)
+    assert r.returncode == 1
+    assert r.stderr == (f"aishell: error: {name} belongs to aishell's image chain and cannot be overwritten by "
+                        f"build -t; {CHAIN_HINTS[name]}\n")
+    assert diff_snapshots(before, snapshot(aishell.store)) == ""
+    assert ai(aishell, "build", "-t", "aishell:basement", ctx).returncode == 0, "only the chain's own names"
+
+
 def test_tag_names_an_image_and_rmi_removes_only_the_name(aishell, busybox):
     digest = image_names(aishell.store)[busybox]["digest"]
     ai(aishell, "tag", busybox, "mine:1")
