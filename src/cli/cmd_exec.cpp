@@ -12,6 +12,7 @@
 #include "cli/chain_image.hpp"
 #include "cli/command.hpp"
 #include "cli/error_line.hpp"
+#include "cli/git_identity.hpp"
 #include "cli/host_context.hpp"
 #include "cli/image_lookup.hpp"
 #include "cli/pull_runner.hpp"
@@ -89,9 +90,10 @@ void set_terminal(ExecArgs& a) {
 
 int run_exec(const CommandContext& ctx, ExecArgs& a, CLI::App& sub) {
     try {
-        // git runs while the store is opened and the image found (its answer is read last).
-        GitIdentity git = GitIdentity::start();
         auto store = open_store(ctx.global);
+        // When the remembered answer no longer stands, git runs while the image is found and
+        // the run prepared (its answer is read last).
+        GitIdentity git = GitIdentity::start(store.cache_dir() / "git-identity");
         // Without --image: the project's image from the chain (built first when stale).
         if (!a.image.empty() && a.chain.rebuild)
             throw Error("--rebuild rebuilds the project's image; it does not apply to --image " + a.image);

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 
 import pytest
 
@@ -173,6 +174,44 @@ def test_the_hosts_git_identity_makes_commits_inside(aishell, pulled):
     os.unlink(os.path.join(aishell.home, ".gitconfig"))
     r = run_in(aishell, cwd, "exec", "--image", image, "env")
     assert "GIT_" not in r.stdout, r.stdout
+
+
+def test_the_git_identity_is_remembered_until_its_config_changes(aishell, pulled):
+    """git runs on a start only when a file its answer came from (or could come from) changed:
+    it cost more than the rest of a warm start (docs/performance.md)."""
+    image = pulled("busybox")
+    top, cwd = project(aishell)
+    bindir = aishell.make_dir(os.path.join(aishell.workdir, "gitbin"))
+    runs = os.path.join(aishell.home, "git-runs")
+    with open(os.path.join(bindir, "git"), "w") as f:
+        f.write(f"#!/bin/sh\necho run >> {runs}\nexec /usr/bin/git \"$@\"\n")
+    os.chmod(os.path.join(bindir, "git"), 0o755)
+    aishell.write_home_file(".gitconfig", "[user]\n\tname = Ada Lovelace\n")
+    env = {"PATH": f"{bindir}:/usr/bin:/bin"}
+
+    def identity():
+        r = run_in(aishell, cwd, "exec", "--image", image, "env", env=env)
+        assert r.returncode == 0, r.stderr
+        names = [line for line in r.stdout.splitlines() if line.startswith("GIT_AUTHOR_NAME=")]
+        with open(runs) as f:
+            return names, len(f.read().splitlines())
+
+    # An answer read from files changed in the last two seconds is not remembered (a timestamp
+    # tick may hide a second change): wait until the config, the project and git have settled.
+    time.sleep(2.1)
+    assert identity() == (["GIT_AUTHOR_NAME=Ada Lovelace"], 1)
+    assert identity() == (["GIT_AUTHOR_NAME=Ada Lovelace"], 1)  # remembered: git did not run
+    aishell.write_home_file(".gitconfig", "[user]\n\tname = Grace Hopper\n")
+    assert identity() == (["GIT_AUTHOR_NAME=Grace Hopper"], 2)
+    # The project becomes a real repository with its own identity.
+    as_user = users.as_user_prefix(aishell.entry)
+    git_env = {"HOME": aishell.home, "PATH": "/usr/bin:/bin"}
+    subprocess.run(as_user + ["git", "-C", top, "init", "-q"], check=True, env=git_env)
+    subprocess.run(as_user + ["git", "-C", top, "config", "user.name", "Repo Person"], check=True, env=git_env)
+    assert identity() == (["GIT_AUTHOR_NAME=Repo Person"], 3)
+    os.unlink(os.path.join(aishell.home, ".gitconfig"))
+    subprocess.run(as_user + ["git", "-C", top, "config", "--unset", "user.name"], check=True, env=git_env)
+    assert identity() == ([], 4)
 
 
 @pytest.mark.parametrize("mode", ["subuid", "single"])

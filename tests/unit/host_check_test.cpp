@@ -12,6 +12,7 @@
 
 #include "common/file.hpp"
 #include "runtime/host_check.hpp"
+#include "scoped_env.hpp"
 #include "temp_dir.hpp"
 
 namespace fs = std::filesystem;
@@ -27,17 +28,6 @@ NamespaceProbe failed(const char* step, int error) {
     p.error = error;
     return p;
 }
-
-// Sets an environment variable for one scope.
-struct ScopedEnv {
-    std::string name;
-    std::optional<std::string> old;
-    ScopedEnv(const char* n, const std::string& value) : name(n), old(aishell::get_env(n)) { ::setenv(n, value.c_str(), 1); }
-    ~ScopedEnv() {
-        if (old) ::setenv(name.c_str(), old->c_str(), 1);
-        else ::unsetenv(name.c_str());
-    }
-};
 
 }  // namespace
 
