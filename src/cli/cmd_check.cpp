@@ -18,6 +18,7 @@
 #include "common/error.hpp"
 #include "common/disk_usage.hpp"
 #include "common/file.hpp"
+#include "composer/build_config.hpp"
 #include "composer/chain.hpp"
 #include "composer/chain_names.hpp"
 #include "composer/prune.hpp"
@@ -47,14 +48,6 @@ struct Report {
     void problem(std::string what, std::string fix) { problems.push_back({std::move(what), std::move(fix)}); }
     void note(std::string what, std::string fix) { notes.push_back({std::move(what), std::move(fix)}); }
 };
-
-std::string utc_time(std::time_t t) {
-    char buf[32];
-    std::tm tm {};
-    ::gmtime_r(&t, &tm);
-    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return buf;
-}
 
 // ---- store and images ------------------------------------------------------------------------
 
@@ -90,10 +83,17 @@ void check_foundation(const oci::Store& store, Report& r) {
         r.problem("no foundation image (aishell:foundation)", "aishell setup");
         return;
     }
-    json f = {{"reference", store.get_meta("foundation.reference").value_or("")}, {"digest", entry->descriptor.digest.str()}};
-    // The manifest blob was written when the foundation was pulled (blobs are never rewritten).
-    struct stat st {};
-    if (::stat(store.blob_path(entry->descriptor.digest).c_str(), &st) == 0) f["pulled"] = utc_time(st.st_mtime);
+    json f = {{"reference", store.get_meta(kFoundationReferenceMeta).value_or("")},
+              {"digest", entry->descriptor.digest.str()}};
+    if (auto pulled = store.get_meta(kFoundationPulledMeta)) {
+        f["pulled"] = *pulled;
+    } else {
+        // A store set up before setup recorded the time: the manifest blob was written by the
+        // first pull (blobs are never rewritten), later re-pulls of the same manifest unseen.
+        struct stat st {};
+        if (::stat(store.blob_path(entry->descriptor.digest).c_str(), &st) == 0)
+            f["pulled"] = composer::rfc3339(st.st_mtime);
+    }
     r.facts["foundation"] = f;
 }
 

@@ -4,12 +4,15 @@
 // alias; a custom base is built by the next run. Plain setup never re-pulls a foundation that is
 // present under the same reference and never builds; --force pulls again, builds a custom base
 // at once without the step cache, and marks every project's image stale.
+#include <chrono>
 #include <iostream>
 
 #include "cli/command.hpp"
 #include "cli/progress.hpp"
 #include "cli/pull_runner.hpp"
+#include "cli/store_commands.hpp"
 #include "common/error.hpp"
+#include "composer/build_config.hpp"
 #include "composer/chain.hpp"
 #include "composer/chain_names.hpp"
 #include "registry/reference.hpp"
@@ -19,7 +22,6 @@ namespace aishell::cli {
 namespace {
 
 constexpr const char* kDefaultFoundation = "docker.io/library/debian:bookworm-slim";
-constexpr const char* kFoundationMetaKey = "foundation.reference";
 
 struct SetupOptions {
     std::string foundation;  // --foundation or $AISHELL_FOUNDATION
@@ -33,7 +35,7 @@ struct SetupOptions {
 // the last setup (so `setup --force` re-pulls what was chosen then), else Debian's slim image.
 std::string choose_foundation(const oci::Store& store, const SetupOptions& o) {
     if (!o.foundation.empty()) return o.foundation;
-    if (auto remembered = store.get_meta(kFoundationMetaKey)) return *remembered;
+    if (auto remembered = store.get_meta(kFoundationReferenceMeta)) return *remembered;
     return kDefaultFoundation;
 }
 
@@ -43,10 +45,11 @@ int run_setup(const CommandContext& ctx, const SetupOptions& o) {
         return registry::Reference::parse(choose_foundation(store, o));
     });
     auto present = store.find_image(composer::kFoundationImage);
-    bool same_reference = store.get_meta(kFoundationMetaKey) == ref.str();
+    bool same_reference = store.get_meta(kFoundationReferenceMeta) == ref.str();
 
     oci::Descriptor manifest;
-    if (o.force || !present || !same_reference) {
+    const bool pull = o.force || !present || !same_reference;
+    if (pull) {
         PullSettings settings;
         settings.quiet = o.quiet;
         settings.tls_verify = o.tls_verify;
@@ -59,7 +62,14 @@ int run_setup(const CommandContext& ctx, const SetupOptions& o) {
     {
         oci::StoreLock lock = store.lock_exclusive();
         store.tag_image(composer::kFoundationImage, manifest);
-        store.set_meta(kFoundationMetaKey, ref.str());
+        store.set_meta(kFoundationReferenceMeta, ref.str());
+        if (pull) {
+            // check's pull date. Not the manifest blob's mtime: a re-pull that finds the same
+            // manifest writes no blob.
+            const auto now = std::chrono::system_clock::now().time_since_epoch();
+            store.set_meta(kFoundationPulledMeta,
+                           composer::rfc3339(std::chrono::duration_cast<std::chrono::seconds>(now).count()));
+        }
     }
     ChainSpinner spinner(PullProgress::detect_mode(o.quiet));
     composer::ChainOptions chain;

@@ -10,7 +10,7 @@
 //   <root>/leases/        one file per running command naming what it uses (lease.hpp)
 //   <root>/chain/         the three-tier chain's record and build locks (composer/chain_record.hpp)
 //   <root>/volumes/<name>/  named volumes (`-v NAME:/path`), made on first use
-//   <root>/meta.json      small key/value facts (the foundation reference, the id mapping)
+//   <root>/meta.json      small key/value facts (the foundation's reference and pull date, the id mapping)
 #pragma once
 
 #include <chrono>

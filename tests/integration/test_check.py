@@ -6,10 +6,12 @@ The blocked cases are simulated without touching the host: a user with no /etc/s
 (created here when missing), a PATH without newuidmap, a store made for another mapping, and
 user.max_user_namespaces=0 set inside a user namespace of its own (the limit is per namespace,
 so the host's stays as it is)."""
+import calendar
 import json
 import os
 import pwd
 import subprocess
+import time
 
 import pytest
 
@@ -87,6 +89,33 @@ def test_check_after_setup_in_subuid_mode(aishell, foundation, unpriv_user):
     assert j["kernel"]["release"] == os.uname().release and j["kernel"]["supported"] is True
     # The probes left nothing behind.
     assert diff_snapshots(before, snapshot(aishell.store, ignore_top=("lock",))) == ""
+
+
+def test_check_shows_when_setup_last_pulled_the_foundation(aishell, foundation):
+    """The pull date is the last pull, recorded by setup: `setup --force` re-pulls the same
+    manifest (no blob is written again, so the manifest blob's mtime says nothing about it); a
+    plain setup that pulls nothing keeps the date."""
+    ref, digest = foundation
+    old = calendar.timegm((2001, 2, 3, 4, 5, 6))
+    os.utime(os.path.join(aishell.store, "oci", "blobs", "sha256", digest.split(":", 1)[1]), (old, old))
+    start = int(time.time())
+    aishell("setup", "--force", user="unpriv")
+    assert image_names(aishell.store)["aishell:foundation"]["digest"] == digest
+    status, j = check_json(aishell)
+    assert status == 0
+    pulled = j["foundation"]["pulled"]
+    assert calendar.timegm(time.strptime(pulled, "%Y-%m-%dT%H:%M:%SZ")) >= start, pulled
+    assert f"Foundation: {ref} ({digest}, pulled {pulled})\n" in check(aishell).stdout
+
+    # A plain setup finds the foundation in place and pulls nothing: the date stays.
+    with open(os.path.join(aishell.store, "meta.json")) as f:
+        meta = json.load(f)
+    assert meta["foundation.pulled"] == pulled
+    meta["foundation.pulled"] = "2002-03-04T05:06:07Z"
+    with open(os.path.join(aishell.store, "meta.json"), "w") as f:
+        json.dump(meta, f)
+    assert "Pulling" not in aishell("setup", user="unpriv").stderr
+    assert check_json(aishell)[1]["foundation"]["pulled"] == "2002-03-04T05:06:07Z"
 
 
 def test_check_without_newuidmap_in_path_explains_single_mode(aishell, foundation, tmp_path):
