@@ -94,7 +94,9 @@ void add_setup_command(CLI::App& app, CommandContext& ctx) {
                     std::string("Foundation image reference (default ") + kDefaultFoundation +
                         ", or the one from the last setup)")
         ->envname("AISHELL_FOUNDATION");
-    cmd->add_flag("--force", o->force, "Pull the foundation again even when it is present");
+    cmd->add_flag("--force", o->force,
+                  "Pull the foundation again even when it is present, rebuild a custom base "
+                  "(~/.aishell/Dockerfile) now and every project's image on its next run, all without the step cache");
     cmd->add_flag("-q,--quiet", o->quiet, "Print nothing");
     cmd->add_flag("--tls-verify{true},!--no-tls-verify", o->tls_verify,
                   "Verify the registry's TLS certificate; --tls-verify=false also allows plain HTTP");

@@ -74,6 +74,12 @@ def test_setup_force_uses_the_remembered_reference(aishell, registry, images):
         images.manifest_digest(images.hello)
 
 
+def test_setup_help_says_what_force_rebuilds(aishell):
+    out = " ".join(aishell("setup", "--help", user="unpriv").stdout.split())
+    assert ("--force Pull the foundation again even when it is present, rebuild a custom base "
+            "(~/.aishell/Dockerfile) now and every project's image on its next run, all without the step cache") in out
+
+
 def test_setup_failure_is_one_error_and_names_nothing(aishell, registry):
     reg = registry("http")
     proc = aishell("setup", "--foundation", f"{reg.host}/no/such:1", user="unpriv", check=False)
