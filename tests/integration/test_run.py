@@ -150,8 +150,11 @@ def test_terminal_locale_and_proxy_variables_pass_through_and_e_wins(aishell, pu
         assert got.get(key) == expected, (key, got)
     assert "NOT_PASSED" not in got
     # Unset on the host: not invented inside.
-    r = run_in(aishell, cwd, "exec", "--image", image, "env", env={"http_proxy": None, "TZ": None})
-    assert "http_proxy=" not in r.stdout and "TZ=" not in r.stdout, r.stdout
+    r = run_in(aishell, cwd, "exec", "--image", image, "env", env={**PASSED, "http_proxy": None, "TZ": None})
+    assert r.returncode == 0, r.stderr
+    got = dict(line.split("=", 1) for line in r.stdout.splitlines())
+    assert got.get("https_proxy") == PASSED["https_proxy"], got
+    assert "http_proxy" not in got and "TZ" not in got, got
 
 
 def test_the_hosts_git_identity_makes_commits_inside(aishell, pulled):
@@ -170,10 +173,12 @@ def test_the_hosts_git_identity_makes_commits_inside(aishell, pulled):
     assert log.stdout.strip() == "Ada Lovelace first", log.stderr
     # -e wins over the identity; without git config nothing is set.
     r = run_in(aishell, cwd, "exec", "--image", image, "-e", "GIT_AUTHOR_NAME=Other", "env")
+    assert r.returncode == 0, r.stderr
     assert "GIT_AUTHOR_NAME=Other\n" in r.stdout and "GIT_COMMITTER_NAME=Ada Lovelace\n" in r.stdout
     os.unlink(os.path.join(aishell.home, ".gitconfig"))
     r = run_in(aishell, cwd, "exec", "--image", image, "env")
-    assert "GIT_" not in r.stdout, r.stdout
+    assert r.returncode == 0, r.stderr
+    assert "PATH=" in r.stdout and "GIT_" not in r.stdout, r.stdout
 
 
 def test_the_git_identity_is_remembered_until_its_config_changes(aishell, pulled):
@@ -246,9 +251,11 @@ def test_the_ssh_agent_socket_is_reachable_inside(aishell, pulled, mode):
         server.close()
         shutil.rmtree(agent_dir, ignore_errors=True)
     # Not set on the host: neither bound nor set inside.
-    r = run_in(aishell, cwd, "exec", "--image", image, "--", "sh", "-c", "echo ${SSH_AUTH_SOCK:-none}; ls /run/aishell",
+    r = run_in(aishell, cwd, "exec", "--image", image, "--", "sh", "-c",
+               "echo ${SSH_AUTH_SOCK:-none}; ls -A /run/aishell 2>/dev/null; echo end",
                mode=mode, env={"SSH_AUTH_SOCK": None})
-    assert r.stdout.splitlines()[:1] == ["none"], r.stderr
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["none", "end"], r.stdout
 
 
 # --- named volumes ----------------------------------------------------------------------------
