@@ -18,6 +18,7 @@
 #include "composer/build_copy.hpp"
 #include "composer/build_engine.hpp"
 #include "composer/chain_names.hpp"
+#include "composer/chain_trust.hpp"
 #include "composer/dockerignore.hpp"
 #include "composer/instructions.hpp"
 #include "oci/digest.hpp"
@@ -32,6 +33,7 @@ constexpr std::int64_t kSettleNs = 2'000'000'000;
 
 // Where one tier's inputs are.
 struct TierFiles {
+    fs::path dir;         // the .aishell dir as found (a link to the context, maybe)
     fs::path context;     // real path of the .aishell dir
     fs::path dockerfile;  // context / "Dockerfile"
     std::vector<std::string> excludes;  // .dockerignore patterns aishell adds after the user's
@@ -67,7 +69,7 @@ std::optional<TierFiles> tier_files(const fs::path& aishell_dir, std::vector<std
     if (!is_regular(aishell_dir / "Dockerfile")) return std::nullopt;
     auto context = real_path(aishell_dir);
     if (!context) return std::nullopt;
-    return TierFiles{*context, *context / "Dockerfile", std::move(excludes)};
+    return TierFiles{aishell_dir, *context, *context / "Dockerfile", std::move(excludes)};
 }
 
 // ---- the inputs of a tier: stat memo, then content ------------------------------------------
@@ -91,13 +93,20 @@ struct ContextScan {
     std::string fingerprint;           // "" when some entry is too young to be remembered
 };
 
+// Every path stat'ed here is also checked to be the caller's alone (chain_trust.hpp): this
+// scan runs on every run, warm ones included, so a file another user made or may write is
+// refused before anything is built from it, and the check costs no extra stat.
 ContextScan scan_context(const TierFiles& files) {
     std::string stats;
     std::int64_t youngest = 0;
     struct stat st {};
+    TrustCheck trust;
     auto stat_or_throw = [&](const fs::path& p, bool follow) {
         if ((follow ? ::stat(p.c_str(), &st) : ::lstat(p.c_str(), &st)) < 0) throw_errno("stat", p.string());
+        trust.require(p, st);
     };
+    stat_or_throw(files.dir, false);  // ~/.aishell or <project>/.aishell itself (a link counts)
+    stat_or_throw(files.context, true);
     // The Dockerfile and the ignore file count whatever the patterns say about them.
     stat_or_throw(files.dockerfile, true);
     append_stat(stats, "\x01Dockerfile", st, youngest);
@@ -526,9 +535,13 @@ void drop_ext(oci::Store& store, const ChainState& s, const std::string& project
 fs::path find_project(const fs::path& cwd) {
     auto real = real_path(cwd);
     if (!real) throw_errno("resolve", cwd.string());
+    const uid_t caller = ::geteuid();
     for (fs::path dir = *real;; dir = dir.parent_path()) {
         struct stat st {};
-        if (::lstat((dir / ".git").c_str(), &st) == 0) return dir;
+        if (::lstat((dir / ".git").c_str(), &st) == 0) {
+            if (owns_repository(dir, st, caller)) return dir;
+            break;  // someone else's repository (git stops there too): not the project, nor above it
+        }
         if (dir == dir.root_path() || dir.parent_path() == dir) break;
     }
     return *real;

@@ -61,7 +61,10 @@ struct ProjectImage {
 
 // The project of a directory: the top level of the git work tree holding it (the nearest
 // ancestor with a .git entry, as `git rev-parse --show-toplevel` finds it, without running
-// git), else the directory itself; as a real path (symlinks resolved).
+// git), else the directory itself; as a real path (symlinks resolved). A directory counts as a
+// work tree only when the caller owns it and its .git (git's safe.directory rule,
+// CVE-2022-24765); the first .git that is not the caller's ends the search: the directory
+// itself is then the project.
 std::filesystem::path find_project(const std::filesystem::path& cwd);
 
 // The image to run for the project of cwd, building base and then ext first when they are

@@ -64,3 +64,17 @@ def chown_tree(path, entry):
         os.lchown(root, entry.pw_uid, entry.pw_gid)
         for name in dirs + files:
             os.lchown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
+
+
+OTHER_USER = "aishell-other"
+
+
+def other_user(name=OTHER_USER):
+    """A second local user, the one who plants files another user's aishell must not trust
+    (test_chain_trust.py). No home, no login shell, no subordinate ids: it never runs aishell."""
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", "-K", "SUB_UID_COUNT=0",
+                        "-K", "SUB_GID_COUNT=0", name], check=True)
+        return pwd.getpwnam(name)
