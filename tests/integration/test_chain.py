@@ -9,6 +9,7 @@ import os
 import select
 import shutil
 import signal
+import subprocess
 import tarfile
 
 import pytest
@@ -395,3 +396,113 @@ def test_files_made_through_an_ext_ending_in_user_dev_belong_to_the_caller(chain
     for rel in ("made", "made/file"):
         st = os.stat(os.path.join(project, rel))
         assert (st.st_uid, st.st_gid) == (chain.aishell.entry.pw_uid, chain.aishell.entry.pw_gid), rel
+
+
+def test_a_symlinked_project_dir_is_the_same_project_bound_at_its_real_path(chain):
+    """The project is the real path of the current directory: entered through a symlink (and a
+    shell's $PWD naming the link), it is bound and entered at its real path, and it has the one
+    ext its real path names."""
+    project = chain.project(dockerfile=EXT)
+    chain.aishell.make_dir(os.path.join(project, ".git"))
+    sub = chain.aishell.make_dir(os.path.join(project, "src"))
+    r = chain.exec(sub, "sh", "-c", "pwd; cat /ext-marker")
+    assert r.stdout == f"{sub}\next-1\n"
+    assert built(r) == [EXT_LINE]
+    names = chain.names()
+    link = os.path.join(chain.aishell.workdir, "link-to-proj")
+    os.symlink(project, link)
+    via_link = os.path.join(link, "src")
+    r = chain.aishell("exec", "--network", "none", "sh", "-c", f"pwd; cat /ext-marker; test -e {link} || echo no-link",
+                      user="unpriv", cwd=via_link, env={"PWD": via_link}, timeout=300)
+    assert r.stdout == f"{sub}\next-1\nno-link\n", "bound and entered at its real path only"
+    assert built(r) == [], "the same project: its ext is not built again"
+    assert chain.names() == names
+    assert list(chain.record()["exts"]) == [os.path.realpath(project)]
+    assert chain.labels(ext_name(project))["aishell.project.path"] == os.path.realpath(project)
+
+
+def test_a_failing_run_in_a_project_build_exits_125_and_keeps_the_old_image(chain):
+    project = chain.project(dockerfile=EXT)
+    assert chain.exec(project, "cat", "/ext-marker").stdout == "ext-1\n"
+    ext = ext_name(project)
+    before = chain.names()
+    record = chain.record()
+    path = chain.write(os.path.join(project, ".aishell", "Dockerfile"),
+                       "FROM aishell:base\nRUN echo ext-step-output-here; exit 7\n")
+    for _ in range(2):  # each run retries, and fails the same way
+        r = chain.exec(project, "cat", "/ext-marker", check=False)
+        assert r.returncode == 125, "never the step's own status"
+        assert "ext-step-output-here" in r.stderr
+        assert built(r) == [EXT_LINE]
+        assert_one_error(r, r"Dockerfile.*exit status 7")
+        assert r.stdout == ""
+        assert chain.names() == before, "the previous image keeps its name"
+        assert chain.record()["exts"] == record["exts"]
+    assert verify_store(chain.aishell.store) == []
+    r = chain.aishell("exec", "--network", "none", "--image", ext, "cat", "/ext-marker", user="unpriv", cwd=project)
+    assert r.stdout == "ext-1\n", "the old image still runs"
+    chain.write(path, EXT.replace("ext-1", "ext-fixed"))
+    r = chain.exec(project, "cat", "/ext-marker")
+    assert r.stdout == "ext-fixed\n"
+    assert built(r) == [EXT_LINE]
+
+
+def test_a_file_the_projects_dockerignore_excludes_does_not_rebuild(chain):
+    project = chain.project(dockerfile="FROM aishell:base\nCOPY . /ctx/\n",
+                            files={".dockerignore": "notes.txt\nscratch/\n", "notes.txt": "one\n", "kept.txt": "k\n"})
+    r = chain.exec(project, "sh", "-c", "cd /ctx && find . | sort")
+    assert r.stdout.split() == [".", "./.dockerignore", "./Dockerfile", "./kept.txt"]
+    assert built(r) == [EXT_LINE]
+    names = chain.names()
+    chain.write(os.path.join(project, ".aishell", "notes.txt"), "two, longer\n")
+    chain.write(os.path.join(project, ".aishell", "scratch", "new"), "new\n")
+    assert built(chain.exec(project, "true")) == []
+    assert chain.names() == names
+    # A file the build sees does rebuild (the same project, the same way of editing).
+    chain.write(os.path.join(project, ".aishell", "kept.txt"), "k2\n")
+    r = chain.exec(project, "cat", "/ctx/kept.txt")
+    assert (r.stdout, built(r)) == ("k2\n", [EXT_LINE])
+
+
+def test_prune_keeps_an_orphaned_project_image_a_run_holds(chain):
+    """An ext orphaned while a run uses it (its base moved on: another project's run rebuilt
+    it) stays, with its blobs and layer trees, until the run ends; the next prune takes it."""
+    chain.base_dockerfile(BASE)
+    held = chain.project("held", dockerfile=EXT)
+    other = chain.project("other")
+    chain.exec(held, "true")
+    ext = ext_name(held)
+    foundation_blobs, foundation_trees = image_parts(chain.aishell.store, "aishell:foundation")
+    ext_blobs, ext_trees = image_parts(chain.aishell.store, ext)
+    own_blobs, own_trees = ext_blobs - foundation_blobs, ext_trees - foundation_trees
+    run = chain.aishell.popen("exec", "-i", "--network", "none", "sh", "-c",
+                              "cat /ext-marker; read x; cat /base-marker /ext-marker", user="unpriv", cwd=held,
+                              stdin=subprocess.PIPE)
+    try:
+        assert run.stdout.readline() == "ext-1\n", run.stderr.read()
+        chain.base_dockerfile(BASE.replace("base-1", "base-2"))
+        assert built(chain.exec(other, "true")) == [BASE_LINE]
+        out = chain.aishell("volumes", "prune", "--dry-run", user="unpriv").stdout
+        assert f"Kept: image {ext} is in use by a running container or build\n" in out, out
+        assert f"image {ext} (" not in out, out
+        chain.aishell("volumes", "prune", "--yes", user="unpriv")
+        assert ext in chain.names()
+        blobs, trees = store_parts(chain.aishell.store)
+        assert ext_blobs <= blobs and ext_trees <= trees
+        assert verify_store(chain.aishell.store) == []
+        run.stdin.write("\n")
+        run.stdin.close()
+        assert run.wait(timeout=60) == 0, run.stderr.read()
+        assert run.stdout.read() == "base-1\next-1\n"
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    out = chain.aishell("volumes", "prune", "--yes", user="unpriv").stdout
+    assert f"  image {ext} (built on aishell:base, which has moved on)\n" in out, out
+    assert ext not in chain.names()
+    blobs, trees = store_parts(chain.aishell.store)
+    assert not own_blobs & blobs and not own_trees & trees
+    assert verify_store(chain.aishell.store) == []
+    r = chain.exec(held, "cat", "/base-marker", "/ext-marker")
+    assert (r.stdout, built(r)) == ("base-2\next-1\n", [EXT_LINE])
