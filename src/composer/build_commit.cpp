@@ -40,18 +40,20 @@ oci::Manifest image_manifest(const std::vector<oci::Descriptor>& layers, const o
 }
 
 BuildResult commit_image(oci::Store& store, const ImageState& s, const std::vector<std::string>& tags,
-                         Rollback& rollback) {
+                         Rollback& rollback, const CommitHooks& hooks) {
     const std::string config_bytes = oci::ImageConfig(final_config(s)).to_json();
     auto lock = store.lock_exclusive();
     const oci::Descriptor config = put_json_blob(store, std::string(oci::media_type::kOciConfig), config_bytes);
     const oci::Manifest m = image_manifest(s.layers, config);
     const oci::Descriptor md =
         put_json_blob(store, std::string(oci::media_type::kOciManifest), oci::manifest_to_json(m));
+    if (hooks.last_check) hooks.last_check();
     for (const auto& tag : tags) {
         auto previous = store.find_image(tag);
         rollback.tagged(tag, previous ? std::optional(previous->descriptor) : std::nullopt, md);
         store.tag_image(tag, md);
     }
+    if (hooks.on_tagged) hooks.on_tagged(lock, md);
     return {config.digest, md};
 }
 

@@ -3,6 +3,7 @@
 // rollback so a build that fails after it leaves the tags as they were.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -18,8 +19,17 @@ namespace aishell::composer {
 // becomes its OCI equivalent), the descriptors' annotations, urls and platform dropped.
 oci::Manifest image_manifest(const std::vector<oci::Descriptor>& layers, const oci::Descriptor& config);
 
-// Writes the image of s and tags it with each of tags, under the store's lock.
+// What commit_image runs under the store lock it writes the image with: last_check after the
+// blobs and before any tag (it may throw: nothing is tagged then), on_tagged after the tags.
+struct CommitHooks {
+    std::function<void()> last_check;
+    // BuildRequest::on_tagged, given the manifest the tags now name.
+    std::function<void(const oci::StoreLock&, const oci::Descriptor&)> on_tagged;
+};
+
+// Writes the image of s and tags it with each of tags, in one hold of the store's lock (see
+// CommitHooks for what else runs in it).
 BuildResult commit_image(oci::Store& store, const ImageState& s, const std::vector<std::string>& tags,
-                         Rollback& rollback);
+                         Rollback& rollback, const CommitHooks& hooks = {});
 
 }  // namespace aishell::composer

@@ -79,8 +79,12 @@ public:
         stop_if_signalled("writing the image");
         ImageState& final_state = stage_states_.at(target.index);
         apply_request_labels(final_state, req_.labels);
-        BuildResult result = commit_image(store_, final_state, req_.tags, rollback_);
-        stop_if_signalled("writing the image");
+        // The last signal check is made under the store lock, before the tags: once tagged
+        // (and the caller's on_tagged has recorded the image) the build is done. Checking after
+        // the tags would untag an image the caller's record already names; a signal that comes
+        // during the tagging is treated as one that comes after the build (HeldSignals).
+        BuildResult result = commit_image(store_, final_state, req_.tags, rollback_,
+                                          {[&] { stop_if_signalled("writing the image"); }, req_.on_tagged});
         rollback_.commit();
         if (digest_memo_) digest_memo_->save();  // only a build that succeeded adds to the store
         return result;

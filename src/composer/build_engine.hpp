@@ -43,6 +43,11 @@ struct BuildRequest {
     std::vector<SshSource> ssh;                // --ssh: for RUN --mount=type=ssh
     // Pulls an image reference that is not in the store; returns its index.json name.
     std::function<std::string(oci::Store&, const std::string&)> pull;
+    // Called under the store lock that tags the image, right after the tags, with that lock and
+    // the manifest: a caller whose own record must name the image in the same hold writes it
+    // here (the chain: a prune, which takes that lock, sees both the tag and the record that
+    // vouches for it, or neither). If it throws, the build fails and its tags are taken back.
+    std::function<void(const oci::StoreLock&, const oci::Descriptor&)> on_tagged;
 };
 
 struct BuildResult {

@@ -318,13 +318,20 @@ UniqueFd take_build_lock(const oci::Store& store, const std::string& name, Chain
     return fd;
 }
 
-// Read, change and write the record under the store lock (other projects' runs write it too).
-void update_record(oci::Store& store, const std::function<void(ChainRecord&, oci::Store&)>& change) {
-    oci::StoreLock lock = store.lock_exclusive();
+using RecordChange = std::function<void(ChainRecord&, oci::Store&)>;
+
+// Read, change and write the record under the store lock the caller holds.
+void change_record(oci::Store& store, const oci::StoreLock& lock, const RecordChange& change) {
     ChainRecord r = read_chain_record(store);
     ChainRecord before = r;
     change(r, store);
     if (r != before) write_chain_record(store, lock, r);
+}
+
+// Read, change and write the record under the store lock (other projects' runs write it too).
+void update_record(oci::Store& store, const RecordChange& change) {
+    oci::StoreLock lock = store.lock_exclusive();
+    change_record(store, lock, change);
 }
 
 void remember_memo(oci::Store& store, const ChainState& s, const TierFiles& files, const ContextMemo& memo) {
@@ -375,7 +382,13 @@ struct TierBuild {
     bool no_cache = false;
 };
 
-ChainBuild run_tier_build(oci::Store& store, const ChainState& s, const TierBuild& t, const ChainOptions& o) {
+// Builds the tier and records it: record(r, built) runs under the very store-lock hold that
+// tags the image (BuildRequest::on_tagged). A prune takes that lock too, so it never sees the
+// new aishell:ext-* name without the record vouching for it (it would take the ext for one the
+// chain did not build, untag it and collect its blobs once the build's lease is gone, and the
+// run would find its image gone).
+void run_tier_build(oci::Store& store, const ChainState& s, const TierBuild& t, const ChainOptions& o,
+                    const std::function<void(ChainRecord&, const ChainBuild&)>& record) {
     ChainBuild b;
     b.name = t.name;
     b.custom = true;
@@ -394,6 +407,10 @@ ChainBuild run_tier_build(oci::Store& store, const ChainState& s, const TierBuil
     req.no_cache = t.no_cache;
     req.quiet = true;  // the step output shows when a step fails; the progress says the rest
     req.pull = o.pull;
+    req.on_tagged = [&](const oci::StoreLock& lock, const oci::Descriptor& manifest) {
+        b.manifest = manifest.digest;
+        change_record(store, lock, [&](ChainRecord& r, oci::Store&) { record(r, b); });
+    };
     if (t.step == ChainStep::Base) {
         req.labels[kBaseDockerfileHashLabel] = b.input_hash;
         req.labels[kBaseFoundationIdLabel] = s.named(kFoundationImage)->digest.str();
@@ -404,9 +421,8 @@ ChainBuild run_tier_build(oci::Store& store, const ChainState& s, const TierBuil
     }
     const auto start = std::chrono::steady_clock::now();
     if (o.progress) o.progress->building(t.step);
-    BuildResult result;
     try {
-        result = build_image(store, req);
+        build_image(store, req);
     } catch (Error& e) {
         if (o.progress) o.progress->failed(t.step);
         e.add_context("build " + t.files.dockerfile.string());
@@ -415,8 +431,6 @@ ChainBuild run_tier_build(oci::Store& store, const ChainState& s, const TierBuil
         throw;
     }
     if (o.progress) o.progress->built(t.step, std::chrono::steady_clock::now() - start);
-    b.manifest = result.manifest.digest;
-    return b;
 }
 
 // Checks the base under its build lock (another run may have built it meanwhile), builds it
@@ -430,12 +444,12 @@ void build_base_locked(oci::Store& store, const TierFiles& files, const ChainOpt
         remember_memo(store, s, files, memo);
         return;
     }
-    ChainBuild b = run_tier_build(store, s, {ChainStep::Base, std::string(kBaseImage), files, memo, {}, force_no_cache}, o);
-    update_record(store, [&](ChainRecord& r, oci::Store&) {
-        b.generation = r.generation;
-        r.base = b;
-        if (!memo.fingerprint.empty()) r.contexts[files.context.string()] = memo;
-    });
+    run_tier_build(store, s, {ChainStep::Base, std::string(kBaseImage), files, memo, {}, force_no_cache}, o,
+                   [&](ChainRecord& r, const ChainBuild& built) {
+                       r.base = built;
+                       r.base->generation = r.generation;
+                       if (!memo.fingerprint.empty()) r.contexts[files.context.string()] = memo;
+                   });
 }
 
 fs::path home_of(const ChainOptions& o) { return o.home.empty() ? home_dir() : o.home; }
@@ -503,11 +517,11 @@ ProjectImage ensure_ext(oci::Store& store, ChainState& s, const std::string& pro
         // setup --force (a generation bump) rebuilds without the step cache, as --rebuild does:
         // with the cache, an ext whose inputs did not move would come back unchanged.
         const bool no_cache = o.rebuild || (was && was->generation != s.record.generation);
-        ChainBuild b = run_tier_build(store, s, {ChainStep::Ext, name, files, memo, project, no_cache}, o);
-        update_record(store, [&](ChainRecord& r, oci::Store&) {
-            r.exts[project] = b;
-            if (!memo.fingerprint.empty()) r.contexts[files.context.string()] = memo;
-        });
+        run_tier_build(store, s, {ChainStep::Ext, name, files, memo, project, no_cache}, o,
+                       [&](ChainRecord& r, const ChainBuild& built) {
+                           r.exts[project] = built;
+                           if (!memo.fingerprint.empty()) r.contexts[files.context.string()] = memo;
+                       });
         s = load_state(store);
     } else {
         remember_memo(store, s, files, memo);
