@@ -110,6 +110,7 @@ int run_volumes_prune(const CommandContext& ctx, const VolumesOptions& o) {
         return 1;
     }
     options.dry_run = false;
+    options.approved = &plan;  // only what was listed and approved, of it what is still unused
     composer::PruneReport done = composer::prune_store(store, options);
     std::cout << "Total reclaimed space: " << human_size(static_cast<std::int64_t>(done.bytes())) << "\n";
     return 0;

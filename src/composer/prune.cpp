@@ -24,6 +24,18 @@ namespace {
 
 bool contains(const std::vector<std::string>& v, const std::string& s) { return std::find(v.begin(), v.end(), s) != v.end(); }
 
+bool approved_image(const PruneOptions& o, const ChainOrphan& orphan) {
+    if (!o.approved) return true;
+    return std::any_of(o.approved->images.begin(), o.approved->images.end(),
+                       [&](const PrunedImage& i) { return i.name == orphan.name && i.digest == orphan.manifest; });
+}
+
+bool approved_volume(const PruneOptions& o, const std::string& name) {
+    if (!o.approved) return true;
+    return std::any_of(o.approved->volumes.begin(), o.approved->volumes.end(),
+                       [&](const PrunedVolume& v) { return v.name == name; });
+}
+
 // Diff_ids (hex) of every image that stays: the cache entries of their layers are kept.
 std::set<std::string> layers_of_remaining_images(const oci::Store& store, const std::vector<std::string>& going) {
     std::set<std::string> layers;
@@ -43,17 +55,20 @@ struct CacheDecision {
 
 // A cache entry is needed while an image that stays has its layer or a live lease (a build
 // still running, whose image is not tagged yet) holds its blob.
-CacheDecision decide_cache(const oci::Store& store, const std::set<std::string>& image_layers, const oci::LiveLeases& leased) {
+// approved: the entries an approved plan lists (others stay, their layers with them); null: any.
+CacheDecision decide_cache(const oci::Store& store, const std::set<std::string>& image_layers, const oci::LiveLeases& leased,
+                           const std::vector<std::string>* approved) {
     CacheDecision d;
     for (auto& [path, entry] : step_cache_entries(store)) {
         if (entry && !entry->layer) continue;  // no layer, no data: a few bytes worth keeping
-        if (entry && (image_layers.count(std::string(entry->layer->diff_id.encoded())) ||
+        const bool may_go = !approved || contains(*approved, path);
+        if (entry && (!may_go || image_layers.count(std::string(entry->layer->diff_id.encoded())) ||
                       leased.blobs.count(entry->layer->descriptor.digest))) {
             d.roots.push_back(entry->layer->descriptor.digest);
             d.layer_roots.push_back(entry->layer->diff_id);
             continue;
         }
-        d.remove.push_back(path);  // its layer is in no image, or it does not parse
+        if (may_go) d.remove.push_back(path);  // its layer is in no image, or it does not parse
     }
     return d;
 }
@@ -132,18 +147,20 @@ PruneReport prune_store(oci::Store& store, const PruneOptions& options) {
                 r.images_in_use.push_back(orphan.name);
                 continue;
             }
+            if (!approved_image(options, orphan)) continue;  // not listed when the user said yes
             r.images.push_back({orphan.name, orphan.manifest, orphan.reason});
             orphans.push_back(std::move(orphan));
         }
         std::vector<std::string> going;
         for (const auto& image : r.images) going.push_back(image.name);
 
-        const CacheDecision cache = decide_cache(store, layers_of_remaining_images(store, going), leased);
+        const CacheDecision cache = decide_cache(store, layers_of_remaining_images(store, going), leased,
+                                                 options.approved ? &options.approved->cache_entries : nullptr);
         r.cache_entries = cache.remove;
 
         for (const auto& name : options.volumes ? volume_names(store) : std::vector<std::string>{}) {
             if (leased.volumes.count(name)) r.volumes_in_use.push_back(name);
-            else r.volumes.push_back({name, disk_usage(oci::volumes_dir(store) / name)});
+            else if (approved_volume(options, name)) r.volumes.push_back({name, disk_usage(oci::volumes_dir(store) / name)});
         }
         for (const auto& v : r.volumes) r.volume_bytes += v.bytes;
 
@@ -154,6 +171,7 @@ PruneReport prune_store(oci::Store& store, const PruneOptions& options) {
         gc.gc.extra_layer_roots = cache.layer_roots;
         gc.layer_copy_dirs = runtime::reowned_layers_dirs(store.root());
         gc.ignore_names = going;
+        if (options.approved) gc.approved = &options.approved->gc;
         r.gc = oci::collect_garbage(store, gc, held, leased);
         measure(store, r.gc, r);
         if (options.dry_run) return r;

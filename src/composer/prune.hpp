@@ -26,9 +26,15 @@ namespace aishell::composer {
 
 namespace fs = std::filesystem;
 
+struct PruneReport;
+
 struct PruneOptions {
     bool volumes = false;  // also named volumes no live run holds
     bool dry_run = false;  // decide and measure, change nothing
+    // The plan a dry run listed and the user approved: only what it lists goes (and of that,
+    // only what is still unused now). Without it, a volume listed as "Kept: in use" whose run
+    // ended while the question waited would be removed unseen.
+    const PruneReport* approved = nullptr;
 };
 
 struct PrunedImage {

@@ -96,10 +96,31 @@ bool is_layer_hex(const std::string& s) {
     return s.size() == 64 && s.find_first_not_of("0123456789abcdef") == std::string::npos;
 }
 
-void sweep_blobs(Store& store, const Marks& marks, const GcOptions& options, GcResult& result) {
+// PruneGcOptions::approved as sets; an absent one approves everything.
+struct Approved {
+    bool all = true;
+    std::set<Digest> blobs;
+    std::set<std::string> layers;
+    std::set<fs::path> copies, temp;
+
+    explicit Approved(const PruneGcResult* r) {
+        if (!r) return;
+        all = false;
+        blobs.insert(r->gc.removed_blobs.begin(), r->gc.removed_blobs.end());
+        layers.insert(r->gc.removed_layers.begin(), r->gc.removed_layers.end());
+        copies.insert(r->removed_layer_copies.begin(), r->removed_layer_copies.end());
+        temp.insert(r->gc.removed_temp.begin(), r->gc.removed_temp.end());
+    }
+    template <typename T>
+    bool allows(const std::set<T>& set, const T& v) const { return all || set.count(v); }
+};
+
+void sweep_blobs(Store& store, const Marks& marks, const GcOptions& options, const Approved& approved,
+                 GcResult& result) {
     auto consider = [&](const fs::path& file) {
         auto digest = Digest::try_parse("sha256:" + file.filename().string());
         if (digest && marks.blobs.count(*digest)) return;
+        if (!approved.all && (!digest || !approved.blobs.count(*digest))) return;
         std::error_code ec;
         std::uint64_t size = fs::file_size(file, ec);
         if (ec) size = 0;
@@ -132,11 +153,13 @@ void trash_tree(Store& store, const fs::path& tree, const std::string& hex, GcRe
 }
 
 // Trees (and their owner tables) in layers/ that nothing names.
-void sweep_layers(Store& store, const std::set<std::string>& keep, const GcOptions& options, GcResult& result) {
+void sweep_layers(Store& store, const std::set<std::string>& keep, const GcOptions& options, const Approved& approved,
+                  GcResult& result) {
     for (const auto& entry : fs::directory_iterator(store.layers_dir())) {
         const std::string name = entry.path().filename().string();
         const std::string hex = name.size() == 64 + 7 && name.ends_with(".owners") ? name.substr(0, 64) : name;
         if (!is_layer_hex(hex) || keep.count(hex)) continue;  // not a layer tree, or live
+        if (!approved.allows(approved.layers, hex)) continue;
         if (hex != name) {  // an owner table; its tree (if any) is handled on its own
             std::error_code ec;
             if (!options.dry_run) fs::remove(entry.path(), ec);
@@ -154,10 +177,11 @@ void sweep_layers(Store& store, const std::set<std::string>& keep, const GcOptio
 // directory to `.gc-*`, where only the parent's write permission counts; a `.gc-*` left by a
 // removal that did not finish is trash already.
 void sweep_layer_copies(Store&, const fs::path& dir, const std::set<std::string>& keep, const GcOptions& options,
-                        PruneGcResult& result) {
+                        const Approved& approved, PruneGcResult& result) {
     std::error_code ec;
     for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
         const std::string name = it->path().filename().string();
+        if (!approved.allows(approved.copies, it->path())) continue;
         if (name.starts_with(".gc-")) {
             result.removed_layer_copies.push_back(it->path());
             if (!options.dry_run) result.gc.layer_trash.push_back(it->path());
@@ -174,8 +198,9 @@ void sweep_layer_copies(Store&, const fs::path& dir, const std::set<std::string>
     if (ec && ec != std::errc::no_such_file_or_directory) throw SystemError(ec.value(), "list", dir.string());
 }
 
-void sweep_temp(Store& store, const GcOptions& options, GcResult& result) {
+void sweep_temp(Store& store, const GcOptions& options, const Approved& approved, GcResult& result) {
     for (const auto& file : fs::directory_iterator(store.tmp_dir())) {
+        if (!approved.allows(approved.temp, file.path())) continue;
         if (!older_than(file.path(), options.stale_after) || in_use(file.path())) continue;
         std::error_code ec;
         if (!options.dry_run) fs::remove_all(file.path(), ec);
@@ -197,13 +222,14 @@ PruneGcResult collect_garbage(Store& store, const PruneGcOptions& prune, const L
 
         PruneGcResult result;
         result.gc.removed_leases = leased.dead;
-        sweep_blobs(store, marks, options, result.gc);
+        const Approved approved(prune.approved);
+        sweep_blobs(store, marks, options, approved, result.gc);
         if (options.sweep_layers) {
             const std::set<std::string> keep = kept_layers(marks, leased, options);
-            sweep_layers(store, keep, options, result.gc);
-            for (const auto& dir : prune.layer_copy_dirs) sweep_layer_copies(store, dir, keep, options, result);
+            sweep_layers(store, keep, options, approved, result.gc);
+            for (const auto& dir : prune.layer_copy_dirs) sweep_layer_copies(store, dir, keep, options, approved, result);
         }
-        if (!options.only_blobs) sweep_temp(store, options, result.gc);
+        if (!options.only_blobs) sweep_temp(store, options, approved, result.gc);
         return result;
     });
 }

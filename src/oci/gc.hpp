@@ -15,6 +15,11 @@
 
 namespace aishell::oci {
 
+struct PruneGcResult {
+    GcResult gc;  // its layer_trash includes the copies taken out
+    std::vector<fs::path> removed_layer_copies;
+};
+
 struct PruneGcOptions {
     GcOptions gc;
     // Directories whose entries named <diff_id hex> (and `.tmp-<hex>-*`, a copier's leftover)
@@ -22,11 +27,10 @@ struct PruneGcOptions {
     std::vector<fs::path> layer_copy_dirs;
     // index.json names marked as if absent.
     std::vector<std::string> ignore_names;
-};
-
-struct PruneGcResult {
-    GcResult gc;  // its layer_trash includes the copies taken out
-    std::vector<fs::path> removed_layer_copies;
+    // What an earlier dry run listed and the user approved (`volumes prune` after its
+    // question): only those blobs, trees, copies and temp files may go, and each only if it is
+    // still garbage now. Something that became garbage while the question waited stays.
+    const PruneGcResult* approved = nullptr;
 };
 
 // collect_garbage with those additions; `leased` is what read_live_leases(held) gave.

@@ -18,6 +18,7 @@ from helpers import users
 from helpers.build import make_context
 from helpers.checks import assert_one_error, skopeo_inspect, wait_for
 from helpers.store import image_names, read_blob, snapshot, diff_snapshots, verify_store
+from helpers.terminal import Terminal
 
 MODE = {"AISHELL_USERNS": "subuid"}
 
@@ -290,6 +291,52 @@ def test_prune_during_a_running_exec_leaves_its_image_trees_volumes_and_run_dir(
     assert not os.path.exists(os.path.join(aishell.store, "volumes", "held-data"))
     assert not blobs & blobs_on_disk(aishell.store)
     assert not set(trees) & trees_on_disk(aishell.store)
+
+
+def test_prune_removes_only_what_it_listed_when_the_user_said_yes(aishell, busybox):
+    # The plan is made before the question and the removal after it: what changed while the
+    # question waited (a run that held a volume ended, an image lost its last name) was not
+    # listed, so it stays until the next prune lists it.
+    ai(aishell, "exec", "--image", busybox, "-v", "free-data:/d", "--", "true")
+    ctx = make_context(aishell, {"Dockerfile": f"FROM {busybox}\nRUN echo late > /late\n"})
+    ai(aishell, "build", "-t", "late:1", ctx)
+    late_blobs = parts(aishell.store, "late:1")[0] - parts(aishell.store, busybox)[0]
+    gate = aishell.make_dir(os.path.join(aishell.workdir, "gate"))
+    run = aishell.popen("exec", "--image", busybox, "-v", f"{gate}:/gate", "-v", "held-data:/data", "--", "sh", "-c",
+                        "echo kept > /data/f; touch /gate/started; until [ -e /gate/go ]; do sleep 0.02; done",
+                        user="unpriv", env=MODE)
+    term = None
+    try:
+        wait_for(lambda: os.path.exists(os.path.join(gate, "started")) or run.poll() is not None,
+                 timeout=60, what="the container to start")
+        assert run.poll() is None, run.communicate()
+        term = Terminal(aishell, ["volumes", "prune", "--volumes"], MODE["AISHELL_USERNS"])
+        shown = term.read_until("Remove them? [y/N] ", timeout=60)
+        assert "  volume free-data (" in shown
+        assert "Kept: volume held-data is in use by a running container" in shown
+        assert "late" not in shown and "image" not in shown, shown
+        # While the question waits: the run ends, and late:1 loses its only name.
+        open(os.path.join(gate, "go"), "w").close()
+        assert run.wait(timeout=60) == 0
+        ai(aishell, "rmi", "late:1")
+        term.type("y\n")
+        term.read_until("Total reclaimed space: ", timeout=60)
+        assert term.proc.wait(timeout=60) == 0
+    finally:
+        open(os.path.join(gate, "go"), "w").close()
+        run.communicate(timeout=60)
+        if term:
+            term.close()
+    volumes = os.path.join(aishell.store, "volumes")
+    assert not os.path.exists(os.path.join(volumes, "free-data"))
+    assert os.path.isfile(os.path.join(volumes, "held-data", "f")), "a volume the plan kept was removed"
+    assert late_blobs and late_blobs <= blobs_on_disk(aishell.store), "blobs the plan did not list were removed"
+    # The next prune lists them, and takes them.
+    out = ai(aishell, "volumes", "prune", "--volumes", "--yes").stdout
+    assert "  volume held-data (" in out
+    assert not os.path.exists(os.path.join(volumes, "held-data"))
+    assert not late_blobs & blobs_on_disk(aishell.store)
+    assert_store_verifies(aishell)
 
 
 # ---- system reset --------------------------------------------------------------------------------

@@ -12,6 +12,8 @@
 #include <string>
 
 #include "common/file.hpp"
+#include "oci/gc.hpp"
+#include "oci/lease.hpp"
 #include "oci/store.hpp"
 #include "temp_dir.hpp"
 
@@ -173,4 +175,47 @@ TEST_CASE("gc: a corrupt manifest stops collection instead of deleting its blobs
     aishell::write_file_atomic(store.blob_path(m.digest), "garbage");
     CHECK_THROWS_WITH(oci::collect_garbage(store, {}), Catch::StartsWith("garbage collection: "));
     CHECK(store.has_blob(oci::sha256_of("precious")));
+}
+
+TEST_CASE("gc: with an approved plan only what it listed goes, and only if it is still garbage", "[gc]") {
+    TempDir dir;
+    oci::Store store = oci::Store::open(dir.path);
+    oci::Digest listed = store.put_blob("listed");
+    oci::Digest listed_then_named = store.put_blob("listed, then named");
+    fs::path stale = store.tmp_dir() / "stale.listed";
+    aishell::write_file_atomic(stale, "s");
+    age(stale, 2 * 24 * 3600);
+    oci::PruneGcResult plan;
+    {
+        oci::LeaseRemovalLock held(store);
+        oci::PruneGcOptions dry;
+        dry.gc.dry_run = true;
+        plan = oci::collect_garbage(store, dry, held, oci::read_live_leases(held, {}, true));
+    }
+    REQUIRE(plan.gc.removed_blobs.size() == 2);
+    REQUIRE(plan.gc.removed_temp == std::vector<fs::path>{stale});
+
+    // While the question waits: a new orphan blob and a new stale temp file appear, and one
+    // listed blob becomes part of an image.
+    oci::Digest unlisted = store.put_blob("unlisted");
+    fs::path unlisted_temp = store.tmp_dir() / "stale.unlisted";
+    aishell::write_file_atomic(unlisted_temp, "u");
+    age(unlisted_temp, 2 * 24 * 3600);
+    {
+        auto lock = store.lock_exclusive();
+        oci::Manifest m;
+        m.config = {std::string(mt::kOciConfig), listed_then_named, 18, {}, {}, {}, {}};
+        store.tag_image("now:1", describe(store, mt::kOciManifest, oci::manifest_to_json(m)));
+    }
+
+    oci::LeaseRemovalLock held(store);
+    oci::PruneGcOptions approved;
+    approved.approved = &plan;
+    oci::PruneGcResult r = oci::collect_garbage(store, approved, held, oci::read_live_leases(held));
+    CHECK(r.gc.removed_blobs == std::vector<oci::Digest>{listed});
+    CHECK_FALSE(store.has_blob(listed));
+    CHECK(store.has_blob(listed_then_named));
+    CHECK(store.has_blob(unlisted));
+    CHECK(r.gc.removed_temp == std::vector<fs::path>{stale});
+    CHECK(fs::exists(unlisted_temp));
 }
