@@ -135,7 +135,9 @@ void hash_field(oci::Sha256& h, std::string_view s) {
 
 // The aishell:* images the FROM lines name (after global ARG expansion; stage names are not
 // images), and the one the target (last) stage is built on, followed through stage names.
-void read_from_lines(const TierFiles& files, ContextMemo& memo) {
+// builds: the name this tier's image gets; a FROM naming it is refused (its own new digest would
+// make it stale again: it would be rebuilt on top of itself on every run, a layer more each time).
+void read_from_lines(const TierFiles& files, std::string_view builds, ContextMemo& memo) {
     Dockerfile df = load_dockerfile(files.dockerfile.string());
     auto scope = global_arg_scope(df, {});
     std::vector<std::string> bases;
@@ -146,6 +148,11 @@ void read_from_lines(const TierFiles& files, ContextMemo& memo) {
         bool is_stage = std::any_of(df.stages.begin(), df.stages.begin() + stage.index,
                                     [&](const Stage& s) { return !s.name.empty() && s.name == base; });
         if (is_stage || !base.starts_with("aishell:")) continue;
+        if (base == builds)
+            throw Error(files.dockerfile.string() + ":" + std::to_string(stage.line()) + ": FROM " + base +
+                            " names the image this Dockerfile builds, so every run would rebuild it on top of itself",
+                        builds == kBaseImage ? "build the global base FROM aishell:foundation"
+                                             : "build the project image FROM aishell:base or aishell:foundation");
         if (seen.insert(base).second) memo.from_images.push_back(base);
     }
     memo.final_from.clear();
@@ -203,15 +210,18 @@ void hash_context(const oci::Store& store, const TierFiles& files, const Context
 }
 
 // The memo of the tier's context: the record's when the stat data is unchanged, else made anew.
+// builds: the image name the tier's Dockerfile builds (read_from_lines refuses a FROM naming it;
+// a memo an older release recorded for such a Dockerfile is read again to say so).
 ContextMemo context_memo(const oci::Store& store, const ChainRecord& record, const TierFiles& files,
-                         MemoWrites writes = MemoWrites::Save) {
+                         std::string_view builds, MemoWrites writes = MemoWrites::Save) {
     ContextScan scan = scan_context(files);
     auto it = record.contexts.find(files.context.string());
-    if (it != record.contexts.end() && !scan.fingerprint.empty() && it->second.fingerprint == scan.fingerprint)
+    if (it != record.contexts.end() && !scan.fingerprint.empty() && it->second.fingerprint == scan.fingerprint &&
+        std::find(it->second.from_images.begin(), it->second.from_images.end(), builds) == it->second.from_images.end())
         return it->second;
     ContextMemo memo;
     memo.fingerprint = scan.fingerprint;
-    read_from_lines(files, memo);
+    read_from_lines(files, builds, memo);
     hash_context(store, files, scan, writes, memo);
     return memo;
 }
@@ -439,7 +449,7 @@ void build_base_locked(oci::Store& store, const TierFiles& files, const ChainOpt
     UniqueFd lock = take_build_lock(store, "base", ChainStep::Base, o.progress);
     ChainState s = load_state(store);
     require_foundation(s);
-    ContextMemo memo = context_memo(store, s.record, files);
+    ContextMemo memo = context_memo(store, s.record, files, kBaseImage);
     if (!force_no_cache && is_fresh(s, s.record.base, memo, std::nullopt)) {
         remember_memo(store, s, files, memo);
         return;
@@ -472,7 +482,7 @@ void ensure_base(oci::Store& store, ChainState& s, const ChainOptions& o) {
         }
         return;
     }
-    ContextMemo memo = context_memo(store, s.record, *files);
+    ContextMemo memo = context_memo(store, s.record, *files, kBaseImage);
     if (is_fresh(s, s.record.base, memo, std::nullopt)) {
         remember_memo(store, s, *files, memo);
         return;
@@ -504,14 +514,14 @@ ProjectImage ensure_ext(oci::Store& store, ChainState& s, const std::string& pro
         if (it == st.record.exts.end()) return std::nullopt;
         return it->second;
     };
-    ContextMemo memo = context_memo(store, s.record, files);
+    ContextMemo memo = context_memo(store, s.record, files, name);
     if (!o.rebuild && is_fresh(s, recorded(s), memo, s.record.generation)) {
         remember_memo(store, s, files, memo);
         return {name, *s.named(name), project};
     }
     UniqueFd lock = take_build_lock(store, "ext-" + name.substr(kExtImagePrefix.size()), ChainStep::Ext, o.progress);
     s = load_state(store);
-    memo = context_memo(store, s.record, files);
+    memo = context_memo(store, s.record, files, name);
     const auto was = recorded(s);
     if (o.rebuild || !is_fresh(s, was, memo, s.record.generation)) {
         // setup --force (a generation bump) rebuilds without the step cache, as --rebuild does:
@@ -607,7 +617,7 @@ ChainStatus chain_status(const oci::Store& store, const fs::path& cwd, const Cha
     st.base = tier_status(std::string(kBaseImage), [&]() -> std::vector<std::string> {
         if (!foundation) return {std::string(kFoundationImage) + " is not in the store"};
         if (!base_files) return alias_reasons(s, *foundation);
-        return stale_reasons(s, s.record.base, context_memo(store, s.record, *base_files, MemoWrites::ReadOnly), std::nullopt);
+        return stale_reasons(s, s.record.base, context_memo(store, s.record, *base_files, kBaseImage, MemoWrites::ReadOnly), std::nullopt);
     });
     if (auto base = s.named(kBaseImage)) st.base.manifest = base->digest;
 
@@ -615,8 +625,9 @@ ChainStatus chain_status(const oci::Store& store, const fs::path& cwd, const Cha
     if (!files) return st;
     st.ext_dockerfile = files->dockerfile;
     const std::string project = st.project.string();
-    st.ext = tier_status(ext_name_of(s, project), [&] {
-        ContextMemo memo = context_memo(store, s.record, *files, MemoWrites::ReadOnly);
+    const std::string ext_name = ext_name_of(s, project);
+    st.ext = tier_status(ext_name, [&] {
+        ContextMemo memo = context_memo(store, s.record, *files, ext_name, MemoWrites::ReadOnly);
         auto it = s.record.exts.find(project);
         std::optional<ChainBuild> recorded;
         if (it != s.record.exts.end()) recorded = it->second;

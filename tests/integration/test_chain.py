@@ -195,6 +195,34 @@ def test_a_failing_base_build_exits_125_with_its_output_and_is_retried(chain):
     assert chain.exec(project, "cat", "/base-marker").stdout == "fixed\n"
 
 
+@pytest.mark.parametrize("tier", ["base", "ext"])
+def test_a_dockerfile_from_its_own_image_is_one_error_naming_its_line(chain, tier):
+    # FROM the image the Dockerfile builds: each build moves that image, which makes it stale
+    # again, so every run used to build it once more on top of itself.
+    project = chain.project("proj", dockerfile=EXT)
+    chain.exec(project, "true")
+    before = chain.names()
+    if tier == "base":
+        own = "aishell:base"
+        path = chain.base_dockerfile(f"# the global base\nFROM {own}\nRUN echo again >> /stack\n")
+        hint = "build the global base FROM aishell:foundation"
+    else:
+        own = ext_name(project)  # through a global ARG, as read_from_lines expands it
+        path = chain.write(os.path.join(project, ".aishell", "Dockerfile"),
+                           f"ARG ME={own}\nFROM $ME\nRUN echo again >> /stack\n")
+        hint = "build the project image FROM aishell:base or aishell:foundation"
+    for _ in range(2):
+        r = chain.exec(project, "true", check=False)
+        assert r.returncode == 125
+        line = assert_one_error(r)
+        assert line == (f"aishell: error: {path}:2: FROM {own} names the image this Dockerfile builds, "
+                        f"so every run would rebuild it on top of itself (hint: {hint})"), line
+        assert built(r) == []
+        assert chain.names() == before
+    c = chain.aishell("check", user="unpriv", cwd=project, check=False)
+    assert c.returncode != 0 and f"{path}:2: FROM {own} names the image this Dockerfile builds" in c.stdout
+
+
 def test_missing_foundation_is_one_error_saying_to_run_setup(aishell):
     project = os.path.join(aishell.workdir, "p")
     aishell.make_dir(project)
