@@ -316,14 +316,19 @@ std::string input_hash(const std::string& content_hash, const std::map<std::stri
 
 // The build lock of one chain step (<store>/chain/<name>.lock), held while that image is
 // checked and built, so two runs started together build it once; the second waits and says so.
-// The store lock is held only while the index and the record are written.
-UniqueFd take_build_lock(const oci::Store& store, const std::string& name, ChainStep step, ChainProgress* progress) {
+// The store lock is held only while the index and the record are written. An ext build holds
+// the base's lock shared (LockMode::Shared): the base is not rebuilt under it.
+enum class LockMode { Exclusive = LOCK_EX, Shared = LOCK_SH };
+
+UniqueFd take_build_lock(const oci::Store& store, const std::string& name, ChainStep step, ChainProgress* progress,
+                         LockMode mode = LockMode::Exclusive) {
     fs::path path = chain_dir(store) / (name + ".lock");
     UniqueFd fd = open_file(path, O_RDWR | O_CREAT, 0600);
-    if (::flock(fd.get(), LOCK_EX | LOCK_NB) == 0) return fd;
+    const int how = static_cast<int>(mode);
+    if (::flock(fd.get(), how | LOCK_NB) == 0) return fd;
     if (errno != EWOULDBLOCK) throw_errno("lock", path.string());
     if (progress) progress->waiting(step);
-    while (::flock(fd.get(), LOCK_EX) < 0)
+    while (::flock(fd.get(), how) < 0)
         if (errno != EINTR) throw_errno("lock", path.string());
     return fd;
 }
@@ -520,6 +525,12 @@ ProjectImage ensure_ext(oci::Store& store, ChainState& s, const std::string& pro
         return {name, *s.named(name), project};
     }
     UniqueFd lock = take_build_lock(store, "ext-" + name.substr(kExtImagePrefix.size()), ChainStep::Ext, o.progress);
+    // The FROM digests the ext records (its aishell.base.id label, the record's `from`) are read
+    // from this state, and the build resolves FROM aishell:base later: another project's run
+    // rebuilding the base in between made them name a base the ext was not built on. Holding
+    // the base's build lock shared until the ext is recorded keeps the base where it is (a base
+    // build waits, and says so). Lock order: ext, then base; a base build takes no ext lock.
+    UniqueFd base_lock = take_build_lock(store, "base", ChainStep::Base, o.progress, LockMode::Shared);
     s = load_state(store);
     memo = context_memo(store, s.record, files, name);
     const auto was = recorded(s);

@@ -266,6 +266,51 @@ def test_a_run_waits_for_the_build_lock_and_says_so(chain):
     assert err.splitlines().count(EXT_LINE) == 1
 
 
+def stderr_line(proc, timeout=120):
+    ready, _, _ = select.select([proc.stderr], [], [], timeout)
+    assert ready, f"no output from the run within {timeout}s"
+    return proc.stderr.readline()
+
+
+def test_a_base_rebuild_waits_for_an_ext_being_built_on_the_base(chain):
+    """An ext records the base it was built on (aishell.base.id, the record's from) as the state
+    read before its build, and its build resolves FROM aishell:base later; another project's run
+    must not rebuild the base in between. Project a's first stage waits on a gate file, so its
+    FROM aishell:base is resolved only after project b's run has been started on a changed base."""
+    chain.base_dockerfile(BASE)
+    b = chain.project("b")
+    chain.exec(b, "true")
+    gated = ("FROM aishell:foundation AS gate\n"
+             "RUN --mount=type=bind,target=/ctx sh -c 'until [ -e /ctx/go ]; do sleep 0.05; done'\n"
+             "FROM aishell:base\nCOPY --from=gate /bin/sh /gate-passed\n")
+    a = chain.project("a", dockerfile=gated)
+    run_a = chain.aishell.popen("exec", "--network", "none", "true", user="unpriv", cwd=a)
+    run_b = None
+    try:
+        assert stderr_line(run_a) == EXT_LINE + "\n"  # its build has begun and waits at the gate
+        chain.base_dockerfile(BASE.replace("base-1", "base-2"))
+        run_b = chain.aishell.popen("exec", "--network", "none", "true", user="unpriv", cwd=b)
+        b_first = stderr_line(run_b)
+        if b_first != "Waiting for another aishell to finish building the global base image...\n":
+            run_b.communicate(timeout=300)  # it went ahead: let it finish before a resolves its FROM
+    finally:
+        chain.write(os.path.join(a, ".aishell", "go"), "")
+        _, err_a = run_a.communicate(timeout=300)
+        err_b = run_b.communicate(timeout=300)[1] if run_b else ""
+    assert run_a.returncode == 0, err_a
+    assert run_b.returncode == 0, err_b
+
+    ext = ext_name(a)
+    label = chain.labels(ext)["aishell.base.id"]
+    assert chain.record()["exts"][a]["from"]["aishell:base"] == label
+    base_layers = [l["digest"] for l in json.loads(read_blob(chain.aishell.store, label))["layers"]]
+    ext_manifest = json.loads(read_blob(chain.aishell.store, chain.names()[ext]))
+    ext_layers = [l["digest"] for l in ext_manifest["layers"]]
+    assert ext_layers[:len(base_layers)] == base_layers, "the ext's label names a base it was not built on"
+    assert b_first == "Waiting for another aishell to finish building the global base image...\n"
+    assert BASE_LINE in err_b.splitlines()
+
+
 def test_rebuild_builds_the_ext_again_without_the_step_cache_and_quiet_says_nothing(chain):
     project = chain.project(dockerfile="FROM aishell:base\nRUN cat /proc/sys/kernel/random/uuid > /id\n")
     first = chain.exec(project, "cat", "/id")
