@@ -169,6 +169,31 @@ void require_schema_version_2(const json& j, const char* what) {
         throw Error(std::string(what) + ": schemaVersion must be 2");
 }
 
+// A manifest and an index open alike: the kind the caller found must be the OCI or the Docker
+// one of this document, schemaVersion must be 2, and a Docker document must name its own
+// mediaType (distribution's schema 2 and manifest list specs require it; OCI leaves it optional).
+struct DocumentKind {
+    ManifestKind oci;
+    ManifestKind docker;
+    std::string_view docker_media_type;
+    const char* what;
+};
+constexpr DocumentKind kManifestDocument{ManifestKind::OciManifest, ManifestKind::DockerManifest, mt::kDockerManifest,
+                                         "image manifest"};
+constexpr DocumentKind kIndexDocument{ManifestKind::OciIndex, ManifestKind::DockerList, mt::kDockerList, "image index"};
+
+// Checks the head of `bytes` as `doc`, stores its mediaType in `media_type` and returns the object.
+json parse_document_head(std::string_view bytes, ManifestKind kind, const DocumentKind& doc, std::string& media_type) {
+    if (kind != doc.oci && kind != doc.docker)
+        throw Error(std::string("not an ") + doc.what + " (media type \"" + std::string(media_type_of(kind)) + "\")");
+    json j = parse_json_document(bytes, kMaxManifestSize, doc.what);
+    require_schema_version_2(j, doc.what);
+    media_type = optional_string(j, "mediaType", doc.what);
+    if (kind == doc.docker && media_type != doc.docker_media_type)
+        throw Error(std::string(doc.what) + ": mediaType must be \"" + std::string(doc.docker_media_type) + "\"");
+    return j;
+}
+
 }  // namespace
 
 Descriptor parse_descriptor(const json& j) {
@@ -296,16 +321,10 @@ Manifest parse_manifest(std::string_view bytes, ManifestKind kind) {
     if (kind == ManifestKind::DockerSchema1)
         throw Error("Docker image manifest schema 1 is unsupported",
                     "the registry serves a legacy format; push the image again with a current client");
-    if (kind != ManifestKind::OciManifest && kind != ManifestKind::DockerManifest)
-        throw Error("not an image manifest (media type \"" + std::string(media_type_of(kind)) + "\")");
-    const char* what = "image manifest";
-    json j = parse_json_document(bytes, kMaxManifestSize, what);
-    require_schema_version_2(j, what);
+    const char* what = kManifestDocument.what;
     Manifest m;
     m.kind = kind;
-    m.media_type = optional_string(j, "mediaType", what);
-    if (kind == ManifestKind::DockerManifest && m.media_type != mt::kDockerManifest)
-        throw Error("image manifest: mediaType must be \"" + std::string(mt::kDockerManifest) + "\"");
+    const json j = parse_document_head(bytes, kind, kManifestDocument, m.media_type);
     if (kind == ManifestKind::OciManifest && !m.media_type.empty() && m.media_type != mt::kOciManifest)
         throw Error("image manifest: unexpected mediaType \"" + m.media_type + "\"");
     m.config = parse_descriptor(require(j, "config", what));
@@ -320,16 +339,10 @@ Manifest parse_manifest(std::string_view bytes, ManifestKind kind) {
 }
 
 Index parse_index(std::string_view bytes, ManifestKind kind) {
-    if (kind != ManifestKind::OciIndex && kind != ManifestKind::DockerList)
-        throw Error("not an image index (media type \"" + std::string(media_type_of(kind)) + "\")");
-    const char* what = "image index";
-    json j = parse_json_document(bytes, kMaxManifestSize, what);
-    require_schema_version_2(j, what);
+    const char* what = kIndexDocument.what;
     Index i;
     i.kind = kind;
-    i.media_type = optional_string(j, "mediaType", what);
-    if (kind == ManifestKind::DockerList && i.media_type != mt::kDockerList)
-        throw Error("image index: mediaType must be \"" + std::string(mt::kDockerList) + "\"");
+    const json j = parse_document_head(bytes, kind, kIndexDocument, i.media_type);
     const json& manifests = require(j, "manifests", what);
     if (!manifests.is_array()) throw Error("image index: manifests must be an array");
     for (const auto& d : manifests) i.manifests.push_back(parse_descriptor(d));
