@@ -21,6 +21,7 @@
 
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "common/path_components.hpp"
 #include "common/resolve_path.hpp"
 #include "common/unique_fd.hpp"
 #include "composer/build_add_tar.hpp"
@@ -31,13 +32,7 @@ namespace aishell::composer {
 
 std::vector<std::string> split_path(const std::string& rel) {
     std::vector<std::string> parts;
-    std::size_t start = 0;
-    while (start <= rel.size()) {
-        auto slash = rel.find('/', start);
-        if (slash == std::string::npos) slash = rel.size();
-        if (slash > start) parts.push_back(rel.substr(start, slash - start));
-        start = slash + 1;
-    }
+    for (std::string_view component : PathComponents(rel)) parts.emplace_back(component);
     return parts;
 }
 

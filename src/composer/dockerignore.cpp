@@ -11,6 +11,7 @@
 #include <system_error>
 
 #include "common/error.hpp"
+#include "common/path_components.hpp"
 #include "composer/dockerfile_parser.hpp"
 
 namespace aishell::composer {
@@ -31,13 +32,8 @@ std::string go_clean(std::string_view path) {
     if (path.empty()) return ".";
     const bool rooted = path.front() == '/';
     std::vector<std::string_view> parts;
-    std::size_t i = 0;
-    while (i < path.size()) {
-        std::size_t j = path.find('/', i);
-        if (j == std::string_view::npos) j = path.size();
-        std::string_view part = path.substr(i, j - i);
-        i = j + 1;
-        if (part.empty() || part == ".") continue;
+    for (std::string_view part : PathComponents(path)) {
+        if (part == ".") continue;
         if (part == "..") {
             if (!parts.empty() && parts.back() != "..") {
                 parts.pop_back();

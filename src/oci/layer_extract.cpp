@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "common/error.hpp"
+#include "common/path_components.hpp"
 #include "common/resolve_path.hpp"
 #include "common/unique_fd.hpp"
 #include "oci/archive_api.hpp"
@@ -45,13 +46,8 @@ using media_type::Compression;
 
 std::string clean_path(std::string_view raw) {
     std::vector<std::string_view> parts;
-    std::size_t pos = 0;
-    while (pos <= raw.size()) {
-        std::size_t slash = raw.find('/', pos);
-        if (slash == std::string_view::npos) slash = raw.size();
-        std::string_view part = raw.substr(pos, slash - pos);
-        pos = slash + 1;
-        if (part.empty() || part == ".") continue;
+    for (std::string_view part : PathComponents(raw)) {
+        if (part == ".") continue;
         if (part == "..") {
             if (parts.empty()) throw Error("path escapes the layer root");
             parts.pop_back();
@@ -187,12 +183,8 @@ private:
     UniqueFd walk(const std::string& path, bool create) {
         UniqueFd cur = reopen_root(O_PATH);
         std::string so_far;
-        std::size_t pos = 0;
-        while (pos < path.size()) {
-            std::size_t slash = path.find('/', pos);
-            if (slash == std::string::npos) slash = path.size();
-            std::string name = path.substr(pos, slash - pos);
-            pos = slash + 1;
+        for (std::string_view component : PathComponents(path)) {
+            const std::string name(component);
             so_far += (so_far.empty() ? "" : "/") + name;
             cur = step(cur.get(), name, so_far, create);
         }

@@ -7,6 +7,8 @@
 
 #include <deque>
 
+#include "common/path_components.hpp"
+
 namespace aishell::runtime {
 
 namespace {
@@ -34,13 +36,7 @@ bool is_opaque(const fs::path& dir) {
 
 std::deque<std::string> split_path(const std::string& path) {
     std::deque<std::string> out;
-    std::size_t start = 0;
-    while (start <= path.size()) {
-        auto end = path.find('/', start);
-        if (end == std::string::npos) end = path.size();
-        if (end > start) out.push_back(path.substr(start, end - start));
-        start = end + 1;
-    }
+    for (std::string_view component : PathComponents(path)) out.emplace_back(component);
     return out;
 }
 
