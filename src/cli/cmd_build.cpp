@@ -95,8 +95,9 @@ int run_build(const BuildOptions& o) {
 }  // namespace
 
 void add_build_command(CLI::App& app, CommandContext& ctx) {
-    auto o = std::make_shared<BuildOptions>();
-    auto* cmd = app.add_subcommand("build", "Build an image from a Dockerfile (--check: parse and validate only)");
+    auto [cmd, o] = add_command<BuildOptions>(
+        app, ctx, "build", "Build an image from a Dockerfile (--check: parse and validate only)",
+        [](CommandContext&, const BuildOptions& options) { return run_build(options); });
     cmd->add_option("context", o->context, "Build context directory (default: .)");
     cmd->add_option("-f,--file", o->file, "Dockerfile (default: CONTEXT/Dockerfile)");
     cmd->add_flag("--check", o->check, "Parse and validate the Dockerfile without building; print its stages");
@@ -105,7 +106,6 @@ void add_build_command(CLI::App& app, CommandContext& ctx) {
     cmd->add_option("--target", o->target, "Stage to build (must exist)");
     cmd->add_option("--platform", o->platform, "Target platform os/arch[/variant] (sets TARGETPLATFORM and friends)");
     add_build_engine_options(*cmd, o->engine, ctx.global);
-    cmd->callback([&ctx, o] { ctx.run = [o] { return run_build(*o); }; });
 }
 
 }  // namespace aishell::cli

@@ -332,10 +332,10 @@ int run_check(const CommandContext& ctx, const CheckOptions& o) {
 }  // namespace
 
 void add_check_command(CLI::App& app, CommandContext& ctx) {
-    auto o = std::make_shared<CheckOptions>();
-    auto* cmd = app.add_subcommand("check", "Show the images, the user namespace mode and what the host allows; say how to fix problems");
+    auto [cmd, o] = add_command<CheckOptions>(
+        app, ctx, "check", "Show the images, the user namespace mode and what the host allows; say how to fix problems",
+        run_check);
     cmd->add_flag("--json", o->json, "Print JSON");
-    cmd->callback([&ctx, o] { ctx.run = [&ctx, o] { return run_check(ctx, *o); }; });
 }
 
 }  // namespace aishell::cli

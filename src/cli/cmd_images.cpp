@@ -101,10 +101,8 @@ int run_images(const CommandContext& ctx, const ImagesOptions& options) {
 }  // namespace
 
 void add_images_command(CLI::App& app, CommandContext& ctx) {
-    auto options = std::make_shared<ImagesOptions>();
-    auto* cmd = app.add_subcommand("images", "List the images in the store");
+    auto [cmd, options] = add_command<ImagesOptions>(app, ctx, "images", "List the images in the store", run_images);
     cmd->add_flag("--json", options->json, "Print JSON");
-    cmd->callback([&ctx, options] { ctx.run = [&ctx, options] { return run_images(ctx, *options); }; });
 }
 
 }  // namespace aishell::cli

@@ -60,10 +60,9 @@ int run_inspect(const CommandContext& ctx, const std::string& name) {
 }  // namespace
 
 void add_inspect_command(CLI::App& app, CommandContext& ctx) {
-    auto name = std::make_shared<std::string>();
-    auto* cmd = app.add_subcommand("inspect", "Show an image's manifest digest, config, layers and sizes");
+    auto [cmd, name] = add_command<std::string>(
+        app, ctx, "inspect", "Show an image's manifest digest, config, layers and sizes", run_inspect);
     cmd->add_option("NAME", *name, "Image name in the store")->required();
-    cmd->callback([&ctx, name] { ctx.run = [&ctx, name] { return run_inspect(ctx, *name); }; });
 }
 
 }  // namespace aishell::cli

@@ -72,8 +72,8 @@ int run_load(const CommandContext& ctx, const LoadCommandOptions& o) {
 }  // namespace
 
 void add_load_command(CLI::App& app, CommandContext& ctx) {
-    auto o = std::make_shared<LoadCommandOptions>();
-    auto* cmd = app.add_subcommand("load", "Load images from a tar archive (docker save, podman save, skopeo, aishell save)");
+    auto [cmd, o] = add_command<LoadCommandOptions>(
+        app, ctx, "load", "Load images from a tar archive (docker save, podman save, skopeo, aishell save)", run_load);
     cmd->add_option("-i,--input", o->input, "Archive to read, plain or gzip-compressed (default: stdin)")
         ->option_text("FILE");
     cmd->add_option("--name", o->name, "Name the archive's image (it must hold one) instead of its own names");
@@ -81,7 +81,6 @@ void add_load_command(CLI::App& app, CommandContext& ctx) {
                     "Compression for the uncompressed layers of Docker archives: gzip (default) or zstd")
         ->check(CLI::IsMember({"gzip", "zstd"}));
     cmd->add_flag("-q,--quiet", o->quiet, "Print nothing");
-    cmd->callback([&ctx, o] { ctx.run = [&ctx, o] { return run_load(ctx, *o); }; });
 }
 
 }  // namespace aishell::cli

@@ -141,19 +141,17 @@ int run_logout(const std::string& registry_arg) {
 }  // namespace
 
 void add_login_commands(CLI::App& app, CommandContext& ctx) {
-    auto o = std::make_shared<LoginOptions>();
-    auto* login = app.add_subcommand("login", "Log in to a registry (verifies, then saves the credentials)");
+    auto [login, o] = add_command<LoginOptions>(
+        app, ctx, "login", "Log in to a registry (verifies, then saves the credentials)", run_login);
     login->add_option("registry", o->registry, "Registry host[:port] (default docker.io)");
     login->add_option("-u,--username", o->username, "User name");
     login->add_flag("--password-stdin", o->password_stdin, "Read the password from stdin");
-    login->add_flag("--tls-verify{true},!--no-tls-verify", o->tls_verify,
-                    "Verify the registry's TLS certificate; --tls-verify=false also allows plain HTTP");
-    login->callback([&ctx, o] { ctx.run = [&ctx, o] { return run_login(ctx, *o); }; });
+    add_tls_verify_flag(*login, o->tls_verify);
 
-    auto registry_arg = std::make_shared<std::string>();
-    auto* logout = app.add_subcommand("logout", "Remove the saved credentials for a registry");
+    auto [logout, registry_arg] =
+        add_command<std::string>(app, ctx, "logout", "Remove the saved credentials for a registry",
+                                 [](CommandContext&, const std::string& arg) { return run_logout(arg); });
     logout->add_option("registry", *registry_arg, "Registry host[:port] (default docker.io)");
-    logout->callback([&ctx, registry_arg] { ctx.run = [registry_arg] { return run_logout(*registry_arg); }; });
 }
 
 }  // namespace aishell::cli

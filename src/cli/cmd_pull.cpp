@@ -60,17 +60,15 @@ registry::PullResult pull_with_progress(const CommandContext& ctx, oci::Store& s
 }
 
 void add_pull_command(CLI::App& app, CommandContext& ctx) {
-    auto o = std::make_shared<PullCommandOptions>();
-    auto* cmd = app.add_subcommand("pull", "Pull an image from a registry into the store");
+    auto [cmd, o] =
+        add_command<PullCommandOptions>(app, ctx, "pull", "Pull an image from a registry into the store", run_pull);
     cmd->add_option("reference", o->reference, "Image reference, e.g. debian:bookworm or host:5000/team/app:1")
         ->required();
     cmd->add_option("--platform", o->platform, "Platform to pick from a multi-platform image (os/arch[/variant])");
-    cmd->add_flag("--tls-verify{true},!--no-tls-verify", o->tls_verify,
-                  "Verify the registry's TLS certificate; --tls-verify=false also allows plain HTTP");
+    add_tls_verify_flag(*cmd, o->tls_verify);
     cmd->add_flag("-q,--quiet", o->quiet, "Print nothing");
     cmd->add_option("--registry-mirror", o->mirror, "Mirror for Docker Hub, tried first")
         ->envname("AISHELL_REGISTRY_MIRROR");
-    cmd->callback([&ctx, o] { ctx.run = [&ctx, o] { return run_pull(ctx, *o); }; });
 }
 
 }  // namespace aishell::cli

@@ -64,18 +64,16 @@ int run_push(const CommandContext& ctx, const PushCommandOptions& o) {
 }  // namespace
 
 void add_push_command(CLI::App& app, CommandContext& ctx) {
-    auto o = std::make_shared<PushCommandOptions>();
-    auto* cmd = app.add_subcommand("push", "Push an image from the store to a registry");
+    auto [cmd, o] =
+        add_command<PushCommandOptions>(app, ctx, "push", "Push an image from the store to a registry", run_push);
     cmd->add_option("name", o->name, "Image in the store, e.g. aishell:base or host:5000/team/base:1")->required();
     cmd->add_option("destination", o->destination,
                     "Where to push it, e.g. host:5000/team/base:1 (default: NAME, when it names a registry)");
-    cmd->add_flag("--tls-verify{true},!--no-tls-verify", o->tls_verify,
-                  "Verify the registry's TLS certificate; --tls-verify=false also allows plain HTTP");
+    add_tls_verify_flag(*cmd, o->tls_verify);
     cmd->add_option("--chunk-size", o->chunk_size,
                     "Upload blobs larger than SIZE in chunks of SIZE (e.g. 5m); streamed in one request when the "
                     "registry refuses chunks");
     cmd->add_flag("-q,--quiet", o->quiet, "Print nothing");
-    cmd->callback([&ctx, o] { ctx.run = [&ctx, o] { return run_push(ctx, *o); }; });
 }
 
 }  // namespace aishell::cli

@@ -74,16 +74,15 @@ int run_tag(const CommandContext& ctx, const std::string& source, const std::str
 }  // namespace
 
 void add_rmi_tag_commands(CLI::App& app, CommandContext& ctx) {
-    auto names = std::make_shared<std::vector<std::string>>();
-    auto* rmi = app.add_subcommand("rmi", "Remove image names (their data goes at the next `volumes prune`)");
+    auto [rmi, names] = add_command<std::vector<std::string>>(
+        app, ctx, "rmi", "Remove image names (their data goes at the next `volumes prune`)", run_rmi);
     rmi->add_option("NAME", *names, "Image names")->required();
-    rmi->callback([&ctx, names] { ctx.run = [&ctx, names] { return run_rmi(ctx, *names); }; });
 
-    auto pair = std::make_shared<std::pair<std::string, std::string>>();
-    auto* tag = app.add_subcommand("tag", "Give an image another name");
+    auto [tag, pair] = add_command<std::pair<std::string, std::string>>(
+        app, ctx, "tag", "Give an image another name",
+        [](CommandContext& c, const auto& names) { return run_tag(c, names.first, names.second); });
     tag->add_option("SOURCE", pair->first, "Image to name")->required();
     tag->add_option("TARGET", pair->second, "New name")->required();
-    tag->callback([&ctx, pair] { ctx.run = [&ctx, pair] { return run_tag(ctx, pair->first, pair->second); }; });
 }
 
 }  // namespace aishell::cli

@@ -134,14 +134,13 @@ int run_save(const CommandContext& ctx, const SaveFlags& flags) {
 }  // namespace
 
 void add_save_command(CLI::App& app, CommandContext& ctx) {
-    auto flags = std::make_shared<SaveFlags>();
-    auto* cmd = app.add_subcommand("save", "Save images to a tar archive that docker load, podman load and skopeo read");
+    auto [cmd, flags] = add_command<SaveFlags>(
+        app, ctx, "save", "Save images to a tar archive that docker load, podman load and skopeo read", run_save);
     cmd->add_option("NAME", flags->names, "Images in the store")->required();
     cmd->add_option("-o,--output", flags->output, "Write to FILE (- for stdout, the default)")->option_text("FILE");
     cmd->add_option("--format", flags->format,
                     "oci: only the OCI layout; docker: only the Docker archive; both (default): one tar that is both")
         ->check(CLI::IsMember({"oci", "docker", "both"}));
-    cmd->callback([&ctx, flags] { ctx.run = [&ctx, flags] { return run_save(ctx, *flags); }; });
 }
 
 }  // namespace aishell::cli

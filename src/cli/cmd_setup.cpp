@@ -88,8 +88,8 @@ int run_setup(const CommandContext& ctx, const SetupOptions& o) {
 }  // namespace
 
 void add_setup_command(CLI::App& app, CommandContext& ctx) {
-    auto o = std::make_shared<SetupOptions>();
-    auto* cmd = app.add_subcommand("setup", "Pull the foundation image and name aishell:foundation and aishell:base");
+    auto [cmd, o] = add_command<SetupOptions>(
+        app, ctx, "setup", "Pull the foundation image and name aishell:foundation and aishell:base", run_setup);
     cmd->add_option("--foundation", o->foundation,
                     std::string("Foundation image reference (default ") + kDefaultFoundation +
                         ", or the one from the last setup)")
@@ -98,11 +98,9 @@ void add_setup_command(CLI::App& app, CommandContext& ctx) {
                   "Pull the foundation again even when it is present, rebuild a custom base "
                   "(~/.aishell/Dockerfile) now and every project's image on its next run, all without the step cache");
     cmd->add_flag("-q,--quiet", o->quiet, "Print nothing");
-    cmd->add_flag("--tls-verify{true},!--no-tls-verify", o->tls_verify,
-                  "Verify the registry's TLS certificate; --tls-verify=false also allows plain HTTP");
+    add_tls_verify_flag(*cmd, o->tls_verify);
     cmd->add_option("--registry-mirror", o->mirror, "Mirror for Docker Hub, tried first")
         ->envname("AISHELL_REGISTRY_MIRROR");
-    cmd->callback([&ctx, o] { ctx.run = [&ctx, o] { return run_setup(ctx, *o); }; });
 }
 
 }  // namespace aishell::cli

@@ -91,13 +91,11 @@ int run_reset(const CommandContext& ctx, const ResetOptions& o) {
 }  // namespace
 
 void add_system_command(CLI::App& app, CommandContext& ctx) {
-    auto o = std::make_shared<ResetOptions>();
-    auto* system = app.add_subcommand("system", "Manage the store as a whole");
-    system->require_subcommand(1);
-    auto* reset = system->add_subcommand("reset", "Remove the whole store (images, layers, cache, volumes)");
+    auto* system = add_command_group(app, "system", "Manage the store as a whole");
+    auto [reset, o] = add_command<ResetOptions>(*system, ctx, "reset",
+                                                "Remove the whole store (images, layers, cache, volumes)", run_reset);
     reset->add_flag("-y,--yes", o->yes, "Do not ask");
     reset->add_flag("-f,--force", o->force, "Remove it even while running containers or builds use it");
-    reset->callback([&ctx, o] { ctx.run = [&ctx, o] { return run_reset(ctx, *o); }; });
 }
 
 }  // namespace aishell::cli

@@ -119,24 +119,21 @@ int run_volumes_prune(const CommandContext& ctx, const VolumesOptions& o) {
 }  // namespace
 
 void add_volumes_command(CLI::App& app, CommandContext& ctx) {
-    auto o = std::make_shared<VolumesOptions>();
-    auto* volumes = app.add_subcommand("volumes", "Named volumes, and cleaning up the store");
-    volumes->require_subcommand(1);
+    auto* volumes = add_command_group(app, "volumes", "Named volumes, and cleaning up the store");
 
-    auto* ls = volumes->add_subcommand("ls", "List named volumes");
-    ls->add_flag("--json", o->json, "Print JSON");
-    ls->callback([&ctx, o] { ctx.run = [&ctx, o] { return run_volumes_ls(ctx, *o); }; });
+    auto [ls, listed] = add_command<VolumesOptions>(*volumes, ctx, "ls", "List named volumes", run_volumes_ls);
+    ls->add_flag("--json", listed->json, "Print JSON");
 
-    auto* rm = volumes->add_subcommand("rm", "Remove a named volume");
-    rm->add_option("NAME", o->name, "Volume name")->required();
-    rm->callback([&ctx, o] { ctx.run = [&ctx, o] { return run_volumes_rm(ctx, *o); }; });
+    auto [rm, removed] = add_command<VolumesOptions>(*volumes, ctx, "rm", "Remove a named volume", run_volumes_rm);
+    rm->add_option("NAME", removed->name, "Volume name")->required();
 
-    auto* prune = volumes->add_subcommand(
-        "prune", "Remove orphaned chain images, unused blobs, layer trees, build cache entries and stale temp files");
-    prune->add_flag("--volumes", o->volumes, "Also remove named volumes no running container uses");
-    prune->add_flag("-y,--yes", o->yes, "Do not ask");
-    prune->add_flag("--dry-run", o->dry_run, "Only list what would be removed");
-    prune->callback([&ctx, o] { ctx.run = [&ctx, o] { return run_volumes_prune(ctx, *o); }; });
+    auto [prune, pruned] = add_command<VolumesOptions>(
+        *volumes, ctx, "prune",
+        "Remove orphaned chain images, unused blobs, layer trees, build cache entries and stale temp files",
+        run_volumes_prune);
+    prune->add_flag("--volumes", pruned->volumes, "Also remove named volumes no running container uses");
+    prune->add_flag("-y,--yes", pruned->yes, "Do not ask");
+    prune->add_flag("--dry-run", pruned->dry_run, "Only list what would be removed");
 }
 
 }  // namespace aishell::cli

@@ -6,7 +6,9 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -27,6 +29,33 @@ struct CommandContext {
 
 // Opens the store named by --store, $AISHELL_STORE or the default location.
 oci::Store open_store(const GlobalOptions& global);
+
+// Adds the subcommand `name` to `parent` with a fresh Options for its flags to fill; when it is
+// the parsed subcommand, main() runs `action(ctx, options)`. Returns the subcommand, to declare
+// its flags on, and the Options (shared: CLI11 fills it while parsing, after this returns).
+template <class Options, class Action>
+std::pair<CLI::App*, std::shared_ptr<Options>> add_command(CLI::App& parent, CommandContext& ctx,
+                                                           const std::string& name, const std::string& description,
+                                                           Action action) {
+    auto options = std::make_shared<Options>();
+    CLI::App* command = parent.add_subcommand(name, description);
+    command->callback([&ctx, options, action] { ctx.run = [&ctx, options, action] { return action(ctx, *options); }; });
+    return {command, options};
+}
+
+// --tls-verify (the default) and --no-tls-verify / --tls-verify=false, spelled as podman and
+// skopeo spell them, on every command that talks to a registry.
+inline void add_tls_verify_flag(CLI::App& command, bool& tls_verify) {
+    command.add_flag("--tls-verify{true},!--no-tls-verify", tls_verify,
+                     "Verify the registry's TLS certificate; --tls-verify=false also allows plain HTTP");
+}
+
+// A command word that only groups subcommands (`volumes ls`, `system reset`): one must follow.
+inline CLI::App* add_command_group(CLI::App& app, const std::string& name, const std::string& description) {
+    CLI::App* group = app.add_subcommand(name, description);
+    group->require_subcommand(1);
+    return group;
+}
 
 void add_pull_command(CLI::App& app, CommandContext& ctx);
 void add_push_command(CLI::App& app, CommandContext& ctx);
