@@ -9,6 +9,8 @@
 #include <cctype>
 #include <functional>
 #include <regex>
+#include <string_view>
+#include <utility>
 
 #include "common/error.hpp"
 #include "common/file.hpp"
@@ -89,34 +91,49 @@ public:
 
     Command parse() {
         flags_ = parse_flags();
-        const std::string& k = node_.keyword;
-        if (k == "FROM") return from();
-        if (k == "RUN") return run();
-        if (k == "CMD") return CmdInstr{command_line(true)};
-        if (k == "ENTRYPOINT") return EntrypointInstr{command_line(true)};
-        if (k == "SHELL") {
-            if (node_.args.empty()) fail("SHELL requires at least one argument", "SHELL [\"/bin/bash\", \"-c\"]");
-            return ShellInstr{node_.args};
-        }
-        if (k == "LABEL") return LabelInstr{key_values()};
-        if (k == "ENV") return EnvInstr{key_values()};
-        if (k == "MAINTAINER") return MaintainerInstr{one_arg()};
-        if (k == "EXPOSE") return expose();
-        if (k == "COPY") return copy();
-        if (k == "ADD") return add();
-        if (k == "VOLUME") return volume();
-        if (k == "USER") return UserInstr{one_arg()};
-        if (k == "WORKDIR") return WorkdirInstr{one_arg()};
-        if (k == "STOPSIGNAL") return stopsignal();
-        if (k == "ARG") return arg();
-        if (k == "ONBUILD") return onbuild();
-        if (k == "HEALTHCHECK") return healthcheck();
-        fail("unknown instruction: " + k);
+        // The instructions of the Dockerfile reference, each with the member that reads its arguments.
+        static constexpr std::pair<std::string_view, Command (InstructionParser::*)() const> kInstructions[] = {
+            {"FROM", &InstructionParser::from},
+            {"RUN", &InstructionParser::run},
+            {"CMD", &InstructionParser::cmd},
+            {"ENTRYPOINT", &InstructionParser::entrypoint},
+            {"SHELL", &InstructionParser::shell},
+            {"LABEL", &InstructionParser::label},
+            {"ENV", &InstructionParser::env},
+            {"MAINTAINER", &InstructionParser::maintainer},
+            {"EXPOSE", &InstructionParser::expose},
+            {"COPY", &InstructionParser::copy},
+            {"ADD", &InstructionParser::add},
+            {"VOLUME", &InstructionParser::volume},
+            {"USER", &InstructionParser::user},
+            {"WORKDIR", &InstructionParser::workdir},
+            {"STOPSIGNAL", &InstructionParser::stopsignal},
+            {"ARG", &InstructionParser::arg},
+            {"ONBUILD", &InstructionParser::onbuild},
+            {"HEALTHCHECK", &InstructionParser::healthcheck},
+        };
+        for (const auto& [keyword, parse_arguments] : kInstructions)
+            if (node_.keyword == keyword) return (this->*parse_arguments)();
+        fail("unknown instruction: " + node_.keyword);
     }
 
 private:
     [[noreturn]] void fail(const std::string& message, std::string hint = {}) const {
         fail_at(file_, node_.start_line, message, std::move(hint));
+    }
+
+    // The instructions whose argument is all of one form: a command line, key=value pairs or one word.
+    Command cmd() const { return CmdInstr{command_line(true)}; }
+    Command entrypoint() const { return EntrypointInstr{command_line(true)}; }
+    Command label() const { return LabelInstr{key_values()}; }
+    Command env() const { return EnvInstr{key_values()}; }
+    Command maintainer() const { return MaintainerInstr{one_arg()}; }
+    Command user() const { return UserInstr{one_arg()}; }
+    Command workdir() const { return WorkdirInstr{one_arg()}; }
+
+    Command shell() const {
+        if (node_.args.empty()) fail("SHELL requires at least one argument", "SHELL [\"/bin/bash\", \"-c\"]");
+        return ShellInstr{node_.args};
     }
 
     Flags parse_flags() const {
@@ -194,7 +211,7 @@ private:
         return CommandLine{node_.args, node_.json};
     }
 
-    FromInstr from() const {
+    Command from() const {
         FromInstr f;
         f.platform = flags_.get("platform");
         const auto& a = node_.args;
@@ -211,7 +228,7 @@ private:
         return f;
     }
 
-    RunInstr run() const {
+    Command run() const {
         RunInstr r;
         if (flags_.has("security"))
             fail("RUN --security is not supported",
@@ -369,7 +386,7 @@ private:
         return out;
     }
 
-    ExposeInstr expose() const {
+    Command expose() const {
         if (node_.args.empty()) fail("EXPOSE requires at least one argument", "EXPOSE 8080/tcp");
         for (const auto& p : node_.args) {
             if (p.find('$') != std::string::npos) continue;  // checked after expansion
@@ -378,23 +395,35 @@ private:
         return ExposeInstr{node_.args};
     }
 
-    StopsignalInstr stopsignal() const {
+    Command stopsignal() const {
         std::string signal = one_arg();
         if (signal.find('$') == std::string::npos)
             if (auto error = signal_error(signal)) fail("STOPSIGNAL: " + *error, "a name such as SIGTERM or TERM, or a number");
         return StopsignalInstr{signal};
     }
 
-    // Sources and destination of COPY/ADD; heredoc sources resolve to their bodies.
-    void sources_and_dest(std::vector<std::string>& sources, std::string& dest, std::vector<Heredoc>& docs) const {
+    // What COPY and ADD share: sources, destination (the last argument), the heredocs the
+    // sources open, and the flags both take.
+    FileTransfer file_transfer() const {
         const auto& a = node_.args;
         if (a.size() < 2)
             fail(node_.keyword + " requires at least two arguments, but only " +
                      (a.empty() ? "none was" : "one was") + " provided. Destination could not be determined.",
                  node_.keyword + " SRC... DEST");
-        sources.assign(a.begin(), a.end() - 1);
-        dest = a.back();
-        if (node_.json) return;
+        FileTransfer t;
+        t.sources.assign(a.begin(), a.end() - 1);
+        t.dest = a.back();
+        if (!node_.json) t.heredocs = opened_heredocs(t.sources);
+        t.chown = flags_.get("chown");
+        t.chmod = flags_.get("chmod");
+        t.link = flags_.flag("link");
+        if (auto it = flags_.lists.find("exclude"); it != flags_.lists.end()) t.excludes = it->second;
+        return t;
+    }
+
+    // The heredocs that sources name (`COPY <<EOF /dest`), with their bodies.
+    std::vector<Heredoc> opened_heredocs(const std::vector<std::string>& sources) const {
+        std::vector<Heredoc> docs;
         for (const auto& s : sources) {
             auto doc = parse_heredoc_word(s);
             if (!doc) continue;
@@ -402,30 +431,21 @@ private:
                                    [&](const Heredoc& h) { return h.name == doc->name; });
             if (it != node_.heredocs.end()) docs.push_back(*it);
         }
+        return docs;
     }
 
-    CopyInstr copy() const {
+    Command copy() const {
         if (flags_.has("parents"))
             fail("COPY --parents is not supported", "BuildKit offers it only in its labs syntax");
-        CopyInstr c;
-        sources_and_dest(c.sources, c.dest, c.heredocs);
+        CopyInstr c{file_transfer()};
         c.from = flags_.get("from");
-        c.chown = flags_.get("chown");
-        c.chmod = flags_.get("chmod");
-        c.link = flags_.flag("link");
-        if (auto it = flags_.lists.find("exclude"); it != flags_.lists.end()) c.excludes = it->second;
         return c;
     }
 
-    AddInstr add() const {
-        AddInstr a;
-        sources_and_dest(a.sources, a.dest, a.heredocs);
-        a.chown = flags_.get("chown");
-        a.chmod = flags_.get("chmod");
+    Command add() const {
+        AddInstr a{file_transfer()};
         a.checksum = flags_.get("checksum");
         a.keep_git_dir = flags_.flag("keep-git-dir");
-        a.link = flags_.flag("link");
-        if (auto it = flags_.lists.find("exclude"); it != flags_.lists.end()) a.excludes = it->second;
         if (!a.checksum.empty()) {
             for (const auto& s : a.sources) {
                 if (s.find('$') != std::string::npos) continue;
@@ -437,7 +457,7 @@ private:
         return a;
     }
 
-    VolumeInstr volume() const {
+    Command volume() const {
         if (node_.args.empty()) fail("VOLUME requires at least one argument", "VOLUME /data");
         for (const auto& v : node_.args)
             if (v.find_first_not_of(" \t") == std::string::npos)
@@ -445,7 +465,7 @@ private:
         return VolumeInstr{node_.args};
     }
 
-    ArgInstr arg() const {
+    Command arg() const {
         if (node_.args.empty()) fail("ARG requires at least one argument", "ARG NAME[=default]");
         ArgInstr out;
         for (const auto& word : node_.args) {
@@ -459,7 +479,7 @@ private:
         return out;
     }
 
-    OnbuildInstr onbuild() const {
+    Command onbuild() const {
         if (!node_.next) fail("ONBUILD requires at least one argument", "ONBUILD RUN make");
         const Node& trigger = *node_.next;
         if (trigger.keyword == "ONBUILD")
@@ -470,7 +490,7 @@ private:
         return OnbuildInstr{trigger.original, trigger.keyword};
     }
 
-    HealthcheckInstr healthcheck() const {
+    Command healthcheck() const {
         HealthcheckInstr h;
         if (node_.args.empty()) fail("HEALTHCHECK requires at least one argument", "HEALTHCHECK CMD command, or HEALTHCHECK NONE");
         const std::string& type = node_.args[0];

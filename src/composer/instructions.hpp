@@ -60,26 +60,23 @@ struct EnvInstr { std::vector<KeyValue> env; };         // keys and values expan
 
 // COPY and ADD: sources, dest and the flag values expand. A source that is a heredoc opener
 // ("<<EOF") names one of heredocs.
-struct CopyInstr {
+// What COPY and ADD share: the sources (heredoc openers among them), the destination, and the
+// flags both take.
+struct FileTransfer {
     std::vector<std::string> sources;
     std::string dest;
     std::vector<Heredoc> heredocs;
-    std::string from;   // stage name, stage index or image reference; "" = the build context
     std::string chown;
     std::string chmod;
     bool link = false;
     std::vector<std::string> excludes;
 };
-struct AddInstr {
-    std::vector<std::string> sources;
-    std::string dest;
-    std::vector<Heredoc> heredocs;
-    std::string chown;
-    std::string chmod;
+struct CopyInstr : FileTransfer {
+    std::string from;  // stage name, stage index or image reference; "" = the build context
+};
+struct AddInstr : FileTransfer {
     std::string checksum;  // sha256:... for http(s) sources
     bool keep_git_dir = false;
-    bool link = false;
-    std::vector<std::string> excludes;
 };
 
 struct VolumeInstr { std::vector<std::string> volumes; };  // each expands
