@@ -178,75 +178,84 @@ bool make_read_only(int fd, unsigned long keep) noexcept {
     return ::mount(nullptr, fd_path(p, fd), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | keep, nullptr) == 0;
 }
 
-bool mount_step(const ChildContext& ctx, int rootfd, const MountStep& s) noexcept {
+// close(2) that leaves errno as the failure before it, for the report to the parent.
+void close_keeping_errno(int fd) noexcept {
+    const int e = errno;
+    ::close(fd);
+    errno = e;
+}
+
+// Makes the mount at target read-only, through a fresh fd: one opened before a bind still
+// names the mount below it.
+bool remount_read_only(int rootfd, const char* target, unsigned long keep) noexcept {
+    const int fd = open_in_root(rootfd, target, O_PATH);
+    if (fd < 0) return false;
+    const bool ok = make_read_only(fd, keep);
+    close_keeping_errno(fd);
+    return ok;
+}
+
+// /dev/fd, /dev/stdin and friends: a symlink in the container's /dev named as target ends.
+bool link_in_dev(int rootfd, const MountStep& s) noexcept {
+    const int dev = open_in_root(rootfd, "/dev", O_PATH | O_DIRECTORY);
+    if (dev < 0) return false;
+    const char* name = std::strrchr(s.target.c_str(), '/') + 1;
+    const int rc = ::symlinkat(s.source.c_str(), dev, name);
+    close_keeping_errno(dev);
+    return rc == 0 || errno == EEXIST;
+}
+
+// Hides a sensitive /proc or /sys path as runc's maskedPaths do: an empty read-only tmpfs over
+// a directory, /dev/null over anything else. A path this kernel lacks needs no hiding.
+bool mask_path(int rootfd, const char* target) noexcept {
+    char p[32];
+    const int fd = open_in_root(rootfd, target, O_PATH);
+    if (fd < 0) return errno == ENOENT;
+    struct stat st {};
+    bool ok = ::fstat(fd, &st) == 0;
+    if (ok && S_ISDIR(st.st_mode))
+        ok = ::mount("tmpfs", fd_path(p, fd), "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0") == 0;
+    else if (ok)
+        ok = ::mount("/dev/null", fd_path(p, fd), nullptr, MS_BIND, nullptr) == 0;
+    close_keeping_errno(fd);
+    return ok;
+}
+
+// A path of the rootfs made read-only (/proc/sys, /proc/sysrq-trigger, ...): bound onto
+// itself, then that bind remounted read-only. A path this kernel lacks is left out.
+bool bind_read_only(int rootfd, const char* target, unsigned long keep) noexcept {
     char p[32], q[32];
+    const int fd = open_in_root(rootfd, target, O_PATH);
+    if (fd < 0) return errno == ENOENT;
+    const bool ok = ::mount(fd_path(p, fd), fd_path(q, fd), nullptr, MS_BIND | MS_REC, nullptr) == 0;
+    close_keeping_errno(fd);
+    return ok && remount_read_only(rootfd, target, keep);
+}
+
+// A filesystem (proc, tmpfs, devpts, ...) or a bind of a host path at target, whose mount
+// point is made first; a read-only bind is remounted so.
+bool mount_at(int rootfd, const MountStep& s) noexcept {
+    char p[32];
     const char* target = s.target.c_str();
+    if (!make_mountpoint(rootfd, target, s.target_is_dir)) return false;
+    const int fd = open_in_root(rootfd, target, O_PATH);
+    if (fd < 0) return false;
+    const bool bind = s.kind == MountStep::Kind::Bind;
+    const bool ok = bind ? ::mount(s.source.c_str(), fd_path(p, fd), nullptr, MS_BIND | MS_REC, nullptr) == 0
+                         : ::mount(s.source.c_str(), fd_path(p, fd), s.fstype.c_str(), s.flags,
+                                   s.data.empty() ? nullptr : s.data.c_str()) == 0;
+    close_keeping_errno(fd);
+    if (!ok) return false;
+    return !(bind && s.read_only) || remount_read_only(rootfd, target, s.flags);
+}
+
+bool mount_step(int rootfd, const MountStep& s) noexcept {
     switch (s.kind) {
-        case MountStep::Kind::Symlink: {
-            int dev = open_in_root(rootfd, "/dev", O_PATH | O_DIRECTORY);
-            if (dev < 0) return false;
-            const char* name = std::strrchr(target, '/') + 1;
-            int rc = ::symlinkat(s.source.c_str(), dev, name);
-            int e = errno;
-            ::close(dev);
-            errno = e;
-            return rc == 0 || e == EEXIST;
-        }
-        case MountStep::Kind::Mask: {
-            int fd = open_in_root(rootfd, target, O_PATH);
-            if (fd < 0) return errno == ENOENT;  // nothing to hide
-            struct stat st {};
-            bool ok = ::fstat(fd, &st) == 0;
-            if (ok && S_ISDIR(st.st_mode))
-                ok = ::mount("tmpfs", fd_path(p, fd), "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0") == 0;
-            else if (ok)
-                ok = ::mount("/dev/null", fd_path(p, fd), nullptr, MS_BIND, nullptr) == 0;
-            int e = errno;
-            ::close(fd);
-            errno = e;
-            return ok;
-        }
-        case MountStep::Kind::ReadOnly: {
-            int fd = open_in_root(rootfd, target, O_PATH);
-            if (fd < 0) return errno == ENOENT;
-            bool ok = ::mount(fd_path(p, fd), fd_path(q, fd), nullptr, MS_BIND | MS_REC, nullptr) == 0;
-            int e = errno;
-            ::close(fd);
-            if (!ok) { errno = e; return false; }
-            // Reopen: the fd still names the mount below the new bind.
-            fd = open_in_root(rootfd, target, O_PATH);
-            if (fd < 0) return false;
-            ok = make_read_only(fd, s.flags);
-            e = errno;
-            ::close(fd);
-            errno = e;
-            return ok;
-        }
+        case MountStep::Kind::Symlink: return link_in_dev(rootfd, s);
+        case MountStep::Kind::Mask: return mask_path(rootfd, s.target.c_str());
+        case MountStep::Kind::ReadOnly: return bind_read_only(rootfd, s.target.c_str(), s.flags);
         case MountStep::Kind::Fs:
-        case MountStep::Kind::Bind: {
-            if (!make_mountpoint(rootfd, target, s.target_is_dir)) return false;
-            int fd = open_in_root(rootfd, target, O_PATH);
-            if (fd < 0) return false;
-            bool ok;
-            if (s.kind == MountStep::Kind::Fs)
-                ok = ::mount(s.source.c_str(), fd_path(p, fd), s.fstype.c_str(), s.flags,
-                             s.data.empty() ? nullptr : s.data.c_str()) == 0;
-            else
-                ok = ::mount(s.source.c_str(), fd_path(p, fd), nullptr, MS_BIND | MS_REC, nullptr) == 0;
-            int e = errno;
-            ::close(fd);
-            if (!ok) { errno = e; return false; }
-            if (s.kind == MountStep::Kind::Bind && s.read_only) {
-                fd = open_in_root(rootfd, target, O_PATH);
-                if (fd < 0) return false;
-                ok = make_read_only(fd, s.flags);
-                e = errno;
-                ::close(fd);
-                errno = e;
-            }
-            (void)ctx;
-            return ok;
-        }
+        case MountStep::Kind::Bind: return mount_at(rootfd, s);
     }
     return false;
 }
@@ -269,14 +278,11 @@ bool mount_overlay_new_api(const ChildContext& ctx) noexcept {
     if (ok && ctx.spec->volatile_upper) ok = set(FSCONFIG_SET_FLAG, "volatile", nullptr);
     if (ok) ok = set(FSCONFIG_CMD_CREATE, nullptr, nullptr);
     int mfd = ok ? static_cast<int>(::syscall(SYS_fsmount, fsfd, FSMOUNT_CLOEXEC, 0)) : -1;
-    int e = errno;
-    ::close(fsfd);
-    if (mfd < 0) { errno = e; return false; }
+    close_keeping_errno(fsfd);
+    if (mfd < 0) return false;
     ok = ::syscall(SYS_move_mount, mfd, "", AT_FDCWD, ctx.rootfs.c_str(), MOVE_MOUNT_F_EMPTY_PATH) == 0;
-    e = errno;
-    ::close(mfd);
-    errno = e;
-    if (!ok) errno = e == ENOSYS || e == EINVAL ? EIO : e;  // not a reason to fall back
+    close_keeping_errno(mfd);
+    if (!ok && (errno == ENOSYS || errno == EINVAL)) errno = EIO;  // not a reason to fall back
     return ok;
 }
 
@@ -319,7 +325,7 @@ void setup_filesystem(const ChildContext& ctx) noexcept {
     int rootfd = ::open(ctx.rootfs.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (rootfd < 0) fail(ctx, ChildStep::OpenRoot, ctx.rootfs.c_str());
     for (const auto& step : spec.mounts)
-        if (!mount_step(ctx, rootfd, step)) fail(ctx, ChildStep::Mount, step.target.c_str());
+        if (!mount_step(rootfd, step)) fail(ctx, ChildStep::Mount, step.target.c_str());
     pivot(ctx, rootfd);
     ::close(rootfd);
 }
