@@ -28,6 +28,7 @@
 
 #include "common/resolve_path.hpp"
 #include "runtime/fakeroot.hpp"
+#include "runtime/raw_ids.hpp"
 
 #ifndef TIOCGPTPEER
 #define TIOCGPTPEER _IO('T', 0x41)  // Linux 4.13, include/uapi/asm-generic/ioctls.h
@@ -497,10 +498,10 @@ void drop_privileges(const ChildContext& ctx) noexcept {
     if (spec.no_new_privileges && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) fail(ctx, ChildStep::NoNewPrivs, nullptr);
     if (!emulate) load_filter(ctx, ctx.seccomp, ChildStep::Seccomp);
     const ProcessSpec& p = spec.process;
-    if (ctx.setgroups_allowed && ::setgroups(p.groups.size(), p.groups.data()) != 0) fail(ctx, ChildStep::Groups, nullptr);
-    if (::setresgid(p.gid, p.gid, p.gid) != 0) fail(ctx, ChildStep::SetGid, nullptr);
+    if (ctx.setgroups_allowed && raw_setgroups(p.groups.size(), p.groups.data()) != 0) fail(ctx, ChildStep::Groups, nullptr);
+    if (raw_setresgid(p.gid, p.gid, p.gid) != 0) fail(ctx, ChildStep::SetGid, nullptr);
     if (::prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0) fail(ctx, ChildStep::SetUid, "keepcaps");
-    if (::setresuid(p.uid, p.uid, p.uid) != 0) fail(ctx, ChildStep::SetUid, nullptr);
+    if (raw_setresuid(p.uid, p.uid, p.uid) != 0) fail(ctx, ChildStep::SetUid, nullptr);
     if (emulate) {
         if (p.uid != 0 && !spec.no_new_privileges) raise_effective(ctx);
         if (ctx.owner_sock >= 0) load_notifying_filter(ctx);
@@ -698,8 +699,8 @@ void child_main(const ChildContext& ctx) noexcept {
     ::close(ctx.sync_fd);
     hide_host_command_line(ctx);
     if (ctx.root_mapped) {
-        if (::setresgid(0, 0, 0) != 0 || ::setresuid(0, 0, 0) != 0) fail(ctx, ChildStep::SetIds, nullptr);
-        if (ctx.setgroups_allowed && ::setgroups(0, nullptr) != 0) fail(ctx, ChildStep::SetIds, "setgroups");
+        if (raw_setresgid(0, 0, 0) != 0 || raw_setresuid(0, 0, 0) != 0) fail(ctx, ChildStep::SetIds, nullptr);
+        if (ctx.setgroups_allowed && raw_setgroups(0, nullptr) != 0) fail(ctx, ChildStep::SetIds, "setgroups");
     }
     if (::sethostname(spec.hostname.data(), spec.hostname.size()) != 0) fail(ctx, ChildStep::Hostname, nullptr);
     if (spec.network == Network::None) loopback_up(ctx);

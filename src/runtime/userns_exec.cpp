@@ -15,6 +15,7 @@
 #include "common/error.hpp"
 #include "common/unique_fd.hpp"
 #include "runtime/helpers.hpp"
+#include "runtime/raw_ids.hpp"
 
 extern char** environ;
 
@@ -32,7 +33,7 @@ namespace {
     ssize_t n;
     do n = ::read(sync_fd, &go, 1); while (n < 0 && errno == EINTR);
     if (n != 1) ::_exit(125);
-    if (root_mapped && (::setresgid(0, 0, 0) != 0 || ::setresuid(0, 0, 0) != 0)) ::_exit(125);
+    if (root_mapped && (raw_setresgid(0, 0, 0) != 0 || raw_setresuid(0, 0, 0) != 0)) ::_exit(125);
     if (keep_fd >= 0 && ::fcntl(keep_fd, F_SETFD, 0) != 0) ::_exit(125);
     ::execve("/proc/self/exe", argv, envp);
     ::_exit(125);
