@@ -13,6 +13,7 @@
 
 #include "common/error.hpp"
 #include "common/file.hpp"
+#include "common/held_signals.hpp"
 #include "common/stable_hash.hpp"
 #include "common/unique_fd.hpp"
 #include "composer/build_copy.hpp"
@@ -435,6 +436,11 @@ void run_tier_build(oci::Store& store, const ChainState& s, const TierBuild& t, 
         req.labels[kProjectPathLabel] = t.project;
     }
     const auto start = std::chrono::steady_clock::now();
+    // Ctrl-C is the build's from the moment the progress says "Building...": held here, it
+    // stops the build at its first checkpoint (exit 130, the store as it was). Unheld until
+    // build_image blocked it, one typed in those few milliseconds killed aishell by its default
+    // action (the spinner's thread start alone takes ~5 ms).
+    HeldSignals held;
     if (o.progress) o.progress->building(t.step);
     try {
         build_image(store, req);
