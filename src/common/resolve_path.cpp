@@ -2,6 +2,7 @@
 // purpose: the runtime's child calls it after clone (no allocation, no exceptions, only
 // syscalls), so state lives in fixed buffers on the stack.
 #include "common/resolve_path.hpp"
+#include "common/unique_fd.hpp"
 
 #include <fcntl.h>
 #include <linux/openat2.h>
@@ -19,13 +20,6 @@ namespace {
 
 constexpr int kMaxLinks = 40;    // MAXSYMLINKS, path_resolution(7)
 constexpr int kMaxRetries = 16;  // openat2's EAGAIN: a rename raced with the lookup
-
-// Closes fd keeping errno (the caller reports the error that led here, not close's).
-void close_keep_errno(int fd) noexcept {
-    int saved = errno;
-    ::close(fd);
-    errno = saved;
-}
 
 int fail(int cur, int err) noexcept {
     if (cur >= 0) ::close(cur);
@@ -113,6 +107,11 @@ int rewalk(int root, const Done& done) noexcept {
 
 // The walk behind open_resolved_walk (out == nullptr: returns an fd) and resolve_in_root_path
 // (out: returns 0 and the resolved path in out).
+// One function on purpose, though long: it runs between clone and exec (runtime/child.cpp), so
+// it holds raw fds with no RAII and no exceptions, and every branch of the loop changes the same
+// state (cur, done, todo, missing_at, links) and returns through fail(cur, ...), which closes
+// cur. Split, each piece would take all of that by reference and hand the ownership of cur back
+// and forth; kept linear, each fd's close can be checked by reading down the loop.
 int walk(int root, const char* path, int flags, Resolve mode, char* out, std::size_t out_size) noexcept {
     const bool in_root = mode == Resolve::InRoot;
     if (flags & O_CREAT) return fail(-1, EINVAL);

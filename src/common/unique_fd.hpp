@@ -1,11 +1,20 @@
 // UniqueFd: a move-only owner of a file descriptor, closed on destruction.
 #pragma once
 
+#include <errno.h>
 #include <unistd.h>
 
 #include <utility>
 
 namespace aishell {
+
+// close(2) of a raw fd that keeps errno, so that the caller reports the error that led here,
+// not close's. Async-signal-safe: the runtime's child uses it between clone and exec.
+inline void close_keep_errno(int fd) noexcept {
+    const int saved = errno;
+    ::close(fd);
+    errno = saved;
+}
 
 class UniqueFd {
 public:

@@ -27,6 +27,7 @@
 #include <iterator>
 
 #include "common/resolve_path.hpp"
+#include "common/unique_fd.hpp"
 #include "runtime/fakeroot.hpp"
 #include "runtime/raw_ids.hpp"
 
@@ -179,20 +180,13 @@ bool make_read_only(int fd, unsigned long keep) noexcept {
     return ::mount(nullptr, fd_path(p, fd), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | keep, nullptr) == 0;
 }
 
-// close(2) that leaves errno as the failure before it, for the report to the parent.
-void close_keeping_errno(int fd) noexcept {
-    const int e = errno;
-    ::close(fd);
-    errno = e;
-}
-
 // Makes the mount at target read-only, through a fresh fd: one opened before a bind still
 // names the mount below it.
 bool remount_read_only(int rootfd, const char* target, unsigned long keep) noexcept {
     const int fd = open_in_root(rootfd, target, O_PATH);
     if (fd < 0) return false;
     const bool ok = make_read_only(fd, keep);
-    close_keeping_errno(fd);
+    close_keep_errno(fd);
     return ok;
 }
 
@@ -202,7 +196,7 @@ bool link_in_dev(int rootfd, const MountStep& s) noexcept {
     if (dev < 0) return false;
     const char* name = std::strrchr(s.target.c_str(), '/') + 1;
     const int rc = ::symlinkat(s.source.c_str(), dev, name);
-    close_keeping_errno(dev);
+    close_keep_errno(dev);
     return rc == 0 || errno == EEXIST;
 }
 
@@ -218,7 +212,7 @@ bool mask_path(int rootfd, const char* target) noexcept {
         ok = ::mount("tmpfs", fd_path(p, fd), "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0") == 0;
     else if (ok)
         ok = ::mount("/dev/null", fd_path(p, fd), nullptr, MS_BIND, nullptr) == 0;
-    close_keeping_errno(fd);
+    close_keep_errno(fd);
     return ok;
 }
 
@@ -229,7 +223,7 @@ bool bind_read_only(int rootfd, const char* target, unsigned long keep) noexcept
     const int fd = open_in_root(rootfd, target, O_PATH);
     if (fd < 0) return errno == ENOENT;
     const bool ok = ::mount(fd_path(p, fd), fd_path(q, fd), nullptr, MS_BIND | MS_REC, nullptr) == 0;
-    close_keeping_errno(fd);
+    close_keep_errno(fd);
     return ok && remount_read_only(rootfd, target, keep);
 }
 
@@ -245,7 +239,7 @@ bool mount_at(int rootfd, const MountStep& s) noexcept {
     const bool ok = bind ? ::mount(s.source.c_str(), fd_path(p, fd), nullptr, MS_BIND | MS_REC, nullptr) == 0
                          : ::mount(s.source.c_str(), fd_path(p, fd), s.fstype.c_str(), s.flags,
                                    s.data.empty() ? nullptr : s.data.c_str()) == 0;
-    close_keeping_errno(fd);
+    close_keep_errno(fd);
     if (!ok) return false;
     return !(bind && s.read_only) || remount_read_only(rootfd, target, s.flags);
 }
@@ -279,10 +273,10 @@ bool mount_overlay_new_api(const ChildContext& ctx) noexcept {
     if (ok && ctx.spec->volatile_upper) ok = set(FSCONFIG_SET_FLAG, "volatile", nullptr);
     if (ok) ok = set(FSCONFIG_CMD_CREATE, nullptr, nullptr);
     int mfd = ok ? static_cast<int>(::syscall(SYS_fsmount, fsfd, FSMOUNT_CLOEXEC, 0)) : -1;
-    close_keeping_errno(fsfd);
+    close_keep_errno(fsfd);
     if (mfd < 0) return false;
     ok = ::syscall(SYS_move_mount, mfd, "", AT_FDCWD, ctx.rootfs.c_str(), MOVE_MOUNT_F_EMPTY_PATH) == 0;
-    close_keeping_errno(mfd);
+    close_keep_errno(mfd);
     if (!ok && (errno == ENOSYS || errno == EINVAL)) errno = EIO;  // not a reason to fall back
     return ok;
 }

@@ -56,9 +56,7 @@ bool write_proc(const char* path, const std::string& text) noexcept {
     int fd = ::open(path, O_WRONLY | O_CLOEXEC);
     if (fd < 0) return false;
     bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-    int saved = errno;
-    ::close(fd);
-    errno = saved;
+    close_keep_errno(fd);
     return ok;
 }
 
