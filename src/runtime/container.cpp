@@ -294,47 +294,58 @@ int exit_status_from_wait(int st) noexcept {
     return 125;
 }
 
-RunResult run_container(const ContainerSpec& spec) {
-    ChildContext ctx;
-    ctx.spec = &spec;
-    prepare_paths(ctx, spec);
-    const std::vector<sock_filter> fakeroot =
-        spec.emulate_root_ids ? compile_root_emulation(ChownEmulation::Record, spec.emulated_identity.has_value())
-                              : std::vector<sock_filter>{};
-    prepare_process(ctx, spec, fakeroot);
-    std::optional<Pipe> owner_sock;
-    if (spec.emulate_root_ids) {
-        owner_sock = make_socket_pair();
-        ctx.owner_sock = owner_sock->write.get();
-    }
+namespace {
 
+// The parent's ends of what links it to the child. The child's ends are in ChildContext; the
+// parent closes its copies of them once the child holds them (close_child_ends).
+struct ChildLinks {
+    std::optional<Pipe> owner_sock;  // the root emulation's seccomp listener comes back on it
     // -t: the command opens its pty from the container's devpts (child.cpp, open_terminal) and
     // sends the master here, so that inside, its terminal is /dev/pts/N of its own /dev/pts
     // (ttyname(3), `tty`, ssh, sudo, script need that); a host pty would be no file inside.
     std::optional<Pipe> console;
+    UniqueFd dev_null;  // the command's stdin when it is not interactive
+    Pipe sync;          // the parent writes one byte once the id maps are written
+    Pipe report;        // a setup failure's {step, errno, path}; EOF when the exec succeeds
+    std::optional<Pipe> status;  // early_status: the command's exit code, before PID 1 is gone
+
+    void close_child_ends() {
+        sync.read.reset();
+        report.write.reset();
+        if (owner_sock) owner_sock->write.reset();
+        if (status) status->write.reset();
+        if (console) console->write.reset();
+    }
+};
+
+ChildLinks make_child_links(ChildContext& ctx, const ContainerSpec& spec) {
+    ChildLinks links;
+    if (spec.emulate_root_ids) {
+        links.owner_sock = make_socket_pair();
+        ctx.owner_sock = links.owner_sock->write.get();
+    }
     if (spec.tty) {
-        console = make_socket_pair();
-        ctx.console_sock = console->write.get();
+        links.console = make_socket_pair();
+        ctx.console_sock = links.console->write.get();
     }
-    UniqueFd dev_null;
     if (!spec.interactive) {
-        dev_null.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-        if (!dev_null) throw_errno("open", "/dev/null");
+        links.dev_null.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+        if (!links.dev_null) throw_errno("open", "/dev/null");
     }
-    ctx.stdin_null = dev_null.get();
-
-    Pipe sync = make_pipe(), report = make_pipe();
-    ctx.sync_fd = sync.read.get();
-    ctx.report_fd = report.write.get();
-    std::optional<Pipe> status;
+    ctx.stdin_null = links.dev_null.get();
+    links.sync = make_pipe();
+    links.report = make_pipe();
+    ctx.sync_fd = links.sync.read.get();
+    ctx.report_fd = links.report.write.get();
     if (spec.early_status) {
-        status = make_pipe();
-        ctx.status_fd = status->write.get();
+        links.status = make_pipe();
+        ctx.status_fd = links.status->write.get();
     }
-    SignalBlock sigs;
-    // After the signals are blocked: a resize from now on is a SIGWINCH the relay sees.
-    if (spec.tty) ctx.terminal = read_terminal_settings(::isatty(STDIN_FILENO) ? STDIN_FILENO : STDOUT_FILENO);
+    return links;
+}
 
+// clone(2) into the container's namespaces. The child runs child_main and never returns here.
+pid_t clone_container(const ChildContext& ctx, const ContainerSpec& spec) {
     unsigned long flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | SIGCHLD;
     if (!spec.in_joined_userns) flags |= CLONE_NEWUSER;
     if (spec.network == Network::None) flags |= CLONE_NEWNET;
@@ -346,38 +357,38 @@ RunResult run_container(const ContainerSpec& spec) {
         throw e;
     }
     if (pid == 0) child_main(ctx);
+    return pid;
+}
 
-    ChildGuard child(pid);
-    sync.read.reset();
-    report.write.reset();
-    if (owner_sock) owner_sock->write.reset();
-    if (status) status->write.reset();
-    if (console) console->write.reset();
+// Writes the child's id maps and lets it go on. Returns a pidfd for PID 1 when anyone is to
+// wait on it after run_container returns (early status: exec's reaper), taken now, while PID 1
+// is certainly ours (not yet reaped, so its pid cannot be reused).
+UniqueFd release_child(pid_t pid, ChildLinks& links, const ContainerSpec& spec) {
+    links.close_child_ends();
     if (!spec.in_joined_userns) write_id_maps(pid, spec.mapping);
-    if (::write(sync.write.get(), "g", 1) != 1) throw_errno("release the child");
-    sync.write.reset();
-    // A pidfd now, while PID 1 is certainly ours (not yet reaped, so its pid cannot be reused),
-    // when anyone is to wait on it after run_container returns (early status: exec's reaper).
+    if (::write(links.sync.write.get(), "g", 1) != 1) throw_errno("release the child");
+    links.sync.write.reset();
     UniqueFd pidfd;
     if (spec.early_status) pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
     if (spec.on_started) spec.on_started(pidfd.get());
+    return pidfd;
+}
 
-    if (auto r = read_report(report.read.get())) {
-        RunResult res = report_to_result(*r);  // throws for setup failures
-        child.wait(false);
-        return res;
-    }
+// The command runs: its terminal relayed, the root emulation's chown calls answered, signals
+// forwarded, until it exits (or, with early status, until it has its exit code).
+RunResult attend(ChildGuard& child, ChildLinks& links, const SignalBlock& sigs, const ContainerSpec& spec,
+                 UniqueFd pidfd) {
     UniqueFd master;
-    if (console) master = receive_fd(console->read.get(), "pty master");
+    if (links.console) master = receive_fd(links.console->read.get(), "pty master");
     std::optional<ChownSupervisor> chowns;
-    if (owner_sock)
-        chowns.emplace(receive_fd(owner_sock->read.get(), "seccomp listener for the root emulation"), spec.run_dir / "upper", spec.run_dir / kOwnerTableName,
-                       spec.mapping, spec.emulated_identity);
+    if (links.owner_sock)
+        chowns.emplace(receive_fd(links.owner_sock->read.get(), "seccomp listener for the root emulation"),
+                       spec.run_dir / "upper", spec.run_dir / kOwnerTableName, spec.mapping, spec.emulated_identity);
     std::optional<RawTerminal> raw;
     if (master && spec.interactive) raw.emplace(STDIN_FILENO);
     int stopped = 0;
-    Supervised done = supervise(child, sigs, master.get(), master && spec.interactive,
-                                chowns ? &*chowns : nullptr, status ? status->read.get() : -1, stopped);
+    Supervised done = supervise(child, sigs, master.get(), master && spec.interactive, chowns ? &*chowns : nullptr,
+                                links.status ? links.status->read.get() : -1, stopped);
     raw.reset();
     if (!done.early_code) return {exit_status_from_wait(done.wait_status), {}, stopped, {}};
     // PID 1 is exiting (its namespaces' teardown can take tens of milliseconds): hand back a
@@ -388,6 +399,31 @@ RunResult run_container(const ContainerSpec& spec) {
     }
     child.release();
     return {*done.early_code, {}, stopped, std::move(pidfd)};
+}
+
+}  // namespace
+
+RunResult run_container(const ContainerSpec& spec) {
+    ChildContext ctx;
+    ctx.spec = &spec;
+    prepare_paths(ctx, spec);
+    const std::vector<sock_filter> fakeroot =
+        spec.emulate_root_ids ? compile_root_emulation(ChownEmulation::Record, spec.emulated_identity.has_value())
+                              : std::vector<sock_filter>{};
+    prepare_process(ctx, spec, fakeroot);
+    ChildLinks links = make_child_links(ctx, spec);
+    SignalBlock sigs;
+    // After the signals are blocked: a resize from now on is a SIGWINCH the relay sees.
+    if (spec.tty) ctx.terminal = read_terminal_settings(::isatty(STDIN_FILENO) ? STDIN_FILENO : STDOUT_FILENO);
+
+    ChildGuard child(clone_container(ctx, spec));
+    UniqueFd pidfd = release_child(child.pid(), links, spec);
+    if (auto r = read_report(links.report.read.get())) {
+        RunResult res = report_to_result(*r);  // throws for setup failures
+        child.wait(false);
+        return res;
+    }
+    return attend(child, links, sigs, spec, std::move(pidfd));
 }
 
 }  // namespace aishell::runtime
