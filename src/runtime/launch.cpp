@@ -248,27 +248,19 @@ int unpack_layers_here(const std::vector<std::string>& args) {
     }
 }
 
-RunResult exec_image(oci::Store& unleased, const oci::Image& image, const RunOptions& options) {
-    // Held for the container's life (PID 1 inherits the fd): no rollback or GC removes the
-    // image's blobs or trees meanwhile. Taken before the trees are looked for (lease.hpp).
-    oci::Store store = unleased.with_lease(oci::Lease::create(unleased, "exec", oci::image_lease_entries(image)));
-    const HostIds host = probe_host();
-    const IdMapping layers_mapping = store_mapping(store, host);
-    const bool keep_id = options.process.keep_id;
+namespace {
 
-    ContainerSpec spec;
-    spec.layers_dir = store.layers_dir();
-    spec.layers = ensure_image_layers(store, image, layers_mapping);
-    spec.network = options.network;
-    spec.hostname = options.process.hostname.empty() ? random_hex(12) : options.process.hostname;
-
-    ProcessOptions popts = options.process;
+// The command and who runs it: the process from the image's config and the options, the id
+// mapping it runs under, and layer trees owned for that mapping.
+void set_process(ContainerSpec& spec, oci::Store& store, const oci::Image& image, const ProcessOptions& options,
+                 const HostIds& host, const IdMapping& layers_mapping) {
+    ProcessOptions popts = options;
     popts.hostname = spec.hostname;
     // The image as its trees show it (owners aside, a re-owned copy reads the same).
     UserDb db{read_layered_file(spec.layers_dir, spec.layers, "/etc/passwd"),
               read_layered_file(spec.layers_dir, spec.layers, "/etc/group")};
     std::optional<HostUser> keep_user;
-    if (keep_id) keep_user = current_host_user();
+    if (options.keep_id) keep_user = current_host_user();
     spec.process = build_process(image.config, popts, db, keep_user,
                                  [&spec](const std::string& name, const std::vector<std::string>& path_dirs) {
                                      return image_has_executable(spec.layers_dir, spec.layers, path_dirs, name);
@@ -286,22 +278,46 @@ RunResult exec_image(oci::Store& unleased, const oci::Image& image, const RunOpt
                         " is not mapped in " + std::string(mode_name(spec.mapping.mode)) + " mode",
                     "single mode maps only root; add a /etc/subuid range for subuid mode");
     if (spec.mapping.mode == UsernsMode::Single) spec.process.groups.clear();  // setgroups is denied
+}
 
+// Capabilities, no_new_privs and the seccomp program, from --cap-add/--cap-drop/--security-opt.
+void set_security(ContainerSpec& spec, oci::Store& store, const RunOptions& options) {
     spec.capabilities = compute_capabilities(options.cap_add, options.cap_drop);
     auto sec = parse_security_opts(options.security_opts);
     spec.no_new_privileges = sec.no_new_privileges;
     spec.seccomp = seccomp_program(store, sec, spec.capabilities);
+}
 
+// What the child mounts: /dev, /proc, /sys and the masks (mounts.hpp), the binds and volumes.
+std::vector<MountStep> container_mounts(oci::Store& store, const IdMapping& mapping, const RunOptions& options) {
     MountPlanInput mi;
     mi.host_network = options.network == Network::Host;
-    mi.gid5_mapped = spec.mapping.gid_mapped_inside(5);
+    mi.gid5_mapped = mapping.gid_mapped_inside(5);
     mi.binds = options.binds;
     for (const auto& v : options.volumes) mi.binds.push_back(volume_bind(store, v));
     mi.extra = masks_under_binds(fs::weakly_canonical(store.root()), mi.binds);
-    spec.mounts = plan_mounts(mi);
+    return plan_mounts(mi);
+}
+
+}  // namespace
+
+RunResult exec_image(oci::Store& unleased, const oci::Image& image, const RunOptions& options) {
+    // Held for the container's life (PID 1 inherits the fd): no rollback or GC removes the
+    // image's blobs or trees meanwhile. Taken before the trees are looked for (lease.hpp).
+    oci::Store store = unleased.with_lease(oci::Lease::create(unleased, "exec", oci::image_lease_entries(image)));
+    const HostIds host = probe_host();
+    const IdMapping layers_mapping = store_mapping(store, host);
+
+    ContainerSpec spec;
+    spec.layers_dir = store.layers_dir();
+    spec.layers = ensure_image_layers(store, image, layers_mapping);
+    spec.network = options.network;
+    spec.hostname = options.process.hostname.empty() ? random_hex(12) : options.process.hostname;
+    set_process(spec, store, image, options.process, host, layers_mapping);
+    set_security(spec, store, options);
+    spec.mounts = container_mounts(store, spec.mapping, options);
     spec.tty = options.process.tty;
     spec.interactive = options.interactive;
-
     spec.early_status = true;
 
     RunDir run(store, layers_mapping, options.keep_run_dir);
