@@ -173,7 +173,7 @@ ChownSupervisor::Answer ChownSupervisor::answer_identity(const seccomp_notif& re
     UniqueFd mem = open_path("/proc/" + std::to_string(req.pid) + "/mem", O_RDWR);
     if (!mem) return {errno == ENOENT || errno == ESRCH ? EFAULT : errno, 0};
     // The memory opened is the caller's, not a reused pid's, before anything is written to it.
-    if (::ioctl(listener_.get(), SECCOMP_IOCTL_NOTIF_ID_VALID, &req.id) != 0) return {};
+    if (!still_valid(req)) return {};
     for (std::size_t i = 0; i < ids.size(); ++i) {
         const std::uint16_t id16 = static_cast<std::uint16_t>(ids[i]);
         const void* src = call.ids16 ? static_cast<const void*>(&id16) : static_cast<const void*>(&ids[i]);
@@ -183,48 +183,55 @@ ChownSupervisor::Answer ChownSupervisor::answer_identity(const seccomp_notif& re
     return {0, call.kind == Kind::GetGroups ? static_cast<std::int64_t>(ids.size()) : 0};
 }
 
+bool ChownSupervisor::still_valid(const seccomp_notif& req) const {
+    return ::ioctl(listener_.get(), SECCOMP_IOCTL_NOTIF_ID_VALID, &req.id) == 0;
+}
+
+int ChownSupervisor::open_chown_target(const std::string& proc, const seccomp_notif& req, Call call, int root,
+                                       int mem, UniqueFd& target) {
+    const auto* a = req.data.args;
+    const bool at = call.kind == Kind::At;
+    const int dirfd = at ? static_cast<std::int32_t>(a[0]) : AT_FDCWD;
+    const int flags = at ? static_cast<int>(a[4]) : 0;
+    auto dir_of = [&](int fd) { return fd == AT_FDCWD ? proc + "/cwd" : proc + "/fd/" + std::to_string(fd); };
+    if (call.kind == Kind::Fd) {
+        target = open_path(dir_of(static_cast<std::int32_t>(a[0])), O_PATH);
+        return target ? 0 : EBADF;
+    }
+    auto path = read_string(mem, at ? a[1] : a[0]);
+    if (!path) return errno;
+    if (path->empty()) {
+        if (!at || !(flags & AT_EMPTY_PATH)) return ENOENT;
+        target = open_path(dir_of(dirfd), O_PATH);
+        return target ? 0 : EBADF;
+    }
+    std::string full = *path;
+    if (full[0] != '/') {
+        auto base = read_link(dir_of(dirfd));
+        if (!base) return at ? EBADF : ENOENT;
+        if (base->empty() || (*base)[0] != '/') return ENOTDIR;  // a pipe, a socket, ...
+        full = *base + "/" + full;
+    }
+    const bool nofollow = call.kind == Kind::PathNoFollow || (flags & AT_SYMLINK_NOFOLLOW);
+    target = open_resolved(root, full, O_PATH | (nofollow ? O_NOFOLLOW : 0), Resolve::InRoot);
+    return target ? 0 : errno;
+}
+
 int ChownSupervisor::answer_chown(const seccomp_notif& req, Call call) {
     const auto* a = req.data.args;
     const std::string proc = "/proc/" + std::to_string(req.pid);
     const bool at = call.kind == Kind::At;
-    const int dirfd = at ? static_cast<std::int32_t>(a[0]) : AT_FDCWD;
-    const int flags = at ? static_cast<int>(a[4]) : 0;
     const std::size_t id_index = at ? 2 : 1;
     const auto uid = id_arg(a[id_index], call.ids16), gid = id_arg(a[id_index + 1], call.ids16);
-    if (at && (flags & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH)) != 0) return EINVAL;
+    if (at && (static_cast<int>(a[4]) & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH)) != 0) return EINVAL;
 
     UniqueFd root = open_path(proc + "/root", O_PATH | O_DIRECTORY);
     UniqueFd mem = open_path(proc + "/mem", O_RDONLY);
     if (!root || !mem) return 0;  // gone; the answer will not be delivered
     // The pid is the caller's, not a reused one, for what was opened so far.
-    auto still_valid = [&] { return ::ioctl(listener_.get(), SECCOMP_IOCTL_NOTIF_ID_VALID, &req.id) == 0; };
-    if (!still_valid()) return 0;
-
-    auto dir_of = [&](int fd) { return fd == AT_FDCWD ? proc + "/cwd" : proc + "/fd/" + std::to_string(fd); };
+    if (!still_valid(req)) return 0;
     UniqueFd target;
-    if (call.kind == Kind::Fd) {
-        target = open_path(dir_of(static_cast<std::int32_t>(a[0])), O_PATH);
-        if (!target) return EBADF;
-    } else {
-        auto path = read_string(mem.get(), at ? a[1] : a[0]);
-        if (!path) return errno;
-        if (path->empty()) {
-            if (!at || !(flags & AT_EMPTY_PATH)) return ENOENT;
-            target = open_path(dir_of(dirfd), O_PATH);
-            if (!target) return EBADF;
-        } else {
-            std::string full = *path;
-            if (full[0] != '/') {
-                auto base = read_link(dir_of(dirfd));
-                if (!base) return at ? EBADF : ENOENT;
-                if (base->empty() || (*base)[0] != '/') return ENOTDIR;  // a pipe, a socket, ...
-                full = *base + "/" + full;
-            }
-            const bool nofollow = call.kind == Kind::PathNoFollow || (flags & AT_SYMLINK_NOFOLLOW);
-            target = open_resolved(root.get(), full, O_PATH | (nofollow ? O_NOFOLLOW : 0), Resolve::InRoot);
-            if (!target) return errno;
-        }
-    }
+    if (const int error = open_chown_target(proc, req, call, root.get(), mem.get(), target)) return error;
     if (!uid && !gid) return 0;
 
     // Only the container's root overlay becomes the layer: binds, /dev, /proc are not recorded.
@@ -234,30 +241,35 @@ int ChownSupervisor::answer_chown(const seccomp_notif& req, Call call) {
     auto link = read_link("/proc/self/fd/" + std::to_string(target.get()));
     if (!link || link->size() < 2 || (*link)[0] != '/' || link->find(" (deleted)") != std::string::npos) return 0;
     const std::string rel = link->substr(1);
-
     try {
         oci::check_layer_path(rel);
     } catch (const Error&) {
         return 0;  // not a path a layer can hold (never from d_path, but it is checked, not assumed)
     }
+    record_owner(req, target.get(), rel, tst, uid, gid);
+    return 0;
+}
+
+void ChownSupervisor::record_owner(const seccomp_notif& req, int target, const std::string& rel,
+                                   const struct stat& st, std::optional<std::uint32_t> uid,
+                                   std::optional<std::uint32_t> gid) {
     // What the layer would record now: our last record if it is still about the same entry (not
     // deleted and made again since), else the owner on disk.
     auto in_upper = upper_identity(rel);
-    oci::LayerOwner current{mapping_.uid_inside(tst.st_uid).value_or(65534), mapping_.gid_inside(tst.st_gid).value_or(65534)};
+    oci::LayerOwner current{mapping_.uid_inside(st.st_uid).value_or(65534), mapping_.gid_inside(st.st_gid).value_or(65534)};
     if (auto w = wanted_.find(rel); w != wanted_.end() && in_upper && w->second.matches(*in_upper)) current = w->second.owner;
     const oci::LayerOwner want{uid.value_or(current.uid), gid.value_or(current.gid)};
-    if (want == current || !still_valid()) return 0;
+    if (want == current || !still_valid(req)) return;
     if (!in_upper) {
         // Only in a lower layer: copy it up as the real chown would have (ids unchanged).
-        if (::fchownat(target.get(), "", static_cast<uid_t>(-1), static_cast<gid_t>(-1), AT_EMPTY_PATH) != 0) return 0;
+        if (::fchownat(target, "", static_cast<uid_t>(-1), static_cast<gid_t>(-1), AT_EMPTY_PATH) != 0) return;
         in_upper = upper_identity(rel);
-        if (!in_upper) return 0;
+        if (!in_upper) return;
     }
     const auto rec = oci::OwnerRecord::for_entry(want, *in_upper);
     append(oci::format_owner_record(rel, rec));
     wanted_[rel] = rec;
     ++recorded_;
-    return 0;
 }
 
 // The entry as the upper dir has it: never through a symlink, never outside it.

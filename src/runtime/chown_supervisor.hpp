@@ -27,6 +27,7 @@
 #pragma once
 
 #include <linux/seccomp.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <cstdint>
@@ -71,6 +72,16 @@ private:
 
     Answer answer(const seccomp_notif& req);
     int answer_chown(const seccomp_notif& req, Call call);  // errno, 0 for success
+    // The file a chown-family call names, opened O_PATH as the kernel would find it (through
+    // the caller's fd, cwd or dirfd, and its root): 0, or the errno the call fails with.
+    static int open_chown_target(const std::string& proc, const seccomp_notif& req, Call call, int root, int mem,
+                                 UniqueFd& target);
+    // Appends the owner a chown gives the layer entry `rel` (target, stat `st`) to the table,
+    // unless it is the owner the layer would record anyway.
+    void record_owner(const seccomp_notif& req, int target, const std::string& rel, const struct stat& st,
+                      std::optional<std::uint32_t> uid, std::optional<std::uint32_t> gid);
+    // The notification's caller is still the one it was (its pid was not reused).
+    bool still_valid(const seccomp_notif& req) const;
     Answer answer_identity(const seccomp_notif& req, Call call);
     std::optional<oci::EntryIdentity> upper_identity(const std::string& rel) const;
     void append(const std::string& line);
