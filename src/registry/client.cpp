@@ -164,6 +164,47 @@ Response RegistryClient::send_once(Transport& transport, Request& request) {
     return response;
 }
 
+Request RegistryClient::attempt_at(const Request& request, const std::string& url, bool with_auth,
+                                   const std::function<void(Request&)>& prepare, std::string& used) const {
+    Request attempt = request;
+    attempt.url = url;
+    if (prepare) prepare(attempt);
+    // Credentials go only to the origin they were meant for (scheme, host and port), never
+    // across a redirect: not to another host, and not to http://reg after https://reg, where
+    // the host (and, with default ports, the authority) is the same but the header would
+    // travel in clear text.
+    const std::string origin = url_origin(request.url);
+    const bool same_origin = !origin.empty() && url_origin(url) == origin;
+    if (!same_origin) remove_header(attempt.headers, "authorization");
+    used.clear();
+    if (with_auth && same_origin && origin == url_origin(base_url())) {
+        used = current_auth();
+        if (!used.empty()) attempt.headers.emplace_back("Authorization", used);
+    }
+    return attempt;
+}
+
+// The wait before retrying an answer: the backoff, or what a 429 or 503 asks for in
+// Retry-After (RFC 9110, 10.2.3), capped.
+std::chrono::milliseconds RegistryClient::retry_delay(const Response& response, int failures) const {
+    auto delay = backoff_delay(options_.retry, failures);
+    if (response.status == 429 || response.status == 503) {
+        if (auto header = response.header("retry-after")) {
+            if (auto after = parse_retry_after(*header, std::time(nullptr)))
+                delay = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::min(*after, options_.retry.max_retry_after));
+        }
+    }
+    return delay;
+}
+
+void RegistryClient::wait_to_retry(const std::string& url, std::chrono::milliseconds delay,
+                                   const std::string& why) const {
+    if (options_.debug)
+        options_.debug("retrying " + redact_url(url) + " in " + std::to_string(delay.count()) + " ms: " + why);
+    wait(delay);
+}
+
 Response RegistryClient::send_with_retries(Transport& transport, Request request, bool with_auth,
                                            const std::function<void(Request&)>& prepare) {
     const std::string origin = url_origin(request.url);
@@ -173,20 +214,8 @@ Response RegistryClient::send_with_retries(Transport& transport, Request request
     bool reauthorized = false;
     for (;;) {
         check_cancelled();
-        Request attempt = request;
-        attempt.url = url;
-        if (prepare) prepare(attempt);
-        // Credentials go only to the origin they were meant for (scheme, host and port), never
-        // across a redirect: not to another host, and not to http://reg after https://reg, where
-        // the host (and, with default ports, the authority) is the same but the header would
-        // travel in clear text.
-        const bool same_origin = !origin.empty() && url_origin(url) == origin;
-        if (!same_origin) remove_header(attempt.headers, "authorization");
         std::string used;
-        if (with_auth && same_origin && origin == url_origin(base_url())) {
-            used = current_auth();
-            if (!used.empty()) attempt.headers.emplace_back("Authorization", used);
-        }
+        Request attempt = attempt_at(request, url, with_auth, prepare, used);
         std::uint64_t received = 0;
         auto user_progress = request.on_progress;
         attempt.on_progress = [&received, user_progress](std::uint64_t n) {
@@ -201,9 +230,7 @@ Response RegistryClient::send_with_retries(Transport& transport, Request request
             if (!e.transient() || !request.replayable) throw;
             if (received > 0) failures = 0;  // progress was made: a resumed retry is worth it
             if (++failures >= options_.retry.max_attempts) throw;
-            auto delay = backoff_delay(options_.retry, failures);
-            if (options_.debug) options_.debug("retrying " + redact_url(url) + " in " + std::to_string(delay.count()) + " ms: " + e.message());
-            wait(delay);
+            wait_to_retry(url, backoff_delay(options_.retry, failures), e.message());
             continue;
         }
 
@@ -216,6 +243,7 @@ Response RegistryClient::send_with_retries(Transport& transport, Request request
             url = std::move(next);
             continue;
         }
+        const bool same_origin = !origin.empty() && url_origin(url) == origin;
         if (response.status == 401 && with_auth && same_origin) {
             if (!reauthorized && reauthorize(transport, response, used)) {
                 reauthorized = true;
@@ -225,18 +253,7 @@ Response RegistryClient::send_with_retries(Transport& transport, Request request
         }
         if (is_retryable_status(response.status) && request.replayable) {
             if (++failures >= options_.retry.max_attempts) return response;
-            auto delay = backoff_delay(options_.retry, failures);
-            if (response.status == 429 || response.status == 503) {
-                if (auto header = response.header("retry-after")) {
-                    if (auto after = parse_retry_after(*header, std::time(nullptr)))
-                        delay = std::chrono::duration_cast<std::chrono::milliseconds>(
-                            std::min(*after, options_.retry.max_retry_after));
-                }
-            }
-            if (options_.debug)
-                options_.debug("retrying " + redact_url(url) + " in " + std::to_string(delay.count()) + " ms: HTTP " +
-                               std::to_string(response.status));
-            wait(delay);
+            wait_to_retry(url, retry_delay(response, failures), "HTTP " + std::to_string(response.status));
             continue;
         }
         return response;
@@ -348,37 +365,43 @@ Response RegistryClient::probe(Transport& transport, const std::string& scheme) 
     return send_with_retries(transport, request, false, nullptr);
 }
 
-void RegistryClient::ping(Transport& transport) {
-    const bool loopback = is_loopback_host(endpoint_.authority);
-    std::vector<std::string> schemes;
-    if (endpoint_.scheme) {
-        if (*endpoint_.scheme == "http" && !loopback && options_.tls_verify)
-            throw Error("refusing plain HTTP to " + endpoint_.authority + " (not a loopback registry)",
+namespace {
+
+// The schemes to try for a registry, in order: the one its URL names (plain HTTP only for a
+// loopback registry or with TLS verification off), else HTTPS, then HTTP where that is allowed.
+std::vector<std::string> ping_schemes(const Endpoint& endpoint, bool tls_verify) {
+    const bool loopback = is_loopback_host(endpoint.authority);
+    if (endpoint.scheme) {
+        if (*endpoint.scheme == "http" && !loopback && tls_verify)
+            throw Error("refusing plain HTTP to " + endpoint.authority + " (not a loopback registry)",
                         "use https://, or --tls-verify=false if you trust the network");
-        schemes = {*endpoint_.scheme};
-    } else if (loopback) {
-        // Loopback registries are usually plain HTTP (as Docker treats 127.0.0.0/8 as insecure);
-        // trying HTTP first also avoids hanging on a plain server that waits for a request line
-        // while we wait for a TLS ServerHello. A TLS server answers plain HTTP with 400.
-        schemes = {"http", "https"};
-    } else if (!options_.tls_verify) {
-        schemes = {"https", "http"};
-    } else {
-        schemes = {"https"};
+        return {*endpoint.scheme};
     }
+    // Loopback registries are usually plain HTTP (as Docker treats 127.0.0.0/8 as insecure);
+    // trying HTTP first also avoids hanging on a plain server that waits for a request line
+    // while we wait for a TLS ServerHello. A TLS server answers plain HTTP with 400.
+    if (loopback) return {"http", "https"};
+    if (!tls_verify) return {"https", "http"};
+    return {"https"};
+}
+
+}  // namespace
+
+Response RegistryClient::find_registry(Transport& transport, const std::vector<std::string>& schemes) {
     auto is_registry = [](const Response& r) { return r.status == 200 || r.status == 401; };
     auto context = [&](const std::string& scheme) { return "GET " + scheme + "://" + endpoint_.authority + "/v2/"; };
-
-    std::optional<Response> found;
+    auto not_registry = [&](const Response& r) {
+        return Error(context(schemes[0]) + ": " + describe_http_error(r) + ": not a registry API endpoint");
+    };
     std::optional<Response> first;
     std::exception_ptr first_error;
-    for (std::size_t i = 0; i < schemes.size() && !found; ++i) {
+    for (std::size_t i = 0; i < schemes.size(); ++i) {
         const bool last = i + 1 == schemes.size();
         try {
             Response r = probe(transport, schemes[i]);
-            if (is_registry(r)) found = r;
-            else if (last && !first) throw Error(describe_http_error(r) + ": not a registry API endpoint");
-            else if (!first) first = r;
+            if (is_registry(r)) return r;
+            if (last && !first) throw Error(describe_http_error(r) + ": not a registry API endpoint");
+            if (!first) first = r;
         } catch (TransportError& e) {
             if (e.kind() == TransportError::Kind::Cancelled) throw;
             if (i == 0 && !last) {
@@ -392,24 +415,24 @@ void RegistryClient::ping(Transport& transport) {
             }
             // The second scheme could not even set up TLS: report what the first one said.
             if (e.kind() == TransportError::Kind::TlsHandshake && (first || first_error)) {
-                if (first) throw Error(context(schemes[0]) + ": " + describe_http_error(*first) + ": not a registry API endpoint");
+                if (first) throw not_registry(*first);
                 std::rethrow_exception(first_error);
             }
             e.add_context(context(schemes[i]));
             throw;
         }
     }
-    if (!found) {
-        if (first) throw Error(context(schemes[0]) + ": " + describe_http_error(*first) + ": not a registry API endpoint");
-        if (first_error) std::rethrow_exception(first_error);
-        throw Error(context(scheme_) + ": no answer");
-    }
-    if (options_.debug) options_.debug("registry " + endpoint_.authority + " speaks " + scheme_);
-    if (found->status == 200) return;  // anonymous access
-    // Start with credentials right away so the first real request is not a wasted 401.
+    if (first) throw not_registry(*first);
+    if (first_error) std::rethrow_exception(first_error);
+    throw Error(context(scheme_) + ": no answer");
+}
+
+// Starts with credentials right away, as the registry's challenge asks, so the first real
+// request is not a wasted 401.
+void RegistryClient::start_auth(Transport& transport, const Response& challenge) {
     std::lock_guard lock(mutex_);
     std::vector<Challenge> challenges;
-    for (const auto& value : found->all("www-authenticate"))
+    for (const auto& value : challenge.all("www-authenticate"))
         for (auto& c : parse_www_authenticate(value)) challenges.push_back(std::move(c));
     for (const auto& c : challenges) {
         if (c.scheme == "bearer" && !repository_.empty()) {
@@ -421,6 +444,13 @@ void RegistryClient::ping(Transport& transport) {
             return;
         }
     }
+}
+
+void RegistryClient::ping(Transport& transport) {
+    const Response found = find_registry(transport, ping_schemes(endpoint_, options_.tls_verify));
+    if (options_.debug) options_.debug("registry " + endpoint_.authority + " speaks " + scheme_);
+    if (found.status == 200) return;  // anonymous access
+    start_auth(transport, found);
 }
 
 void RegistryClient::verify_login(Transport& transport) {

@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "registry/auth.hpp"
 #include "registry/http.hpp"
@@ -95,6 +96,16 @@ private:
     bool reauthorize(Transport& transport, const Response& response, const std::string& used);
     std::string fetch_token(Transport& transport, const Challenge& challenge);
     std::string current_auth() const;
+    // One try of `request` at `url` (itself or where a redirect led), `prepare`d, with
+    // credentials only for the origin they were meant for; `used` is the Authorization it carries.
+    Request attempt_at(const Request& request, const std::string& url, bool with_auth,
+                       const std::function<void(Request&)>& prepare, std::string& used) const;
+    std::chrono::milliseconds retry_delay(const Response& response, int failures) const;
+    void wait_to_retry(const std::string& url, std::chrono::milliseconds delay, const std::string& why) const;
+    // ping's steps: the first of `schemes` that answers as a registry (200 or 401), and the
+    // credentials its 401 asks for.
+    Response find_registry(Transport& transport, const std::vector<std::string>& schemes);
+    void start_auth(Transport& transport, const Response& challenge);
     Response probe(Transport& transport, const std::string& scheme);
     [[noreturn]] void throw_unauthorized(const Response& response, std::string_view what) const;
 

@@ -196,41 +196,61 @@ public:
         auto parts = split_url(request.url);
         if (!parts) throw Error("invalid URL " + request.url);
 
-        Slist headers;
-        for (const auto& [name, value] : request.headers) {
-            curl_slist* next = curl_slist_append(headers.get(), (name + ": " + value).c_str());
-            if (!next) throw Error("curl_slist_append failed");
-            (void)headers.release();
-            headers.reset(next);
-        }
         const bool uploads = request.body || request.method == "POST" || request.method == "PUT" || request.method == "PATCH";
-        if (uploads) {
-            // No "Expect: 100-continue" (curl adds it to large bodies): registries answer
-            // without it, and waiting for the 100 costs a round trip or curl's 1 s timeout.
-            curl_slist* next = curl_slist_append(headers.get(), "Expect:");
-            if (!next) throw Error("curl_slist_append failed");
-            (void)headers.release();
-            headers.reset(next);
-            if (request.body && !request.body->file.empty()) {
-                t.upload_fd = open_file(request.body->file, O_RDONLY);
-            }
-        }
+        Slist headers = header_list(request, uploads);
         curl_easy_setopt(h, CURLOPT_URL, request.url.c_str());
         curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
         if (request.method == "HEAD") curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
-        if (uploads) {
-            // CURLOPT_UPLOAD streams the body from on_read with a Content-Length (PUT by
-            // default; CUSTOMREQUEST names the method).
-            curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
-            curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
-            curl_easy_setopt(h, CURLOPT_READDATA, &t);
-            curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE,
-                             static_cast<curl_off_t>(request.body ? request.body->size() : 0));
-            curl_easy_setopt(h, CURLOPT_UPLOAD_BUFFERSIZE, 512L * 1024);
-        }
+        if (uploads) set_upload(h, t);
         if (request.method != "GET" && request.method != "HEAD")
             curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, request.method.c_str());
         curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers.get());
+        set_transfer_options(h, t);
+        configure_tls(h, parts->authority);
+
+        CURLcode code = curl_easy_perform(h);
+        if (t.error) std::rethrow_exception(t.error);
+        if (code != CURLE_OK)
+            throw TransportError(classify(code),
+                                 classify(code) == TransportError::Kind::Cancelled ? "interrupted" : curl_easy_strerror(code),
+                                 hint_for(code, parts->authority));
+        long status = 0;
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+        t.response.status = static_cast<int>(status);
+        return std::move(t.response);
+    }
+
+private:
+    static void append(Slist& list, const std::string& line) {
+        curl_slist* next = curl_slist_append(list.get(), line.c_str());
+        if (!next) throw Error("curl_slist_append failed");
+        (void)list.release();
+        list.reset(next);
+    }
+
+    static Slist header_list(const Request& request, bool uploads) {
+        Slist headers;
+        for (const auto& [name, value] : request.headers) append(headers, name + ": " + value);
+        // No "Expect: 100-continue" (curl adds it to large bodies): registries answer without
+        // it, and waiting for the 100 costs a round trip or curl's 1 s timeout.
+        if (uploads) append(headers, "Expect:");
+        return headers;
+    }
+
+    // CURLOPT_UPLOAD streams the body from on_read with a Content-Length (PUT by default;
+    // CUSTOMREQUEST names the method).
+    static void set_upload(CURL* h, Transfer& t) {
+        const Request& request = *t.request;
+        if (request.body && !request.body->file.empty()) t.upload_fd = open_file(request.body->file, O_RDONLY);
+        curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+        curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
+        curl_easy_setopt(h, CURLOPT_READDATA, &t);
+        curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(request.body ? request.body->size() : 0));
+        curl_easy_setopt(h, CURLOPT_UPLOAD_BUFFERSIZE, 512L * 1024);
+    }
+
+    // What every request sets alike: limits, and the callbacks that fill t.response.
+    static void set_transfer_options(CURL* h, Transfer& t) {
         curl_easy_setopt(h, CURLOPT_USERAGENT, "aishell/" AISHELL_VERSION);
         curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);  // the client follows, dropping credentials
         curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);        // no SIGALRM in a threaded program
@@ -246,23 +266,8 @@ public:
         curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_xferinfo);
         curl_easy_setopt(h, CURLOPT_XFERINFODATA, &t);
         curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 256L * 1024);
-        configure_tls(h, parts->authority);
-
-        CURLcode code = curl_easy_perform(h);
-        if (t.error) std::rethrow_exception(t.error);
-        if (code != CURLE_OK) {
-            std::string what = curl_easy_strerror(code);
-            throw TransportError(classify(code),
-                                 classify(code) == TransportError::Kind::Cancelled ? "interrupted" : what,
-                                 hint_for(code, parts->authority));
-        }
-        long status = 0;
-        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-        t.response.status = static_cast<int>(status);
-        return std::move(t.response);
     }
 
-private:
     void configure_tls(CURL* h, const std::string& authority) {
         curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, tls_.verify ? 1L : 0L);
         curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, tls_.verify ? 2L : 0L);
