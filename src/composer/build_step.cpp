@@ -176,27 +176,19 @@ json commit_upper(oci::Store& store, const StepSpec& spec, const fs::path& run_d
     result["layer"] = oci::descriptor_to_json(layer->descriptor);
     result["diff_id"] = layer->diff_id.str();
     // The upper dir is already the layer in overlay format: it becomes layers/<hex> as is, with
-    // the table of the owners its tar carries beside it (first: never a tree without its table).
-    const std::string hex(layer->diff_id.encoded());
-    fs::path target = store.layers_dir() / hex, table = oci::layer_owner_table_path(store.layers_dir(), hex);
+    // the table of the owners its tar carries beside it (oci::install_layer_tree).
     // Lease, then look (oci/lease.hpp): a tree found here is not taken away by another build's
     // rollback; one installed here is recorded as this build's, for its own rollback.
     if (store.lease()) store.lease()->add({oci::LeaseEntry::layer(layer->diff_id)});
-    bool ours = false, raced = false;
-    if (!fs::exists(target)) {
-        if (!layer->owners.empty()) write_file_atomic(table, layer->owners.serialize(), 0600);
-        ::syncfs(fd.get());
-        ours = ::rename(upper.c_str(), target.c_str()) == 0;
-        if (!ours && errno != EEXIST && errno != ENOTEMPTY) throw_errno("rename", target.string());
-        raced = !ours;
-        if (ours && store.lease()) store.lease()->add({oci::LeaseEntry::layer(layer->diff_id, true)});
-    }
-    // Another step made the same tree (from the same tar): the table must name its inodes.
-    if (!ours && !layer->owners.empty() && (raced || !fs::exists(table))) {
-        UniqueFd tree(::open(target.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-        if (!tree) throw_errno("open", target.string());
-        write_file_atomic(table, oci::reidentify(layer->owners, tree.get()).serialize(), 0600);
-    }
+    const bool ours = oci::install_layer_tree(store.layers_dir(), std::string(layer->diff_id.encoded()), layer->owners,
+                                              [&](const fs::path& target) {
+                                                  ::syncfs(fd.get());
+                                                  if (::rename(upper.c_str(), target.c_str()) == 0) return true;
+                                                  if (errno != EEXIST && errno != ENOTEMPTY)
+                                                      throw_errno("rename", target.string());
+                                                  return false;
+                                              });
+    if (ours && store.lease()) store.lease()->add({oci::LeaseEntry::layer(layer->diff_id, true)});
     return result;
 }
 

@@ -120,13 +120,10 @@ UnpackResult unpack_layer_stream(const Store& store, int compressed_fd, media_ty
         throw Error("diff_id mismatch: the image config says " + diff_id.str() + ", the layer tar is " +
                         result.stats.diff_id.str(),
                     "the image is corrupt; remove it and pull it again");
-    // The table first, as a build step installs its tree (build_step.cpp): never a tree that
-    // needs one without it. The records name inodes, which the rename below keeps.
-    const fs::path table = layer_owner_table_path(store.layers_dir(), std::string(diff_id.encoded()));
-    const bool new_tree = !fs::exists(result.path);
-    if (new_tree && !result.stats.unmapped_owner_records.empty())
-        write_file_atomic(table, result.stats.unmapped_owner_records.serialize(), 0600);
-    result.unpacked = tmp.install(result.path);
+    // The records name inodes, which the rename keeps.
+    result.unpacked = install_layer_tree(store.layers_dir(), std::string(diff_id.encoded()),
+                                         result.stats.unmapped_owner_records,
+                                         [&tmp](const fs::path& target) { return tmp.install(target); });
     if (result.unpacked && store.lease()) store.lease()->add({LeaseEntry::layer(diff_id, true)});
     if (result.unpacked) emit_note(options, diff_id, result.stats);
     else result.stats = {};

@@ -433,4 +433,22 @@ void write_owner_table(int fd, const OwnerTable& table, std::string_view what) {
     write_all(fd, table.serialize(), what);
 }
 
+bool install_layer_tree(const std::filesystem::path& layers_dir, const std::string& name, const OwnerTable& owners,
+                        const std::function<bool(const std::filesystem::path& target)>& rename_into_place) {
+    const std::filesystem::path target = layers_dir / name, table = layer_owner_table_path(layers_dir, name);
+    bool ours = false, raced = false;
+    if (!std::filesystem::exists(target)) {
+        if (!owners.empty()) write_file_atomic(table, owners.serialize(), 0600);
+        ours = rename_into_place(target);
+        raced = !ours;
+    }
+    // Another process made the same tree (from the same tar): the table must name its inodes.
+    if (!ours && !owners.empty() && (raced || !std::filesystem::exists(table))) {
+        UniqueFd tree(::open(target.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!tree) throw_errno("open", target.string());
+        write_file_atomic(table, reidentify(owners, tree.get()).serialize(), 0600);
+    }
+    return ours;
+}
+
 }  // namespace aishell::oci

@@ -37,6 +37,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -167,6 +168,16 @@ private:
 // The records of table for another copy of the same tree (a layer tree made from the same
 // tar): each path's identity as tree_fd has it; paths it lacks are left out.
 OwnerTable reidentify(const OwnerTable& table, int tree_fd);
+
+// Installs a layer tree as layers_dir/NAME with `owners`, its table, beside it: the one way a
+// pulled layer (layer_unpack) and a build step's upper dir (composer's commit_upper) go into
+// place. The table is written first, so a tree that needs one is never there without it.
+// `rename_into_place(target)` moves the tree there, false when target exists already. When
+// another process installed the same tree first (the same tar: other inodes), or one that is
+// there lacks its table, the table is written for that tree's inodes (reidentify). Returns
+// whether this call installed the tree.
+bool install_layer_tree(const std::filesystem::path& layers_dir, const std::string& name, const OwnerTable& owners,
+                        const std::function<bool(const std::filesystem::path& target)>& rename_into_place);
 
 // Reads a table file (opened without following a symlink; at most kMaxFileBytes); nullopt
 // when it does not exist.

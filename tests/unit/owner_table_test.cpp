@@ -326,3 +326,76 @@ TEST_CASE("a stack of layer trees gives the owner of the layer an overlay shows"
     UniqueFd cfd = copy.fd();
     CHECK(re.owner_of("etc/conf", *entry_identity_at(cfd.get(), "etc/conf")) == LayerOwner{1234, 2345});
 }
+
+namespace {
+
+// A layer tree as a step or an unpack leaves it: one file, and the table recording its owner.
+fs::path make_tree(const fs::path& parent, const std::string& name) {
+    fs::create_directories(parent / name);
+    write_file_atomic(parent / name / "f", "x");
+    return parent / name;
+}
+
+OwnerTable table_for(const fs::path& tree) {
+    UniqueFd fd(::open(tree.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    OwnerTable t;
+    t.set("f", OwnerRecord::for_entry({1234, 2345}, *entry_identity_at(fd.get(), "f")));
+    return t;
+}
+
+std::optional<LayerOwner> installed_owner(const fs::path& layers, const std::string& name) {
+    UniqueFd fd(::open((layers / name).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    auto table = read_owner_table(layer_owner_table_path(layers, name));
+    if (!table) return std::nullopt;
+    return table->owner_of("f", *entry_identity_at(fd.get(), "f"));
+}
+
+}  // namespace
+
+TEST_CASE("a layer tree goes into place with its owner table, written for the tree that is there",
+          "[owner_table]") {
+    TempDir dir;
+    const fs::path layers = dir.path / "layers";
+    fs::create_directories(layers);
+    auto rename_from = [](const fs::path& from) {
+        return [from](const fs::path& target) { return ::rename(from.c_str(), target.c_str()) == 0; };
+    };
+
+    // Installed: the table beside it, written before the rename.
+    const fs::path first = make_tree(dir.path, "first");
+    const OwnerTable first_owners = table_for(first);
+    bool table_before_rename = false;
+    CHECK(install_layer_tree(layers, "l", first_owners, [&](const fs::path& target) {
+        table_before_rename = fs::exists(layer_owner_table_path(layers, "l"));
+        return rename_from(first)(target);
+    }));
+    CHECK(table_before_rename);
+    CHECK(installed_owner(layers, "l") == LayerOwner{1234, 2345});
+
+    // Already there: not renamed again, the table left as it is.
+    const fs::path second = make_tree(dir.path, "second");
+    CHECK_FALSE(install_layer_tree(layers, "l", table_for(second), [](const fs::path&) -> bool {
+        FAIL("renamed onto a tree that is there");
+        return false;
+    }));
+    CHECK(installed_owner(layers, "l") == LayerOwner{1234, 2345});
+
+    // There without its table: the table is written for the inodes of the tree that is there.
+    fs::remove(layer_owner_table_path(layers, "l"));
+    CHECK_FALSE(install_layer_tree(layers, "l", table_for(second), rename_from(second)));
+    CHECK(installed_owner(layers, "l") == LayerOwner{1234, 2345});
+
+    // Lost a race: another process's copy went into place between the look and the rename.
+    const fs::path mine = make_tree(dir.path, "mine");
+    const fs::path theirs = make_tree(dir.path, "theirs");
+    CHECK_FALSE(install_layer_tree(layers, "m", table_for(mine), [&](const fs::path& target) {
+        REQUIRE(::rename(theirs.c_str(), target.c_str()) == 0);
+        return false;
+    }));
+    CHECK(installed_owner(layers, "m") == LayerOwner{1234, 2345});
+
+    // No owners to record: no table.
+    const fs::path plain = make_tree(dir.path, "plain");
+    CHECK(install_layer_tree(layers, "p", OwnerTable{}, rename_from(plain)));
+    CHECK_FALSE(fs::exists(layer_owner_table_path(layers, "p")));
+}
