@@ -291,7 +291,7 @@ TEST_CASE("gc: re-owned copies of layer trees go by the same rule as layers/", "
     auto lock = store.lock_exclusive();
     store.tag_image("tagged", put_image(store, "tagged", {hex_of('1')}));
     const fs::path copies = dir.path / "layers-idmap-0123456789abcdef";
-    for (const std::string name : {hex_of('1'), hex_of('2'), hex_of('3'), ".tmp-" + hex_of('2') + "-abcd1234",
+    for (const std::string& name : {hex_of('1'), hex_of('2'), hex_of('3'), ".tmp-" + hex_of('2') + "-abcd1234",
                                    ".tmp-" + hex_of('4') + "-abcd1234"})
         fs::create_directories(copies / name / "etc");
     aishell::write_file_atomic(copies / "mapping", "subuid u=0:1000:1 g=0:1000:1\n");
@@ -303,7 +303,7 @@ TEST_CASE("gc: re-owned copies of layer trees go by the same rule as layers/", "
     oci::LeaseRemovalLock held(store);
     oci::PruneGcResult r = oci::collect_garbage(store, options, held, oci::read_live_leases(held));
     // Kept: the image's layer, the leased one and a copy of it still being made.
-    for (const std::string name : {hex_of('1'), hex_of('2'), ".tmp-" + hex_of('2') + "-abcd1234", std::string("mapping")})
+    for (const std::string& name : {hex_of('1'), hex_of('2'), ".tmp-" + hex_of('2') + "-abcd1234", std::string("mapping")})
         CHECK(fs::exists(copies / name));
     // Gone into tmp/: a copy of a layer nothing names, and a copier's leftover for one.
     CHECK_FALSE(fs::exists(copies / hex_of('3')));
