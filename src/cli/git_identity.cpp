@@ -18,6 +18,7 @@
 
 #include "common/file.hpp"
 #include "common/stable_hash.hpp"
+#include "runtime/host_check.hpp"
 
 extern char** environ;
 
@@ -28,30 +29,6 @@ namespace {
 constexpr int kMemoVersion = 1;
 // A listing longer than this is not read to its end: no identity is trusted from it.
 constexpr std::size_t kMaxListing = 4u << 20;
-
-std::int64_t ns_of(const struct timespec& t) { return static_cast<std::int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec; }
-
-bool starts_with(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
-bool ends_with(std::string_view s, std::string_view suffix) {
-    return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
-}
-
-// The git a shell would run: the first executable regular file named git on PATH (posix_spawnp's
-// default path when PATH is unset).
-std::optional<fs::path> find_git() {
-    std::string path = get_env("PATH").value_or("/bin:/usr/bin");
-    std::string_view rest = path;
-    while (true) {
-        auto colon = rest.find(':');
-        std::string dir(rest.substr(0, colon));
-        fs::path candidate = fs::path(dir.empty() ? "." : dir) / "git";
-        struct stat st {};
-        if (::stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(candidate.c_str(), X_OK) == 0)
-            return candidate.is_absolute() ? candidate : fs::absolute(candidate);
-        if (colon == std::string_view::npos) return std::nullopt;
-        rest.remove_prefix(colon + 1);
-    }
-}
 
 GitConfigScope current_scope(fs::path git) {
     GitConfigScope s;
@@ -64,7 +41,7 @@ GitConfigScope current_scope(fs::path git) {
         auto eq = kv.find('=');
         if (eq == std::string_view::npos) continue;
         std::string_view name = kv.substr(0, eq);
-        if (starts_with(name, "GIT_") || name == "XDG_CONFIG_HOME")
+        if (name.starts_with("GIT_") || name == "XDG_CONFIG_HOME")
             s.env.emplace_back(std::string(name), std::string(kv.substr(eq + 1)));
     }
     std::sort(s.env.begin(), s.env.end());
@@ -94,7 +71,7 @@ fs::path git_dir_of(const fs::path& top) {
     struct stat st {};
     if (::lstat(dot_git.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
         auto text = read_file_if_exists(dot_git, 4096);
-        if (text && starts_with(*text, "gitdir: ")) {
+        if (text && text->starts_with("gitdir: ")) {
             std::string target = text->substr(8);
             while (!target.empty() && (target.back() == '\n' || target.back() == '\r')) target.pop_back();
             fs::path p(target);
@@ -108,7 +85,7 @@ fs::path git_dir_of(const fs::path& top) {
 // file's directory.
 fs::path include_target(const std::string& value, const fs::path& includer, const fs::path& home) {
     if (value == "~") return home;
-    if (starts_with(value, "~/")) return home / value.substr(2);
+    if (value.starts_with("~/")) return home / value.substr(2);
     fs::path p(value);
     return p.is_absolute() ? p : includer.parent_path() / p;
 }
@@ -128,13 +105,9 @@ void write_memo(const fs::path& file, const std::string& key, const std::vector<
     try {
         make_dirs(file.parent_path(), 0700);
         nlohmann::json j{{"version", kMemoVersion}, {"key", key}, {"inputs", inputs}, {"stats", stats}, {"env", env}};
-        fs::path tmp = file.parent_path() / ("." + random_hex(8) + ".tmp");
-        {
-            UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-            if (!fd) return;
-            write_all(fd.get(), j.dump(), tmp.string());
-        }
-        if (::rename(tmp.c_str(), file.c_str()) != 0) ::unlink(tmp.c_str());
+        TempFile tmp(file.parent_path(), ".memo.tmp", 0600);
+        write_all(tmp.fd(), j.dump(), tmp.path().string());
+        tmp.replace(file);
     } catch (const std::exception&) {
         // a cache: the next run asks git again
     }
@@ -227,13 +200,13 @@ std::vector<std::string> git_identity_inputs(const GitConfigScope& scope, const 
     const fs::path base = top.value_or(scope.cwd);
     bool on_branch = false;
     for (const auto& e : entries) {
-        if (!starts_with(e.origin, "file:")) continue;
+        if (!e.origin.starts_with("file:")) continue;
         fs::path origin(e.origin.substr(5));
         if (!origin.is_absolute()) origin = base / origin;
         file(origin);
-        const bool include = e.key == "include.path" || (starts_with(e.key, "includeif.") && ends_with(e.key, ".path"));
+        const bool include = e.key == "include.path" || (e.key.starts_with("includeif.") && e.key.ends_with(".path"));
         if (include && e.has_value) file(include_target(e.value, origin, scope.home));
-        if (starts_with(e.key, "includeif.onbranch:")) on_branch = true;
+        if (e.key.starts_with("includeif.onbranch:")) on_branch = true;
     }
     if (top) {
         // The repository's own config, even before it holds anything (a .git made empty, then
@@ -281,12 +254,12 @@ GitIdentity::GitIdentity(GitIdentity&& other) noexcept
 
 GitIdentity GitIdentity::start(const fs::path& memo_dir, std::chrono::nanoseconds settle) {
     GitIdentity g;
-    auto git = find_git();
-    if (!git) {  // no git: no identity to pass
+    fs::path git = runtime::find_in_path("git");
+    if (git.empty()) {  // no git: no identity to pass
         g.answered_ = true;
         return g;
     }
-    g.scope_ = current_scope(*git);
+    g.scope_ = current_scope(std::move(git));
     g.memo_key_ = memo_key(g.scope_);
     g.memo_file_ = memo_dir / (stable_hash_hex(g.memo_key_) + ".json");
     if (auto remembered = read_memo(g.memo_file_, g.memo_key_)) {

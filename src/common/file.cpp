@@ -132,6 +132,13 @@ void TempFile::commit(const fs::path& target) {
     fsync_dir(target.has_parent_path() ? target.parent_path() : fs::path("."));
 }
 
+void TempFile::replace(const fs::path& target) {
+    int fd = fd_.release();
+    if (::close(fd) < 0) throw_errno("close", path_.string());
+    if (::rename(path_.c_str(), target.c_str()) < 0) throw_errno("rename " + path_.string() + " to", target.string());
+    owned_ = false;
+}
+
 void TempFile::keep() noexcept {
     owned_ = false;
 }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <ctime>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -50,6 +51,9 @@ public:
     const fs::path& path() const noexcept { return path_; }
     // fsyncs, closes and renames onto target; fsyncs target's dir.
     void commit(const fs::path& target);
+    // Closes and renames onto target without fsync: for caches, whose readers check what they
+    // read, so an entry a crash tore or lost is only a miss.
+    void replace(const fs::path& target);
     // Keeps the file on disk (e.g. a partial download to resume later) and forgets it.
     void keep() noexcept;
 
@@ -58,6 +62,11 @@ private:
     fs::path path_;
     bool owned_ = false;
 };
+
+// A stat time (st_mtim, st_ctim) or a clock_gettime result as nanoseconds since the epoch.
+inline std::int64_t ns_of(const struct timespec& t) {
+    return static_cast<std::int64_t>(t.tv_sec) * 1'000'000'000 + t.tv_nsec;
+}
 
 // Random lowercase hex string of n characters (from getrandom).
 std::string random_hex(std::size_t n);

@@ -608,8 +608,6 @@ void hash_file(oci::Sha256& h, const struct stat& st, const std::string& rel, Co
     hash_str(h, content_digest(f.get(), rel).str());
 }
 
-std::int64_t ns_of(const struct timespec& t) { return static_cast<std::int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec; }
-
 void hash_entry(oci::Sha256& h, int dirfd, const std::string& name, const std::string& rel,
                 const IgnoreMatcher* matcher, bool follow, ContextDigestMemo* memo) {
     struct stat st {};
@@ -704,13 +702,9 @@ void ContextDigestMemo::save() const {
             entries[key] = {e.dev, e.ino, e.size, e.mtime_ns, e.ctime_ns, e.digest};
     try {
         make_dirs(file_.parent_path(), 0700);
-        fs::path tmp = file_.parent_path() / (".digests-" + random_hex(8) + ".tmp");
-        {
-            UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-            if (!fd) return;
-            write_all(fd.get(), oci::json_document(nlohmann::json{{"version", 1}, {"entries", entries}}), tmp.string());
-        }
-        if (::rename(tmp.c_str(), file_.c_str()) != 0) ::unlink(tmp.c_str());
+        TempFile tmp(file_.parent_path(), ".digests.tmp", 0600);
+        write_all(tmp.fd(), oci::json_document(nlohmann::json{{"version", 1}, {"entries", entries}}), tmp.path().string());
+        tmp.replace(file_);
     } catch (const std::exception&) {
         // a cache: the next build hashes again
     }

@@ -46,8 +46,6 @@ struct TierFiles {
 // build never sees it; being last, this pattern beats any `!certs.d/...` exception.
 const std::vector<std::string> kBaseContextExcludes = {"certs.d"};
 
-std::int64_t ns_of(const struct timespec& t) { return static_cast<std::int64_t>(t.tv_sec) * 1'000'000'000 + t.tv_nsec; }
-
 std::int64_t now_ns() {
     struct timespec now {};
     ::clock_gettime(CLOCK_REALTIME, &now);

@@ -26,9 +26,7 @@ constexpr int kCacheVersion = 1;
 void write_entry(const fs::path& path, std::string_view text) {
     TempFile tmp(path.parent_path(), "." + path.filename().string() + ".tmp");
     write_all(tmp.fd(), text, tmp.path().string());
-    if (::rename(tmp.path().c_str(), path.c_str()) < 0)
-        throw_errno("rename " + tmp.path().string() + " to", path.string());
-    tmp.keep();  // renamed: the temp name is gone
+    tmp.replace(path);
 }
 
 std::optional<CacheEntry> parse_entry(const std::string& text) {
