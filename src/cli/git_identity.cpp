@@ -118,9 +118,10 @@ std::optional<std::vector<std::string>> read_memo(const fs::path& file, const st
     auto text = read_file_if_exists(file, 1u << 20);
     if (!text) return std::nullopt;
     nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
-    if (!j.is_object() || j.value("version", 0) != kMemoVersion || j.value("key", std::string()) != key)
-        return std::nullopt;
     try {
+        // value() throws on a field of another type: inside the try, a miss like the rest.
+        if (!j.is_object() || j.value("version", 0) != kMemoVersion || j.value("key", std::string()) != key)
+            return std::nullopt;
         auto inputs = j.at("inputs").get<std::vector<std::string>>();
         if (stat_git_identity_inputs(inputs, std::numeric_limits<std::int64_t>::max()).text != j.at("stats").get<std::string>())
             return std::nullopt;

@@ -150,6 +150,25 @@ TEST_CASE("GitIdentity runs git once, then answers from the memo until a config 
     CHECK(sixth.finish() == std::vector<std::string>{"GIT_AUTHOR_NAME=Hopper", "GIT_COMMITTER_NAME=Hopper"});
 }
 
+TEST_CASE("a memo that is not one (bad JSON, fields of another type) is a miss: git runs", "[git_identity]") {
+    TempDir t;
+    const fs::path bin = t.path / "bin", home = t.path / "home", memo = t.path / "memo";
+    write(bin / "git", "#!/bin/sh\nprintf 'file:/x\\0user.name\\nAda\\0'\n");
+    ::chmod((bin / "git").c_str(), 0755);
+    fs::create_directories(home);
+    ScopedEnv path("PATH", bin.string()), h("HOME", home.string());
+    ScopedCwd cwd(t.path);
+    GitIdentity::start(memo, std::chrono::nanoseconds(0)).finish();  // writes the memo
+    std::vector<fs::path> memos(fs::directory_iterator(memo), fs::directory_iterator{});
+    REQUIRE(memos.size() == 1);
+    for (const std::string& bad : {"not json"s, R"({"version":"1"})"s, R"({"version":1,"key":7})"s, "[]"s}) {
+        write(memos[0], bad);
+        auto g = GitIdentity::start(memo, std::chrono::nanoseconds(0));
+        CHECK(g.ran_git());
+        CHECK(g.finish() == std::vector<std::string>{"GIT_AUTHOR_NAME=Ada", "GIT_COMMITTER_NAME=Ada"});
+    }
+}
+
 TEST_CASE("without git on PATH there is no identity and nothing runs", "[git_identity]") {
     TempDir t;
     ScopedEnv path("PATH", (t.path / "nothing").string());
