@@ -18,6 +18,7 @@
 
 #include "common/file.hpp"
 #include "common/stable_hash.hpp"
+#include "oci/json_text.hpp"
 #include "runtime/host_check.hpp"
 
 extern char** environ;
@@ -106,7 +107,7 @@ void write_memo(const fs::path& file, const std::string& key, const std::vector<
         make_dirs(file.parent_path(), 0700);
         nlohmann::json j{{"version", kMemoVersion}, {"key", key}, {"inputs", inputs}, {"stats", stats}, {"env", env}};
         TempFile tmp(file.parent_path(), ".memo.tmp", 0600);
-        write_all(tmp.fd(), j.dump(), tmp.path().string());
+        write_all(tmp.fd(), oci::to_message(j), tmp.path().string());
         tmp.replace(file);
     } catch (const std::exception&) {
         // a cache: the next run asks git again
@@ -117,7 +118,7 @@ void write_memo(const fs::path& file, const std::string& key, const std::vector<
 std::optional<std::vector<std::string>> read_memo(const fs::path& file, const std::string& key) {
     auto text = read_file_if_exists(file, 1u << 20);
     if (!text) return std::nullopt;
-    nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
+    nlohmann::json j = oci::from_message(*text);
     try {
         // value() throws on a field of another type: inside the try, a miss like the rest.
         if (!j.is_object() || j.value("version", 0) != kMemoVersion || j.value("key", std::string()) != key)
@@ -262,7 +263,7 @@ GitIdentity GitIdentity::start(const fs::path& memo_dir, std::chrono::nanosecond
     }
     g.scope_ = current_scope(std::move(git));
     g.memo_key_ = memo_key(g.scope_);
-    g.memo_file_ = memo_dir / (stable_hash_hex(g.memo_key_) + ".json");
+    g.memo_file_ = memo_dir / (stable_hash_hex(g.memo_key_) + ".msgpack");
     if (auto remembered = read_memo(g.memo_file_, g.memo_key_)) {
         g.answered_ = true;
         g.env_ = std::move(*remembered);

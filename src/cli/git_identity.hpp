@@ -3,9 +3,10 @@
 // repository config, includes), passed as GIT_AUTHOR_NAME/EMAIL and GIT_COMMITTER_NAME/EMAIL so
 // commits made inside carry it.
 //
-// Running git costs 5 ms of CPU and 7-8 ms of wall time on every start, more than the rest of
-// a warm start together (docs/performance.md, issue 12), so the answer is remembered in the
-// store's cache (cache/git-identity/) with the stat data of every file it came from or could
+// Running git costs 5 ms of CPU and 7-8 ms of wall time on every start, a third of a warm
+// start (docs/performance.md, issue 12), so the answer is remembered in the store's cache
+// (cache/git-identity/<FNV-1a of dir and environment>.msgpack: MessagePack, which keeps a
+// non-UTF-8 directory name or user.name byte for byte) with the stat data of every file it came from or could
 // come from: the git binary, the system and global config files, a `.git` in the current dir
 // and each of its parents (a repository appearing or going), every file git reports an entry
 // from (`--show-origin`) and every file an include names, and a repository's HEAD when an

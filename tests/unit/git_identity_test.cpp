@@ -169,6 +169,22 @@ TEST_CASE("a memo that is not one (bad JSON, fields of another type) is a miss: 
     }
 }
 
+TEST_CASE("a directory and a name that are not UTF-8 are remembered byte for byte", "[git_identity]") {
+    TempDir t;
+    const fs::path bin = t.path / "bin", home = t.path / "home", work = t.path / "caf\xe9", memo = t.path / "memo";
+    write(bin / "git", "#!/bin/sh\necho run >> \"$HOME/runs\"\nprintf 'file:/x\\0user.name\\nJos\\351\\0'\n");
+    ::chmod((bin / "git").c_str(), 0755);
+    fs::create_directories(home);
+    fs::create_directories(work);
+    ScopedEnv path("PATH", bin.string()), h("HOME", home.string());
+    ScopedCwd cwd(work);
+    const std::vector<std::string> jose{"GIT_AUTHOR_NAME=Jos\xe9", "GIT_COMMITTER_NAME=Jos\xe9"};
+    CHECK(GitIdentity::start(memo, std::chrono::nanoseconds(0)).finish() == jose);
+    auto second = GitIdentity::start(memo, std::chrono::nanoseconds(0));
+    CHECK_FALSE(second.ran_git());
+    CHECK(second.finish() == jose);
+}
+
 TEST_CASE("without git on PATH there is no identity and nothing runs", "[git_identity]") {
     TempDir t;
     ScopedEnv path("PATH", (t.path / "nothing").string());
